@@ -1,0 +1,78 @@
+"""Backends, found by name: ``"local"``, ``"azure"``, or the dotted path of a module of your own.
+
+A backend is a module (its ``factory``) with ``create(**options) -> BackendParts``. A backend
+whose packages are not installed stays listed by :func:`available_backends` with the reason,
+and loading it raises :class:`MissingDependencyError` with the ``pip install`` line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from metaverse_kit.errors import ConfigurationError, MissingDependencyError
+
+__all__ = ["available_backends", "load_backend"]
+
+_BUILTIN = {
+    "local": ("metaverse_kit.backends.local.factory", ()),
+    "azure": (
+        "metaverse_kit.backends.azure.factory",
+        (
+            "azure.eventhub",
+            "azure.schemaregistry",
+            "azure.schemaregistry.encoder.avroencoder",
+            "azure.storage.filedatalake",
+            "azure.identity",
+        ),
+    ),
+}
+_PIP_NAMES = {
+    "azure.eventhub": "azure-eventhub",
+    "azure.schemaregistry": "azure-schemaregistry",
+    "azure.schemaregistry.encoder.avroencoder": "azure-schemaregistry-avroencoder",
+    "azure.storage.filedatalake": "azure-storage-file-datalake",
+    "azure.identity": "azure-identity",
+}
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            missing.append(_PIP_NAMES.get(name, name))
+    return missing
+
+
+def available_backends() -> dict[str, str | None]:
+    """Every built-in backend with None when it can be used, or why it cannot."""
+    out: dict[str, str | None] = {}
+    for name, (_, needs) in _BUILTIN.items():
+        missing = _missing(needs)
+        out[name] = f"missing {', '.join(missing)}" if missing else None
+    return out
+
+
+def load_backend(name: str) -> ModuleType:
+    """The factory module of a backend. Raises :class:`ConfigurationError` or
+    :class:`MissingDependencyError` (with the ``pip install`` line)."""
+    if name in _BUILTIN:
+        module, needs = _BUILTIN[name]
+        missing = _missing(needs)
+        if missing:
+            raise MissingDependencyError(f"The {name} backend", missing)
+        return importlib.import_module(module)
+    if "." in name:
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigurationError(f"Cannot import the backend module {name!r}: {exc}") from exc
+    raise ConfigurationError(
+        f"Unknown backend {name!r}: use 'local', 'azure' or the dotted path of a module "
+        "with a create() function"
+    )

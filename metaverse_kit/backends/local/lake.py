@@ -1,0 +1,94 @@
+"""The local lake: Capture archives in a folder tree (the workspace's, or one copied from Azure)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from metaverse_kit.backends.protocols import CaptureFile
+from metaverse_kit.capture import parse_capture_path, select_files
+from metaverse_kit.errors import CaptureFileError, ConfigurationError
+
+__all__ = ["LocalLake"]
+
+
+class LocalLake:
+    """Capture files under a folder, or an explicit list of files.
+
+    ``root`` may be a folder (every ``*.avro`` below it, at any depth), one file, or a list of
+    files. Paths that follow the Capture path format are pruned by partition and time before
+    anything is opened.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
+        if isinstance(root, (str, os.PathLike)):
+            self._paths: list[Path] | None = None
+            self.root = str(root)
+        else:
+            self._paths = [Path(p) for p in root]
+            self.root = os.path.commonpath([str(p) for p in self._paths]) if self._paths else ""
+
+    def __repr__(self) -> str:
+        return f"LocalLake({self.root!r})"
+
+    def __enter__(self) -> LocalLake:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing stays open between calls; kept for the protocol."""
+
+    def _candidates(self) -> list[Path]:
+        if self._paths is not None:
+            missing = [str(p) for p in self._paths if not p.is_file()]
+            if missing:
+                raise ConfigurationError(f"Capture file not found: {', '.join(missing[:5])}")
+            return self._paths
+        root = Path(self.root)
+        if root.is_file():
+            return [root]
+        if not root.is_dir():
+            raise ConfigurationError(f"No Capture file or folder at {self.root}")
+        found = []
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found.extend(
+                Path(folder) / n for n in names if n.endswith(".avro") and not n.startswith(".")
+            )
+        return found
+
+    def list_files(
+        self,
+        *,
+        partitions: Sequence[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[CaptureFile]:
+        """Capture files that may hold events of these partitions in [start, end], in order."""
+        files = []
+        for path in self._candidates():
+            info = parse_capture_path(path.as_posix())
+            stat = path.stat()
+            files.append(
+                CaptureFile(
+                    path=str(path),
+                    size=stat.st_size,
+                    version=f"{stat.st_size}:{stat.st_mtime_ns}",
+                    namespace=info.namespace if info else None,
+                    eventhub=info.eventhub if info else None,
+                    partition=info.partition if info else None,
+                    window_start=info.window_start if info else None,
+                )
+            )
+        return select_files(files, partitions=partitions, start=start, end=end)
+
+    def read_bytes(self, file: CaptureFile) -> bytes:
+        """The whole content of one file."""
+        try:
+            return Path(file.path).read_bytes()
+        except FileNotFoundError as exc:
+            raise CaptureFileError(f"{file.path} disappeared while replaying") from exc

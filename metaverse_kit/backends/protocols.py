@@ -1,0 +1,227 @@
+"""The three boundaries every backend implements: a schema registry, an event hub, a lake.
+
+Each backend folder (``local/``, ``azure/``) has ``registry.py``, ``hub.py``, ``lake.py`` and a
+``factory.py`` that builds the three from keyword options. Everything above the backends (the
+workspace, the history, the widgets) talks only to these protocols and the plain data classes
+here, so a user's code carries over unchanged from the local workspace to Azure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "COMPATIBILITY_MODES",
+    "BackendParts",
+    "CaptureFile",
+    "EventHub",
+    "Lake",
+    "OutgoingEvent",
+    "Receipt",
+    "Schema",
+    "SchemaGroup",
+    "SchemaProperties",
+    "SchemaRegistry",
+]
+
+#: The compatibility modes of an Azure Schema Registry group, spelled as the service does.
+COMPATIBILITY_MODES = ("None", "Backward", "Forward")
+
+
+@dataclass(frozen=True)
+class SchemaProperties:
+    """Where a schema version lives; the fields of ``azure.schemaregistry.SchemaProperties``."""
+
+    id: str
+    format: str
+    group_name: str
+    name: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A schema's definition (JSON text) and properties, like ``azure.schemaregistry.Schema``."""
+
+    definition: str
+    properties: SchemaProperties
+
+
+@dataclass(frozen=True)
+class SchemaGroup:
+    """A schema group: its name, the compatibility mode new versions are held to, its format."""
+
+    name: str
+    compatibility: str = "Backward"
+    format: str = "Avro"
+
+
+@runtime_checkable
+class SchemaRegistry(Protocol):
+    """A schema registry with Azure Schema Registry's model: groups, named schemas, versions."""
+
+    def register_schema(
+        self, group_name: str, definition: str, *, name: str | None = None, format: str = "Avro"
+    ) -> SchemaProperties:
+        """Register ``definition`` as the next version of its schema (named by its Avro full name).
+
+        Registering a definition that is already there returns its existing properties.
+        Raises ``IncompatibleSchemaError`` when it breaks the group's compatibility mode.
+        """
+        ...
+
+    def get_schema(
+        self,
+        schema_id: str | None = None,
+        *,
+        group_name: str | None = None,
+        name: str | None = None,
+        version: int | None = None,
+    ) -> Schema:
+        """A schema by id, or by group, name and version. Raises ``SchemaNotFoundError``."""
+        ...
+
+    def get_schema_properties(
+        self, group_name: str, definition: str, *, name: str | None = None, format: str = "Avro"
+    ) -> SchemaProperties:
+        """The properties of an already registered definition. Raises ``SchemaNotFoundError``."""
+        ...
+
+    def list_groups(self) -> list[str]:
+        """The names of the schema groups."""
+        ...
+
+    def get_group(self, group_name: str) -> SchemaGroup:
+        """A group's properties (its compatibility mode). Raises ``SchemaNotFoundError``."""
+        ...
+
+    def list_schemas(self, group_name: str) -> list[str]:
+        """The schema names in a group that this registry can list."""
+        ...
+
+    def list_versions(self, group_name: str, name: str) -> list[int]:
+        """The version numbers of a schema, oldest first."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and file handles."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """One encoded event on its way to the hub."""
+
+    body: bytes
+    content_type: str
+    partition_key: str
+    message_id: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Where an emitted event landed.
+
+    ``sequence_number``, ``offset`` and ``enqueued_time`` are None when the service does not
+    tell them at send time (Azure Event Hubs does not); ``location`` is the Capture file the event
+    is (local) or will be (Azure, approximately) archived in.
+    """
+
+    partition: str | None
+    sequence_number: int | None
+    offset: str | None
+    enqueued_time: datetime | None
+    schema_id: str
+    content_type: str
+    partition_key: str
+    message_id: str
+    location: str | None = None
+
+    def __str__(self) -> str:
+        return (
+            f"MCE Published: partition {self.partition}, sequence number "
+            f"{self.sequence_number}, offset {self.offset}, schema id {self.schema_id}"
+        )
+
+
+@runtime_checkable
+class EventHub(Protocol):
+    """An event hub: takes encoded events and says where each landed."""
+
+    namespace: str
+    name: str
+
+    def partition_ids(self) -> list[str]:
+        """The hub's partition ids."""
+        ...
+
+    def send(self, events: Sequence[OutgoingEvent], *, schema_ids: Sequence[str]) -> list[Receipt]:
+        """Send events (in order per partition key); one receipt per event.
+
+        Raises ``EmitError`` carrying the receipts of what was sent and the per-event failures.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class CaptureFile:
+    """A Capture archive in a lake: its path, what its path tells, and what changes when it does."""
+
+    path: str
+    size: int
+    version: str
+    namespace: str | None = None
+    eventhub: str | None = None
+    partition: str | None = None
+    window_start: datetime | None = None
+
+
+@runtime_checkable
+class Lake(Protocol):
+    """Where Capture archives are: lists them (pruned by partition and time) and reads them."""
+
+    root: str
+
+    def list_files(
+        self,
+        *,
+        partitions: Sequence[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[CaptureFile]:
+        """Capture files that may hold events of these partitions in [start, end], in order."""
+        ...
+
+    def read_bytes(self, file: CaptureFile) -> bytes:
+        """The whole content of one file."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass
+class BackendParts:
+    """What a backend's ``factory.create()`` hands the workspace.
+
+    Its registry, hub and lake, the schema group events are registered in, and a secret-free
+    description (backend, namespace, event hub, lake) for reprs and widgets.
+    """
+
+    name: str
+    registry: SchemaRegistry
+    hub: EventHub
+    lake: Lake
+    schema_group: str
+    description: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None

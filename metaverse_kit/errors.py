@@ -1,0 +1,146 @@
+"""Every error metaverse-kit raises, under one root.
+
+::
+
+    MetaverseError
+    ├── ConfigurationError          connect() arguments, config files, unknown backends
+    │   └── MissingDependencyError  a backend's extra is not installed (message has the pip line)
+    ├── RegistryError               the schema registry said no
+    │   ├── SchemaNotFoundError     no schema with that id / group / name / version
+    │   └── IncompatibleSchemaError a new version breaks the group's compatibility mode
+    ├── SchemaParseError            a definition is not valid Avro
+    ├── ValidationError             a record does not fit its schema (``.problems`` has every one)
+    ├── DecodeError                 a body cannot be decoded with the schema it names
+    ├── CaptureFileError            a file is not a readable Event Hubs Capture archive
+    ├── EmitError                   events could not be sent (``.failures`` per event)
+    └── ServiceError                a backend service failed (translated from the SDK)
+
+``TransientError`` is a mixin: ``isinstance(exc, TransientError)`` says that trying the same
+call again later may succeed (throttling, a lost connection); every other error is terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "CaptureFileError",
+    "ConfigurationError",
+    "DecodeError",
+    "EmitError",
+    "FieldProblem",
+    "IncompatibleSchemaError",
+    "MetaverseError",
+    "MissingDependencyError",
+    "RegistryError",
+    "SchemaNotFoundError",
+    "SchemaParseError",
+    "ServiceError",
+    "TransientError",
+    "TransientServiceError",
+    "ValidationError",
+]
+
+
+class MetaverseError(Exception):
+    """Root of every error raised by metaverse-kit."""
+
+
+class TransientError:
+    """Mixin: the failure may go away if the same call is tried again later."""
+
+
+class ConfigurationError(MetaverseError, ValueError):
+    """The workspace or backend was configured wrongly; the message says which setting."""
+
+
+class MissingDependencyError(ConfigurationError, ImportError):
+    """A backend needs packages that are not installed; the message has the ``pip install`` line."""
+
+    def __init__(self, what: str, packages: Sequence[str], *, extra: str | None = None) -> None:
+        self.packages = list(packages)
+        target = f'"metaverse-kit[{extra}]"' if extra else " ".join(self.packages)
+        super().__init__(f"{what} needs {', '.join(self.packages)}: pip install {target}")
+
+
+class RegistryError(MetaverseError):
+    """The schema registry refused an operation."""
+
+
+class SchemaNotFoundError(RegistryError, LookupError):
+    """No schema matches the id, or the group, name and version, that were asked for."""
+
+
+class IncompatibleSchemaError(RegistryError):
+    """A new schema version breaks the compatibility mode of its group.
+
+    ``breaking`` lists the fields (or types) that break it, each with the reason.
+    """
+
+    def __init__(self, message: str, *, breaking: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.breaking = list(breaking)
+
+
+class SchemaParseError(MetaverseError, ValueError):
+    """A schema definition is not valid JSON or not a valid Avro schema."""
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One problem found in a record: where (a dotted path with ``[i]`` for items) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<record>'}: {self.message}"
+
+
+class ValidationError(MetaverseError, ValueError):
+    """A record does not fit its Avro schema. ``problems`` lists every problem with its path."""
+
+    def __init__(self, problems: Sequence[FieldProblem], *, what: str = "record") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        super().__init__(
+            f"The {what} does not fit its schema ({count} problem{'s' if count != 1 else ''}):\n"
+            f"{lines}"
+        )
+
+
+class DecodeError(MetaverseError, ValueError):
+    """An event body could not be decoded with the schema its content type names."""
+
+
+class CaptureFileError(MetaverseError, ValueError):
+    """A file is not a readable Event Hubs Capture Avro archive; the message names the file."""
+
+
+class EmitError(MetaverseError):
+    """Some events could not be sent.
+
+    ``failures`` holds ``(index, exception)`` pairs for the events that failed and ``receipts``
+    the receipts of those that were sent, so nothing is lost silently.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failures: Sequence[tuple[int, BaseException]] = (),
+        receipts: Sequence[object] = (),
+    ) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
+        self.receipts = list(receipts)
+
+
+class ServiceError(MetaverseError):
+    """A backend service failed; ``__cause__`` holds the SDK's own exception."""
+
+
+class TransientServiceError(ServiceError, TransientError):
+    """A backend service failed in a way that may pass (throttled, connection lost, timeout)."""

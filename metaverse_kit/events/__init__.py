@@ -1,0 +1,1 @@
+"""The event model: built-in MCE schemas, URNs, aspect builders, validation and the codec."""

@@ -1,0 +1,222 @@
+"""Walking Avro schemas: named types, full names, and a readable label for every type.
+
+Everything that looks inside a schema (validation, the JSON forms, the Arrow type mapping, the
+schema browser's field table, the composer's form) goes through :class:`AvroSchema`, so that
+named-type references and namespace inheritance are resolved in exactly one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from metaverse_kit.errors import SchemaParseError
+
+__all__ = ["PRIMITIVES", "AvroSchema", "FieldInfo", "parse_definition"]
+
+PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED = frozenset({"record", "error", "enum", "fixed"})
+
+
+def parse_definition(definition: str | dict | list) -> Any:
+    """Parse a schema definition given as JSON text (or already parsed) into plain JSON data.
+
+    Raises :class:`SchemaParseError` when the text is not JSON.
+    """
+    if isinstance(definition, str):
+        try:
+            return json.loads(definition)
+        except json.JSONDecodeError as exc:
+            raise SchemaParseError(
+                f"The schema definition is not valid JSON (line {exc.lineno}, column {exc.colno}): "
+                f"{exc.msg}"
+            ) from exc
+    return definition
+
+
+def _full_name(name: str, namespace: str | None) -> str:
+    if "." in name or not namespace:
+        return name
+    return f"{namespace}.{name}"
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One field of a (possibly nested) record, as the schema browser lists it."""
+
+    path: str
+    type: str
+    default: Any
+    has_default: bool
+    nullable: bool
+    doc: str
+
+
+class AvroSchema:
+    """A parsed Avro schema with every named type indexed by its full name.
+
+    Types handed out by :meth:`resolve` are the schema's own JSON dicts with ``name`` replaced by
+    the full name, so callers never need to track namespaces themselves.
+    """
+
+    def __init__(self, definition: str | dict | list) -> None:
+        self.definition = parse_definition(definition)
+        self.named: dict[str, dict] = {}
+        self.root = self._index(self.definition, None)
+
+    @classmethod
+    def of(cls, schema: AvroSchema | str | dict | list) -> AvroSchema:
+        """Return ``schema`` itself when it is already an :class:`AvroSchema`, else parse it."""
+        return schema if isinstance(schema, AvroSchema) else cls(schema)
+
+    # -- indexing -----------------------------------------------------------------------------
+
+    def _index(self, t: Any, namespace: str | None) -> Any:
+        if isinstance(t, list):
+            return [self._index(b, namespace) for b in t]
+        if isinstance(t, str):
+            return t if t in PRIMITIVES else _full_name(t, namespace)
+        if not isinstance(t, dict) or "type" not in t:
+            raise SchemaParseError(f"Not an Avro type: {json.dumps(t)[:200]}")
+        kind = t["type"]
+        if kind in _NAMED:
+            if "name" not in t:
+                raise SchemaParseError(f"A {kind} needs a name: {json.dumps(t)[:200]}")
+            full = _full_name(t["name"], t.get("namespace", namespace))
+            node = dict(t, name=full)
+            self.named[full] = node
+            inner_ns = full.rpartition(".")[0] or None
+            if kind in ("record", "error"):
+                fields = []
+                for f in t.get("fields", []):
+                    if "name" not in f or "type" not in f:
+                        raise SchemaParseError(f"A field of {full} needs a name and a type")
+                    fields.append(dict(f, type=self._index(f["type"], inner_ns)))
+                node["fields"] = fields
+            return full
+        if kind == "array":
+            return dict(t, items=self._index(t["items"], namespace))
+        if kind == "map":
+            return dict(t, values=self._index(t["values"], namespace))
+        if kind in PRIMITIVES:
+            return dict(t)  # a primitive with attributes such as logicalType
+        if isinstance(kind, (dict, list)) or (isinstance(kind, str) and kind not in PRIMITIVES):
+            return self._index(kind, namespace)
+        raise SchemaParseError(f"Unknown Avro type {kind!r}")
+
+    # -- navigation -----------------------------------------------------------------------------
+
+    def resolve(self, t: Any) -> Any:
+        """Follow a named-type reference to its definition; other types come back unchanged."""
+        if isinstance(t, str) and t not in PRIMITIVES:
+            try:
+                return self.named[t]
+            except KeyError:
+                raise SchemaParseError(f"The schema refers to an undefined type {t!r}") from None
+        return t
+
+    @property
+    def root_type(self) -> Any:
+        """The resolved top-level type (usually a record)."""
+        return self.resolve(self.root)
+
+    @property
+    def name(self) -> str | None:
+        """The full name of the top-level named type, if it has one."""
+        root = self.root_type
+        return root["name"] if isinstance(root, dict) and "name" in root else None
+
+    @cached_property
+    def canonical_text(self) -> str:
+        """The definition as compact JSON, the form a registry stores and compares."""
+        return json.dumps(self.definition, separators=(",", ":"))
+
+    def kind(self, t: Any) -> str:
+        """The Avro kind of a type: a primitive name, ``record``, ``enum``, ``union``, ..."""
+        t = self.resolve(t)
+        if isinstance(t, list):
+            return "union"
+        if isinstance(t, str):
+            return t
+        return "record" if t["type"] == "error" else t["type"]
+
+    def label(self, t: Any) -> str:
+        """A short readable name for a type: ``string``, ``array<Owner>``, ``OwnershipType``, ..."""
+        if isinstance(t, list):
+            return " | ".join(self.label(b) for b in t)
+        if isinstance(t, str):
+            return t if t in PRIMITIVES else t.rpartition(".")[2]
+        kind = t["type"]
+        if kind == "array":
+            return f"array<{self.label(t['items'])}>"
+        if kind == "map":
+            return f"map<{self.label(t['values'])}>"
+        if kind in PRIMITIVES:
+            logical = t.get("logicalType")
+            return f"{kind} ({logical})" if logical else kind
+        return str(t.get("name", kind)).rpartition(".")[2]
+
+    def branch_name(self, t: Any) -> str:
+        """The name a union branch goes by in Avro's JSON encoding (full name or primitive)."""
+        if isinstance(t, str):
+            return t
+        if t.get("type") in PRIMITIVES:
+            return str(t["type"])
+        return str(t.get("name", t["type"]))
+
+    def nullable(self, t: Any) -> bool:
+        """True when the type is a union with a ``null`` branch."""
+        return isinstance(t, list) and any(b == "null" for b in t)
+
+    def fields(self, record: Any) -> list[dict]:
+        """The fields of a record type (given by name or definition)."""
+        r = self.resolve(record)
+        return list(r.get("fields", []))
+
+    def walk_fields(
+        self, t: Any = None, *, prefix: str = "", _seen: tuple[str, ...] = ()
+    ) -> Iterator[FieldInfo]:
+        """Every field of the nested schema, depth first, with dotted paths.
+
+        Union branches that are records show as ``field.<BranchName>.sub``; array items as
+        ``field[]``; map values as ``field{}``. A recursive type is listed once.
+        """
+        t = self.root if t is None else t
+        resolved = self.resolve(t)
+        if isinstance(resolved, dict) and resolved.get("type") in ("record", "error"):
+            name = resolved["name"]
+            if name in _seen:
+                return
+            for f in resolved.get("fields", []):
+                path = f"{prefix}.{f['name']}" if prefix else f["name"]
+                yield FieldInfo(
+                    path=path,
+                    type=self.label(f["type"]),
+                    default=f.get("default"),
+                    has_default="default" in f,
+                    nullable=self.nullable(f["type"]),
+                    doc=str(f.get("doc", "")),
+                )
+                yield from self._walk_inner(f["type"], path, (*_seen, name))
+
+    def _walk_inner(self, t: Any, path: str, seen: tuple[str, ...]) -> Iterator[FieldInfo]:
+        resolved = self.resolve(t)
+        if isinstance(resolved, list):
+            records = [b for b in resolved if self.kind(b) in ("record", "array", "map")]
+            for b in records:
+                rb = self.resolve(b)
+                if self.kind(rb) == "record" and len(records) > 1:
+                    yield from self.walk_fields(b, prefix=f"{path}.<{self.label(b)}>", _seen=seen)
+                else:
+                    yield from self._walk_inner(b, path, seen)
+        elif isinstance(resolved, dict):
+            kind = resolved["type"]
+            if kind in ("record", "error"):
+                yield from self.walk_fields(resolved["name"], prefix=path, _seen=seen)
+            elif kind == "array":
+                yield from self._walk_inner(resolved["items"], f"{path}[]", seen)
+            elif kind == "map":
+                yield from self._walk_inner(resolved["values"], f"{path}{{}}", seen)

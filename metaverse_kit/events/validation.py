@@ -1,0 +1,229 @@
+"""Check a record against its Avro schema, reporting every problem with its field path.
+
+Records are plain data in the form fastavro reads and writes. A union's record branch is named by
+a ``("full.Name", {...})`` tuple, which is what ``fastavro.schemaless_reader(...,
+return_record_name=True)`` returns. A plain dict in a union is accepted only when exactly one
+branch can hold all of its fields; the check then settles the branch, so that what is written
+is never re-guessed by the encoder (fastavro would otherwise pick the first branch whose fields
+fit and may drop data).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from metaverse_kit.errors import FieldProblem, ValidationError
+from metaverse_kit.events.avro import AvroSchema
+
+__all__ = ["normalize", "validate"]
+
+_INT_RANGE = (-(2**31), 2**31 - 1)
+_LONG_RANGE = (-(2**63), 2**63 - 1)
+_MAX_LISTED = 8
+
+
+def validate(record: Any, schema: AvroSchema | str | dict) -> list[FieldProblem]:
+    """Return every problem that stops ``record`` from being written with ``schema``.
+
+    An empty list means the record is valid. Paths look like
+    ``proposedSnapshot.aspects[1].owners[0].type``.
+    """
+    problems: list[FieldProblem] = []
+    _Checker(AvroSchema.of(schema), problems).value(record, AvroSchema.of(schema).root, "")
+    return problems
+
+
+def normalize(record: Any, schema: AvroSchema | str | dict, *, what: str = "record") -> Any:
+    """Return ``record`` with every union branch made explicit, ready for the encoder.
+
+    Raises :class:`ValidationError` listing every problem when the record does not fit.
+    """
+    avro = AvroSchema.of(schema)
+    problems: list[FieldProblem] = []
+    out = _Checker(avro, problems).value(record, avro.root, "")
+    if problems:
+        raise ValidationError(problems, what=what)
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:_MAX_LISTED])
+    return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
+
+
+class _Checker:
+    def __init__(self, avro: AvroSchema, problems: list[FieldProblem]) -> None:
+        self.avro = avro
+        self.problems = problems
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(FieldProblem(path, message))
+
+    def value(self, v: Any, t: Any, path: str) -> Any:
+        t = self.avro.resolve(t)
+        if isinstance(t, list):
+            return self.union(v, t, path)
+        kind = t if isinstance(t, str) else t["type"]
+        if kind in ("record", "error"):
+            return self.record(v, t, path)
+        if kind == "enum":
+            if not isinstance(v, str):
+                self.fail(path, f"expected one of {_listing(t['symbols'])}, got {_short(v)}")
+            elif v not in t["symbols"]:
+                self.fail(path, f"{v!r} is not one of {_listing(t['symbols'])}")
+            return v
+        if kind == "array":
+            if not isinstance(v, list):
+                self.fail(path, f"expected a list, got {type(v).__name__} {_short(v)}")
+                return v
+            return [self.value(item, t["items"], f"{path}[{i}]") for i, item in enumerate(v)]
+        if kind == "map":
+            if not isinstance(v, dict):
+                self.fail(path, f"expected a dict of string keys, got {type(v).__name__}")
+                return v
+            out = {}
+            for key, item in v.items():
+                if not isinstance(key, str):
+                    self.fail(path, f"map keys must be strings, got {_short(key)}")
+                out[key] = self.value(item, t["values"], f"{path}[{key!r}]")
+            return out
+        if kind == "fixed":
+            if not isinstance(v, (bytes, bytearray)) or len(v) != t["size"]:
+                self.fail(path, f"expected {t['size']} bytes, got {_short(v)}")
+            return v
+        self.primitive(v, kind, path)
+        return v
+
+    def primitive(self, v: Any, kind: str, path: str) -> bool:
+        ok, why = _primitive_fits(v, kind)
+        if not ok:
+            self.fail(path, why)
+        return ok
+
+    def record(self, v: Any, t: dict, path: str) -> Any:
+        if isinstance(v, tuple) and len(v) == 2 and v[0] == t["name"]:
+            v = v[1]
+        if not isinstance(v, dict):
+            self.fail(
+                path,
+                f"expected a {self.avro.label(t['name'])} record (a dict), "
+                f"got {type(v).__name__} {_short(v)}",
+            )
+            return v
+        names = [f["name"] for f in t["fields"]]
+        unknown = [k for k in v if k not in names]
+        if unknown:
+            self.fail(
+                path,
+                f"unknown field{'s' if len(unknown) > 1 else ''} "
+                f"{_listing(unknown)} in {self.avro.label(t['name'])}; "
+                f"its fields are {_listing(names)}",
+            )
+        out = {}
+        for f in t["fields"]:
+            fpath = f"{path}.{f['name']}" if path else f["name"]
+            if f["name"] in v:
+                out[f["name"]] = self.value(v[f["name"]], f["type"], fpath)
+            elif "default" in f:
+                out[f["name"]] = f["default"]
+            else:
+                self.fail(fpath, f"required field is missing (type {self.avro.label(f['type'])})")
+        return out
+
+    def union(self, v: Any, branches: list, path: str) -> Any:
+        avro = self.avro
+        if v is None:
+            if "null" not in branches:
+                self.fail(path, f"must not be null (expected {avro.label(branches)})")
+            return None
+        named = {avro.branch_name(b): b for b in branches}
+        if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str):
+            name = v[0]
+            if name not in named:
+                records = [n for n in named if avro.kind(named[n]) == "record"]
+                self.fail(
+                    path,
+                    f"{name!r} is not a branch of this union; "
+                    f"the branches are {_listing(records or list(named))}",
+                )
+                return v
+            return (name, self.value(v[1], named[name], path))
+        if isinstance(v, dict):
+            return self.union_dict(v, branches, path)
+        # A plain value: the first branch it fits, as fastavro would write it.
+        for b in branches:
+            kind = avro.kind(b)
+            if kind in ("record", "map", "union"):
+                continue
+            probe: list[FieldProblem] = []
+            out = _Checker(avro, probe).value(v, b, path)
+            if not probe:
+                return out
+        self.fail(path, f"{_short(v)} fits none of {avro.label(branches)}")
+        return v
+
+    def union_dict(self, v: dict, branches: list, path: str) -> Any:
+        avro = self.avro
+        candidates = []
+        for b in branches:
+            r = avro.resolve(b)
+            kind = avro.kind(r)
+            if kind == "map":
+                candidates.append(b)
+            elif kind == "record":
+                fields = {f["name"]: f for f in r["fields"]}
+                required = {n for n, f in fields.items() if "default" not in f}
+                if set(v) <= set(fields) and required <= set(v):
+                    candidates.append(b)
+        if len(candidates) == 1:
+            b = candidates[0]
+            out = self.value(v, b, path)
+            return (avro.branch_name(avro.resolve(b)), out) if avro.kind(b) == "record" else out
+        records = [avro.branch_name(avro.resolve(b)) for b in branches if avro.kind(b) == "record"]
+        if not candidates:
+            self.fail(
+                path,
+                f"no branch of this union has exactly the fields {_listing(list(v))}; "
+                f"the record branches are {_listing(records)}",
+            )
+        else:
+            names = [avro.branch_name(avro.resolve(b)) for b in candidates]
+            self.fail(
+                path,
+                f"a plain dict with fields {_listing(list(v))} fits several branches "
+                f"({_listing(names)}); name the branch with a "
+                f'("full.Name", {{...}}) tuple',
+            )
+        return v
+
+
+def _primitive_fits(v: Any, kind: str) -> tuple[bool, str]:
+    if kind == "null":
+        return (v is None, f"expected null, got {_short(v)}")
+    if kind == "boolean":
+        return (isinstance(v, bool), f"expected true or false, got {_short(v)}")
+    if kind in ("int", "long"):
+        lo, hi = _INT_RANGE if kind == "int" else _LONG_RANGE
+        if isinstance(v, bool) or not isinstance(v, int):
+            return (False, f"expected an integer ({kind}), got {type(v).__name__} {_short(v)}")
+        return (lo <= v <= hi, f"{v} is out of the {kind} range {lo}..{hi}")
+    if kind in ("float", "double"):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return (False, f"expected a number ({kind}), got {type(v).__name__} {_short(v)}")
+        if kind == "float" and isinstance(v, float) and math.isfinite(v) and abs(v) > 3.4028235e38:
+            return (False, f"{v} is out of the float range")
+        return (True, "")
+    if kind == "string":
+        return (isinstance(v, str), f"expected a string, got {type(v).__name__} {_short(v)}")
+    if kind == "bytes":
+        return (
+            isinstance(v, (bytes, bytearray)),
+            f"expected bytes, got {type(v).__name__} {_short(v)}",
+        )
+    return (False, f"unsupported Avro type {kind!r}")

@@ -1,0 +1,1 @@
+"""History: replaying the Capture lake into Arrow, and questions asked of it."""

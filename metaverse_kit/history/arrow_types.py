@@ -1,0 +1,204 @@
+"""Avro types as Arrow types, and converters from decoded Avro values to Arrow-ready values.
+
+The mapping: record -> struct; array -> list; map -> map<string, T>; enum -> string; fixed ->
+fixed-size binary; a nullable union ``[null, T]`` -> a nullable ``T``; a union of several
+branches -> a struct with a ``branch`` field (the branch's full name or primitive type) and
+one nullable field per branch, named by the branch's short name. Logical types become their
+Arrow counterparts (timestamps in UTC, dates, decimals).
+
+Converters are compiled once per schema into closures, and are ``None`` wherever a decoded value
+already has the shape ``pyarrow.array`` takes, so most of a value is never walked in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from metaverse_kit.errors import SchemaParseError
+from metaverse_kit.events.avro import AvroSchema
+
+__all__ = ["ArrowMapping", "arrow_mapping"]
+
+Converter = Callable[[Any], Any] | None
+
+_PRIMITIVE_TYPES: dict[str, pa.DataType] = {
+    "null": pa.null(),
+    "boolean": pa.bool_(),
+    "int": pa.int32(),
+    "long": pa.int64(),
+    "float": pa.float32(),
+    "double": pa.float64(),
+    "bytes": pa.binary(),
+    "string": pa.string(),
+}
+
+_LOGICAL: dict[tuple[str, str], pa.DataType] = {
+    ("long", "timestamp-millis"): pa.timestamp("ms", tz="UTC"),
+    ("long", "timestamp-micros"): pa.timestamp("us", tz="UTC"),
+    ("long", "local-timestamp-millis"): pa.timestamp("ms"),
+    ("long", "local-timestamp-micros"): pa.timestamp("us"),
+    ("int", "date"): pa.date32(),
+    ("int", "time-millis"): pa.time32("ms"),
+    ("long", "time-micros"): pa.time64("us"),
+    ("string", "uuid"): pa.string(),
+}
+
+BRANCH_FIELD = "branch"
+
+
+@dataclass(frozen=True)
+class ArrowMapping:
+    """The Arrow type of an Avro type and the converter that shapes decoded values for it."""
+
+    type: pa.DataType
+    convert: Converter
+
+
+def arrow_mapping(avro: AvroSchema, t: Any = None) -> ArrowMapping:
+    """Map an Avro type (default: the schema's root) to Arrow.
+
+    Raises :class:`SchemaParseError` for a recursive type, which no Arrow type can hold.
+    """
+    return _Mapper(avro).map(avro.root if t is None else t, ())
+
+
+def _python_branch(value: Any) -> tuple[str, ...]:
+    """The Avro kinds a plain decoded value (not a named-record tuple) can have come from."""
+    if isinstance(value, bool):
+        return ("boolean",)
+    if isinstance(value, int):
+        return ("long", "int")
+    if isinstance(value, float):
+        return ("double", "float")
+    if isinstance(value, str):
+        return ("string", "enum")
+    if isinstance(value, (bytes, bytearray)):
+        return ("bytes", "fixed")
+    if isinstance(value, list):
+        return ("array",)
+    if isinstance(value, dict):
+        return ("map", "record")
+    return (type(value).__name__,)
+
+
+class _Mapper:
+    def __init__(self, avro: AvroSchema) -> None:
+        self.avro = avro
+
+    def map(self, t: Any, stack: tuple[str, ...]) -> ArrowMapping:
+        avro = self.avro
+        resolved = avro.resolve(t)
+        if isinstance(resolved, list):
+            return self.union(resolved, stack)
+        if isinstance(resolved, str):
+            return ArrowMapping(_PRIMITIVE_TYPES[resolved], None)
+        kind = resolved["type"]
+        if kind in ("record", "error"):
+            name = resolved["name"]
+            if name in stack:
+                raise SchemaParseError(
+                    f"{name} contains itself; a recursive Avro type has no Arrow column type"
+                )
+            children = [
+                (f["name"], self.map(f["type"], (*stack, name))) for f in resolved["fields"]
+            ]
+            struct = pa.struct([pa.field(n, m.type) for n, m in children])
+            converters = [(n, m.convert) for n, m in children if m.convert is not None]
+            if not converters:
+                return ArrowMapping(struct, None)
+
+            def convert_record(v: Any, _c: list = converters) -> Any:
+                if v is None:
+                    return None
+                v = dict(v)
+                for n, c in _c:
+                    v[n] = c(v.get(n))
+                return v
+
+            return ArrowMapping(struct, convert_record)
+        if kind == "array":
+            item = self.map(resolved["items"], stack)
+            if item.convert is None:
+                return ArrowMapping(pa.list_(item.type), None)
+            ci = item.convert
+            return ArrowMapping(
+                pa.list_(item.type), lambda v: None if v is None else [ci(x) for x in v]
+            )
+        if kind == "map":
+            value = self.map(resolved["values"], stack)
+            if value.convert is None:
+                return ArrowMapping(pa.map_(pa.string(), value.type), None)
+            cv = value.convert
+            return ArrowMapping(
+                pa.map_(pa.string(), value.type),
+                lambda v: None if v is None else {k: cv(x) for k, x in v.items()},
+            )
+        if kind == "enum":
+            return ArrowMapping(pa.string(), None)
+        if kind == "fixed":
+            return ArrowMapping(pa.binary(resolved["size"]), None)
+        logical = resolved.get("logicalType")
+        if logical == "decimal":
+            precision = int(resolved.get("precision", 38))
+            scale = int(resolved.get("scale", 0))
+            return ArrowMapping(
+                pa.decimal128(precision, scale)
+                if precision <= 38
+                else pa.decimal256(precision, scale),
+                None,
+            )
+        if (kind, logical) in _LOGICAL:
+            return ArrowMapping(_LOGICAL[(kind, logical)], None)
+        return ArrowMapping(_PRIMITIVE_TYPES[kind], None)
+
+    def union(self, branches: list, stack: tuple[str, ...]) -> ArrowMapping:
+        avro = self.avro
+        others = [b for b in branches if b != "null"]
+        if not others:
+            return ArrowMapping(pa.null(), None)
+        if len(others) == 1:
+            inner = self.map(others[0], stack)
+            ci = inner.convert
+            if avro.kind(others[0]) != "record":
+                return inner
+
+            # fastavro names the record even in a one-record union; Arrow wants the value.
+            def strip_name(v: Any) -> Any:
+                if isinstance(v, tuple):
+                    v = v[1]
+                return v if ci is None or v is None else ci(v)
+
+            return ArrowMapping(inner.type, strip_name)
+        names = [avro.branch_name(avro.resolve(b)) for b in others]
+        shorts = [n.rpartition(".")[2] for n in names]
+        if len(set(shorts)) != len(shorts):
+            shorts = names
+        mapped = [self.map(b, stack) for b in others]
+        struct = pa.struct(
+            [pa.field(BRANCH_FIELD, pa.string())]
+            + [pa.field(s, m.type) for s, m in zip(shorts, mapped, strict=True)]
+        )
+        by_name = {n: (s, m.convert) for n, s, m in zip(names, shorts, mapped, strict=True)}
+        kinds = [
+            (avro.kind(b), n, s, m.convert)
+            for b, n, s, m in zip(others, names, shorts, mapped, strict=True)
+        ]
+
+        def convert_union(v: Any) -> Any:
+            if v is None:
+                return None
+            if isinstance(v, tuple):
+                name, inner = v
+                short, c = by_name[name]
+                return {BRANCH_FIELD: name, short: inner if c is None else c(inner)}
+            possible = _python_branch(v)
+            for kind, name, short, c in kinds:
+                if kind in possible:
+                    return {BRANCH_FIELD: name, short: v if c is None else c(v)}
+            raise SchemaParseError(f"A decoded value {v!r:.60} fits no branch of {names}")
+
+        return ArrowMapping(struct, convert_union)

@@ -1,0 +1,283 @@
+"""``connect()`` and the :class:`Workspace` it returns: one registry, hub and lake, used together.
+
+Data flows one way: widgets and notebooks -> workspace -> backend parts. The workspace knows
+the event model (validation, encoding, the partition key of an MCE) and the history (replay);
+the backends know only bytes, schemas and files.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from metaverse_kit.backends import load_backend
+from metaverse_kit.backends.protocols import (
+    BackendParts,
+    EventHub,
+    Lake,
+    OutgoingEvent,
+    Receipt,
+    Schema,
+    SchemaProperties,
+    SchemaRegistry,
+)
+from metaverse_kit.config import default_backend
+from metaverse_kit.errors import (
+    ConfigurationError,
+    FieldProblem,
+    SchemaNotFoundError,
+    ValidationError,
+)
+from metaverse_kit.events.avro import AvroSchema
+from metaverse_kit.events.codec import content_type_for, encode_body
+
+__all__ = ["Workspace", "connect", "partition_key_of"]
+
+
+def connect(
+    backend: str | None = None, /, *, path: str | Path | None = None, **options: Any
+) -> Workspace:
+    """Open a workspace on a backend: ``"local"`` (the default) or ``"azure"``.
+
+    ``connect()`` opens the local workspace at ``$METAVERSE_HOME`` or ``./.metaverse``,
+    creating it when missing; ``connect(path="my-workspace")`` opens (or creates) that one.
+    Other keyword options go to the backend's ``factory.create`` (see its docstring); an
+    unknown option raises :class:`ConfigurationError` naming the options it takes.
+    """
+    name = backend or default_backend()
+    factory = load_backend(name)
+    if path is not None:
+        options["path"] = path
+    try:
+        parts = factory.create(**options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        import inspect
+
+        accepted = [p for p in inspect.signature(factory.create).parameters if p != "self"]
+        raise ConfigurationError(f"{exc}; the {name} backend takes {', '.join(accepted)}") from None
+    return Workspace(parts)
+
+
+def partition_key_of(record: Any) -> str | None:
+    """The partition key of an event: the urn of an MCE's snapshot, an MCP's entityUrn, a urn."""
+    if not isinstance(record, Mapping):
+        return None
+    snapshot = record.get("proposedSnapshot")
+    if isinstance(snapshot, tuple) and len(snapshot) == 2:
+        snapshot = snapshot[1]
+    if isinstance(snapshot, Mapping) and isinstance(snapshot.get("urn"), str):
+        return str(snapshot["urn"])
+    for key in ("entityUrn", "urn"):
+        if isinstance(record.get(key), str):
+            return str(record[key])
+    return None
+
+
+class Workspace:
+    """A registry, an event hub and a lake, and the verbs users need across them.
+
+    Use :func:`connect` to get one. A workspace is a context manager; closing it closes the
+    backend's connections.
+    """
+
+    def __init__(self, parts: BackendParts) -> None:
+        self._parts = parts
+        self._schema_ids: dict[tuple[str, str], SchemaProperties] = {}
+
+    def __repr__(self) -> str:
+        d = self._parts.description
+        shown = ", ".join(f"{k}={v!r}" for k, v in d.items() if k != "backend")
+        return f"<Workspace {self.backend}: {shown}>"
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the registry, hub and lake."""
+        for part in (self.hub, self.registry, self.lake):
+            part.close()
+
+    # -- parts ----------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """``"local"``, ``"azure"``, or a custom backend's name."""
+        return self._parts.name
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        """The schema registry."""
+        return self._parts.registry
+
+    @property
+    def hub(self) -> EventHub:
+        """The event hub events are emitted to."""
+        return self._parts.hub
+
+    @property
+    def lake(self) -> Lake:
+        """The Capture lake history is replayed from."""
+        return self._parts.lake
+
+    @property
+    def schema_group(self) -> str:
+        """The schema group events are registered in."""
+        return self._parts.schema_group
+
+    @property
+    def path(self) -> Path | None:
+        """The local workspace folder (None on other backends)."""
+        return self._parts.path
+
+    @property
+    def description(self) -> dict[str, Any]:
+        """Which backend, namespace, event hub and lake this workspace talks to; no secrets."""
+        return dict(self._parts.description)
+
+    # -- schemas --------------------------------------------------------------------------------
+
+    def _definition(self, schema: Any) -> str:
+        if schema is None:
+            from metaverse_kit.events.builtin import mce_definition
+
+            return mce_definition()
+        if isinstance(schema, Schema):
+            return schema.definition
+        if isinstance(schema, SchemaProperties):
+            return self.registry.get_schema(schema.id).definition
+        if isinstance(schema, (dict, list)):
+            return AvroSchema(schema).canonical_text
+        if isinstance(schema, str):
+            text = schema.strip()
+            if text.startswith(("{", "[", '"')):
+                return text
+            return self.registry.get_schema(text).definition
+        raise ConfigurationError(
+            "schema= takes a definition (JSON text or dict), a registry Schema or "
+            f"SchemaProperties, or a schema id; got {type(schema).__name__}"
+        )
+
+    def schema_properties(self, schema: Any = None) -> SchemaProperties:
+        """The registry properties of ``schema`` in this workspace's group, registering it if new.
+
+        ``schema`` is a definition, a registry ``Schema``, a schema id, or None for the built-in
+        MCE schema.
+        """
+        definition = self._definition(schema)
+        key = (self.schema_group, definition)
+        props = self._schema_ids.get(key)
+        if props is None:
+            try:
+                props = self.registry.get_schema_properties(self.schema_group, definition)
+            except SchemaNotFoundError:
+                props = self.registry.register_schema(self.schema_group, definition)
+            self._schema_ids[key] = props
+        return props
+
+    # -- emit -----------------------------------------------------------------------------------
+
+    def emit(
+        self,
+        events: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+        *,
+        schema: Any = None,
+        partition_key: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> list[Receipt]:
+        """Validate, encode and send one event or a list; one :class:`Receipt` per event.
+
+        Every event is checked before anything is sent: one invalid event raises
+        :class:`ValidationError` listing every problem of every event (paths start with
+        ``events[i]`` for a list) and nothing is sent. ``schema`` defaults to the built-in MCE
+        schema; ``partition_key`` defaults to each MCE's urn, so one entity's events stay in
+        order. Sending failures raise :class:`EmitError` with per-event details.
+        """
+        single = isinstance(events, Mapping)
+        items: list[Any] = [events] if single else list(events)
+        if not items:
+            return []
+        props = self.schema_properties(schema)
+        definition = self.registry.get_schema(props.id).definition
+        bodies: list[bytes] = []
+        problems: list[FieldProblem] = []
+        for i, record in enumerate(items):
+            try:
+                bodies.append(encode_body(record, definition))
+            except ValidationError as exc:
+                prefix = "" if single else f"events[{i}]"
+                problems.extend(
+                    FieldProblem(
+                        f"{prefix}.{p.path}" if prefix and p.path else prefix or p.path, p.message
+                    )
+                    for p in exc.problems
+                )
+        if problems:
+            raise ValidationError(problems, what="event" if single else "batch of events")
+        content_type = content_type_for(props.id)
+        outgoing = [
+            OutgoingEvent(
+                body=body,
+                content_type=content_type,
+                partition_key=partition_key or partition_key_of(record) or "",
+                message_id=uuid.uuid4().hex,
+                properties=dict(properties or {}),
+            )
+            for body, record in zip(bodies, items, strict=True)
+        ]
+        return self.hub.send(outgoing, schema_ids=[props.id] * len(outgoing))
+
+    # -- replay ---------------------------------------------------------------------------------
+
+    def replay_batches(
+        self,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        partitions: Sequence[str | int] | None = None,
+        *,
+        schema: Any = None,
+        progress: bool | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the lake's history as RecordBatches (see :func:`metaverse_kit.replay_batches`)."""
+        from metaverse_kit.history.replay import replay_lake
+
+        return replay_lake(
+            self.lake,
+            registry=self.registry,
+            start=start,
+            end=end,
+            partitions=partitions,
+            schema=schema,
+            progress=progress,
+        )
+
+    def replay(
+        self,
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        partitions: Sequence[str | int] | None = None,
+        *,
+        schema: Any = None,
+        progress: bool | None = None,
+    ) -> pa.Table:
+        """Replay the lake's history into an Arrow table (see ``replay_capture``)."""
+        from metaverse_kit.history.replay import replay_capture
+
+        return replay_capture(
+            self.lake,
+            registry=self.registry,
+            start=start,
+            end=end,
+            partitions=partitions,
+            schema=schema,
+            progress=progress,
+        )
