@@ -136,7 +136,7 @@ def decode_capture_file(
     if blocks_start >= len(data):
         return _empty_batch(schema)
     try:
-        records = list(fastavro.reader(io.BytesIO(data)))
+        records: list[Any] = list(fastavro.reader(io.BytesIO(data)))
     except Exception as exc:  # fastavro raises many types for corrupt input
         raise CaptureFileError(f"{where} is not a readable Capture archive: {exc}") from exc
     if not records:
@@ -263,7 +263,8 @@ def _decode_payloads(
     struct = pa.array(values, mapping.type) if pa.types.is_struct(mapping.type) else None
     if struct is None:
         return bodies, errors, [pa.array(values, mapping.type)]
-    return bodies, errors, [struct.field(i) for i in range(struct.type.num_fields)]
+    # NOTE: flatten(), unlike field(i), carries the null rows of undecoded events into each column.
+    return bodies, errors, list(struct.flatten())
 
 
 def _registry_lookup(registry: SchemaRegistry | None) -> SchemaLookup:

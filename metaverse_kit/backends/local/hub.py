@@ -81,7 +81,8 @@ class LocalEventHub:
         self.partition_count = partition_count
         self.window = timedelta(seconds=window_seconds)
         self.codec = codec
-        self._clock = clock or (lambda: datetime.now(UTC))
+        #: Stamps enqueued times; tests and the demo set it to simulate a history.
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self._lock_path = self.state_root / ".lock"
         self._journal_path = self.state_root / "journal.json"
         self._state_path = self.state_root / "partitions.json"
@@ -145,7 +146,7 @@ class LocalEventHub:
             state = self._read_state()
             receipts: list[Receipt] = []
             files: dict[str, list[dict[str, Any]]] = {}
-            now = self._clock()
+            now = self.clock()
             if now.tzinfo is None:
                 raise ConfigurationError("The hub's clock must return timezone-aware datetimes")
             for event, schema_id in zip(events, schema_ids, strict=True):
@@ -223,8 +224,8 @@ class LocalEventHub:
                 self._journal_path, json.dumps({"renames": renames, "state": state}).encode()
             )
         except BaseException:
-            for tmp, _ in renames:
+            for pending, _ in renames:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                    os.unlink(pending)
             raise
         self._recover()

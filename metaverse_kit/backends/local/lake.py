@@ -53,7 +53,7 @@ class LocalLake:
             return [root]
         if not root.is_dir():
             raise ConfigurationError(f"No Capture file or folder at {self.root}")
-        found = []
+        found: list[Path] = []
         for folder, dirs, names in os.walk(root):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             found.extend(

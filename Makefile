@@ -1,0 +1,65 @@
+# metaverse-kit: `make lab` to work in JupyterLab, `make test` to run everything CI runs.
+# Everything is installed into ./.venv and ./.cache; nothing outside the repository is touched
+# except Debian's chromium, which the browser tests need (installed with apt when missing).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CACHE := .cache
+AZURITE := $(CACHE)/node/node_modules/.bin/azurite-blob
+DATAHUB_WHEEL := $(CACHE)/acryl_datahub-1.7.0.17-py3-none-any.whl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export METAVERSE_HOME ?= $(CURDIR)/.metaverse
+
+.PHONY: help env workspace lab demo test test-deps lint chromium bench clean
+
+help:
+	@echo "make lab    create .venv, install, prepare the local workspace, open JupyterLab"
+	@echo "make test   install what the tests need (Azurite, Chromium) and run the whole suite"
+	@echo "make demo   the whole flow headless in a fresh workspace"
+	@echo "make bench  replay benchmarks (prints ratios against the baseline)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+env: $(STAMP)
+
+workspace: env
+	$(BIN)/metaverse init --sample
+
+lab: workspace
+	cd notebooks && ../$(BIN)/jupyter lab
+
+demo: env
+	$(BIN)/metaverse demo
+
+bench: env
+	$(BIN)/python benchmarks/replay.py
+
+chromium:
+	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+$(AZURITE):
+	mkdir -p $(CACHE)/node
+	npm install --prefix $(CACHE)/node --no-audit --no-fund --silent azurite@3.35.0
+
+$(DATAHUB_WHEEL): $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps acryl-datahub==1.7.0.17 -d $(CACHE)
+
+test-deps: env chromium $(AZURITE) $(DATAHUB_WHEEL)
+
+lint: env
+	$(BIN)/ruff check metaverse_kit tests benchmarks
+	$(BIN)/ruff format --check metaverse_kit tests benchmarks
+	$(BIN)/mypy metaverse_kit
+
+test: test-deps lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache test-artifacts

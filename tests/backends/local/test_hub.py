@@ -1,0 +1,219 @@
+"""The local hub: partitions, sequence numbers, Capture files as Azure writes them, crash safety."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fastavro
+import pytest
+
+import metaverse_kit as mk
+from metaverse_kit.backends.local.hub import LocalEventHub
+from metaverse_kit.backends.protocols import OutgoingEvent
+from metaverse_kit.capture import read_header
+from tests.conftest import SimClock
+
+
+def _events(n: int, key: str = "k") -> list[OutgoingEvent]:
+    return [
+        OutgoingEvent(
+            body=f"body-{i}".encode(),
+            content_type="avro/binary+" + "a" * 32,
+            partition_key=f"{key}{i % 5}",
+            message_id=f"m-{key}-{i}",
+        )
+        for i in range(n)
+    ]
+
+
+def test_receipts_follow_event_hubs_rules(workspace: mk.Workspace, clock: SimClock) -> None:
+    user = mk.make_user_urn("jdoe")
+    first = workspace.emit(mk.example_mce())[0]
+    receipts = workspace.emit([mk.mce(user, [mk.aspects.status(False)]) for _ in range(3)])
+    assert [r.sequence_number for r in receipts if r.partition == receipts[0].partition][:3] == [
+        receipts[0].sequence_number,
+        receipts[0].sequence_number + 1,
+        receipts[0].sequence_number + 2,
+    ]
+    # One urn, one partition: its events stay in order.
+    assert {r.partition for r in receipts} == {workspace.hub.partition_for(user)}
+    assert all(r.partition_key == user for r in receipts)
+    assert first.content_type == f"avro/binary+{first.schema_id}"
+    assert first.enqueued_time == clock.now
+    assert str(first).startswith("MCE Published: partition ")
+    assert Path(first.location).is_file()
+    assert int(receipts[1].offset) > int(receipts[0].offset)
+    assert len({r.message_id for r in [first, *receipts]}) == 4
+
+
+def test_partition_of_a_key_is_stable(tmp_path: Path) -> None:
+    hub = LocalEventHub(
+        tmp_path / "lake", tmp_path / "hub", namespace="n", eventhub="e", partition_count=4
+    )
+    assert hub.partition_for("urn:li:corpuser:datahub") == hub.partition_for(
+        "urn:li:corpuser:datahub"
+    )
+    spread = {hub.partition_for(f"urn:{i}") for i in range(100)}
+    assert spread == {"0", "1", "2", "3"}
+
+
+def test_capture_files_look_like_azures(
+    workspace: mk.Workspace, clock: SimClock, real_capture: Path
+) -> None:
+    receipt = workspace.emit(mk.example_mce())[0]
+    path = Path(receipt.location)
+    relative = path.relative_to(workspace.path / "lake").as_posix()
+    assert relative == f"metaverse-local/metaverse/{receipt.partition}/2026/03/02/08/00/00.avro"
+    ours = path.read_bytes()
+    azure = (real_capture / "mba_p9--2022-12-09--16-50-12.avro").read_bytes()
+    our_meta, _, our_start = read_header(ours)
+    azure_meta, _, azure_start = read_header(azure)
+    assert our_meta == azure_meta
+    assert ours[: our_start - 16] == azure[: azure_start - 16]  # all but the random sync marker
+    (record,) = list(fastavro.reader(io.BytesIO(ours)))
+    assert record["EnqueuedTimeUtc"] == "3/2/2026 8:00:00 AM"
+    assert record["SystemProperties"]["x-opt-enqueued-time"] == int(clock.now.timestamp() * 1000)
+    assert record["SystemProperties"]["x-opt-partition-key"] == receipt.partition_key
+    assert record["SystemProperties"]["content-type"] == receipt.content_type
+    assert record["Properties"]["content-type"] == receipt.content_type
+    assert record["Properties"]["message-id"] == receipt.message_id
+    assert mk.decode_body(record["Body"], mk.mce_definition()) == mk.example_mce()
+
+
+def test_events_append_within_a_window_and_roll_to_the_next(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    urn = mk.make_user_urn("a")
+    a = workspace.emit(mk.mce(urn, [mk.aspects.status(False)]))[0]
+    clock.advance(minutes=2)
+    b = workspace.emit(mk.mce(urn, [mk.aspects.status(True)]))[0]
+    clock.advance(minutes=4)
+    c = workspace.emit(mk.mce(urn, [mk.aspects.status(False)]))[0]
+    assert a.location == b.location != c.location
+    assert c.location.endswith("/2026/03/02/08/05/00.avro")
+    records = list(fastavro.reader(io.BytesIO(Path(a.location).read_bytes())))
+    assert [r["SequenceNumber"] for r in records] == [0, 1]
+
+
+def test_enqueued_time_never_goes_back_in_a_partition(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    urn = mk.make_user_urn("a")
+    first = workspace.emit(mk.mce(urn, [mk.aspects.status(False)]))[0]
+    clock.now = datetime(2020, 1, 1, tzinfo=UTC)
+    second = workspace.emit(mk.mce(urn, [mk.aspects.status(True)]))[0]
+    assert second.enqueued_time == first.enqueued_time
+    assert second.sequence_number == first.sequence_number + 1
+
+
+def test_invalid_events_are_rejected_before_anything_is_written(workspace: mk.Workspace) -> None:
+    good = mk.example_mce()
+    bad = mk.mce(mk.make_user_urn("x"), [mk.aspects.status(False)])
+    bad["proposedSnapshot"][1]["aspects"][0][1]["removed"] = "no"
+    with pytest.raises(mk.ValidationError) as info:
+        workspace.emit([good, bad, bad])
+    paths = [p.path for p in info.value.problems]
+    assert paths == [
+        "events[1].proposedSnapshot.aspects[0].removed",
+        "events[2].proposedSnapshot.aspects[0].removed",
+    ]
+    assert not list((workspace.path / "lake").rglob("*.avro"))
+
+
+def test_a_crash_after_the_commit_point_is_finished_by_the_next_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = LocalEventHub(
+        tmp_path / "lake",
+        tmp_path / "hub",
+        namespace="n",
+        eventhub="e",
+        partition_count=4,
+        clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    hub.send(_events(5), schema_ids=["s"] * 5)
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def crash_on_second_rename(src: str, dst: str) -> None:
+        if str(src).endswith(".pending"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_second_rename)
+    with pytest.raises(OSError, match="simulated crash"):
+        hub.send(_events(10, key="b"), schema_ids=["s"] * 10)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (tmp_path / "hub" / "journal.json").exists()
+    # The next hub to send finishes the committed renames first: nothing lost, nothing reused.
+    LocalEventHub(
+        tmp_path / "lake", tmp_path / "hub", namespace="n", eventhub="e", partition_count=4
+    ).send(_events(1, key="c"), schema_ids=["s"])
+    records = [
+        r
+        for f in sorted((tmp_path / "lake").rglob("*.avro"))
+        for r in fastavro.reader(io.BytesIO(f.read_bytes()))
+    ]
+    assert len(records) == 16
+    ids = [r["Properties"]["message-id"] for r in records]
+    assert len(ids) == len(set(ids))
+    assert not list((tmp_path / "lake").rglob("*.pending"))
+
+
+def test_a_crash_before_the_commit_point_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = LocalEventHub(
+        tmp_path / "lake", tmp_path / "hub", namespace="n", eventhub="e", partition_count=2
+    )
+    hub.send(_events(3), schema_ids=["s"] * 3)
+    before = {f: f.read_bytes() for f in (tmp_path / "lake").rglob("*.avro")}
+    state = (tmp_path / "hub" / "partitions.json").read_text()
+    import metaverse_kit.backends.local.hub as hub_module
+
+    def fail(*args: object, **kwargs: object) -> bytes:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(hub_module, "append_events", fail)
+    with pytest.raises(OSError, match="disk full"):
+        hub.send(_events(3, key="z"), schema_ids=["s"] * 3)
+    assert {f: f.read_bytes() for f in (tmp_path / "lake").rglob("*.avro")} == before
+    assert (tmp_path / "hub" / "partitions.json").read_text() == state
+    assert not [p for p in (tmp_path / "lake").rglob("*") if p.name.endswith(".pending")]
+
+
+def _emit_worker(path: str, worker: int, count: int) -> list[tuple[str, int]]:
+    with mk.connect(path=path) as ws:
+        out = []
+        for i in range(count):
+            urn = mk.make_dataset_urn("hive", f"w{worker}.t{i % 7}")
+            r = ws.emit(mk.mce(urn, [mk.aspects.status(False)]))[0]
+            out.append((r.partition, r.sequence_number))
+        return out
+
+
+def test_two_processes_emitting_at_once_lose_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "ws")
+    mk.connect(path=path).close()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        results = pool.starmap(_emit_worker, [(path, 0, 40), (path, 1, 40)])
+    receipts = [r for worker in results for r in worker]
+    assert len(receipts) == len(set(receipts)) == 80
+    table = mk.connect(path=path).replay(schema=False)
+    assert table.num_rows == 80
+    pairs = set(
+        zip(table["partition"].to_pylist(), table["sequence_number"].to_pylist(), strict=True)
+    )
+    assert pairs == set(receipts)
+    state = json.loads((tmp_path / "ws" / "hub" / "partitions.json").read_text())
+    for partition, part in state.items():
+        numbers = sorted(s for p, s in receipts if p == partition)
+        assert numbers == list(range(part["next_sequence"]))

@@ -1,0 +1,65 @@
+"""Fixtures all tests share: a fresh local workspace, a simulated clock, real Capture files.
+
+``os.environ`` is restored after every test, so a test that sets ``METAVERSE_HOME`` or an Azure
+variable cannot leak it into the next one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import metaverse_kit as mk
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_CAPTURE = REPO.parent / "shared" / "fixtures" / "capture-real"
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class SimClock:
+    """A clock the local hub reads enqueued times from; tests move it forward by hand."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        """Move forward by ``timedelta(**delta)`` and return the new time."""
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> SimClock:
+    """A simulated clock starting 2026-03-02 08:00 UTC."""
+    return SimClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, clock: SimClock) -> Iterator[mk.Workspace]:
+    """A fresh local workspace in the test's temporary folder, stamped by ``clock``."""
+    with mk.connect(path=tmp_path / "ws", clock=clock) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="session")
+def real_capture() -> Path:
+    """The folder of real Capture files written by Azure (shared/fixtures/capture-real)."""
+    if not REAL_CAPTURE.is_dir():
+        pytest.skip(f"the real Capture fixtures are not at {REAL_CAPTURE}")
+    return REAL_CAPTURE
