@@ -11,6 +11,7 @@ AZURITE := $(CACHE)/node/node_modules/.bin/azurite-blob
 DATAHUB_WHEEL := $(CACHE)/acryl_datahub-1.7.0.17-py3-none-any.whl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export METAVERSE_HOME ?= $(CURDIR)/.metaverse
+LINTED := $(wildcard metaverse_kit tests benchmarks)
 
 .PHONY: help env workspace lab demo test test-deps lint chromium bench clean
 
@@ -54,8 +55,8 @@ $(DATAHUB_WHEEL): $(STAMP)
 test-deps: env chromium $(AZURITE) $(DATAHUB_WHEEL)
 
 lint: env
-	$(BIN)/ruff check metaverse_kit tests benchmarks
-	$(BIN)/ruff format --check metaverse_kit tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy metaverse_kit
 
 test: test-deps lint

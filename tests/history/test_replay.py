@@ -11,7 +11,7 @@ import pytest
 import metaverse_kit as mk
 from metaverse_kit.backends.local.lake import LocalLake
 from metaverse_kit.backends.protocols import CaptureFile
-from metaverse_kit.capture import append_events
+from metaverse_kit.capture import append_events, read_header
 from tests.conftest import SimClock
 
 
@@ -117,7 +117,8 @@ def test_empty_archives_are_skipped(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "00.avro").write_bytes(append_events(None, []))  # header only
     header = append_events(None, [])
-    (folder / "05.avro").write_bytes(header)
+    _, sync, _ = read_header(header)
+    (folder / "05.avro").write_bytes(header + b"\x00\x00" + sync)  # one empty block
     assert mk.replay_capture(tmp_path).num_rows == 0
 
 
