@@ -11,6 +11,8 @@ AZURITE := $(CACHE)/node/node_modules/.bin/azurite-blob
 DATAHUB_WHEEL := $(CACHE)/acryl_datahub-1.7.0.17-py3-none-any.whl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export METAVERSE_HOME ?= $(CURDIR)/.metaverse
+# root (containers, CI machines) must say so to Jupyter.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 LINTED := $(wildcard metaverse_kit tests benchmarks)
 
 .PHONY: help env workspace lab demo test test-deps lint chromium bench clean
@@ -33,7 +35,7 @@ workspace: env
 	$(BIN)/metaverse init --sample
 
 lab: workspace
-	cd notebooks && ../$(BIN)/jupyter lab
+	cd notebooks && ../$(BIN)/jupyter lab $(LAB_ARGS)
 
 demo: env
 	$(BIN)/metaverse demo

@@ -25,6 +25,11 @@ def test_connect_uses_metaverse_home_then_the_current_folder(
     assert (tmp_path / ".metaverse" / "workspace.json").is_file()
 
 
+def test_a_new_workspace_replays_to_an_empty_table(workspace: mk.Workspace) -> None:
+    table = workspace.replay()
+    assert table.num_rows == 0 and "proposedSnapshot" in table.column_names
+
+
 def test_repr_says_backend_namespace_and_eventhub(workspace: mk.Workspace) -> None:
     text = repr(workspace)
     assert text.startswith("<Workspace local:")

@@ -118,6 +118,8 @@ def create(
         codec=settings["codec"],
         clock=clock,
     )
+    # NOTE: made up front so that replaying a workspace with no events yet gives an empty table.
+    (root / "lake").mkdir(exist_ok=True)
     lake = LocalLake(root / "lake")
     return BackendParts(
         name="local",
