@@ -10,10 +10,13 @@
     │   └── IncompatibleSchemaError a new version breaks the group's compatibility mode
     ├── SchemaParseError            a definition is not valid Avro
     ├── ValidationError             a record does not fit its schema (``.problems`` has every one)
+    ├── InvalidUrnError             a URN is malformed (defined in ``events.urns``)
+    ├── UnknownAspectError          an aspect name no snapshot knows (defined in ``events.aspects``)
     ├── DecodeError                 a body cannot be decoded with the schema it names
     ├── CaptureFileError            a file is not a readable Event Hubs Capture archive
     ├── EmitError                   events could not be sent (``.failures`` per event)
     └── ServiceError                a backend service failed (translated from the SDK)
+        └── TransientServiceError   ... in a way that may pass: throttled, connection lost
 
 ``TransientError`` is a mixin: ``isinstance(exc, TransientError)`` says that trying the same
 call again later may succeed (throttling, a lost connection); every other error is terminal.
