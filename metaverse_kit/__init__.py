@@ -11,6 +11,7 @@ Start with :func:`connect`::
 
 from __future__ import annotations
 
+from metaverse_kit import history
 from metaverse_kit.backends import available_backends
 from metaverse_kit.backends.protocols import (
     Receipt,
@@ -32,6 +33,7 @@ from metaverse_kit.errors import (
     SchemaParseError,
     ServiceError,
     TransientError,
+    TransientServiceError,
     ValidationError,
 )
 from metaverse_kit.events import aspects
@@ -52,6 +54,7 @@ from metaverse_kit.events.urns import (
 )
 from metaverse_kit.events.validation import validate
 from metaverse_kit.history.replay import replay_batches, replay_capture
+from metaverse_kit.outbox import Outbox, OutboxEntry
 from metaverse_kit.workspace import Workspace, connect
 
 __version__ = "0.1.0"
@@ -67,6 +70,8 @@ __all__ = [
     "InvalidUrnError",
     "MetaverseError",
     "MissingDependencyError",
+    "Outbox",
+    "OutboxEntry",
     "Receipt",
     "RegistryError",
     "Schema",
@@ -76,6 +81,7 @@ __all__ = [
     "SchemaProperties",
     "ServiceError",
     "TransientError",
+    "TransientServiceError",
     "ValidationError",
     "Workspace",
     "aspects",
@@ -85,6 +91,7 @@ __all__ = [
     "encode_body",
     "example_mce",
     "from_json",
+    "history",
     "make_data_platform_urn",
     "make_dataset_urn",
     "make_group_urn",

@@ -1,33 +1,211 @@
-"""The one place where metaverse-kit reads the environment.
+"""The one place where metaverse-kit reads the environment and its configuration files.
 
-Explicit arguments to :func:`metaverse_kit.connect` always win; these variables fill in only
-what was not given:
+Explicit arguments to :func:`metaverse_kit.connect` always win; then the environment; then the
+workspace's ``config.toml``; then the user's ``~/.config/metaverse/config.toml``. Nothing else
+in metaverse-kit reads ``os.environ``.
 
-==========================  =====================================================
-``METAVERSE_BACKEND``       ``local`` (the default) or ``azure``
-``METAVERSE_HOME``          the local workspace folder (default ``./.metaverse``)
-==========================  =====================================================
+Environment variables
+---------------------
+
+====================================  ===========================================================
+``METAVERSE_BACKEND``                 ``local`` (the default) or ``azure``
+``METAVERSE_HOME``                    the local workspace folder (default ``./.metaverse``); on
+                                      Azure, where the outbox and the known schemas are kept
+``METAVERSE_CONFIG``                  a config file to read instead of the two default ones
+``METAVERSE_NAMESPACE``               the Event Hubs namespace, ``<name>.servicebus.windows.net``
+``METAVERSE_EVENTHUB``                the event hub (``EVENTHUB`` is read too, as the original
+                                      framework named it)
+``METAVERSE_SCHEMA_GROUP``            the Schema Registry group (default ``metadata``)
+``METAVERSE_LAKE``                    the Capture lake, ``abfss://<fs>@<account>.dfs.core.windows.net/``
+``METAVERSE_SCHEMAS``                 schema names the registry browser lists (comma-separated)
+``CONNECTION_STRING``                 an Event Hubs connection string (the original framework's);
+                                      used instead of a credential for sending only
+``AZURE_STORAGE_CONNECTION_STRING``   a storage connection string for the lake
+====================================  ===========================================================
+
+Config file
+-----------
+
+TOML, at ``<workspace>/config.toml`` or ``~/.config/metaverse/config.toml`` (``$XDG_CONFIG_HOME``
+is honoured), or the file ``$METAVERSE_CONFIG`` names::
+
+    backend = "azure"
+
+    [azure]
+    fully_qualified_namespace = "ehns-metaverse.servicebus.windows.net"
+    eventhub = "eh-metaverse"
+    schema_group = "metadata"
+    lake = "abfss://main@<account>.dfs.core.windows.net/"
+    schemas = ["com.linkedin.pegasus2avro.mxe.MetadataChangeEvent"]
+
+Secrets (connection strings, keys) are refused in config files: they belong in the environment
+or, better, nowhere (use ``az login`` and the default credential).
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DEFAULT_WORKSPACE", "default_backend", "default_workspace_path"]
+from metaverse_kit.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_WORKSPACE",
+    "AzureSettings",
+    "azure_settings",
+    "config_files",
+    "default_backend",
+    "default_workspace_path",
+    "read_config_file",
+]
 
 DEFAULT_WORKSPACE = ".metaverse"
 
+_AZURE_KEYS = {"fully_qualified_namespace", "eventhub", "schema_group", "lake", "schemas"}
+_SECRET_HINTS = ("connection_string", "key", "secret", "password", "token", "sas")
 
-def default_backend(environ: Mapping[str, str] | None = None) -> str:
-    """The backend ``connect()`` uses when none is named: ``$METAVERSE_BACKEND`` or ``local``."""
-    env = os.environ if environ is None else environ
-    return env.get("METAVERSE_BACKEND", "").strip() or "local"
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
 
 
 def default_workspace_path(environ: Mapping[str, str] | None = None) -> Path:
     """The local workspace folder: ``$METAVERSE_HOME``, else ``./.metaverse``."""
-    env = os.environ if environ is None else environ
-    home = env.get("METAVERSE_HOME", "").strip()
+    home = _env(environ).get("METAVERSE_HOME", "").strip()
     return Path(home).expanduser() if home else Path(DEFAULT_WORKSPACE)
+
+
+def config_files(
+    environ: Mapping[str, str] | None = None, *, workspace: str | Path | None = None
+) -> list[Path]:
+    """The config files that are read, most important first (missing ones are skipped later).
+
+    ``$METAVERSE_CONFIG`` alone when set; else the workspace's ``config.toml`` and the user's
+    ``$XDG_CONFIG_HOME/metaverse/config.toml`` (``~/.config/...`` by default).
+    """
+    env = _env(environ)
+    explicit = env.get("METAVERSE_CONFIG", "").strip()
+    if explicit:
+        return [Path(explicit).expanduser()]
+    folder = Path(workspace).expanduser() if workspace is not None else default_workspace_path(env)
+    xdg = env.get("XDG_CONFIG_HOME", "").strip()
+    user_root = (
+        Path(xdg).expanduser() if xdg else Path(env.get("HOME", "~")).expanduser() / ".config"
+    )
+    return [folder / "config.toml", user_root / "metaverse" / "config.toml"]
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings of one config file ({} when it does not exist).
+
+    Raises :class:`ConfigurationError` for invalid TOML, unknown keys, or secrets in the file.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"The config file {path} is not valid TOML: {exc}") from exc
+    unknown = set(data) - {"backend", "azure"}
+    azure = data.get("azure", {})
+    if not isinstance(azure, dict):
+        raise ConfigurationError(f"In {path}, [azure] must be a table")
+    secrets = sorted(k for k in azure if any(h in k.lower() for h in _SECRET_HINTS))
+    if secrets:
+        raise ConfigurationError(
+            f"{path} holds {', '.join(secrets)}: secrets do not belong in config files; "
+            "use `az login` (the default credential) or the environment variables "
+            "CONNECTION_STRING / AZURE_STORAGE_CONNECTION_STRING"
+        )
+    unknown |= {f"azure.{k}" for k in set(azure) - _AZURE_KEYS}
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown settings in {path}: {', '.join(sorted(unknown))}; the file takes backend "
+            f"and [azure] {', '.join(sorted(_AZURE_KEYS))}"
+        )
+    schemas = azure.get("schemas", [])
+    if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
+        raise ConfigurationError(f"In {path}, azure.schemas must be a list of schema names")
+    return data
+
+
+def _file_settings(env: Mapping[str, str], workspace: str | Path | None) -> dict[str, Any]:
+    merged: dict[str, Any] = {"azure": {}}
+    for path in reversed(config_files(env, workspace=workspace)):
+        data = read_config_file(path)
+        if "backend" in data:
+            merged["backend"] = data["backend"]
+        merged["azure"].update(data.get("azure", {}))
+    return merged
+
+
+def default_backend(
+    environ: Mapping[str, str] | None = None, *, workspace: str | Path | None = None
+) -> str:
+    """The backend ``connect()`` uses when none is named.
+
+    ``$METAVERSE_BACKEND``, else ``backend`` in a config file, else ``local``.
+    """
+    env = _env(environ)
+    name = env.get("METAVERSE_BACKEND", "").strip()
+    if name:
+        return name
+    backend = _file_settings(env, workspace).get("backend")
+    return str(backend).strip() if backend else "local"
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """The Azure backend's settings as found in the environment and config files.
+
+    Connection strings are kept out of the repr; pass them on only to ``from_connection_string``
+    constructors.
+    """
+
+    fully_qualified_namespace: str | None = None
+    eventhub: str | None = None
+    schema_group: str | None = None
+    lake: str | None = None
+    schemas: tuple[str, ...] = ()
+    connection_string: str | None = field(default=None, repr=False)
+    storage_connection_string: str | None = field(default=None, repr=False)
+
+
+def azure_settings(
+    environ: Mapping[str, str] | None = None, *, workspace: str | Path | None = None
+) -> AzureSettings:
+    """The Azure settings: environment variables over the workspace's and the user's config file.
+
+    Raises :class:`ConfigurationError` for an invalid config file.
+    """
+    env = _env(environ)
+    file = _file_settings(env, workspace)["azure"]
+
+    def pick(*names: str, key: str) -> str | None:
+        for name in names:
+            value = env.get(name, "").strip()
+            if value:
+                return value
+        value = file.get(key)
+        return str(value) if value else None
+
+    schemas_text = env.get("METAVERSE_SCHEMAS", "").strip()
+    schemas = (
+        tuple(s.strip() for s in schemas_text.split(",") if s.strip())
+        if schemas_text
+        else tuple(file.get("schemas", ()))
+    )
+    return AzureSettings(
+        fully_qualified_namespace=pick("METAVERSE_NAMESPACE", key="fully_qualified_namespace"),
+        eventhub=pick("METAVERSE_EVENTHUB", "EVENTHUB", key="eventhub"),
+        schema_group=pick("METAVERSE_SCHEMA_GROUP", key="schema_group"),
+        lake=pick("METAVERSE_LAKE", key="lake"),
+        schemas=schemas,
+        connection_string=env.get("CONNECTION_STRING", "").strip() or None,
+        storage_connection_string=env.get("AZURE_STORAGE_CONNECTION_STRING", "").strip() or None,
+    )

@@ -7,11 +7,12 @@ the backends know only bytes, schemas and files.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -36,6 +37,9 @@ from metaverse_kit.errors import (
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.codec import content_type_for, encode_body
 
+if TYPE_CHECKING:
+    from metaverse_kit.outbox import Outbox
+
 __all__ = ["Workspace", "connect", "partition_key_of"]
 
 
@@ -49,7 +53,7 @@ def connect(
     Other keyword options go to the backend's ``factory.create`` (see its docstring); an
     unknown option raises :class:`ConfigurationError` naming the options it takes.
     """
-    name = backend or default_backend()
+    name = backend or default_backend(workspace=path)
     factory = load_backend(name)
     if path is not None:
         options["path"] = path
@@ -139,6 +143,17 @@ class Workspace:
         """The local workspace folder (None on other backends)."""
         return self._parts.path
 
+    @functools.cached_property
+    def outbox(self) -> Outbox:
+        """Events not (yet) taken by the hub: ``list()``, ``retry()``, ``discard(ids)``.
+
+        Kept in ``<workspace>/outbox`` (on Azure, the local state folder of the event hub).
+        """
+        from metaverse_kit.config import default_workspace_path
+        from metaverse_kit.outbox import Outbox
+
+        return Outbox((self.path or default_workspace_path()) / "outbox", self.hub)
+
     @property
     def description(self) -> dict[str, Any]:
         """Which backend, namespace, event hub and lake this workspace talks to; no secrets."""
@@ -200,7 +215,9 @@ class Workspace:
         :class:`ValidationError` listing every problem of every event (paths start with
         ``events[i]`` for a list) and nothing is sent. ``schema`` defaults to the built-in MCE
         schema; ``partition_key`` defaults to each MCE's urn, so one entity's events stay in
-        order. Sending failures raise :class:`EmitError` with per-event details.
+        order. Events are written to the outbox before they are sent and removed once sent;
+        sending failures raise :class:`EmitError` with per-event details, and the failed
+        events stay in :attr:`outbox`.
         """
         single = isinstance(events, Mapping)
         items: list[Any] = [events] if single else list(events)
@@ -234,7 +251,8 @@ class Workspace:
             )
             for body, record in zip(bodies, items, strict=True)
         ]
-        return self.hub.send(outgoing, schema_ids=[props.id] * len(outgoing))
+        # NOTE: through the outbox: written to disk before the send, removed once sent.
+        return self.outbox.send(outgoing, schema_ids=[props.id] * len(outgoing))
 
     # -- replay ---------------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ REAL_CAPTURE = REPO.parent / "shared" / "fixtures" / "capture-real"
 @pytest.fixture(autouse=True)
 def _restore_environ() -> Iterator[None]:
     saved = dict(os.environ)
+    # NOTE: a developer's own ~/.config/metaverse/config.toml must not steer the tests.
+    os.environ.setdefault("METAVERSE_CONFIG", os.devnull)
     try:
         yield
     finally:

@@ -16,7 +16,12 @@ import metaverse_kit as mk
 from metaverse_kit.demo import emit_sample_history
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-LIVE = ("METAVERSE_LIVE_NAMESPACE",)
+LIVE = (
+    "METAVERSE_LIVE_NAMESPACE",
+    "METAVERSE_LIVE_EVENTHUB",
+    "METAVERSE_LIVE_SCHEMA_GROUP",
+    "METAVERSE_LIVE_LAKE",
+)
 
 
 def _notebooks() -> list[Path]:

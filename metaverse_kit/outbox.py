@@ -1,0 +1,301 @@
+"""The durable outbox: events are written to disk before they are sent and removed once sent.
+
+Every ``Workspace.emit`` writes its encoded events to ``<workspace>/outbox/<batch>.json``
+(atomically) before the hub is called, and removes them when the hub has taken them. Events the
+hub could not take stay there, with the error, until :meth:`Outbox.retry` sends them or
+:meth:`Outbox.discard` drops them. Whatever moment a process dies at, each event is either sent
+or in the outbox; it may be both (sent, and the process died before removing it), and then a
+retry sends it again with the same message id, which replay recognises as a duplicate.
+
+While a batch is being sent, its process holds an exclusive lock on ``<batch>.lock``, so a
+retry in another process or notebook skips it instead of sending it twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import contextlib
+import fcntl
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from metaverse_kit.backends.local._files import atomic_write
+from metaverse_kit.backends.protocols import EventHub, OutgoingEvent, Receipt
+from metaverse_kit.errors import ConfigurationError, EmitError, ServiceError
+from metaverse_kit.redact import redact
+
+__all__ = ["Outbox", "OutboxEntry"]
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One event waiting in the outbox, with the last error that kept it there."""
+
+    message_id: str
+    schema_id: str
+    content_type: str
+    partition_key: str
+    body: bytes = field(repr=False)
+    properties: dict[str, Any]
+    created: datetime
+    attempts: int
+    last_error: str | None
+    batch: str
+
+    def event(self) -> OutgoingEvent:
+        """The event as the hub takes it (same body, content type and message id)."""
+        return OutgoingEvent(
+            body=self.body,
+            content_type=self.content_type,
+            partition_key=self.partition_key,
+            message_id=self.message_id,
+            properties=dict(self.properties),
+        )
+
+    def to_obj(self) -> dict[str, Any]:
+        """The JSON form kept on disk."""
+        return {
+            "message_id": self.message_id,
+            "schema_id": self.schema_id,
+            "content_type": self.content_type,
+            "partition_key": self.partition_key,
+            "body": base64.b64encode(self.body).decode("ascii"),
+            "properties": self.properties,
+            "created": self.created.isoformat(),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any], *, batch: str) -> OutboxEntry:
+        """Read the JSON form kept on disk."""
+        return cls(
+            message_id=obj["message_id"],
+            schema_id=obj["schema_id"],
+            content_type=obj["content_type"],
+            partition_key=obj["partition_key"],
+            body=base64.b64decode(obj["body"]),
+            properties=dict(obj.get("properties") or {}),
+            created=datetime.fromisoformat(obj["created"]),
+            attempts=int(obj.get("attempts", 0)),
+            last_error=obj.get("last_error"),
+            batch=batch,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    return redact(f"{type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _batch_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold ``path``'s exclusive lock (yields False, holding nothing, when busy and not ``wait``).
+
+    The lock file is removed on release; the inode check makes sure the lock held is on the
+    file that is at ``path`` now, not on one a finished holder removed.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+class Outbox:
+    """The events of a workspace that were not (or not yet) taken by its event hub.
+
+    ``folder`` holds one JSON file per emitted batch; ``hub`` is the event hub retries go to.
+    """
+
+    def __init__(self, folder: str | Path, hub: EventHub) -> None:
+        self.folder = Path(folder)
+        self.hub = hub
+
+    def __repr__(self) -> str:
+        return f"<Outbox {self.folder}: {len(self)} events>"
+
+    def __len__(self) -> int:
+        return len(self.list())
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def _batches(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.glob("*.json") if not p.name.startswith("."))
+
+    def _read(self, path: Path) -> list[OutboxEntry]:
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except json.JSONDecodeError as exc:
+            # atomic_write never leaves a torn file; a corrupt one was edited by hand.
+            raise ConfigurationError(f"The outbox file {path} is not valid JSON: {exc}") from exc
+        return [OutboxEntry.from_obj(e, batch=path.stem) for e in data.get("events", [])]
+
+    def _write(self, path: Path, entries: Sequence[OutboxEntry]) -> None:
+        if not entries:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        data = {"format": _FORMAT, "events": [e.to_obj() for e in entries]}
+        atomic_write(path, json.dumps(data, indent=1).encode("utf-8"))
+
+    @staticmethod
+    def _failed(
+        entries: Sequence[OutboxEntry], failures: dict[int, BaseException]
+    ) -> list[OutboxEntry]:
+        return [
+            replace(e, attempts=e.attempts + 1, last_error=_describe(failures[i]))
+            for i, e in enumerate(entries)
+            if i in failures
+        ]
+
+    def _send(
+        self, path: Path, entries: list[OutboxEntry], *, keep: Sequence[OutboxEntry] = ()
+    ) -> tuple[list[Receipt], dict[int, BaseException]]:
+        """Send ``entries`` (on disk at ``path``, lock held); keep ``keep`` and what failed."""
+        try:
+            receipts = self.hub.send(
+                [e.event() for e in entries], schema_ids=[e.schema_id for e in entries]
+            )
+        except EmitError as exc:
+            failures = {i: error for i, error in exc.failures}
+            self._write(path, [*keep, *self._failed(entries, failures)])
+            return [r for r in exc.receipts if isinstance(r, Receipt)], failures
+        except ServiceError as exc:
+            failures = dict.fromkeys(range(len(entries)), exc)
+            self._write(path, [*keep, *self._failed(entries, failures)])
+            return [], failures
+        except Exception as exc:
+            failed = self._failed(entries, dict.fromkeys(range(len(entries)), exc))
+            self._write(path, [*keep, *failed])
+            exc.add_note(f"The events are kept in the outbox {self.folder}; see ws.outbox.list()")
+            raise
+        self._write(path, keep)
+        return receipts, {}
+
+    # -- the workspace's verbs ------------------------------------------------------------------
+
+    def send(self, events: Sequence[OutgoingEvent], *, schema_ids: Sequence[str]) -> list[Receipt]:
+        """Write ``events`` to the outbox, send them, and remove those the hub took.
+
+        Raises :class:`EmitError` (``failures`` with the indexes of ``events``, ``receipts`` of
+        those sent); the failed events stay in the outbox.
+        """
+        if not events:
+            return []
+        self.folder.mkdir(parents=True, exist_ok=True)
+        now = datetime.now(UTC)
+        batch = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        path = self.folder / f"{batch}.json"
+        entries = [
+            OutboxEntry(
+                message_id=event.message_id,
+                schema_id=schema_id,
+                content_type=event.content_type,
+                partition_key=event.partition_key,
+                body=event.body,
+                properties=dict(event.properties),
+                created=now,
+                attempts=0,
+                last_error=None,
+                batch=batch,
+            )
+            for event, schema_id in zip(events, schema_ids, strict=True)
+        ]
+        with _batch_lock(self.folder / f"{batch}.lock", wait=True):
+            self._write(path, entries)
+            receipts, failures = self._send(path, entries)
+        if failures:
+            pairs = sorted(failures.items())
+            raise EmitError(
+                f"{len(pairs)} of {len(events)} events were not sent ({pairs[0][1]}); they are "
+                "kept in the outbox: ws.outbox.retry() sends them again, ws.outbox.list() "
+                "shows them",
+                failures=pairs,
+                receipts=receipts,
+            )
+        return receipts
+
+    def list(self) -> list[OutboxEntry]:
+        """Every event in the outbox, oldest batch first (including batches being sent now)."""
+        return [entry for path in self._batches() for entry in self._read(path)]
+
+    def retry(self, message_ids: Iterable[str] | None = None) -> builtins.list[Receipt]:
+        """Send the events in the outbox again (all, or those with these message ids).
+
+        Batches another process is sending right now are skipped. Returns the receipts of the
+        events sent; raises :class:`EmitError` whose ``failures`` index the attempted events in
+        the order of :meth:`list`, and which carries the receipts of those sent.
+        """
+        wanted = None if message_ids is None else set(message_ids)
+        all_receipts: list[Receipt] = []
+        all_failures: list[tuple[int, BaseException]] = []
+        attempted = 0
+        for path in self._batches():
+            with _batch_lock(path.with_suffix(".lock"), wait=False) as held:
+                if not held:
+                    continue
+                entries = self._read(path)
+                chosen = [e for e in entries if wanted is None or e.message_id in wanted]
+                if not chosen:
+                    continue
+                others = [e for e in entries if e not in chosen]
+                receipts, failures = self._send(path, chosen, keep=others)
+                all_receipts.extend(receipts)
+                all_failures.extend((attempted + i, e) for i, e in sorted(failures.items()))
+                attempted += len(chosen)
+        if all_failures:
+            raise EmitError(
+                f"{len(all_failures)} of {attempted} events in the outbox could not be sent "
+                f"({all_failures[0][1]}); they stay there",
+                failures=all_failures,
+                receipts=all_receipts,
+            )
+        return all_receipts
+
+    def discard(self, message_ids: Iterable[str]) -> int:
+        """Drop these events from the outbox without sending them; returns how many were dropped.
+
+        Events in a batch being sent right now are not dropped.
+        """
+        wanted = set(message_ids)
+        dropped = 0
+        for path in self._batches():
+            with _batch_lock(path.with_suffix(".lock"), wait=False) as held:
+                if not held:
+                    continue
+                entries = self._read(path)
+                kept = [e for e in entries if e.message_id not in wanted]
+                if len(kept) != len(entries):
+                    dropped += len(entries) - len(kept)
+                    self._write(path, kept)
+        return dropped
