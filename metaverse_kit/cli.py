@@ -198,7 +198,7 @@ def _cmd_replay(args: argparse.Namespace) -> None:
 
     import pyarrow.parquet as pq
 
-    from metaverse_kit.backends.local._files import atomic_write
+    from metaverse_kit._files import atomic_write
 
     out: Path = args.out
     if out.suffix.lower() != ".parquet":

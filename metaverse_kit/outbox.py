@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from metaverse_kit.backends.local._files import atomic_write
+from metaverse_kit._files import atomic_write
 from metaverse_kit.backends.protocols import EventHub, OutgoingEvent, Receipt
 from metaverse_kit.errors import ConfigurationError, EmitError, ServiceError
 from metaverse_kit.redact import redact

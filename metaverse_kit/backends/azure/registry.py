@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from metaverse_kit._files import atomic_write, locked
 from metaverse_kit.backends.azure._errors import translate_http_error
-from metaverse_kit.backends.local._files import atomic_write, locked
 from metaverse_kit.backends.protocols import Schema, SchemaGroup, SchemaProperties
 from metaverse_kit.errors import (
     ConfigurationError,

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from metaverse_kit.backends.local._files import atomic_write, locked
+from metaverse_kit._files import atomic_write, locked
 from metaverse_kit.backends.local.hub import LocalEventHub
 from metaverse_kit.backends.local.lake import LocalLake
 from metaverse_kit.backends.local.registry import LocalSchemaRegistry

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from metaverse_kit.backends.local._files import atomic_write, locked
+from metaverse_kit._files import atomic_write, locked
 from metaverse_kit.backends.protocols import OutgoingEvent, Receipt
 from metaverse_kit.capture import (
     append_events,

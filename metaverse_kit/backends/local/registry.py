@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from metaverse_kit.backends.local._files import atomic_write, locked
+from metaverse_kit._files import atomic_write, locked
 from metaverse_kit.backends.protocols import (
     COMPATIBILITY_MODES,
     Schema,

@@ -1,6 +1,6 @@
-"""Crash-safe file primitives for the local backend: whole-file replacement and process locks.
+"""Crash-safe file primitives: whole-file replacement and process locks.
 
-Every file the local backend changes is written to a temporary file beside it, flushed to disk
+Every state file this toolkit changes is written to a temporary file beside it, flushed to disk
 and moved over the old one, so a reader (or a crash) only ever sees the old or the new content.
 Writers that read-modify-write take an exclusive ``flock`` first, which also holds across
 processes, so two notebooks emitting at once never interleave.
