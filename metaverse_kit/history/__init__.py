@@ -1,1 +1,36 @@
-"""History: replaying the Capture lake into Arrow, and questions asked of it."""
+"""History: replaying the Capture lake into Arrow, and questions asked of it.
+
+The questions (each returns a :class:`pyarrow.Table`, see :mod:`metaverse_kit.history.questions`):
+:func:`aspects`, :func:`state_as_of`, :func:`audit_trail`, :func:`changes`; and
+:func:`latest_aspect` for the last value of one aspect of one entity.
+"""
+
+from metaverse_kit.history.questions import (
+    CHANGE_KINDS,
+    ITEM_KEYS,
+    WINDOW_CHANGE_KINDS,
+    HistoryInputError,
+    MissingColumnError,
+    aspect_record,
+    aspects,
+    audit_trail,
+    changed_fields,
+    changes,
+    latest_aspect,
+    state_as_of,
+)
+
+__all__ = [
+    "CHANGE_KINDS",
+    "ITEM_KEYS",
+    "WINDOW_CHANGE_KINDS",
+    "HistoryInputError",
+    "MissingColumnError",
+    "aspect_record",
+    "aspects",
+    "audit_trail",
+    "changed_fields",
+    "changes",
+    "latest_aspect",
+    "state_as_of",
+]

@@ -1,0 +1,824 @@
+"""Questions asked of the replayed history: aspects, state as of a time, audit trails, changes.
+
+Every function takes the events table of :meth:`Workspace.replay` or
+:func:`~metaverse_kit.replay_capture` (envelope columns plus the decoded MCE payload), the same
+table read back from a Parquet file (a path is accepted too), or the table :func:`aspects`
+returned (so a notebook or a widget explodes the history once and asks many questions). Each
+returns a :class:`pyarrow.Table`.
+
+Design of the aspect value
+    An MCE carries its aspects in a union (``DatasetSnapshot.aspects`` is a list of a union of
+    aspect records). Replay maps an Avro union to a struct with a ``branch`` field (the record's
+    full name) and one nullable field per branch, named by the record's short name. The
+    ``value`` column here is that union, widened to every aspect type of every snapshot:
+    ``value.branch`` names the aspect record and ``value.<ShortName>`` (``value.Ownership``)
+    holds it, typed, with the other fields null. So values stay typed Arrow data (filter on
+    ``value.Status.removed``, flatten ``value.Ownership.owners``) in one column whatever the mix
+    of aspects, and the table writes to Parquet as it is. :func:`aspect_record` unwraps one
+    value as a Python dict; :func:`latest_aspect` returns such a dict.
+
+Order
+    Rows are in replay order: by ``enqueued_time``, then partition (numerically when every
+    partition id is a number), then ``sequence_number``, then the aspect's position in its MCE.
+    Within one partition the sequence number is the order the hub accepted events in, and an
+    entity's events share one partition (its urn is the partition key), so an entity's history
+    is in hub order. Ties in ``enqueued_time`` between partitions (the same millisecond) are
+    broken by partition id: the hub gives no order across partitions, so any fixed rule is as
+    true as another, and this one is repeatable.
+
+Change kinds
+    ``upsert``: an aspect written (also a ``Status`` with ``removed=False``, which restores a
+    soft-deleted entity). ``soft_delete``: a ``Status`` aspect with ``removed=True``. ``delete``:
+    a hard delete of the aspect; MCEs have no way to say it (DataHub deletes through MCPs with
+    ``changeType=DELETE``), so tables of MCEs never hold it, and the kind is reserved so that
+    readers of this column need not change when other payloads are added.
+
+Times
+    ``when``, ``start`` and ``end`` take an aware ``datetime``, ISO 8601 text
+    (``"2026-01-31T12:00:00Z"``) or a ``date`` (midnight UTC). A naive datetime is taken as UTC,
+    as :meth:`Workspace.replay` does. Bounds are inclusive: ``state_as_of(t)`` includes events
+    enqueued exactly at ``t``.
+
+Duplicates
+    Each event is taken as it appears; de-duplication by ``message_id`` is the replay's work.
+    A duplicated event shows as a write that repeats the previous value.
+
+Errors
+    :class:`HistoryInputError` (a :class:`~metaverse_kit.errors.MetaverseError`) for input that
+    is not an events table or a time that cannot be read; :class:`MissingColumnError` names the
+    missing column.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metaverse_kit.errors import MetaverseError
+from metaverse_kit.events.aspects import ASPECT_NAMES
+
+__all__ = [
+    "CHANGE_KINDS",
+    "ITEM_KEYS",
+    "WINDOW_CHANGE_KINDS",
+    "HistoryInputError",
+    "MissingColumnError",
+    "aspect_record",
+    "aspects",
+    "audit_trail",
+    "changed_fields",
+    "changes",
+    "latest_aspect",
+    "state_as_of",
+]
+
+#: The kinds in the ``change`` column of :func:`aspects` and :func:`audit_trail`.
+CHANGE_KINDS = ("upsert", "soft_delete", "delete")
+
+_BRANCH = "branch"
+_STATUS = "com.linkedin.pegasus2avro.common.Status"
+_REQUIRED = ("enqueued_time", "partition", "sequence_number", "proposedSnapshot")
+_ASPECT_COLUMNS = ("urn", "aspect", "aspect_type", "value", "change", "enqueued_time")
+
+
+class HistoryInputError(MetaverseError, ValueError):
+    """The input of a history question is not an events table, or a time cannot be read."""
+
+
+class MissingColumnError(HistoryInputError):
+    """The events table lacks a column a history question needs; ``column`` names it."""
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+# -- input -------------------------------------------------------------------------------------
+
+
+def _table(events: Any) -> pa.Table:
+    if isinstance(events, pa.Table):
+        return events
+    if isinstance(events, pa.RecordBatch):
+        return pa.Table.from_batches([events])
+    if isinstance(events, (str, os.PathLike)):
+        import pyarrow.parquet as pq
+
+        path = Path(events)
+        if not path.exists():
+            raise HistoryInputError(
+                f"{path} does not exist; pass the table from ws.replay() or the path of a "
+                f"Parquet file written from one"
+            )
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise HistoryInputError(f"{path} is not a readable Parquet file: {exc}") from exc
+    raise HistoryInputError(
+        f"expected the events table of ws.replay() or replay_capture() (a pyarrow.Table), a "
+        f"RecordBatch or a Parquet path; got {type(events).__name__}"
+    )
+
+
+def _is_aspects_table(table: pa.Table) -> bool:
+    return all(c in table.column_names for c in _ASPECT_COLUMNS)
+
+
+def _require(table: pa.Table, columns: Iterable[str]) -> None:
+    for column in columns:
+        if column in table.column_names:
+            continue
+        if column == "proposedSnapshot":
+            hint = (
+                "the table has no decoded MCE payload; replay with the MetadataChangeEvent "
+                "schema (the default of ws.replay(); schema=False keeps only the envelope)"
+            )
+        else:
+            hint = "it is an envelope column every table from ws.replay() or replay_capture() has"
+        raise MissingColumnError(
+            column,
+            f"the events table has no {column!r} column: {hint}; it has "
+            f"{', '.join(table.column_names) or 'no columns'}",
+        )
+
+
+def _as_utc(value: Any, what: str) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise HistoryInputError(
+                f"{what} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, not {value!r}"
+            ) from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, datetime):
+        raise HistoryInputError(
+            f"{what} must be a datetime, a date or ISO 8601 text, not {type(value).__name__} "
+            f"{value!r}"
+        )
+    # NOTE: naive datetimes are UTC, as in ws.replay(start=..., end=...).
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _time_scalar(
+    when: datetime, column: pa.ChunkedArray | pa.Array, *, round_up: bool = False
+) -> pa.Scalar:
+    """``when`` in the column's unit: rounded down for ``<=``/``>``, up for ``>=``/``<``.
+
+    So a time between two milliseconds compares as it should against millisecond stamps.
+    """
+    unit = column.type.unit
+    micros = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    per = _PER_SECOND[unit]
+    if per >= 1_000_000:
+        ticks = micros * (per // 1_000_000)
+    else:
+        step = 1_000_000 // per
+        ticks = -(-micros // step) if round_up else micros // step
+    return pa.scalar(ticks, column.type)
+
+
+# -- the aspects table ---------------------------------------------------------------------------
+
+
+def _arange(n: int) -> pa.Array:
+    # PERF: an Arrow-native 0..n-1, without a Python list or numpy.
+    return (
+        pc.indices_nonzero(pa.repeat(True, n)).cast(pa.int64()) if n else pa.array([], pa.int64())
+    )
+
+
+def _snapshots(snapshot_type: pa.DataType) -> list[tuple[int | None, pa.StructType]]:
+    """(field index in proposedSnapshot, or None for a bare snapshot; the snapshot's type)."""
+    if not pa.types.is_struct(snapshot_type):
+        raise HistoryInputError(
+            f"proposedSnapshot is a {snapshot_type}, not a struct; is this an MCE table?"
+        )
+    names = [f.name for f in snapshot_type]
+    found: list[tuple[int | None, pa.StructType]]
+    if _BRANCH in names:
+        found = [
+            (i, f.type)
+            for i, f in enumerate(snapshot_type)
+            if f.name != _BRANCH and pa.types.is_struct(f.type)
+        ]
+    else:
+        found = [(None, snapshot_type)]
+    out: list[tuple[int | None, pa.StructType]] = []
+    for i, t in found:
+        fields = {f.name: f.type for f in t}
+        aspects_type = fields.get("aspects")
+        if "urn" not in fields or aspects_type is None or not pa.types.is_list(aspects_type):
+            raise HistoryInputError(
+                f"every snapshot in proposedSnapshot needs a urn and an aspects list; {t} has not"
+            )
+        out.append((i, t))
+    return out
+
+
+def _value_type(snaps: list[tuple[int | None, pa.StructType]]) -> pa.StructType:
+    """The union of every snapshot's aspect union: branch plus one field per aspect record."""
+    fields: dict[str, pa.Field] = {}
+    for _, t in snaps:
+        item = t.field("aspects").type.value_type
+        if not (pa.types.is_struct(item) and item.get_field_index(_BRANCH) >= 0):
+            raise HistoryInputError(
+                f"the aspects of a snapshot are {item}, not a union of aspect records"
+            )
+        for f in item:
+            if f.name == _BRANCH:
+                continue
+            known = fields.get(f.name)
+            if known is not None and known.type != f.type:
+                raise HistoryInputError(
+                    f"two aspect records named {f.name} have different types in this schema; "
+                    f"the aspects of one table must agree"
+                )
+            fields[f.name] = f
+    return pa.struct([pa.field(_BRANCH, pa.string()), *fields.values()])
+
+
+def _aspect_names(types: pa.Array) -> pa.Array:
+    encoded = pc.dictionary_encode(types)
+    names = [_aspect_name(t) for t in encoded.dictionary.to_pylist()]
+    return pc.take(pa.array(names, pa.string()), encoded.indices)
+
+
+def _aspect_name(full_name: str | None) -> str | None:
+    if full_name is None:
+        return None
+    known = ASPECT_NAMES.get(full_name)
+    if known:
+        return known
+    # NOTE: DataHub names an aspect after its record, first letter lower-cased.
+    short = full_name.rpartition(".")[2]
+    return short[:1].lower() + short[1:]
+
+
+def _partition_order(partitions: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    try:
+        return pc.cast(partitions, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return partitions
+
+
+def _explode(events: pa.Table) -> pa.Table:
+    _require(events, _REQUIRED)
+    column = events.column("proposedSnapshot")
+    snaps = _snapshots(column.type)
+    value_type = _value_type(snaps)
+    snapshot = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    pieces: list[tuple[pa.Array, ...]] = []
+    for index, t in snaps:
+        sub = snapshot if index is None else pc.struct_field(snapshot, [index])
+        lists = pc.struct_field(sub, [t.get_field_index("aspects")])
+        urns = pc.struct_field(sub, [t.get_field_index("urn")])
+        parents = pc.list_parent_indices(lists).cast(pa.int64())
+        if not len(parents):
+            continue
+        items = pc.list_flatten(lists)
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).cast(pa.int64())
+        starts = pc.subtract(pc.cumulative_sum(lengths), lengths)
+        position = pc.subtract(_arange(len(items)), pc.take(starts, parents)).cast(pa.int32())
+        have = {f.name: i for i, f in enumerate(items.type)}
+        children = [
+            items.field(have[f.name]) if f.name in have else pa.nulls(len(items), f.type)
+            for f in value_type
+        ]
+        value = pa.StructArray.from_arrays(children, fields=list(value_type))
+        pieces.append((pc.take(urns, parents), value, parents, position))
+    if pieces:
+        urn = pa.concat_arrays([p[0] for p in pieces])
+        value = pa.concat_arrays([p[1] for p in pieces])
+        rows = pa.concat_arrays([p[2] for p in pieces])
+        position = pa.concat_arrays([p[3] for p in pieces])
+    else:
+        urn = pa.array([], pa.string())
+        value = pa.array([], value_type)
+        rows = pa.array([], pa.int64())
+        position = pa.array([], pa.int32())
+    envelope = events.select(["enqueued_time", "partition", "sequence_number"]).take(rows)
+    message_id = (
+        events.column("message_id").take(rows)
+        if "message_id" in events.column_names
+        else pa.nulls(len(rows), pa.string())
+    )
+    aspect_type = value.field(_BRANCH)
+    removed = (
+        pc.fill_null(pc.struct_field(value, [value_type.get_field_index("Status"), 0]), False)
+        if value_type.get_field_index("Status") >= 0
+        and value_type.field("Status").type.get_field_index("removed") == 0
+        else pa.repeat(False, len(value))
+    )
+    soft = pc.and_(pc.equal(aspect_type, _STATUS), removed)
+    change = pc.if_else(soft, "soft_delete", "upsert")
+    entity = pc.struct_field(pc.extract_regex(urn, r"^urn:li:(?P<t>[^:]+):"), [0])
+    platform = pc.struct_field(
+        pc.extract_regex(urn, r"^urn:li:dataset:\(urn:li:dataPlatform:(?P<p>[^,]+),"), [0]
+    )
+    table = pa.table(
+        {
+            "urn": urn,
+            "entity_type": entity,
+            "platform": platform,
+            "aspect": _aspect_names(aspect_type),
+            "aspect_type": aspect_type,
+            "change": change,
+            "value": value,
+            "enqueued_time": envelope.column("enqueued_time"),
+            "partition": envelope.column("partition"),
+            "sequence_number": envelope.column("sequence_number"),
+            "message_id": message_id,
+            "event_index": rows,
+            "aspect_index": position,
+        }
+    )
+    return _in_replay_order(table)
+
+
+def _in_replay_order(table: pa.Table) -> pa.Table:
+    keys = pa.table(
+        {
+            "t": table.column("enqueued_time"),
+            "p": _partition_order(table.column("partition")),
+            "s": table.column("sequence_number"),
+            "a": table.column("aspect_index"),
+        }
+    )
+    # NOTE: nulls (a partition unknown to a file outside Capture's layout) sort last.
+    order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in "tpsa"])
+    return table.take(order)
+
+
+def _aspects_of(events: Any) -> pa.Table:
+    table = _table(events)
+    if _is_aspects_table(table):
+        return table
+    return _explode(table)
+
+
+def aspects(events: Any) -> pa.Table:
+    """One row per (event, aspect), in replay order.
+
+    Columns: ``urn``, ``entity_type`` (``dataset``, ``corpuser``, ...), ``platform`` (of a
+    dataset, else null), ``aspect`` (DataHub's name: ``ownership``), ``aspect_type`` (the
+    record's full name), ``change`` (``upsert`` / ``soft_delete`` / ``delete``), ``value``
+    (the typed aspect union, see the module notes), ``enqueued_time``, ``partition``,
+    ``sequence_number``, ``message_id``, ``event_index`` (the event's row in ``events``) and
+    ``aspect_index`` (the aspect's position in its MCE). Events that did not decode
+    (``decode_error`` set) have no aspects and no rows.
+
+    Raises :class:`MissingColumnError` naming a column ``events`` lacks, and
+    :class:`HistoryInputError` when it is not an events table.
+    """
+    return _aspects_of(events)
+
+
+def aspect_record(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Unwrap one ``value`` of the aspects table (``{"branch": ..., "Ownership": {...}}``).
+
+    Returns the aspect record as a dict (``{"owners": [...], ...}``), or None for None.
+    """
+    if value is None:
+        return None
+    branch = value.get(_BRANCH)
+    if branch is None:
+        return None
+    short = branch.rpartition(".")[2]
+    inner = value.get(short, value.get(branch))
+    return inner if isinstance(inner, dict) else None
+
+
+def _resolve_aspect(table: pa.Table, aspect: str) -> pa.Array | pa.ChunkedArray:
+    if not isinstance(aspect, str) or not aspect:
+        raise HistoryInputError(
+            f"aspect must be an aspect name such as 'ownership', not {aspect!r}"
+        )
+    by_name = pc.equal(table.column("aspect"), aspect)
+    by_type = pc.equal(table.column("aspect_type"), aspect)
+    by_short = pc.ends_with(table.column("aspect_type"), "." + aspect)
+    return pc.or_(pc.or_(by_name, by_type), by_short)
+
+
+def _urns_of_events(events: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """The urn of every event's snapshot, computed column-wise (null for undecoded events)."""
+    column = events.column("proposedSnapshot")
+    snaps = _snapshots(column.type)
+    snapshot = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+    urns = [
+        pc.struct_field(
+            snapshot if i is None else pc.struct_field(snapshot, [i]), [t.get_field_index("urn")]
+        )
+        for i, t in snaps
+    ]
+    return urns[0] if len(urns) == 1 else pc.coalesce(*urns)
+
+
+def _for_urn(events: Any, urn: str) -> pa.Table:
+    """The aspects table of one entity; explodes only that entity's events."""
+    if not isinstance(urn, str) or not urn.startswith("urn:"):
+        raise HistoryInputError(f"urn must be a URN such as 'urn:li:corpuser:jdoe', not {urn!r}")
+    table = _table(events)
+    if _is_aspects_table(table):
+        return table.filter(pc.equal(table.column("urn"), urn))
+    _require(table, _REQUIRED)
+    # PERF: filter events by urn before exploding, so one entity costs one pass over a column.
+    keep = pc.indices_nonzero(pc.fill_null(pc.equal(_urns_of_events(table), urn), False))
+    rows = _explode(table.take(keep))
+    # NOTE: event_index must point into the caller's table, not into the filtered one.
+    original = pc.take(keep.cast(pa.int64()), rows.column("event_index"))
+    return rows.set_column(rows.schema.get_field_index("event_index"), "event_index", original)
+
+
+def latest_aspect(
+    events: Any, urn: str, aspect_name: str, *, as_of: Any = None
+) -> dict[str, Any] | None:
+    """The last value written to ``aspect_name`` of ``urn``, in replay order; None if never.
+
+    ``aspect_name`` is DataHub's name (``"ownership"``), the record's short name
+    (``"Ownership"``) or its full name. ``as_of`` (optional) considers only events enqueued at
+    or before that time. A soft-deleted entity still has its last values. Returns the aspect
+    record as a dict, as the builders of :mod:`metaverse_kit.events.aspects` take it.
+
+    Raises :class:`HistoryInputError` for a bad urn, aspect or time, and
+    :class:`MissingColumnError` for a table without the columns of a replay.
+    """
+    rows = _for_urn(events, urn)
+    mask = _resolve_aspect(rows, aspect_name)
+    if as_of is not None:
+        when = _as_utc(as_of, "as_of")
+        times = rows.column("enqueued_time")
+        mask = pc.and_(mask, pc.less_equal(times, _time_scalar(when, times)))
+    rows = rows.filter(mask)
+    if not rows.num_rows:
+        return None
+    return aspect_record(rows.column("value")[rows.num_rows - 1].as_py())
+
+
+# -- state as of ---------------------------------------------------------------------------------
+
+
+def _last_per_key(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """The last row (in the table's order) of every distinct ``keys``, in the table's order."""
+    if not table.num_rows:
+        return table
+    numbered = table.select(list(keys)).append_column("_row", _arange(table.num_rows))
+    last = numbered.group_by(list(keys), use_threads=False).aggregate([("_row", "max")])
+    rows = last.column("_row_max")
+    return table.take(pc.take(rows, pc.sort_indices(rows)))
+
+
+def _removed_urns(latest: pa.Table) -> pa.Array:
+    soft = latest.filter(
+        pc.and_(
+            pc.equal(latest.column("aspect_type"), _STATUS),
+            pc.equal(latest.column("change"), "soft_delete"),
+        )
+    )
+    return pc.unique(soft.column("urn").combine_chunks())
+
+
+def _up_to(table: pa.Table, when: datetime, *, inclusive: bool = True) -> pa.Table:
+    times = table.column("enqueued_time")
+    if inclusive:
+        return table.filter(pc.less_equal(times, _time_scalar(when, times)))
+    return table.filter(pc.less(times, _time_scalar(when, times, round_up=True)))
+
+
+def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.Table:
+    """The catalogue at ``when``: for each (urn, aspect), the last value enqueued at or before it.
+
+    One row per (urn, aspect), sorted by urn then aspect, with the columns of :func:`aspects`
+    (``value``, ``enqueued_time``, ``partition``, ``sequence_number`` of the write that set it)
+    plus ``removed``: whether the entity's last ``Status`` by then had ``removed=True``.
+    Entities removed by then are left out unless ``include_removed=True``; a restored entity
+    (``Status`` set back to ``removed=False``) is in again. Events enqueued exactly at
+    ``when`` count.
+
+    Raises :class:`HistoryInputError` for a ``when`` that is not a time and
+    :class:`MissingColumnError` for a table without the columns of a replay.
+    """
+    moment = _as_utc(when, "when")
+    table = _aspects_of(events)
+    latest = _last_per_key(_up_to(table, moment), ["urn", "aspect"])
+    removed = pc.is_in(latest.column("urn"), value_set=_removed_urns(latest))
+    latest = latest.append_column("removed", removed)
+    if not include_removed:
+        latest = latest.filter(pc.invert(removed))
+    latest = latest.drop_columns(["change"])
+    return latest.sort_by([("urn", "ascending"), ("aspect", "ascending")])
+
+
+# -- diffs ----------------------------------------------------------------------------------------
+
+
+def _set(value: Any) -> bool:
+    return value is not None and value != [] and value != {}
+
+
+#: Fields that identify an item in a list of records (an owner, a tag, a term, a link).
+ITEM_KEYS = ("owner", "tag", "urn", "url")
+
+
+def _item_key(item_type: pa.DataType, old: list, new: list) -> str | None:
+    """The field that names each item of both lists, if there is one and it is unique."""
+    if not pa.types.is_struct(item_type):
+        return None
+    for key in ITEM_KEYS:
+        index = item_type.get_field_index(key)
+        if index < 0 or not pa.types.is_string(item_type.field(index).type):
+            continue
+        for items in (old, new):
+            names = [i.get(key) if isinstance(i, dict) else None for i in items]
+            if None in names or len(set(names)) != len(names):
+                return None
+        return key
+    return None
+
+
+def _diff_keyed(
+    old: list, new: list, item_type: pa.DataType, key: str, path: str, out: list[str]
+) -> None:
+    # NOTE: items are matched by what they name (an owner's urn), not by position, so one owner
+    # inserted in the middle is one added item, not every later item changed.
+    a = {i[key]: i for i in old}
+    b = {i[key]: i for i in new}
+    before = len(out)
+    for name in [*a, *(n for n in b if n not in a)]:
+        where = f"{path}[{key}={name}]"
+        if name not in a or name not in b:
+            out.append(where)
+        else:
+            _diff(a[name], b[name], item_type, where, out)
+    if len(out) == before:
+        out.append(path)  # the same items in another order
+
+
+def _diff(old: Any, new: Any, t: pa.DataType, path: str, out: list[str]) -> None:
+    if old == new:
+        return
+    if old is None or new is None:
+        out.append(path)
+        return
+    if pa.types.is_struct(t):
+        for f in t:
+            _diff(
+                old.get(f.name),
+                new.get(f.name),
+                f.type,
+                f"{path}.{f.name}" if path else f.name,
+                out,
+            )
+        return
+    if pa.types.is_map(t):
+        # NOTE: to_pylist gives a map as (key, value) pairs; keys name the path, not positions.
+        a, b = dict(old), dict(new)
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                out.append(f"{path}[{key}]")
+            else:
+                _diff(a[key], b[key], t.item_type, f"{path}[{key}]", out)
+        return
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        key = _item_key(t.value_type, old, new)
+        if key is not None:
+            _diff_keyed(old, new, t.value_type, key, path, out)
+            return
+        for i in range(max(len(old), len(new))):
+            if i >= len(old) or i >= len(new):
+                out.append(f"{path}[{i}]")
+            else:
+                _diff(old[i], new[i], t.value_type, f"{path}[{i}]", out)
+        return
+    out.append(path)
+
+
+def changed_fields(
+    previous: dict[str, Any] | None, new: dict[str, Any] | None, aspect_type: pa.DataType
+) -> list[str]:
+    """The paths of the fields that differ between two aspect records of Arrow type ``aspect_type``.
+
+    Paths are dotted (``lastModified.actor``). Items of a list of records that name something
+    (an ``owner``, ``tag``, ``urn`` or ``url`` field, see :data:`ITEM_KEYS`, unique in both
+    lists) are matched by that name: ``owners[owner=urn:li:corpuser:okoro]`` for an owner
+    added or removed, ``owners[owner=urn:li:corpuser:jdoe].type`` for one field of it; the same
+    items in another order name the list itself. Other list items go by position
+    (``paths[2]``), map entries by key (``customProperties[team]``). A field that appears or
+    disappears as a whole is named once, not field by field. With no ``previous`` (a first
+    write), the top-level fields ``new`` sets are named. Equal records give ``[]``.
+    """
+    if previous is None and new is not None:
+        return [f.name for f in aspect_type if _set(new.get(f.name))]
+    if new is None:
+        return (
+            [] if previous is None else [f.name for f in aspect_type if _set(previous.get(f.name))]
+        )
+    out: list[str] = []
+    _diff(previous, new, aspect_type, "", out)
+    return out
+
+
+def _record_type(value_type: pa.StructType, branch: str) -> pa.DataType:
+    short = branch.rpartition(".")[2]
+    index = value_type.get_field_index(short)
+    if index < 0:
+        index = value_type.get_field_index(branch)
+    return value_type.field(index).type
+
+
+# -- audit trail ---------------------------------------------------------------------------------
+
+_ACTOR_STAMPS = ("lastModified", "auditStamp", "lastUpdated", "created", "lifecycleLastUpdated")
+
+
+def _actor(record: dict[str, Any] | None) -> str | None:
+    """Who an aspect says wrote it: its own ``actor``, else the actor of its audit stamp."""
+    if not record:
+        return None
+    if isinstance(record.get("actor"), str):
+        return str(record["actor"])
+    for key in _ACTOR_STAMPS:
+        stamp = record.get(key)
+        if isinstance(stamp, dict) and isinstance(stamp.get("actor"), str):
+            return str(stamp["actor"])
+    return None
+
+
+_AUDIT_ORDER = (
+    "urn",
+    "entity_type",
+    "aspect",
+    "aspect_type",
+    "change",
+    "enqueued_time",
+    "partition",
+    "sequence_number",
+    "message_id",
+    "actor",
+    "changed_fields",
+    "previous_value",
+    "value",
+    "event_index",
+)
+
+
+def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table:
+    """Every aspect written to ``urn``, oldest first, each with its previous and new value.
+
+    Columns: ``urn``, ``entity_type``, ``aspect``, ``aspect_type``, ``change``,
+    ``enqueued_time``, ``partition``, ``sequence_number``, ``message_id``, ``actor`` (the actor
+    of the aspect's own audit stamp, when it has one), ``changed_fields`` (see
+    :func:`changed_fields`; empty when the write repeated the previous value, which stays in
+    the trail), ``previous_value`` (null for the first write of that aspect), ``value`` and
+    ``event_index``. ``aspect`` (optional) keeps one aspect's trail.
+
+    Raises :class:`HistoryInputError` for a bad urn and :class:`MissingColumnError` for a
+    table without the columns of a replay.
+    """
+    rows = _for_urn(events, urn)
+    if aspect is not None:
+        rows = rows.filter(_resolve_aspect(rows, aspect))
+    value_type = rows.schema.field("value").type
+    values = rows.column("value").to_pylist()
+    names = rows.column("aspect").to_pylist()
+    previous_index: list[int | None] = []
+    fields: list[list[str]] = []
+    actors: list[str | None] = []
+    last: dict[str, int] = {}
+    # NOTE: a Python loop, but over one entity's writes: a short list.
+    for i, (name, value) in enumerate(zip(names, values, strict=True)):
+        before = last.get(name)
+        previous_index.append(before)
+        new = aspect_record(value)
+        old = None if before is None else aspect_record(values[before])
+        branch = value[_BRANCH] if value else None
+        fields.append(changed_fields(old, new, _record_type(value_type, branch)) if branch else [])
+        actors.append(_actor(new))
+        last[name] = i
+    previous = rows.column("value").take(pa.array(previous_index, pa.int64()))
+    rows = rows.append_column("previous_value", previous)
+    rows = rows.append_column("changed_fields", pa.array(fields, pa.list_(pa.string())))
+    rows = rows.append_column("actor", pa.array(actors, pa.string()))
+    return rows.select(list(_AUDIT_ORDER))
+
+
+# -- changes between two times -------------------------------------------------------------------
+
+#: The kinds in the ``change`` column of :func:`changes`.
+WINDOW_CHANGE_KINDS = ("added", "changed", "removed", "restored", "unchanged")
+
+
+def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = False) -> pa.Table:
+    """What was added, changed and removed between ``start`` and ``end``, per entity and aspect.
+
+    Compares each (urn, aspect) written in the window ``start <= enqueued_time <= end`` with
+    its value just before ``start``. ``change`` is ``added`` (no value before), ``changed``
+    (another value), ``removed`` (a ``Status`` aspect that soft-deleted the entity),
+    ``restored`` (a ``Status`` that undid an earlier removal) or, only with
+    ``include_unchanged=True``, ``unchanged`` (written, but back to the value it had before,
+    such as a tag added and taken away again). One row per (urn, aspect), sorted by urn then
+    aspect, with ``before`` and ``after`` values, ``changed_fields`` between them, ``writes``
+    (how many writes in the window), ``first_time`` and ``last_time`` (of those writes) and
+    the ``urn``, ``entity_type``, ``platform``, ``aspect``, ``aspect_type`` of :func:`aspects`.
+
+    Raises :class:`HistoryInputError` when ``start`` is after ``end`` or either is not a time.
+    """
+    lo, hi = _as_utc(start, "start"), _as_utc(end, "end")
+    if lo > hi:
+        raise HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
+    table = _aspects_of(events)
+    times = table.column("enqueued_time")
+    in_window = pc.and_(
+        pc.greater_equal(times, _time_scalar(lo, times, round_up=True)),
+        pc.less_equal(times, _time_scalar(hi, times)),
+    )
+    window = table.filter(in_window)
+    stats = window.group_by(["urn", "aspect"], use_threads=False).aggregate(
+        [("enqueued_time", "min"), ("enqueued_time", "max"), ("enqueued_time", "count")]
+    )
+    after = _last_per_key(window, ["urn", "aspect"])
+    touched = pc.unique(window.column("urn"))
+    before_rows = _up_to(table, lo, inclusive=False)
+    before_rows = before_rows.filter(pc.is_in(before_rows.column("urn"), value_set=touched))
+    before = _last_per_key(before_rows, ["urn", "aspect"])
+    before_at = {
+        key: i
+        for i, key in enumerate(
+            zip(before.column("urn").to_pylist(), before.column("aspect").to_pylist(), strict=True)
+        )
+    }
+    stat_at = {
+        key: i
+        for i, key in enumerate(
+            zip(stats.column("urn").to_pylist(), stats.column("aspect").to_pylist(), strict=True)
+        )
+    }
+    value_type = table.schema.field("value").type
+    after_values = after.column("value").to_pylist()
+    before_values = before.column("value").to_pylist()
+    keep: list[int] = []
+    before_index: list[int | None] = []
+    kinds: list[str] = []
+    fields: list[list[str]] = []
+    firsts: list[int] = []
+    # NOTE: per-row work over the (urn, aspect) pairs written in the window only.
+    for i, key in enumerate(
+        zip(after.column("urn").to_pylist(), after.column("aspect").to_pylist(), strict=True)
+    ):
+        j = before_at.get(key)
+        new_value = after_values[i]
+        old_value = None if j is None else before_values[j]
+        new, old = aspect_record(new_value), aspect_record(old_value)
+        branch = new_value[_BRANCH]
+        diff = changed_fields(old, new, _record_type(value_type, branch))
+        if branch == _STATUS:
+            was, now = bool(old and old.get("removed")), bool(new and new.get("removed"))
+            kind = (
+                "removed"
+                if now and not was
+                else "restored"
+                if was and not now
+                else "added"
+                if old is None
+                else "changed"
+                if diff
+                else "unchanged"
+            )
+        else:
+            kind = "added" if old is None else "changed" if diff else "unchanged"
+        if kind == "unchanged" and not include_unchanged:
+            continue
+        keep.append(i)
+        before_index.append(j)
+        kinds.append(kind)
+        fields.append(diff)
+        firsts.append(stat_at[key])
+    picked = after.take(pa.array(keep, pa.int64()))
+    stat_rows = stats.take(pa.array(firsts, pa.int64()))
+    result = pa.table(
+        {
+            "urn": picked.column("urn"),
+            "entity_type": picked.column("entity_type"),
+            "platform": picked.column("platform"),
+            "aspect": picked.column("aspect"),
+            "aspect_type": picked.column("aspect_type"),
+            "change": pa.array(kinds, pa.string()),
+            "changed_fields": pa.array(fields, pa.list_(pa.string())),
+            "before": before.column("value").take(pa.array(before_index, pa.int64())),
+            "after": picked.column("value"),
+            "writes": stat_rows.column("enqueued_time_count"),
+            "first_time": stat_rows.column("enqueued_time_min"),
+            "last_time": stat_rows.column("enqueued_time_max"),
+        }
+    )
+    return result.sort_by([("urn", "ascending"), ("aspect", "ascending")])
