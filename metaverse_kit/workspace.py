@@ -161,7 +161,15 @@ class Workspace:
 
     # -- schemas --------------------------------------------------------------------------------
 
-    def _definition(self, schema: Any) -> str:
+    def schema_definition(self, schema: Any = None) -> str:
+        """The definition (JSON text) of ``schema``, in any form ``emit`` and the widgets take.
+
+        ``schema`` is None (the built-in MCE schema), a registry ``Schema`` or
+        ``SchemaProperties``, an :class:`AvroSchema`, a definition (JSON text or parsed), a
+        schema id, or the name of a schema in this workspace's group (its latest version).
+        Raises :class:`SchemaNotFoundError` when no schema has that id or name, and
+        :class:`ConfigurationError` for anything else.
+        """
         if schema is None:
             from metaverse_kit.events.builtin import mce_definition
 
@@ -170,16 +178,32 @@ class Workspace:
             return schema.definition
         if isinstance(schema, SchemaProperties):
             return self.registry.get_schema(schema.id).definition
+        if isinstance(schema, AvroSchema):
+            return schema.canonical_text
         if isinstance(schema, (dict, list)):
             return AvroSchema(schema).canonical_text
         if isinstance(schema, str):
             text = schema.strip()
             if text.startswith(("{", "[", '"')):
                 return text
-            return self.registry.get_schema(text).definition
+            try:
+                return self.registry.get_schema(text).definition
+            except SchemaNotFoundError:
+                pass
+            group = self.schema_group
+            versions = self.registry.list_versions(group, text)
+            if not versions:
+                known = ", ".join(self.registry.list_schemas(group)) or "none"
+                raise SchemaNotFoundError(
+                    f"No schema has the id or the name {text!r} in the group {group!r}; "
+                    f"its schemas: {known}"
+                ) from None
+            latest = self.registry.get_schema(group_name=group, name=text, version=versions[-1])
+            return latest.definition
         raise ConfigurationError(
-            "schema= takes a definition (JSON text or dict), a registry Schema or "
-            f"SchemaProperties, or a schema id; got {type(schema).__name__}"
+            "schema= takes None (the built-in MCE schema), a registry Schema or "
+            "SchemaProperties, a definition (JSON text or dict), a schema id or a schema name; "
+            f"got {type(schema).__name__}"
         )
 
     def schema_properties(self, schema: Any = None) -> SchemaProperties:
@@ -188,7 +212,7 @@ class Workspace:
         ``schema`` is a definition, a registry ``Schema``, a schema id, or None for the built-in
         MCE schema.
         """
-        definition = self._definition(schema)
+        definition = self.schema_definition(schema)
         key = (self.schema_group, definition)
         props = self._schema_ids.get(key)
         if props is None:

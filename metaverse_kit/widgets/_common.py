@@ -1,0 +1,114 @@
+"""What every steward widget shares: the controller base class and small HTML helpers.
+
+The HTML written here carries no colours or fonts of its own: JupyterLab's light and dark themes
+style it, as they style ipywidgets.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any
+
+import ipywidgets as W
+
+from metaverse_kit.errors import FieldProblem
+
+__all__ = [
+    "WidgetController",
+    "html_list",
+    "html_table",
+    "json_preview",
+    "message_html",
+    "problems_html",
+]
+
+
+class WidgetController:
+    """Base class of the steward widgets: a plain object owning a lazily built ``.widget``.
+
+    Subclasses implement ``_build()`` returning the ipywidgets container. Leaving the controller
+    as the last expression of a notebook cell displays it, as does :meth:`show`.
+    """
+
+    def _build(self) -> W.Widget:
+        raise NotImplementedError
+
+    @cached_property
+    def widget(self) -> W.Widget:
+        """The ipywidgets container showing this controller, built on first use."""
+        return self._build()
+
+    def show(self) -> None:
+        """Display the widget in the current notebook output."""
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class Quiet:
+    """A re-entrant switch that silences observers during programmatic refreshes."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+    def __bool__(self) -> bool:
+        return self.depth > 0
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+
+def esc(value: Any) -> str:
+    """HTML-escape the text form of ``value``."""
+    return html.escape(str(value), quote=True)
+
+
+def html_table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: str | None = None
+) -> str:
+    """An HTML table (escaped cells), styled by the notebook's theme, not by us."""
+    head = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left'>{esc(c)}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    cap = f"<caption style='text-align:left'>{esc(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def html_list(items: Iterable[Any]) -> str:
+    """An HTML bulleted list of escaped items."""
+    return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
+
+
+def problems_html(problems: Sequence[FieldProblem]) -> str:
+    """A summary of validation problems: a count, then each problem with its path."""
+    if not problems:
+        return ""
+    count = len(problems)
+    head = f"<b>{count} problem{'s' if count != 1 else ''}</b>"
+    return head + html_list(str(p) for p in problems)
+
+
+def message_html(text: str, *, ok: bool) -> str:
+    """A one-line status message; ``ok`` picks the sign, the theme picks the colours."""
+    sign = "✔" if ok else "✖"
+    return f"<b>{sign} {esc(text)}</b>"
+
+
+def json_preview(value: Any) -> str:
+    """JSON data as an escaped, pre-formatted HTML block."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return f"<pre style='margin:0'>{esc(text)}</pre>"
