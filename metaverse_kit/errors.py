@@ -14,6 +14,8 @@
     ├── UnknownAspectError          an aspect name no snapshot knows (defined in ``events.aspects``)
     ├── DecodeError                 a body cannot be decoded with the schema it names
     ├── CaptureFileError            a file is not a readable Event Hubs Capture archive
+    ├── HistoryInputError           a history question got no events table or a bad time
+    │   └── MissingColumnError      the events table lacks a column (``.column``; ``history``)
     ├── EmitError                   events could not be sent (``.failures`` per event)
     └── ServiceError                a backend service failed (translated from the SDK)
         └── TransientServiceError   ... in a way that may pass: throttled, connection lost

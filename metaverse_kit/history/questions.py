@@ -347,23 +347,33 @@ def _explode(events: pa.Table) -> pa.Table:
 
 
 def _in_replay_order(table: pa.Table) -> pa.Table:
+    _require(table, _REQUIRED[:3])
+    position = (
+        table.column("aspect_index")
+        if "aspect_index" in table.column_names
+        else pa.repeat(0, table.num_rows)
+    )
     keys = pa.table(
         {
             "t": table.column("enqueued_time"),
             "p": _partition_order(table.column("partition")),
             "s": table.column("sequence_number"),
-            "a": table.column("aspect_index"),
+            "a": position,
         }
     )
     # NOTE: nulls (a partition unknown to a file outside Capture's layout) sort last.
     order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in "tpsa"])
+    # PERF: the take copies every nested value; a table already in order is returned as it is.
+    if pc.all(pc.equal(order, _arange(table.num_rows).cast(order.type))).as_py() is not False:
+        return table
     return table.take(order)
 
 
 def _aspects_of(events: Any) -> pa.Table:
     table = _table(events)
     if _is_aspects_table(table):
-        return table
+        # NOTE: an aspects table may have been sorted another way since (by urn, say).
+        return _in_replay_order(table)
     return _explode(table)
 
 
@@ -430,7 +440,7 @@ def _for_urn(events: Any, urn: str) -> pa.Table:
         raise HistoryInputError(f"urn must be a URN such as 'urn:li:corpuser:jdoe', not {urn!r}")
     table = _table(events)
     if _is_aspects_table(table):
-        return table.filter(pc.equal(table.column("urn"), urn))
+        return _in_replay_order(table.filter(pc.equal(table.column("urn"), urn)))
     _require(table, _REQUIRED)
     # PERF: filter events by urn before exploding, so one entity costs one pass over a column.
     keep = pc.indices_nonzero(pc.fill_null(pc.equal(_urns_of_events(table), urn), False))

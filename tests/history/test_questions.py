@@ -97,6 +97,14 @@ def _tags(value: dict | None) -> list[str]:
     return [t["tag"].rpartition(":")[2] for t in value["tags"]]
 
 
+def test_the_questions_are_reachable_from_the_package() -> None:
+    assert mk.history.state_as_of is state_as_of
+    assert mk.history.latest_aspect is latest_aspect
+    assert {"aspects", "state_as_of", "audit_trail", "changes", "latest_aspect"} <= set(
+        mk.history.__all__
+    )
+
+
 # -- latest_aspect ---------------------------------------------------------------------------------
 
 
@@ -185,6 +193,15 @@ def test_aspects_of_an_empty_lake(workspace: mk.Workspace) -> None:
     assert state_as_of(empty, datetime.now(UTC)).num_rows == 0
     assert changes(empty, "2026-01-01", "2026-02-01").num_rows == 0
     assert latest_aspect(empty, ORDERS, "ownership") is None
+
+
+def test_events_that_did_not_decode_have_no_aspects(real_capture: Path) -> None:
+    # Real Azure files with JSON bodies: every event kept by the replay, none of them an MCE.
+    events = mk.replay_capture(real_capture, progress=False)
+    assert events.num_rows == 22
+    assert aspects(events).num_rows == 0
+    assert state_as_of(events, "2030-01-01").num_rows == 0
+    assert changes(events, "2000-01-01", "2030-01-01").num_rows == 0
 
 
 def test_aspect_record_unwraps_a_value() -> None:
@@ -421,6 +438,10 @@ def test_parquet_round_trip_gives_the_same_answers(history: History, tmp_path: P
         state_as_of(history.events, history.t4, include_removed=True)
     )
     assert audit_trail(saved, ORDERS).equals(audit_trail(history.events, ORDERS))
+    # An aspects table sorted another way (newest first) is put back in replay order first.
+    newest_first = aspects(history.events).sort_by([("enqueued_time", "descending")])
+    assert state_as_of(newest_first, history.t5).equals(state_as_of(history.events, history.t5))
+    assert audit_trail(newest_first, ORDERS).equals(audit_trail(history.events, ORDERS))
 
 
 def test_replay_capture_of_the_lake_folder_gives_the_same_state(
