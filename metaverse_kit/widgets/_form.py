@@ -559,7 +559,8 @@ class _NullNode(_Node):
 
 
 def _icon_button(icon: str, tooltip: str) -> W.Button:
-    return W.Button(icon=icon, tooltip=tooltip, layout=W.Layout(width="2.5em"))
+    # NOTE: in a row beside a wide item the buttons would shrink to "↑.."; they keep their size.
+    return W.Button(icon=icon, tooltip=tooltip, layout=W.Layout(width="auto", flex="0 0 auto"))
 
 
 class _ArrayNode(_Node):

@@ -248,8 +248,9 @@ class SchemaBrowser(WidgetController):
         self.page_label = W.Label("")
         self.versions = W.Dropdown(description="Version", options=[])
         self.info = W.HTML("")
-        self.fields_table = W.HTML("")
-        self.definition = W.HTML("")
+        # NOTE: DataHub's MCE has hundreds of fields; scrolling keeps the composer below in view.
+        self.fields_table = W.HTML("", layout=W.Layout(max_height="32em", overflow="auto"))
+        self.definition = W.HTML("", layout=W.Layout(max_height="32em", overflow="auto"))
         self.compare_old = W.Dropdown(description="Older", options=[])
         self.compare_new = W.Dropdown(description="Newer", options=[])
         self.compare_button = W.Button(description="Compare", icon="exchange")
@@ -259,6 +260,7 @@ class SchemaBrowser(WidgetController):
             icon="edit",
             button_style="primary",
             tooltip="Fill and emit an event of this schema version",
+            layout=W.Layout(width="auto"),
         )
         self.message = W.HTML("")
         self.composer_box = W.VBox()
