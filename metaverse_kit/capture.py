@@ -36,8 +36,10 @@ __all__ = [
     "parse_capture_path",
     "parse_enqueued_time",
     "read_header",
+    "read_varint",
     "select_files",
     "window_overlaps",
+    "zigzag",
 ]
 
 # NOTE: the exact text Azure writes (from the 2022 files), kept byte for byte so that our files
@@ -173,7 +175,8 @@ def _partition_order(partition: str | None) -> tuple[int, int, str]:
 # -- writing --------------------------------------------------------------------------------
 
 
-def _zigzag(n: int) -> bytes:
+def zigzag(n: int) -> bytes:
+    """``n`` as an Avro ``long``: a zig-zag varint."""
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
     while n & ~0x7F:
@@ -189,14 +192,15 @@ def _header(codec: str, sync: bytes) -> bytes:
         (b"avro.schema", CAPTURE_SCHEMA_TEXT.encode()),
     ]
     out = bytearray(_MAGIC)
-    out += _zigzag(len(meta))
+    out += zigzag(len(meta))
     for key, value in meta:
-        out += _zigzag(len(key)) + key + _zigzag(len(value)) + value
-    out += _zigzag(0) + sync
+        out += zigzag(len(key)) + key + zigzag(len(value)) + value
+    out += zigzag(0) + sync
     return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The zig-zag varint (Avro ``long``) at ``pos`` in ``data``, and the position after it."""
     shift = result = 0
     while True:
         b = data[pos]
@@ -218,17 +222,17 @@ def read_header(data: bytes, *, where: str = "the file") -> tuple[dict[str, byte
     try:
         pos = 4
         while True:
-            count, pos = _read_varint(data, pos)
+            count, pos = read_varint(data, pos)
             if count == 0:
                 break
             if count < 0:
-                _, pos = _read_varint(data, pos)
+                _, pos = read_varint(data, pos)
                 count = -count
             for _ in range(count):
-                klen, pos = _read_varint(data, pos)
+                klen, pos = read_varint(data, pos)
                 key = data[pos : pos + klen].decode()
                 pos += klen
-                vlen, pos = _read_varint(data, pos)
+                vlen, pos = read_varint(data, pos)
                 meta[key] = data[pos : pos + vlen]
                 pos += vlen
         sync = data[pos : pos + 16]
@@ -278,7 +282,7 @@ def append_events(
         data = compressor.compress(data) + compressor.flush()
     elif codec != "null":
         raise CaptureFileError(f"Unsupported codec {codec!r} for {where}: use 'null' or 'deflate'")
-    out += _zigzag(count) + _zigzag(len(data)) + data + sync
+    out += zigzag(count) + zigzag(len(data)) + data + sync
     return bytes(out)
 
 

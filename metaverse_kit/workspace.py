@@ -280,6 +280,12 @@ class Workspace:
 
     # -- replay ---------------------------------------------------------------------------------
 
+    def _replay_cache(self, cache: bool | str | Path | None) -> bool | str | Path | None:
+        """``cache=True`` means the workspace's own cache folder when it has a folder."""
+        if cache is True and self.path is not None:
+            return self.path / "cache" / "replay"
+        return cache
+
     def replay_batches(
         self,
         start: datetime | str | None = None,
@@ -288,8 +294,14 @@ class Workspace:
         *,
         schema: Any = None,
         progress: bool | None = None,
+        dedup: bool = True,
+        cache: bool | str | Path | None = True,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream the lake's history as RecordBatches (see :func:`metaverse_kit.replay_batches`)."""
+        """Stream the lake's history as RecordBatches (see :func:`metaverse_kit.replay_batches`).
+
+        ``cache=True`` keeps decoded files in ``<workspace>/cache/replay`` (the per-user cache
+        folder on backends without a workspace folder); ``False`` turns it off.
+        """
         from metaverse_kit.history.replay import replay_lake
 
         return replay_lake(
@@ -300,6 +312,8 @@ class Workspace:
             partitions=partitions,
             schema=schema,
             progress=progress,
+            dedup=dedup,
+            cache=self._replay_cache(cache),
         )
 
     def replay(
@@ -310,8 +324,14 @@ class Workspace:
         *,
         schema: Any = None,
         progress: bool | None = None,
+        dedup: bool = True,
+        cache: bool | str | Path | None = True,
     ) -> pa.Table:
-        """Replay the lake's history into an Arrow table (see ``replay_capture``)."""
+        """Replay the lake's history into an Arrow table (see ``replay_capture``).
+
+        Duplicates (same message id) are dropped unless ``dedup=False``; ``cache`` as in
+        :meth:`replay_batches`.
+        """
         from metaverse_kit.history.replay import replay_capture
 
         return replay_capture(
@@ -322,4 +342,6 @@ class Workspace:
             partitions=partitions,
             schema=schema,
             progress=progress,
+            dedup=dedup,
+            cache=self._replay_cache(cache),
         )

@@ -20,10 +20,12 @@ REAL_CAPTURE = REPO.parent / "shared" / "fixtures" / "capture-real"
 
 
 @pytest.fixture(autouse=True)
-def _restore_environ() -> Iterator[None]:
+def _restore_environ(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     saved = dict(os.environ)
     # NOTE: a developer's own ~/.config/metaverse/config.toml must not steer the tests.
     os.environ.setdefault("METAVERSE_CONFIG", os.devnull)
+    # NOTE: replays cache decoded files per user; tests must not fill (or read) the real one.
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
     try:
         yield
     finally:

@@ -11,6 +11,7 @@ schema than the replay's) keep their raw ``body`` and say why in ``decode_error`
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,12 +31,19 @@ from metaverse_kit.errors import (
 )
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.codec import parsed_schema, schema_id_from_content_type
-from metaverse_kit.history.arrow_types import arrow_mapping
+from metaverse_kit.history import _decoder
+from metaverse_kit.history.arrow_types import ArrowMapping, arrow_mapping
+from metaverse_kit.history.cache import ReplayCache, open_cache, schema_fingerprint
 
 __all__ = [
+    "DUPLICATES_DROPPED_KEY",
     "ENVELOPE_FIELDS",
+    "CaptureBytes",
     "PayloadSchema",
+    "ReplayStream",
     "decode_capture_file",
+    "decode_capture_files",
+    "duplicates_dropped",
     "replay_batches",
     "replay_capture",
     "replay_lake",
@@ -62,6 +70,10 @@ ENVELOPE_FIELDS: list[pa.Field] = [
 
 SchemaLookup = Callable[[str], str | None]
 
+#: Schema metadata key of a replayed table (and of each streamed batch): the number of events
+#: dropped because an earlier event had the same message id, as ASCII digits.
+DUPLICATES_DROPPED_KEY = b"metaverse.duplicates_dropped"
+
 
 @dataclass(frozen=True)
 class PayloadSchema:
@@ -76,16 +88,20 @@ class PayloadSchema:
     @property
     def avro(self) -> AvroSchema:
         """The parsed schema."""
-        return AvroSchema(self.definition)
+        return _parsed(self.definition)
 
     @property
     def name(self) -> str | None:
         """The schema's full name."""
         return self.avro.name
 
+    def mapping(self) -> ArrowMapping:
+        """The Arrow type of the whole record and its converter (computed once per schema)."""
+        return _mapping(self.definition)
+
     def arrow_fields(self) -> list[pa.Field]:
         """The payload columns: the top-level fields of the record."""
-        mapping = arrow_mapping(self.avro)
+        mapping = self.mapping()
         return (
             list(mapping.type)
             if pa.types.is_struct(mapping.type)
@@ -95,6 +111,17 @@ class PayloadSchema:
     def arrow_schema(self) -> pa.Schema:
         """Envelope and payload columns together, as every replay returns them."""
         return pa.schema(ENVELOPE_FIELDS + self.arrow_fields())
+
+
+# PERF: DataHub-sized schemas take tens of milliseconds to parse and map; once per definition.
+@functools.lru_cache(maxsize=64)
+def _parsed(definition: str) -> AvroSchema:
+    return AvroSchema(definition)
+
+
+@functools.lru_cache(maxsize=64)
+def _mapping(definition: str) -> ArrowMapping:
+    return arrow_mapping(_parsed(definition))
 
 
 def _text(value: Any) -> str | None:
@@ -123,31 +150,187 @@ def decode_capture_file(
     schemas: SchemaLookup,
     path: str = "",
     file: CaptureFile | None = None,
+    decoder: str = "auto",
 ) -> pa.RecordBatch:
     """Decode one Capture archive's bytes into a RecordBatch of envelope and payload columns.
 
     ``schemas`` maps a schema id to its definition (None when unknown). The file is read with
     the schema written in it. Raises :class:`CaptureFileError` naming ``path`` when the bytes
-    are not a readable Capture archive.
+    are not a readable Capture archive. ``decoder``: ``"auto"`` (default) uses the native
+    decoder (:mod:`metaverse_kit.history._decoder`) and fastavro for what it cannot read;
+    ``"fast"`` the same; ``"fastavro"`` only fastavro. All give the same batch.
     """
+    return decode_capture_files(
+        [CaptureBytes(data, path, file)], payload=payload, schemas=schemas, decoder=decoder
+    )[0]
+
+
+@dataclass(frozen=True)
+class CaptureBytes:
+    """One Capture archive to decode: its bytes, its path (for messages) and what is known of it."""
+
+    data: bytes
+    path: str = ""
+    file: CaptureFile | None = None
+
+
+def decode_capture_files(
+    items: Sequence[CaptureBytes],
+    *,
+    payload: PayloadSchema | None,
+    schemas: SchemaLookup,
+    decoder: str = "auto",
+) -> list[pa.RecordBatch]:
+    """Decode several Capture archives; one RecordBatch per archive, as :func:`decode_capture_file`.
+
+    The bodies of all the archives are decoded together, which spreads the fixed cost of a
+    native decoder call (planning, walking a DataHub-sized schema) over many small files, as
+    Capture writes them (one per partition and time window). A pure function of its arguments.
+    """
+    _check_decoder(decoder)
+    native = decoder != "fastavro" and _decoder.available()
+    envelopes = [_envelope_of(item, native=native) for item in items]
+    return _assemble(items, envelopes, payload=payload, schemas=schemas, native=native)
+
+
+def _envelope_of(item: CaptureBytes, *, native: bool) -> _Envelope | None:
+    """The envelope columns of one archive (None when it holds no event)."""
+    where = item.path or "the Capture file"
+    _, _, blocks_start = read_header(item.data, where=where)
+    if blocks_start >= len(item.data):
+        return None
+    if native:
+        try:
+            return _envelope_native(item.data, where)
+        except _decoder.Unsupported:
+            pass
+    return _envelope_fastavro(item.data, where)
+
+
+def _assemble(
+    items: Sequence[CaptureBytes],
+    envelopes: Sequence[_Envelope | None],
+    *,
+    payload: PayloadSchema | None,
+    schemas: SchemaLookup,
+    native: bool,
+) -> list[pa.RecordBatch]:
+    """Decode the bodies of all ``envelopes`` together and cut the result into one batch each."""
     schema = payload.arrow_schema() if payload else pa.schema(ENVELOPE_FIELDS)
-    where = path or "the Capture file"
-    _, _, blocks_start = read_header(data, where=where)
-    if blocks_start >= len(data):
-        return _empty_batch(schema)
+    present = [e for e in envelopes if e is not None]
+    if not present:
+        return [_empty_batch(schema) for _ in items]
+    body = pa.concat_arrays([e.body for e in present]) if len(present) > 1 else present[0].body
+    ids = [i for e in present for i in e.schema_ids]
+    bodies, errors, payload_columns = _decode_payloads(body, ids, payload, schemas, native=native)
+    batches = []
+    at = 0
+    for item, envelope in zip(items, envelopes, strict=True):
+        if envelope is None:
+            batches.append(_empty_batch(schema))
+            continue
+        info = item.file or _file_from_path(item.path)
+        n = len(envelope.sequence_number)
+        columns: list[Any] = [
+            pa.array([info.namespace if info else None] * n, pa.string()),
+            pa.array([info.eventhub if info else None] * n, pa.string()),
+            pa.array([info.partition if info else None] * n, pa.string()),
+            envelope.sequence_number,
+            envelope.offset,
+            envelope.enqueued_time,
+            envelope.partition_key,
+            envelope.content_type,
+            pa.array(envelope.schema_ids, pa.string()),
+            envelope.message_id,
+            envelope.properties,
+            envelope.system_properties,
+            pa.array([item.path or None] * n, pa.string()),
+            bodies.slice(at, n),
+            pa.array(errors[at : at + n], pa.string()),
+            *[c.slice(at, n) for c in payload_columns],
+        ]
+        batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
+        at += n
+    return batches
+
+
+@dataclass
+class _Envelope:
+    """The envelope columns of one file, whichever decoder read them."""
+
+    sequence_number: pa.Array
+    offset: pa.Array
+    enqueued_time: pa.Array
+    partition_key: pa.Array
+    content_type: pa.Array
+    schema_ids: list[str | None]
+    message_id: pa.Array
+    properties: pa.Array
+    system_properties: pa.Array
+    body: pa.Array
+
+
+def _envelope_native(data: bytes, where: str) -> _Envelope:
+    import numpy as np
+    import pyarrow.compute as pc
+
+    cols = _decoder.read_envelope(data)
+    ms: Any = cols["enqueued_ms"]
+    missing = np.nonzero(~cols["has_enqueued_ms"])[0]
+    if len(missing):
+        texts = cols["enqueued_text"]
+        seqs = cols["sequence_number"]
+        ms = ms.copy()
+        for i in missing.tolist():
+            ms[i] = _enqueued_text_ms(texts[i].as_py(), seqs[i].as_py(), where)
+    system, app = cols["system_properties"], cols["properties"]
+    content_type = pc.coalesce(
+        _decoder._lookup(system, "content-type"),
+        _decoder._lookup(app, "content-type"),
+        _decoder._lookup(system, "x-opt-content-type"),
+    )
+    # Few distinct content types per file: parse each once.
+    encoded = content_type.dictionary_encode()
+    ids = pa.array(
+        [schema_id_from_content_type(c) for c in encoded.dictionary.to_pylist()], pa.string()
+    ).take(encoded.indices)
+    return _Envelope(
+        sequence_number=cols["sequence_number"],
+        offset=cols["offset"],
+        enqueued_time=pa.array(ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        partition_key=pc.map_lookup(system, pa.scalar("x-opt-partition-key"), "last"),
+        content_type=content_type,
+        schema_ids=ids.to_pylist(),
+        message_id=pc.coalesce(
+            _decoder._lookup(system, "message-id"), _decoder._lookup(app, "message-id")
+        ),
+        properties=app,
+        system_properties=system,
+        body=cols["body"],
+    )
+
+
+def _enqueued_text_ms(text: Any, sequence_number: Any, where: str) -> int:
+    try:
+        return int(parse_enqueued_time(text).timestamp() * 1000)
+    except (ValueError, AttributeError) as exc:
+        raise CaptureFileError(
+            f"{where}: event {sequence_number} has an unreadable EnqueuedTimeUtc {text!r}"
+        ) from exc
+
+
+def _envelope_fastavro(data: bytes, where: str) -> _Envelope | None:
     try:
         records: list[Any] = list(fastavro.reader(io.BytesIO(data)))
     except Exception as exc:  # fastavro raises many types for corrupt input
         raise CaptureFileError(f"{where} is not a readable Capture archive: {exc}") from exc
     if not records:
-        return _empty_batch(schema)
+        return None
     missing = {"SequenceNumber", "EnqueuedTimeUtc", "Body"} - set(records[0])
     if missing:
         raise CaptureFileError(
             f"{where} is an Avro file but not a Capture archive: no {', '.join(sorted(missing))}"
         )
-    info = file or _file_from_path(path)
-    n = len(records)
     seq, offsets, times, keys, ctypes, ids, mids = [], [], [], [], [], [], []
     props, sysprops = [], []
     for r in records:
@@ -159,13 +342,7 @@ def decode_capture_file(
         if isinstance(ms, int):
             times.append(ms)
         else:
-            try:
-                times.append(int(parse_enqueued_time(r["EnqueuedTimeUtc"]).timestamp() * 1000))
-            except ValueError as exc:
-                raise CaptureFileError(
-                    f"{where}: event {r['SequenceNumber']} has an unreadable EnqueuedTimeUtc "
-                    f"{r['EnqueuedTimeUtc']!r}"
-                ) from exc
+            times.append(_enqueued_text_ms(r["EnqueuedTimeUtc"], r["SequenceNumber"], where))
         keys.append(_text(system.get("x-opt-partition-key")))
         ct = _text(
             system.get("content-type")
@@ -177,26 +354,28 @@ def decode_capture_file(
         mids.append(_text(system.get("message-id") or app.get("message-id")))
         props.append(_props(app))
         sysprops.append(_props(system))
-    bodies, errors, payload_columns = _decode_payloads(records, ids, payload, schemas)
-    columns: list[Any] = [
-        pa.array([info.namespace if info else None] * n, pa.string()),
-        pa.array([info.eventhub if info else None] * n, pa.string()),
-        pa.array([info.partition if info else None] * n, pa.string()),
-        pa.array(seq, pa.int64()),
-        pa.array(offsets, pa.string()),
-        pa.array(times, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-        pa.array(keys, pa.string()),
-        pa.array(ctypes, pa.string()),
-        pa.array(ids, pa.string()),
-        pa.array(mids, pa.string()),
-        pa.array(props, _PROPS),
-        pa.array(sysprops, _PROPS),
-        pa.array([path or None] * n, pa.string()),
-        pa.array(bodies, pa.binary()),
-        pa.array(errors, pa.string()),
-        *payload_columns,
-    ]
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
+    return _Envelope(
+        sequence_number=pa.array(seq, pa.int64()),
+        offset=pa.array(offsets, pa.string()),
+        enqueued_time=pa.array(times, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        partition_key=pa.array(keys, pa.string()),
+        content_type=pa.array(ctypes, pa.string()),
+        schema_ids=ids,
+        message_id=pa.array(mids, pa.string()),
+        properties=pa.array(props, _PROPS),
+        system_properties=pa.array(sysprops, _PROPS),
+        body=pa.array([r.get("Body") for r in records], pa.binary()),
+    )
+
+
+DECODERS = ("auto", "fast", "fastavro")
+
+
+def _check_decoder(decoder: str) -> None:
+    if decoder not in DECODERS:
+        raise ConfigurationError(
+            f"decoder= is one of {', '.join(map(repr, DECODERS))}, not {decoder!r}"
+        )
 
 
 def _file_from_path(path: str) -> CaptureFile | None:
@@ -215,56 +394,110 @@ def _file_from_path(path: str) -> CaptureFile | None:
 
 
 def _decode_payloads(
-    records: list[dict], ids: list[str | None], payload: PayloadSchema | None, schemas: SchemaLookup
-) -> tuple[list, list, list[pa.Array]]:
-    n = len(records)
-    bodies: list[bytes | None] = [r.get("Body") for r in records]
+    body: pa.Array,
+    ids: list[str | None],
+    payload: PayloadSchema | None,
+    schemas: SchemaLookup,
+    *,
+    native: bool,
+) -> tuple[pa.Array, list[str | None], list[pa.Array]]:
+    """Decode the bodies: (bodies left undecoded, decode errors, payload columns).
+
+    Bodies are grouped by schema id. A group written with the replay's own schema is decoded
+    in one native call when ``native``; other groups (another version of the schema), and a
+    group the native reader refuses, are decoded body by body with fastavro.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = len(body)
     errors: list[str | None] = [None] * n
     if payload is None:
-        return bodies, errors, []
+        return body, errors, []
     reader = payload.avro
-    mapping = arrow_mapping(reader)
-    values: list[Any] = [None] * n
-    definitions: dict[str, str | None] = {}
-    for i, (schema_id, body) in enumerate(zip(ids, bodies, strict=True)):
-        if body is None:
+    mapping = payload.mapping()
+    present = np.asarray(body.is_valid())
+    groups: dict[str, list[int]] = {}
+    for i, schema_id in enumerate(ids):
+        if not present[i]:
             errors[i] = "the event has no body"
-            continue
-        if schema_id is None:
+        elif schema_id is None:
             errors[i] = "not registry Avro (no avro/binary+<schema id> content type)"
-            continue
-        if schema_id not in definitions:
-            definitions[schema_id] = schemas(schema_id)
-        definition = definitions[schema_id]
+        else:
+            groups.setdefault(schema_id, []).append(i)
+    pieces: list[pa.Array] = []
+    index = np.full(n, -1, dtype=np.int64)
+    used = 0
+    slow_rows: list[int] = []
+    slow_values: list[Any] = []
+    python_bodies: list[Any] | None = None
+    for schema_id, rows in groups.items():
+        definition = schemas(schema_id)
         if definition is None:
-            errors[i] = f"unknown schema id {schema_id}"
+            for i in rows:
+                errors[i] = f"unknown schema id {schema_id}"
             continue
-        if definition != payload.definition and AvroSchema(definition).name != reader.name:
-            errors[i] = (
-                f"written with schema {AvroSchema(definition).name}, not the replay's "
+        if definition != payload.definition and _parsed(definition).name != reader.name:
+            message = (
+                f"written with schema {_parsed(definition).name}, not the replay's "
                 f"{reader.name}; replay with schema= that schema to decode it"
             )
+            for i in rows:
+                errors[i] = message
             continue
-        buf = io.BytesIO(body)
-        try:
-            value = fastavro.schemaless_reader(
-                buf, parsed_schema(definition), None, return_record_name=True
-            )
-        except Exception as exc:  # a corrupt body must not stop the replay of the others
-            errors[i] = f"body does not decode with schema {schema_id}: {exc}"
-            continue
-        if buf.tell() != len(body):
-            errors[i] = f"body has {len(body) - buf.tell()} bytes left after decoding"
-            continue
-        values[i] = value
-        bodies[i] = None
-    if mapping.convert is not None:
-        values = [None if v is None else mapping.convert(v) for v in values]
-    struct = pa.array(values, mapping.type) if pa.types.is_struct(mapping.type) else None
-    if struct is None:
-        return bodies, errors, [pa.array(values, mapping.type)]
+        same = definition == payload.definition or (
+            _parsed(definition).canonical_text == reader.canonical_text
+        )
+        if native and same:
+            positions = np.asarray(rows, dtype=np.int64)
+            group = body if len(rows) == n else body.take(pa.array(positions))
+            try:
+                decoded = _decoder.decode_bodies(group, definition, mapping.type)
+            except _decoder.Unsupported:
+                decoded = None
+            if decoded is not None:
+                pieces.append(decoded)
+                index[positions] = used + np.arange(len(rows))
+                used += len(rows)
+                continue
+        if python_bodies is None:
+            python_bodies = body.to_pylist()
+        parsed = parsed_schema(definition)
+        for i in rows:
+            data = python_bodies[i]
+            buf = io.BytesIO(data)
+            try:
+                value = fastavro.schemaless_reader(buf, parsed, None, return_record_name=True)
+            except Exception as exc:  # a corrupt body must not stop the replay of the others
+                errors[i] = f"body does not decode with schema {schema_id}: {exc}"
+                continue
+            if buf.tell() != len(data):
+                errors[i] = f"body has {len(data) - buf.tell()} bytes left after decoding"
+                continue
+            slow_rows.append(i)
+            slow_values.append(value)
+    if slow_rows:
+        if mapping.convert is not None:
+            slow_values = [mapping.convert(v) for v in slow_values]
+        pieces.append(pa.array(slow_values, mapping.type))
+        index[np.asarray(slow_rows, dtype=np.int64)] = used + np.arange(len(slow_rows))
+        used += len(slow_rows)
+    decoded_rows = index >= 0
+    if not pieces:
+        values = pa.nulls(n, mapping.type)
+    elif len(pieces) == 1 and used == n and bool((index == np.arange(n)).all()):
+        values = pieces[0]
+    else:
+        values = pa.concat_arrays(pieces).take(pa.array(index, mask=~decoded_rows))
+    if decoded_rows.all():
+        # NOTE: a fresh all-null array; if_else would keep the decoded bodies' bytes alive.
+        body = pa.nulls(n, pa.binary())
+    elif decoded_rows.any():
+        body = pc.if_else(pa.array(decoded_rows), pa.scalar(None, pa.binary()), body)
+    if not pa.types.is_struct(mapping.type):
+        return body, errors, [values]
     # NOTE: flatten(), unlike field(i), carries the null rows of undecoded events into each column.
-    return bodies, errors, list(struct.flatten())
+    return body, errors, list(values.flatten())
 
 
 def _registry_lookup(registry: SchemaRegistry | None) -> SchemaLookup:
@@ -320,6 +553,66 @@ def _as_utc(value: datetime | str | None, what: str) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class ReplayStream(Iterator[pa.RecordBatch]):
+    """The batches of a replay, one per Capture file, and what deduplication dropped so far.
+
+    Iterate it like any iterator of RecordBatches. ``duplicates_dropped`` counts the events
+    left out because an earlier event had the same message id; it is final once the stream
+    is exhausted. Each batch also says how many of its file's events were dropped, in its
+    schema metadata under ``b"metaverse.duplicates_dropped"``.
+    """
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches = batches
+        #: Events dropped as duplicates so far (the final count once the stream is exhausted).
+        self.duplicates_dropped = 0
+
+    def __iter__(self) -> ReplayStream:
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        batch = next(self._batches)
+        dropped = batch.schema.metadata or {}
+        self.duplicates_dropped += int(dropped.get(DUPLICATES_DROPPED_KEY, b"0"))
+        return batch
+
+    def close(self) -> None:
+        """Stop reading; closes the progress bar and releases the file being read."""
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
+
+
+def _dedup(batch: pa.RecordBatch, seen: set[str]) -> tuple[pa.RecordBatch, int]:
+    """Drop the rows whose message id is in ``seen`` (or repeats within the batch).
+
+    Rows without a message id are always kept. ``seen`` grows by the ids of the kept rows.
+    """
+    ids = batch.column("message_id")
+    if ids.null_count == len(ids):
+        return batch, 0
+    keep: list[bool] = []
+    dropped = 0
+    for mid in ids.to_pylist():
+        if mid is None:
+            keep.append(True)
+        elif mid in seen:
+            keep.append(False)
+            dropped += 1
+        else:
+            seen.add(mid)
+            keep.append(True)
+    if dropped:
+        batch = batch.filter(pa.array(keep, pa.bool_()))
+    return batch, dropped
+
+
+def _with_dropped(batch: pa.RecordBatch, dropped: int) -> pa.RecordBatch:
+    metadata = dict(batch.schema.metadata or {})
+    metadata[DUPLICATES_DROPPED_KEY] = str(dropped).encode()
+    return batch.replace_schema_metadata(metadata)
+
+
 def replay_lake(
     lake: Lake,
     *,
@@ -329,38 +622,145 @@ def replay_lake(
     partitions: Sequence[str | int] | None = None,
     schema: Any = None,
     progress: bool | None = None,
-) -> Iterator[pa.RecordBatch]:
+    dedup: bool = True,
+    cache: bool | str | os.PathLike[str] | None = True,
+    decoder: str = "auto",
+) -> ReplayStream:
     """Stream the events of a lake as RecordBatches, one per Capture file, in replay order.
 
     Files are pruned by partition and by the time in their path before they are opened; rows
     are then kept when ``start <= enqueued_time <= end``. Naive datetimes are taken as UTC.
+
+    ``dedup`` (default True) drops an event whose message id an earlier event of the replay
+    already had (Event Hubs is at-least-once: a retried send can be stored twice). The first
+    copy in (partition, sequence number) order is kept; events without a message id are never
+    dropped. Only events inside the replayed range are compared. The stream remembers every
+    message id it has seen (about 100 bytes each), so its memory grows with the number of
+    events with a message id, not with their size; pass ``dedup=False`` to keep it flat.
+
+    ``cache``: True (default) keeps the decoded files as Parquet in the per-user cache folder
+    (``$XDG_CACHE_HOME/metaverse-kit/replay``); a path puts them there instead; False or None
+    reads and decodes every file each time. See :mod:`metaverse_kit.history.cache`.
+    ``decoder`` picks the Avro decoder: ``"auto"`` (the fast one, with fastavro where it
+    cannot), ``"fast"`` or ``"fastavro"``; every choice returns the same table.
     """
     start_utc, end_utc = _as_utc(start, "start"), _as_utc(end, "end")
     if start_utc and end_utc and start_utc > end_utc:
         raise ConfigurationError(f"start ({start_utc}) is after end ({end_utc})")
     parts = None if partitions is None else [str(p) for p in partitions]
     payload = _payload_schema(schema)
+    _check_decoder(decoder)
     lookup = _registry_lookup(registry)
+    store = open_cache(cache)
     files = lake.list_files(partitions=parts, start=start_utc, end=end_utc)
     show = len(files) > 20 if progress is None else progress
+    return ReplayStream(
+        _replay_files(
+            lake, files, payload, lookup, store, start_utc, end_utc, parts, show, dedup, decoder
+        )
+    )
+
+
+def _replay_files(
+    lake: Lake,
+    files: list[CaptureFile],
+    payload: PayloadSchema | None,
+    lookup: SchemaLookup,
+    store: ReplayCache | None,
+    start: datetime | None,
+    end: datetime | None,
+    parts: list[str] | None,
+    show: bool,
+    dedup: bool,
+    decoder: str,
+) -> Iterator[pa.RecordBatch]:
+    arrow_schema = payload.arrow_schema() if payload else pa.schema(ENVELOPE_FIELDS)
+    fingerprint = schema_fingerprint(arrow_schema, payload.definition if payload else None)
+    seen: set[str] = set()
     bar = None
     if show:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc="replay")
     try:
-        for f in files:
-            batch = decode_capture_file(
-                lake.read_bytes(f), payload=payload, schemas=lookup, path=f.path, file=f
-            )
+        for f, batch in _decoded(lake, files, payload, lookup, store, fingerprint, decoder):
             if bar is not None:
                 bar.update(f.size)
-            batch = _filter(batch, start_utc, end_utc, parts)
-            if batch.num_rows:
-                yield batch
+            batch = _filter(batch, start, end, parts)
+            dropped = 0
+            if dedup and batch.num_rows:
+                batch, dropped = _dedup(batch, seen)
+            if batch.num_rows or dropped:
+                yield _with_dropped(batch, dropped)
     finally:
         if bar is not None:
             bar.close()
+
+
+# Events whose bodies are decoded together: enough to spread a native call's fixed cost
+# (planning, walking a DataHub-sized schema) over many of Capture's small files, few enough
+# that a streaming replay's memory stays small and does not depend on the history's length.
+_GROUP_EVENTS = 16384
+_GROUP_FILES = 256
+
+
+def _decoded(
+    lake: Lake,
+    files: list[CaptureFile],
+    payload: PayloadSchema | None,
+    lookup: SchemaLookup,
+    store: ReplayCache | None,
+    fingerprint: str,
+    decoder: str,
+) -> Iterator[tuple[CaptureFile, pa.RecordBatch]]:
+    """Each file with its batch, in order: from the cache when it has it, decoded otherwise.
+
+    Files missing from the cache are read one by one and their bodies decoded in groups of
+    about :data:`_GROUP_EVENTS` events (see :func:`decode_capture_files`).
+    """
+    arrow_schema = payload.arrow_schema() if payload else pa.schema(ENVELOPE_FIELDS)
+    native = decoder != "fastavro" and _decoder.available()
+    # (file, cached batch or None, bytes read, envelope) in replay order
+    pending: list[tuple[CaptureFile, pa.RecordBatch | None, CaptureBytes | None, Any]] = []
+    events = 0
+
+    def flush() -> Iterator[tuple[CaptureFile, pa.RecordBatch]]:
+        todo = [(item, env) for _, b, item, env in pending if b is None and item is not None]
+        decoded = iter(
+            _assemble(
+                [item for item, _ in todo],
+                [env for _, env in todo],
+                payload=payload,
+                schemas=lookup,
+                native=native,
+            )
+            if todo
+            else []
+        )
+        for f, cached, _, _ in pending:
+            batch = cached if cached is not None else next(decoded)
+            if cached is None and store is not None:
+                store.put(f, fingerprint, batch, lookup)
+            yield f, batch
+        pending.clear()
+
+    for f in files:
+        cached = store.get(f, fingerprint, arrow_schema, lookup) if store else None
+        if cached is not None:
+            if pending:
+                pending.append((f, cached, None, None))
+            else:
+                yield f, cached
+            continue
+        item = CaptureBytes(lake.read_bytes(f), f.path, f)
+        envelope = _envelope_of(item, native=native)
+        # The bytes are not needed once the envelope is read; keep only where they came from.
+        pending.append((f, None, CaptureBytes(b"", f.path, f), envelope))
+        events += 0 if envelope is None else len(envelope.sequence_number)
+        if events >= _GROUP_EVENTS or len(pending) >= _GROUP_FILES:
+            yield from flush()
+            events = 0
+    yield from flush()
 
 
 def _filter(
@@ -418,13 +818,19 @@ def replay_batches(
     schema: Any = None,
     storage_options: dict | None = None,
     progress: bool | None = None,
-) -> Iterator[pa.RecordBatch]:
+    dedup: bool = True,
+    cache: bool | str | os.PathLike[str] | None = True,
+    decoder: str = "auto",
+) -> ReplayStream:
     """Stream any Capture tree, file or list of files as RecordBatches (one per file).
 
-    Memory stays bounded by the largest file, whatever the length of the history.
+    Memory stays bounded by the largest file, whatever the length of the history, except for
+    the set of message ids deduplication remembers (see :func:`replay_lake` for ``dedup``,
+    ``cache`` and ``decoder``). The returned stream's ``duplicates_dropped`` counts what
+    deduplication left out.
     """
     lake = _lake_for(location, storage_options)
-    yield from replay_lake(
+    return replay_lake(
         lake,
         registry=registry,
         start=start,
@@ -432,6 +838,9 @@ def replay_batches(
         partitions=partitions,
         schema=schema,
         progress=progress,
+        dedup=dedup,
+        cache=cache,
+        decoder=decoder,
     )
 
 
@@ -445,25 +854,42 @@ def replay_capture(
     schema: Any = None,
     storage_options: dict | None = None,
     progress: bool | None = None,
+    dedup: bool = True,
+    cache: bool | str | os.PathLike[str] | None = True,
+    decoder: str = "auto",
 ) -> pa.Table:
     """Replay any Capture tree (a folder copied from a lake, one file, a list, a URL) into a table.
 
     ``registry`` resolves the schema ids in content types; without it every body is kept raw.
     ``schema`` types the payload columns (default: the built-in MCE schema; ``False``: the
-    envelope only). Raises :class:`CaptureFileError` naming a file that cannot be read.
+    envelope only). Duplicates (same message id) are dropped unless ``dedup=False``; how many
+    is in the table's schema metadata under ``b"metaverse.duplicates_dropped"`` (see
+    :func:`duplicates_dropped`). Decoded files are cached unless ``cache=False`` (see
+    :func:`replay_lake`). Raises :class:`CaptureFileError` naming a file that cannot be read.
     """
     payload = _payload_schema(schema)
     arrow_schema = payload.arrow_schema() if payload else pa.schema(ENVELOPE_FIELDS)
-    batches = list(
-        replay_batches(
-            location,
-            registry=registry,
-            start=start,
-            end=end,
-            partitions=partitions,
-            schema=payload or False,
-            storage_options=storage_options,
-            progress=progress,
-        )
+    stream = replay_batches(
+        location,
+        registry=registry,
+        start=start,
+        end=end,
+        partitions=partitions,
+        schema=payload or False,
+        storage_options=storage_options,
+        progress=progress,
+        dedup=dedup,
+        cache=cache,
+        decoder=decoder,
     )
-    return pa.Table.from_batches(batches, schema=arrow_schema)
+    batches = [b.replace_schema_metadata(None) for b in stream]
+    table = pa.Table.from_batches(batches, schema=arrow_schema)
+    return table.replace_schema_metadata(
+        {DUPLICATES_DROPPED_KEY: str(stream.duplicates_dropped).encode()}
+    )
+
+
+def duplicates_dropped(table: pa.Table | pa.RecordBatch) -> int:
+    """How many duplicate events the replay that made ``table`` dropped (0 when not recorded)."""
+    metadata = table.schema.metadata or {}
+    return int(metadata.get(DUPLICATES_DROPPED_KEY, b"0"))

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
 import metaverse_kit as mk
-from metaverse_kit.backends.local.lake import LocalLake
-from metaverse_kit.backends.protocols import CaptureFile
 from metaverse_kit.capture import append_events, read_header
 from tests.conftest import SimClock
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the per-user replay cache of these tests in their temporary folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
 
 
 def test_the_three_real_capture_files(real_capture: Path) -> None:
@@ -71,40 +76,26 @@ def test_emitted_events_replay_to_typed_columns(workspace: mk.Workspace, clock: 
     assert pa.types.is_struct(types.field("proposedSnapshot").type)
 
 
-class CountingLake:
-    """A lake that records which files replay opened, to prove pruning happens before reading."""
-
-    def __init__(self, inner: LocalLake) -> None:
-        self.inner = inner
-        self.root = inner.root
-        self.opened: list[str] = []
-
-    def list_files(self, **kw: object) -> list[CaptureFile]:
-        return self.inner.list_files(**kw)  # type: ignore[arg-type]
-
-    def read_bytes(self, file: CaptureFile) -> bytes:
-        self.opened.append(file.path)
-        return self.inner.read_bytes(file)
-
-    def close(self) -> None:
-        pass
-
-
 def test_pruning_by_partition_and_time_before_opening(
-    workspace: mk.Workspace, clock: SimClock
+    workspace: mk.Workspace, counting_lake: Any, clock: SimClock
 ) -> None:
     urns = [mk.make_dataset_urn("hive", f"t{i}") for i in range(12)]
     for _ in range(3):
         workspace.emit([mk.mce(u, [mk.aspects.status(False)]) for u in urns])
         clock.advance(days=1)
-    lake = CountingLake(workspace.lake)  # type: ignore[arg-type]
-    everything = mk.replay_capture(lake, registry=workspace.registry)
+    lake = counting_lake
+    everything = mk.replay_capture(lake, registry=workspace.registry, cache=False)
     assert everything.num_rows == 36
     all_files = len(lake.opened)
     lake.opened.clear()
     day2 = datetime(2026, 3, 3, tzinfo=UTC)
     some = mk.replay_capture(
-        lake, registry=workspace.registry, start=day2, end="2026-03-03T23:59:59Z", partitions=["1"]
+        lake,
+        registry=workspace.registry,
+        start=day2,
+        end="2026-03-03T23:59:59Z",
+        partitions=["1"],
+        cache=False,
     )
     assert 0 < some.num_rows < 12
     assert set(some["partition"].to_pylist()) == {"1"}
@@ -177,3 +168,174 @@ def test_bad_times_are_user_errors(workspace: mk.Workspace) -> None:
         workspace.replay(start="yesterday")
     with pytest.raises(mk.ConfigurationError, match=r"after end"):
         workspace.replay(start="2026-02-01", end="2026-01-01")
+
+
+# -- the native decoder and the fastavro fallback give the same tables ---------------------
+
+
+def _same(a: pa.Table, b: pa.Table) -> None:
+    assert a.schema == b.schema
+    for name in a.column_names:
+        assert a[name].equals(b[name]), name
+    assert a.equals(b, check_metadata=True)
+
+
+def test_native_and_fastavro_decoders_agree_on_the_demo_history(workspace: mk.Workspace) -> None:
+    from metaverse_kit.demo import emit_sample_history
+
+    emit_sample_history(workspace)
+    # Application properties of several Avro types go through the union-to-text conversion.
+    workspace.emit(
+        mk.example_mce(),
+        properties={"origin": "test", "retries": 2, "ratio": 0.5},
+    )
+    native = mk.replay_capture(
+        workspace.lake, registry=workspace.registry, cache=False, decoder="fast", progress=False
+    )
+    slow = mk.replay_capture(
+        workspace.lake, registry=workspace.registry, cache=False, decoder="fastavro", progress=False
+    )
+    assert native.num_rows > 30
+    assert native["decode_error"].null_count == native.num_rows
+    last = native.filter(pa.compute.equal(native["sequence_number"], native["sequence_number"]))
+    props = [dict(p) for p in last["properties"].to_pylist() if dict(p).get("origin")]
+    assert props == [
+        {
+            "origin": "test",
+            "retries": "2",
+            "ratio": "0.5",
+            "content-type": props[0]["content-type"],
+            "message-id": props[0]["message-id"],
+        }
+    ]
+    _same(native, slow)
+
+
+def test_native_and_fastavro_decoders_agree_on_real_capture_files(real_capture: Path) -> None:
+    _same(
+        mk.replay_capture(real_capture, cache=False, decoder="fast"),
+        mk.replay_capture(real_capture, cache=False, decoder="fastavro"),
+    )
+    _same(
+        mk.replay_capture(real_capture, cache=False, decoder="fast", schema=False),
+        mk.replay_capture(real_capture, cache=False, decoder="fastavro", schema=False),
+    )
+
+
+def test_a_corrupt_body_is_isolated_by_the_fallback(workspace: mk.Workspace) -> None:
+    good = workspace.emit([mk.example_mce(), mk.example_mce()])
+    lake_file = Path(good[0].location or "")
+    # A third event in the same file whose body is cut short: the native reader cannot read
+    # the spliced block, so this file's bodies are decoded one by one and only it fails.
+    table = mk.replay_capture(workspace.lake, schema=False, cache=False)
+    body = table["body"][0].as_py()
+    records = [
+        {
+            "SequenceNumber": 99,
+            "Offset": "0",
+            "EnqueuedTimeUtc": "3/2/2026 8:00:00 AM",
+            "SystemProperties": {
+                "content-type": good[0].content_type,
+                "message-id": "cut",
+                "x-opt-partition-key": good[0].partition_key,
+            },
+            "Properties": {"raw": b"\xff\x00", "ok": b"y", "none": None, "n": -1},
+            "Body": body[:-3],
+        }
+    ]
+    lake_file.write_bytes(append_events(lake_file.read_bytes(), records))
+    tables = []
+    for decoder in ("fast", "fastavro"):
+        rows = mk.replay_capture(
+            workspace.lake, registry=workspace.registry, cache=False, decoder=decoder
+        )
+        errors = dict(
+            zip(rows["message_id"].to_pylist(), rows["decode_error"].to_pylist(), strict=True)
+        )
+        assert errors["cut"].startswith("body does not decode with schema")
+        assert [errors[r.message_id] for r in good] == [None, None]
+        cut = rows.filter(pa.compute.equal(rows["message_id"], "cut"))
+        assert dict(cut["properties"][0].as_py()) == {
+            "raw": "0xff00",
+            "ok": "y",
+            "none": None,
+            "n": "-1",
+        }
+        tables.append(rows)
+    _same(*tables)
+
+
+def test_unknown_decoder_is_a_user_error(workspace: mk.Workspace) -> None:
+    with pytest.raises(mk.ConfigurationError, match="decoder="):
+        mk.replay_capture(workspace.lake, decoder="turbo")
+
+
+def test_the_native_path_reads_our_files_without_falling_back(workspace: mk.Workspace) -> None:
+    from metaverse_kit.demo import emit_sample_history
+    from metaverse_kit.events.builtin import mce_definition
+    from metaverse_kit.history import _decoder
+    from metaverse_kit.history.replay import PayloadSchema
+
+    emit_sample_history(workspace)
+    target = PayloadSchema(mce_definition()).mapping().type
+    decoded = 0
+    for f in workspace.lake.list_files():
+        envelope = _decoder.read_envelope(workspace.lake.read_bytes(f))  # raises if it cannot
+        values = _decoder.decode_bodies(envelope["body"], mce_definition(), target)
+        assert len(values) == len(envelope["body"]) and values.null_count == 0
+        decoded += len(values)
+    assert decoded == workspace.replay().num_rows
+
+
+def test_large_groups_are_read_in_chunks(
+    workspace: mk.Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metaverse_kit.history import _decoder
+
+    workspace.emit(
+        [mk.example_mce(), mk.mce(mk.make_dataset_urn("hive", "t"), [mk.aspects.status(True)])]
+    )
+    monkeypatch.setattr(_decoder, "_BATCH_ROWS", 3)
+    raw = mk.replay_capture(workspace.lake, schema=False, cache=False)
+    records = [
+        {
+            "SequenceNumber": i,
+            "Offset": str(i),
+            "EnqueuedTimeUtc": "3/2/2026 8:00:00 AM",
+            "SystemProperties": {"content-type": raw["content_type"][i % 2].as_py()},
+            "Properties": {},
+            "Body": raw["body"][i % 2].as_py(),
+        }
+        for i in range(10)
+    ]
+    path = Path(workspace.path or ".") / "big" / "ns" / "hub" / "0" / "2026" / "03" / "02"
+    path = path / "08" / "00" / "00.avro"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(append_events(None, records))
+    fast = mk.replay_capture(path, registry=workspace.registry, cache=False, decoder="fast")
+    slow = mk.replay_capture(path, registry=workspace.registry, cache=False, decoder="fastavro")
+    assert fast.num_rows == 10 and fast["decode_error"].null_count == 10
+    _same(fast, slow)
+
+
+def test_big_capture_files_are_read_in_parts_of_whole_blocks(
+    workspace: mk.Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metaverse_kit.history import _decoder
+
+    urn = mk.make_dataset_urn("hive", "db.one")
+    for i in range(4):  # one block per send, all in one file (same key, same window)
+        workspace.emit([mk.mce(urn, [mk.aspects.global_tags([f"T{i}", f"U{i}"])])] * 2)
+    (f,) = workspace.lake.list_files()
+    data = workspace.lake.read_bytes(f)
+    monkeypatch.setattr(_decoder, "_BATCH_ROWS", 3)
+    assert len(_decoder._containers_of_at_most(data, 3)) == 4
+    assert len(_decoder.read_envelope(data)["body"]) == 8
+    with pytest.raises(_decoder.Unsupported, match="block of 2 records"):
+        _decoder._containers_of_at_most(data, 1)
+    fast = mk.replay_capture(workspace.lake, registry=workspace.registry, cache=False)
+    slow = mk.replay_capture(
+        workspace.lake, registry=workspace.registry, cache=False, decoder="fastavro"
+    )
+    assert fast["sequence_number"].to_pylist() == list(range(8))
+    _same(fast, slow)

@@ -1,0 +1,562 @@
+"""The native Avro decoder of replay: Apache DataFusion's Avro reader (Rust, arrow-rs) into Arrow.
+
+Two steps, each one call into native code, so no Python runs per event:
+
+1. :func:`read_envelope` reads a Capture container (any codec) into Arrow columns, and turns
+   its property maps (values are unions of long, double, string, bytes, null) into
+   ``map<string, string>`` with vectorised gathers.
+2. :func:`decode_bodies` splices the bodies of one schema id into a single Avro block behind
+   a container header that carries the writer schema (an Avro body is exactly one datum, so
+   the concatenation of n bodies is a valid block of n records), reads that block, and
+   conforms DataFusion's Arrow types to :mod:`metaverse_kit.history.arrow_types` (dense unions
+   become ``struct<branch, <short name>...>``, enums become strings).
+
+DataFusion reads files, not bytes: each call writes its input to a private temporary file
+(in ``/dev/shm`` when there is one) and removes it. Everything here is a function of its
+arguments; the session contexts cached per thread hold no data between calls.
+
+Whatever this module cannot do raises :class:`Unsupported`, and the caller decodes with
+fastavro instead, so a schema or file the native reader rejects still replays, only slower.
+DataFusion names a reader's Arrow fields with Avro metadata (``avro.name``...) that its
+inferred table schema lacks, and then refuses its own batches for union children; passing
+the inferred schema back with that metadata restored (:func:`_with_avro_metadata`) avoids it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metaverse_kit.capture import zigzag
+from metaverse_kit.events.avro import AvroSchema
+
+__all__ = ["Unsupported", "available", "decode_bodies", "read_envelope"]
+
+_MAGIC = b"Obj\x01"
+_STRINGS = pa.map_(pa.string(), pa.string())
+_local = threading.local()
+# DataFusion 55 misreads unions when one Avro block spans two of its batches ("Offsets must be
+# non-negative..."): every call reads at most this many records, all in one batch.
+_BATCH_ROWS = 8192
+
+
+class Unsupported(Exception):
+    """The native reader cannot decode this input; decode it with fastavro instead."""
+
+
+def available() -> bool:
+    """True when DataFusion is installed."""
+    try:
+        import datafusion  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _context() -> Any:
+    ctx = getattr(_local, "ctx", None)
+    if ctx is None:
+        import datafusion
+
+        # NOTE: one partition keeps the rows in file order and the work on this thread's core.
+        ctx = datafusion.SessionContext(
+            datafusion.SessionConfig().with_target_partitions(1).with_batch_size(_BATCH_ROWS)
+        )
+        _local.ctx = ctx
+    return ctx
+
+
+def _tmpdir() -> str | None:
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+def _write_temp(data: bytes | list[Any], folder: str | None) -> str:
+    fd, path = tempfile.mkstemp(prefix="mk-replay-", suffix=".avro", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for part in [data] if isinstance(data, bytes) else data:
+                f.write(part)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def _as_file(data: bytes | list[Any]) -> Iterator[str]:
+    shm = _tmpdir()
+    try:
+        path = _write_temp(data, shm)
+    except OSError:
+        if shm is None:
+            raise
+        # NOTE: containers often mount a small /dev/shm (64 MiB); a big file goes to disk.
+        path = _write_temp(data, None)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _read(path: str, schema: pa.Schema | None = None) -> pa.Table:
+    try:
+        return _context().read_avro(path, schema=schema).to_arrow_table()
+    except Exception as exc:  # DataFusion raises plain Exception for every failure
+        raise Unsupported(str(exc)) from exc
+
+
+def _inferred_schema(path: str) -> pa.Schema:
+    try:
+        return _context().read_avro(path).schema()
+    except Exception as exc:
+        raise Unsupported(str(exc)) from exc
+
+
+# -- the envelope ---------------------------------------------------------------------------
+
+
+def _text_values(values: pa.Array) -> pa.Array:
+    """Property values as text, as ``replay._text`` renders them one by one."""
+    from metaverse_kit.history.replay import _text
+
+    t = values.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(values), pa.string())
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return values.cast(pa.string())
+    if pa.types.is_integer(t):
+        return values.cast(pa.string())
+    if pa.types.is_dictionary(t):
+        return values.dictionary_decode().cast(pa.string())
+    # doubles, booleans and bytes are rare in properties; render them exactly as Python does.
+    return pa.array([_text(v) for v in values.to_pylist()], pa.string())
+
+
+def _union_gather(union: pa.Array, parts: list[pa.Array]) -> pa.Array:
+    """One array from a dense union's per-child arrays (each as long as its child)."""
+    codes = np.asarray(union.type_codes)
+    offsets = np.asarray(union.offsets)
+    child_of = np.zeros(max(union.type.type_codes) + 1, dtype=np.int64)
+    for i, code in enumerate(union.type.type_codes):
+        child_of[code] = i
+    sizes = np.array([0] + [len(p) for p in parts[:-1]], dtype=np.int64)
+    base = np.cumsum(sizes)
+    if not parts:
+        return pa.array([], pa.string())
+    gathered = pa.concat_arrays(parts)
+    return gathered.take(pa.array(base[child_of[codes]] + offsets))
+
+
+def _strings_map(column: pa.Array) -> pa.MapArray:
+    """``map<string, union|string>`` as ``map<string, string>``; a null map becomes empty."""
+    if column.offset:
+        column = pa.concat_arrays([column])
+    items = column.items
+    if pa.types.is_union(items.type):
+        if items.type.mode != "dense":
+            raise Unsupported("sparse union property values")
+        parts = [_text_values(items.field(i)) for i in range(items.type.num_fields)]
+        text = _union_gather(items, parts)
+    else:
+        text = _text_values(items)
+    return pa.MapArray.from_arrays(column.offsets, column.keys, text, type=_STRINGS)
+
+
+def _lookup(strings: pa.MapArray, key: str) -> pa.Array:
+    """The value of ``key`` in each row's map (the last one, as a dict keeps), empty as null."""
+    found = pc.map_lookup(strings, pa.scalar(key), "last")
+    return pc.if_else(pc.equal(found, ""), pa.scalar(None, pa.string()), found)
+
+
+def _long_entry(column: pa.Array, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``long`` value of ``key`` in a union-valued map, and whether it has one."""
+    n = len(column)
+    values = np.zeros(n, dtype=np.int64)
+    has = np.zeros(n, dtype=bool)
+    items = column.items
+    if not pa.types.is_union(items.type) or len(items) == 0:
+        return values, has
+    names = [items.type.field(i).name for i in range(items.type.num_fields)]
+    if "long" not in names:
+        return values, has
+    child = names.index("long")
+    code = items.type.type_codes[child]
+    keys = column.keys
+    hit = np.asarray(pc.fill_null(pc.equal(keys, key), False)) & (
+        np.asarray(items.type_codes) == code
+    )
+    if not hit.any():
+        return values, has
+    offsets = np.asarray(column.offsets)
+    rows = np.repeat(np.arange(n), np.diff(offsets))
+    longs = np.asarray(items.field(child).fill_null(0))
+    entry = np.nonzero(hit)[0]
+    # NOTE: ascending entry order, so a repeated key leaves its last value, as a dict does.
+    values[rows[entry]] = longs[np.asarray(items.offsets)[entry]]
+    has[rows[entry]] = True
+    return values, has
+
+
+def _containers_of_at_most(data: bytes, rows: int) -> list[Any]:
+    """``data`` as one container, or cut at block boundaries into containers of <= rows records.
+
+    DataFusion misreads unions past its first batch (see :data:`_BATCH_ROWS`); Capture writes
+    many blocks per file, so a big file is read as several small ones with the same header.
+    """
+    from metaverse_kit.capture import read_header, read_varint
+
+    try:
+        _, sync, pos = read_header(data)
+        header = data[:pos]
+        parts: list[Any] = []
+        start, count = pos, 0
+        while pos < len(data):
+            n, at = read_varint(data, pos)
+            size, at = read_varint(data, at)
+            end = at + size + 16
+            if data[end - 16 : end] != sync or n < 0 or size < 0:
+                raise Unsupported("corrupt block")
+            if n > rows:
+                raise Unsupported(f"a block of {n} records")
+            if count + n > rows:
+                parts.append([header, memoryview(data)[start:pos]])
+                start, count = pos, 0
+            count += n
+            pos = end
+    except (IndexError, ValueError) as exc:
+        raise Unsupported("unreadable container") from exc
+    if not parts:
+        return [data]
+    parts.append([header, memoryview(data)[start:pos]])
+    return parts
+
+
+_ENVELOPE = ("SequenceNumber", "Offset", "EnqueuedTimeUtc", "SystemProperties", "Properties")
+
+
+def read_envelope(data: bytes) -> dict[str, Any]:
+    """Read a Capture container's records into Arrow columns.
+
+    Returns ``sequence_number``, ``offset``, ``enqueued_text`` (EnqueuedTimeUtc), ``body``,
+    ``properties`` and ``system_properties`` (``map<string, string>``), and
+    ``enqueued_ms`` / ``has_enqueued_ms`` (numpy: ``x-opt-enqueued-time`` when it is a long).
+    Raises :class:`Unsupported` for anything but a readable Capture archive.
+    """
+    tables = []
+    for part in _containers_of_at_most(data, _BATCH_ROWS):
+        with _as_file(part) as path:
+            tables.append(_read(path))
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    names = set(table.column_names)
+    if not {*_ENVELOPE, "Body"} <= names:
+        raise Unsupported("not the Capture record")
+    table = table.combine_chunks()
+    system = table.column("SystemProperties").chunk(0) if table.num_rows else None
+    app = table.column("Properties").chunk(0) if table.num_rows else None
+    if system is None or app is None:
+        raise Unsupported("no records")
+    if not (pa.types.is_map(system.type) and pa.types.is_map(app.type)):
+        raise Unsupported("properties are not maps")
+    ms, has_ms = _long_entry(system, "x-opt-enqueued-time")
+    return {
+        "sequence_number": table.column("SequenceNumber").chunk(0).cast(pa.int64()),
+        "offset": table.column("Offset").chunk(0).cast(pa.string()),
+        "enqueued_text": table.column("EnqueuedTimeUtc").chunk(0),
+        "body": table.column("Body").chunk(0).cast(pa.binary()),
+        "system_properties": _strings_map(system),
+        "properties": _strings_map(app),
+        "enqueued_ms": ms,
+        "has_enqueued_ms": has_ms,
+    }
+
+
+# -- the bodies -----------------------------------------------------------------------------
+
+
+def _container(definition: str, count: int, block: Any) -> list[Any]:
+    sync = b"metaverse-splice"  # any 16 bytes: the file is ours and read once
+    meta = [(b"avro.schema", definition.encode()), (b"avro.codec", b"null")]
+    header = bytearray(_MAGIC) + zigzag(len(meta))
+    for key, value in meta:
+        header += zigzag(len(key)) + key + zigzag(len(value)) + value
+    header += zigzag(0) + sync
+    return [bytes(header), zigzag(count) + zigzag(len(block)), block, sync]
+
+
+def _named_metadata(avro: AvroSchema, t: Any) -> dict[str, str] | None:
+    r = avro.resolve(t)
+    if isinstance(r, list):
+        others = [b for b in r if b != "null"]
+        return _named_metadata(avro, others[0]) if len(others) == 1 else None
+    if not isinstance(r, dict) or r.get("type") not in ("record", "error", "enum", "fixed"):
+        return None
+    namespace, _, short = avro.branch_name(r).rpartition(".")
+    meta = {"avro.name": short}
+    if namespace:
+        meta["avro.namespace"] = namespace
+    if r["type"] == "enum":
+        meta["avro.enum.symbols"] = json.dumps(r["symbols"], separators=(",", ":"))
+    return meta
+
+
+def _with_avro_metadata(avro: AvroSchema, inferred: pa.Schema) -> pa.Schema:
+    """DataFusion's inferred schema with the Avro metadata its reader puts on named types."""
+
+    def field(f: pa.Field, t: Any) -> pa.Field:
+        return pa.field(f.name, typ(f.type, t), f.nullable, _named_metadata(avro, t))
+
+    def typ(at: pa.DataType, t: Any) -> pa.DataType:
+        r = avro.resolve(t)
+        if isinstance(r, list):
+            others = [b for b in r if b != "null"]
+            if len(others) == 1:
+                return typ(at, others[0])
+            if not pa.types.is_union(at) or at.num_fields != len(others):
+                return at
+            return pa.dense_union(
+                [field(at.field(i), b) for i, b in enumerate(others)], list(at.type_codes)
+            )
+        if isinstance(r, str):
+            return at
+        kind = r["type"]
+        if kind in ("record", "error") and pa.types.is_struct(at):
+            return pa.struct([field(at.field(i), f["type"]) for i, f in enumerate(r["fields"])])
+        if kind == "array" and pa.types.is_list(at):
+            return pa.list_(field(at.value_field, r["items"]))
+        if kind == "map" and pa.types.is_map(at):
+            return pa.map_(at.key_field, field(at.item_field, r["values"]), at.keys_sorted)
+        return at
+
+    root = avro.resolve(avro.root)
+    if not isinstance(root, dict) or root.get("type") not in ("record", "error"):
+        raise Unsupported("the payload schema's root is not a record")
+    return pa.schema([field(inferred.field(i), f["type"]) for i, f in enumerate(root["fields"])])
+
+
+_KEEP = ("type", "name", "namespace", "fields", "items", "values", "symbols", "size")
+_KEEP_LOGICAL = ("logicalType", "precision", "scale")
+
+
+def _clean(t: Any) -> Any:
+    """An Avro type without the attributes the binary encoding ignores.
+
+    DataHub's schemas carry ``Aspect``, ``Searchable``, ``doc``, ``symbolDocs``... which
+    DataFusion would copy into Arrow field metadata and then fail to match (see the module
+    docstring); the bytes of a datum do not depend on any of them.
+    """
+    if isinstance(t, list):
+        return [_clean(b) for b in t]
+    if not isinstance(t, dict):
+        return t
+    out = {k: t[k] for k in (*_KEEP, *_KEEP_LOGICAL) if k in t}
+    if "fields" in out:
+        out["fields"] = [{"name": f["name"], "type": _clean(f["type"])} for f in t["fields"]]
+    for key in ("items", "values"):
+        if key in out:
+            out[key] = _clean(out[key])
+    if isinstance(out.get("type"), (dict, list)):
+        out["type"] = _clean(out["type"])
+    return out
+
+
+def _cleaned(definition: str) -> str:
+    cache: dict[str, str] = getattr(_local, "cleaned", None) or {}
+    _local.cleaned = cache
+    if definition not in cache:
+        cache[definition] = json.dumps(_clean(json.loads(definition)), separators=(",", ":"))
+    return cache[definition]
+
+
+def _reader_schema(definition: str, avro: AvroSchema, path: str) -> pa.Schema:
+    cache: dict[str, pa.Schema] = getattr(_local, "schemas", None) or {}
+    _local.schemas = cache
+    if definition not in cache:
+        cache[definition] = _with_avro_metadata(avro, _inferred_schema(path))
+    return cache[definition]
+
+
+def decode_bodies(bodies: pa.BinaryArray, definition: str, target: pa.DataType) -> pa.Array:
+    """Decode Avro bodies (no nulls) written with ``definition`` into an array of ``target``.
+
+    ``target`` is ``arrow_mapping(AvroSchema(definition)).type``. Raises :class:`Unsupported`
+    when the native reader cannot read them as ``len(bodies)`` records of that schema; the
+    caller then decodes them one by one (which also finds the corrupt one).
+    """
+    n = len(bodies)
+    if n == 0:
+        return pa.array([], target)
+    if bodies.null_count:
+        raise Unsupported("null bodies")
+    if n > _BATCH_ROWS:
+        return pa.concat_arrays(
+            [
+                decode_bodies(bodies.slice(at, _BATCH_ROWS), definition, target)
+                for at in range(0, n, _BATCH_ROWS)
+            ]
+        )
+    bodies = bodies.cast(pa.binary())
+    buffers = bodies.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32)[bodies.offset : bodies.offset + n + 1]
+    buffer = buffers[2]
+    start, end = int(offsets[0]), int(offsets[-1])
+    block = memoryview(buffer)[start:end] if buffer is not None else b""
+    writer = _cleaned(definition)
+    avro = AvroSchema(writer)
+    with _as_file(_container(writer, n, block)) as path:
+        table = _read(path, _reader_schema(writer, avro, path))
+    if table.num_rows != n:
+        raise Unsupported(f"read {table.num_rows} records from {n} bodies")
+    table = table.combine_chunks()
+    root = avro.resolve(avro.root)
+    if pa.types.is_struct(target):
+        columns = [
+            _conform(avro, table.column(i).chunk(0), f["type"], target.field(i).type)
+            for i, f in enumerate(root["fields"])
+        ]
+        return pa.StructArray.from_arrays(columns, fields=list(target))
+    raise Unsupported("the payload schema's root is not a record")
+
+
+def _conform(avro: AvroSchema, a: pa.Array, t: Any, target: pa.DataType) -> pa.Array:
+    """DataFusion's Arrow form of an Avro value as ``arrow_types`` shapes it."""
+    r = avro.resolve(t)
+    if isinstance(r, list):
+        others = [b for b in r if b != "null"]
+        if not others:
+            return pa.nulls(len(a), target)
+        if len(others) == 1:
+            return _conform(avro, a, others[0], target)
+        return _union(avro, a, others, target)
+    if isinstance(r, str):
+        return _cast(a, target)
+    kind = r["type"]
+    mask = a.is_null() if a.null_count else None
+    if kind in ("record", "error"):
+        if not pa.types.is_struct(a.type) or a.offset:
+            raise Unsupported(f"record {r['name']} read as {a.type}")
+        children = [
+            _conform(avro, a.field(i), f["type"], target.field(i).type)
+            for i, f in enumerate(r["fields"])
+        ]
+        return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
+    if kind == "array":
+        if not pa.types.is_list(a.type):
+            raise Unsupported(f"array read as {a.type}")
+        values = _conform(avro, a.values, r["items"], target.value_type)
+        return pa.ListArray.from_arrays(a.offsets, values, type=target, mask=mask)
+    if kind == "map":
+        if not pa.types.is_map(a.type):
+            raise Unsupported(f"map read as {a.type}")
+        items = _conform(avro, a.items, r["values"], target.item_type)
+        return pa.MapArray.from_arrays(a.offsets, a.keys, items, type=target, mask=mask)
+    if kind == "enum" and pa.types.is_dictionary(a.type):
+        return a.dictionary_decode().cast(target)
+    return _cast(a, target)
+
+
+def _cast(a: pa.Array, target: pa.DataType) -> pa.Array:
+    if a.type == target:
+        return a
+    try:
+        return a.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise Unsupported(f"cannot cast {a.type} to {target}") from exc
+
+
+def _union(avro: AvroSchema, a: pa.Array, others: list[Any], target: pa.DataType) -> pa.Array:
+    if not pa.types.is_union(a.type) or a.type.mode != "dense":
+        raise Unsupported(f"union read as {a.type}")
+    ut = a.type
+    # A union with "null" among several branches may carry a null child; map the rest in order.
+    children = [i for i in range(ut.num_fields) if not pa.types.is_null(ut.field(i).type)]
+    if len(children) != len(others):
+        raise Unsupported(f"union of {len(others)} branches read with {ut.num_fields} children")
+    if a.offset:
+        raise Unsupported("sliced union")
+    codes = np.asarray(a.type_codes)
+    offsets = np.asarray(a.offsets)
+    names = [avro.branch_name(avro.resolve(b)) for b in others]
+    branch_index = np.full(len(codes), -1, dtype=np.int64)
+    fields = []
+    for k, (child, branch) in enumerate(zip(children, others, strict=True)):
+        code = ut.type_codes[child]
+        here = codes == code
+        if not here.any():
+            # PERF: most branches of DataHub's unions are absent from a given file.
+            fields.append(pa.nulls(len(codes), target.field(1 + k).type))
+            continue
+        branch_index[here] = k
+        conformed = _conform(avro, a.field(child), branch, target.field(1 + k).type)
+        if not np.array_equal(offsets[here], np.arange(len(conformed))):
+            # Child rows not used once each in order (no writer we know does this): gather.
+            take = np.where(here, offsets, 0)
+            fields.append(conformed.take(pa.array(take, mask=~here)))
+        else:
+            fields.append(_expand(conformed, here))
+    missing = branch_index < 0
+    branch = pa.array(names, pa.string()).take(
+        pa.array(np.where(missing, 0, branch_index), mask=missing)
+    )
+    return pa.StructArray.from_arrays(
+        [branch, *fields],
+        fields=list(target),
+        mask=pa.array(missing) if missing.any() else None,
+    )
+
+
+def _expand(a: pa.Array, here: np.ndarray) -> pa.Array:
+    """Spread ``a``'s rows, in order, over the positions where ``here`` is True; null elsewhere.
+
+    The same as ``take`` with null indices, but list and map values are reused, not copied:
+    only offsets and flat leaves are rebuilt, which is what makes unions of deep records cheap.
+    """
+    n = len(here)
+    valid = here.copy()
+    if a.null_count:
+        valid[here] = np.asarray(a.is_valid())
+    mask = None if valid.all() else pa.array(~valid)
+    t = a.type
+    if pa.types.is_struct(t) and not a.offset:
+        children = [_expand(a.field(i), here) for i in range(t.num_fields)]
+        return pa.StructArray.from_arrays(children, fields=list(t), mask=mask)
+    if (pa.types.is_list(t) or pa.types.is_map(t)) and not a.offset:
+        offsets = np.asarray(a.offsets)
+        if offsets[0] == 0:
+            lengths = np.zeros(n, dtype=np.int64)
+            lengths[here] = np.diff(offsets)
+            full = np.zeros(n + 1, dtype=np.int32)
+            np.cumsum(lengths, out=full[1:])
+            if pa.types.is_map(t):
+                return pa.MapArray.from_arrays(full, a.keys, a.items, type=t, mask=mask)
+            return pa.ListArray.from_arrays(full, a.values, type=t, mask=mask)
+    if not a.offset:
+        bitmap = None if mask is None else pa.array(valid).buffers()[1]
+        if pa.types.is_string(t) or pa.types.is_binary(t):
+            offsets = np.frombuffer(a.buffers()[1], dtype=np.int32)[: len(a) + 1]
+            if offsets[0] == 0:
+                lengths = np.zeros(n, dtype=np.int32)
+                lengths[here] = np.diff(offsets)
+                full = np.zeros(n + 1, dtype=np.int32)
+                np.cumsum(lengths, out=full[1:])
+                return pa.Array.from_buffers(t, n, [bitmap, pa.py_buffer(full), a.buffers()[2]])
+        if pa.types.is_boolean(t) or (pa.types.is_primitive(t) and t.bit_width in (8, 16, 32, 64)):
+            dense = a.fill_null(False if pa.types.is_boolean(t) else 0)
+            values = dense.to_numpy(zero_copy_only=False)
+            spread = np.zeros(n, dtype=values.dtype)
+            spread[here] = values
+            data = pa.array(spread).buffers()[1] if pa.types.is_boolean(t) else pa.py_buffer(spread)
+            return pa.Array.from_buffers(t, n, [bitmap, data])
+    index = np.cumsum(here) - 1
+    return a.take(pa.array(np.where(here, index, 0), mask=~here))
