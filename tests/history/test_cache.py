@@ -34,7 +34,7 @@ def _history(ws: mk.Workspace, clock: SimClock) -> None:
 
 
 def _entries(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*.parquet")) if folder.exists() else []
+    return sorted(folder.rglob("*.arrow")) if folder.exists() else []
 
 
 def test_warm_replay_equals_cold_and_reads_no_capture_file(
@@ -101,7 +101,7 @@ def test_a_corrupt_entry_is_ignored_and_rebuilt(
     cache = tmp_path / "cache"
     cold = mk.replay_capture(workspace.lake, registry=workspace.registry, cache=cache)
     entries = _entries(cache)
-    entries[0].write_bytes(b"PAR1 torn")
+    entries[0].write_bytes(b"ARROW1 torn")
     entries[1].write_bytes(entries[1].read_bytes()[:-20])
     lake = counting_lake
     warm = mk.replay_capture(lake, registry=workspace.registry, cache=cache)

@@ -102,3 +102,23 @@ def test_events_without_message_id_are_never_dropped(tmp_path: Path) -> None:
     assert table["sequence_number"].to_pylist() == [0, 1, 2]
     assert duplicates_dropped(table) == 1
     assert mk.replay_capture(tmp_path, dedup=False).num_rows == 4
+
+
+def test_the_table_and_the_stream_drop_the_same_rows(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    """replay_capture deduplicates the whole table at once, the stream batch by batch."""
+    receipts = workspace.emit(
+        [mk.mce(mk.make_dataset_urn("hive", f"t{i}"), [mk.aspects.status(False)]) for i in range(6)]
+    )
+    bodies = {r.message_id: _body_of(workspace, r) for r in receipts}
+    _resend(workspace, receipts[2], bodies[receipts[2].message_id])  # same file
+    clock.advance(minutes=20)
+    for r in (receipts[0], receipts[2], receipts[5]):  # later files, one id a third time
+        _resend(workspace, r, bodies[r.message_id])
+    table = mk.replay_capture(workspace.lake, registry=workspace.registry, cache=False)
+    stream = mk.replay_batches(workspace.lake, registry=workspace.registry, cache=False)
+    streamed = pa.Table.from_batches([b.replace_schema_metadata(None) for b in stream])
+    assert duplicates_dropped(table) == stream.duplicates_dropped == 4
+    assert table.replace_schema_metadata(None).equals(streamed)
+    assert sorted(table["message_id"].to_pylist()) == sorted(r.message_id for r in receipts)
