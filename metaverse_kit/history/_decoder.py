@@ -39,7 +39,13 @@ import pyarrow.compute as pc
 from metaverse_kit.capture import zigzag
 from metaverse_kit.events.avro import AvroSchema
 
-__all__ = ["Unsupported", "available", "decode_bodies", "read_envelope"]
+__all__ = [
+    "Unsupported",
+    "available",
+    "compact_nulls",
+    "decode_bodies",
+    "read_envelope",
+]
 
 _MAGIC = b"Obj\x01"
 _STRINGS = pa.map_(pa.string(), pa.string())
@@ -47,6 +53,47 @@ _local = threading.local()
 # DataFusion 55 misreads unions when one Avro block spans two of its batches ("Offsets must be
 # non-negative..."): every call reads at most this many records, all in one batch.
 _BATCH_ROWS = 8192
+
+
+def _pool() -> pa.MemoryPool:
+    """Where the arrays replay returns are allocated: the C library's allocator.
+
+    PERF: pyarrow's default pool (mimalloc) backs its arenas with transparent huge pages and
+    returns freed pages to the system within milliseconds, to fault them in again for the
+    next group; on a virtual machine those faults cost more system time than the decoding
+    itself (0.1-1 s per 100,000 events here). malloc places the table's buffers exactly,
+    reuses what a group frees for the next, and measured lowest in both time and peak memory
+    (jemalloc came close). Passed per call: the process's default pool is left alone.
+    """
+    return pa.system_memory_pool()
+
+
+def compact_nulls(n: int, t: pa.DataType) -> pa.Array:
+    """``n`` nulls of type ``t`` whose nested arrays own buffers of their own size.
+
+    ``pa.nulls`` shares one zeroed buffer of the largest size any child needs among all of
+    them, also among the empty values of its lists; the Arrow IPC writer (the replay cache)
+    then writes that whole buffer for each of them, so a cache entry would grow by the
+    size of every all-null union branch times its nesting. A copy is compact.
+    """
+    shared = pa.nulls(n, t, memory_pool=_pool())
+    if not (pa.types.is_nested(t) and n):
+        return shared
+    return pa.concat_arrays([shared], memory_pool=_pool())
+
+
+def _own(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A copy of ``a`` in :func:`_pool`: nothing of DataFusion's output outlives a call.
+
+    PERF: an array imported from DataFusion keeps its whole record batch alive (all columns,
+    with the spare capacity of its builders) for as long as any one buffer of it is used, in
+    DataFusion's own allocator, which then holds several times the bytes still in use. Copying
+    the few leaves replay keeps (strings, offsets, keys) lets every batch go after its group.
+    """
+    chunks = a.chunks if isinstance(a, pa.ChunkedArray) else [a]
+    if not chunks:
+        return pa.array([], a.type)
+    return pa.concat_arrays(chunks, memory_pool=_pool())
 
 
 class Unsupported(Exception):
@@ -156,7 +203,7 @@ def _union_gather(union: pa.Array, parts: list[pa.Array]) -> pa.Array:
     if not parts:
         return pa.array([], pa.string())
     gathered = pa.concat_arrays(parts)
-    return gathered.take(pa.array(base[child_of[codes]] + offsets))
+    return pc.take(gathered, pa.array(base[child_of[codes]] + offsets), memory_pool=_pool())
 
 
 def _strings_map(column: pa.Array) -> pa.MapArray:
@@ -170,14 +217,16 @@ def _strings_map(column: pa.Array) -> pa.MapArray:
         parts = [_text_values(items.field(i)) for i in range(items.type.num_fields)]
         text = _union_gather(items, parts)
     else:
-        text = _text_values(items)
-    return pa.MapArray.from_arrays(column.offsets, column.keys, text, type=_STRINGS)
+        text = _own(_text_values(items))
+    return pa.MapArray.from_arrays(
+        _own(column.offsets), _own(column.keys), text, type=_STRINGS, pool=_pool()
+    )
 
 
 def _lookup(strings: pa.MapArray, key: str) -> pa.Array:
     """The value of ``key`` in each row's map (the last one, as a dict keeps), empty as null."""
     found = pc.map_lookup(strings, pa.scalar(key), "last")
-    return pc.if_else(pc.equal(found, ""), pa.scalar(None, pa.string()), found)
+    return pc.if_else(pc.equal(found, ""), pa.scalar(None, pa.string()), found, memory_pool=_pool())
 
 
 def _long_entry(column: pa.Array, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -252,6 +301,8 @@ def read_envelope(data: bytes) -> dict[str, Any]:
     Returns ``sequence_number``, ``offset``, ``enqueued_text`` (EnqueuedTimeUtc), ``body``,
     ``properties`` and ``system_properties`` (``map<string, string>``), and
     ``enqueued_ms`` / ``has_enqueued_ms`` (numpy: ``x-opt-enqueued-time`` when it is a long).
+    All but ``enqueued_text`` and ``body`` are copies (see :func:`_own`): keep those two only
+    as long as the bodies take to decode.
     Raises :class:`Unsupported` for anything but a readable Capture archive.
     """
     tables = []
@@ -271,8 +322,8 @@ def read_envelope(data: bytes) -> dict[str, Any]:
         raise Unsupported("properties are not maps")
     ms, has_ms = _long_entry(system, "x-opt-enqueued-time")
     return {
-        "sequence_number": table.column("SequenceNumber").chunk(0).cast(pa.int64()),
-        "offset": table.column("Offset").chunk(0).cast(pa.string()),
+        "sequence_number": _own(table.column("SequenceNumber").chunk(0).cast(pa.int64())),
+        "offset": _own(table.column("Offset").chunk(0).cast(pa.string())),
         "enqueued_text": table.column("EnqueuedTimeUtc").chunk(0),
         "body": table.column("Body").chunk(0).cast(pa.binary()),
         "system_properties": _strings_map(system),
@@ -285,14 +336,16 @@ def read_envelope(data: bytes) -> dict[str, Any]:
 # -- the bodies -----------------------------------------------------------------------------
 
 
-def _container(definition: str, count: int, block: Any) -> list[Any]:
+def _container(definition: str, count: int, block: list[Any]) -> list[Any]:
+    """A container of one block of ``count`` records whose bytes are the parts of ``block``."""
     sync = b"metaverse-splice"  # any 16 bytes: the file is ours and read once
     meta = [(b"avro.schema", definition.encode()), (b"avro.codec", b"null")]
     header = bytearray(_MAGIC) + zigzag(len(meta))
     for key, value in meta:
         header += zigzag(len(key)) + key + zigzag(len(value)) + value
     header += zigzag(0) + sync
-    return [bytes(header), zigzag(count) + zigzag(len(block)), block, sync]
+    size = sum(len(part) for part in block)
+    return [bytes(header), zigzag(count) + zigzag(size), *block, sync]
 
 
 def _named_metadata(avro: AvroSchema, t: Any) -> dict[str, str] | None:
@@ -387,10 +440,24 @@ def _reader_schema(definition: str, avro: AvroSchema, path: str) -> pa.Schema:
     return cache[definition]
 
 
-def decode_bodies(bodies: pa.BinaryArray, definition: str, target: pa.DataType) -> pa.Array:
+def _data_of(bodies: pa.Array) -> Any:
+    """The bytes of a binary array's values, end to end, without copying them."""
+    bodies = bodies.cast(pa.binary())
+    n = len(bodies)
+    buffers = bodies.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32)[bodies.offset : bodies.offset + n + 1]
+    buffer = buffers[2]
+    start, end = int(offsets[0]), int(offsets[-1])
+    return memoryview(buffer)[start:end] if buffer is not None else b""
+
+
+def decode_bodies(
+    bodies: pa.BinaryArray | pa.ChunkedArray, definition: str, target: pa.DataType
+) -> pa.Array:
     """Decode Avro bodies (no nulls) written with ``definition`` into an array of ``target``.
 
-    ``target`` is ``arrow_mapping(AvroSchema(definition)).type``. Raises :class:`Unsupported`
+    ``target`` is ``arrow_mapping(AvroSchema(definition)).type``. ``bodies`` may be chunked
+    (the bodies of several files, not concatenated first). Raises :class:`Unsupported`
     when the native reader cannot read them as ``len(bodies)`` records of that schema; the
     caller then decodes them one by one (which also finds the corrupt one).
     """
@@ -404,14 +471,11 @@ def decode_bodies(bodies: pa.BinaryArray, definition: str, target: pa.DataType) 
             [
                 decode_bodies(bodies.slice(at, _BATCH_ROWS), definition, target)
                 for at in range(0, n, _BATCH_ROWS)
-            ]
+            ],
+            memory_pool=_pool(),
         )
-    bodies = bodies.cast(pa.binary())
-    buffers = bodies.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int32)[bodies.offset : bodies.offset + n + 1]
-    buffer = buffers[2]
-    start, end = int(offsets[0]), int(offsets[-1])
-    block = memoryview(buffer)[start:end] if buffer is not None else b""
+    chunks = bodies.chunks if isinstance(bodies, pa.ChunkedArray) else [bodies]
+    block = [_data_of(c) for c in chunks if len(c)]
     writer = _cleaned(definition)
     avro = AvroSchema(writer)
     with _as_file(_container(writer, n, block)) as path:
@@ -435,7 +499,7 @@ def _conform(avro: AvroSchema, a: pa.Array, t: Any, target: pa.DataType) -> pa.A
     if isinstance(r, list):
         others = [b for b in r if b != "null"]
         if not others:
-            return pa.nulls(len(a), target)
+            return compact_nulls(len(a), target)
         if len(others) == 1:
             return _conform(avro, a, others[0], target)
         return _union(avro, a, others, target)
@@ -450,27 +514,33 @@ def _conform(avro: AvroSchema, a: pa.Array, t: Any, target: pa.DataType) -> pa.A
             _conform(avro, a.field(i), f["type"], target.field(i).type)
             for i, f in enumerate(r["fields"])
         ]
-        return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
+        return pa.StructArray.from_arrays(
+            children, fields=list(target), mask=mask, memory_pool=_pool()
+        )
     if kind == "array":
         if not pa.types.is_list(a.type):
             raise Unsupported(f"array read as {a.type}")
         values = _conform(avro, a.values, r["items"], target.value_type)
-        return pa.ListArray.from_arrays(a.offsets, values, type=target, mask=mask)
+        return pa.ListArray.from_arrays(
+            _own(a.offsets), values, type=target, mask=mask, pool=_pool()
+        )
     if kind == "map":
         if not pa.types.is_map(a.type):
             raise Unsupported(f"map read as {a.type}")
         items = _conform(avro, a.items, r["values"], target.item_type)
-        return pa.MapArray.from_arrays(a.offsets, a.keys, items, type=target, mask=mask)
+        return pa.MapArray.from_arrays(
+            _own(a.offsets), _own(a.keys), items, type=target, mask=mask, pool=_pool()
+        )
     if kind == "enum" and pa.types.is_dictionary(a.type):
-        return a.dictionary_decode().cast(target)
+        return _cast(pc.take(a.dictionary, a.indices, memory_pool=_pool()), target, own=False)
     return _cast(a, target)
 
 
-def _cast(a: pa.Array, target: pa.DataType) -> pa.Array:
+def _cast(a: pa.Array, target: pa.DataType, *, own: bool = True) -> pa.Array:
     if a.type == target:
-        return a
+        return _own(a) if own else a
     try:
-        return a.cast(target)
+        return a.cast(target, memory_pool=_pool())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise Unsupported(f"cannot cast {a.type} to {target}") from exc
 
@@ -495,68 +565,98 @@ def _union(avro: AvroSchema, a: pa.Array, others: list[Any], target: pa.DataType
         here = codes == code
         if not here.any():
             # PERF: most branches of DataHub's unions are absent from a given file.
-            fields.append(pa.nulls(len(codes), target.field(1 + k).type))
+            fields.append(compact_nulls(len(codes), target.field(1 + k).type))
             continue
         branch_index[here] = k
         conformed = _conform(avro, a.field(child), branch, target.field(1 + k).type)
         if not np.array_equal(offsets[here], np.arange(len(conformed))):
             # Child rows not used once each in order (no writer we know does this): gather.
             take = np.where(here, offsets, 0)
-            fields.append(conformed.take(pa.array(take, mask=~here)))
+            fields.append(pc.take(conformed, pa.array(take, mask=~here), memory_pool=_pool()))
         else:
             fields.append(_expand(conformed, here))
     missing = branch_index < 0
-    branch = pa.array(names, pa.string()).take(
-        pa.array(np.where(missing, 0, branch_index), mask=missing)
+    branch = pc.take(
+        pa.array(names, pa.string()),
+        pa.array(np.where(missing, 0, branch_index), mask=missing),
+        memory_pool=_pool(),
     )
     return pa.StructArray.from_arrays(
         [branch, *fields],
         fields=list(target),
         mask=pa.array(missing) if missing.any() else None,
+        memory_pool=_pool(),
     )
 
 
-def _expand(a: pa.Array, here: np.ndarray) -> pa.Array:
+class _Spread:
+    """Where a union branch's rows go (``here``), with what every column of it shares."""
+
+    def __init__(self, here: np.ndarray) -> None:
+        self.here = here
+        self.n = len(here)
+        self.count = int(np.count_nonzero(here))
+        # PERF: the validity of every column without nulls of its own: computed once, shared.
+        self.bitmap = pa.py_buffer(np.packbits(here, bitorder="little"))
+
+    def validity(self, a: pa.Array) -> tuple[pa.Buffer, int]:
+        """The validity bitmap of ``a`` spread over ``here``, and its null count."""
+        if not a.null_count:
+            return self.bitmap, self.n - self.count
+        valid = np.zeros(self.n, dtype=bool)
+        valid[self.here] = a.is_valid().to_numpy(zero_copy_only=False)
+        return pa.py_buffer(np.packbits(valid, bitorder="little")), self.n - (
+            self.count - a.null_count
+        )
+
+    def offsets(self, offsets: np.ndarray) -> pa.Buffer:
+        """Offsets of variable-length values spread over ``here`` (empty where it is False)."""
+        full = np.zeros(self.n + 1, dtype=np.int32)
+        full[1:][self.here] = np.diff(offsets)
+        np.cumsum(full, out=full)
+        return pa.py_buffer(full)
+
+
+def _expand(a: pa.Array, here: np.ndarray, spread: _Spread | None = None) -> pa.Array:
     """Spread ``a``'s rows, in order, over the positions where ``here`` is True; null elsewhere.
 
     The same as ``take`` with null indices, but list and map values are reused, not copied:
-    only offsets and flat leaves are rebuilt, which is what makes unions of deep records cheap.
+    only offsets, validity and flat leaves are rebuilt, which is what makes unions of deep
+    records cheap. A branch that every row takes is ``a`` itself.
     """
-    n = len(here)
-    valid = here.copy()
-    if a.null_count:
-        valid[here] = np.asarray(a.is_valid())
-    mask = None if valid.all() else pa.array(~valid)
-    t = a.type
-    if pa.types.is_struct(t) and not a.offset:
-        children = [_expand(a.field(i), here) for i in range(t.num_fields)]
-        return pa.StructArray.from_arrays(children, fields=list(t), mask=mask)
-    if (pa.types.is_list(t) or pa.types.is_map(t)) and not a.offset:
-        offsets = np.asarray(a.offsets)
-        if offsets[0] == 0:
-            lengths = np.zeros(n, dtype=np.int64)
-            lengths[here] = np.diff(offsets)
-            full = np.zeros(n + 1, dtype=np.int32)
-            np.cumsum(lengths, out=full[1:])
-            if pa.types.is_map(t):
-                return pa.MapArray.from_arrays(full, a.keys, a.items, type=t, mask=mask)
-            return pa.ListArray.from_arrays(full, a.values, type=t, mask=mask)
+    spread = spread or _Spread(here)
+    if spread.count == spread.n and len(a) == spread.n:
+        return a
+    n, t = spread.n, a.type
     if not a.offset:
-        bitmap = None if mask is None else pa.array(valid).buffers()[1]
-        if pa.types.is_string(t) or pa.types.is_binary(t):
+        if pa.types.is_struct(t):
+            bitmap, nulls = spread.validity(a)
+            children = [_expand(a.field(i), here, spread) for i in range(t.num_fields)]
+            return pa.Array.from_buffers(t, n, [bitmap], nulls, children=children)
+        is_list = pa.types.is_list(t) or pa.types.is_map(t)
+        if is_list or pa.types.is_string(t) or pa.types.is_binary(t):
             offsets = np.frombuffer(a.buffers()[1], dtype=np.int32)[: len(a) + 1]
             if offsets[0] == 0:
-                lengths = np.zeros(n, dtype=np.int32)
-                lengths[here] = np.diff(offsets)
-                full = np.zeros(n + 1, dtype=np.int32)
-                np.cumsum(lengths, out=full[1:])
-                return pa.Array.from_buffers(t, n, [bitmap, pa.py_buffer(full), a.buffers()[2]])
-        if pa.types.is_boolean(t) or (pa.types.is_primitive(t) and t.bit_width in (8, 16, 32, 64)):
-            dense = a.fill_null(False if pa.types.is_boolean(t) else 0)
-            values = dense.to_numpy(zero_copy_only=False)
-            spread = np.zeros(n, dtype=values.dtype)
-            spread[here] = values
-            data = pa.array(spread).buffers()[1] if pa.types.is_boolean(t) else pa.py_buffer(spread)
-            return pa.Array.from_buffers(t, n, [bitmap, data])
+                bitmap, nulls = spread.validity(a)
+                full = spread.offsets(offsets)
+                if is_list:
+                    return pa.Array.from_buffers(t, n, [bitmap, full], nulls, children=[a.values])
+                return pa.Array.from_buffers(t, n, [bitmap, full, a.buffers()[2]], nulls)
+        if pa.types.is_boolean(t):
+            bits = np.unpackbits(
+                np.frombuffer(a.buffers()[1], dtype=np.uint8), count=len(a), bitorder="little"
+            )
+            values = np.zeros(n, dtype=np.uint8)
+            values[here] = bits
+            bitmap, nulls = spread.validity(a)
+            data = pa.py_buffer(np.packbits(values, bitorder="little"))
+            return pa.Array.from_buffers(t, n, [bitmap, data], nulls)
+        if pa.types.is_primitive(t) and t.bit_width in (8, 16, 32, 64):
+            # Values under null slots are whatever the reader left there: masked, never read.
+            dense = np.frombuffer(a.buffers()[1], dtype=f"u{t.bit_width // 8}")[: len(a)]
+            values = np.zeros(n, dtype=dense.dtype)
+            values[here] = dense
+            bitmap, nulls = spread.validity(a)
+            return pa.Array.from_buffers(t, n, [bitmap, pa.py_buffer(values)], nulls)
     index = np.cumsum(here) - 1
-    return a.take(pa.array(np.where(here, index, 0), mask=~here))
+    return pc.take(a, pa.array(np.where(here, index, 0), mask=~here), memory_pool=_pool())

@@ -222,9 +222,12 @@ def _assemble(
     present = [e for e in envelopes if e is not None]
     if not present:
         return [_empty_batch(schema) for _ in items]
-    body = pa.concat_arrays([e.body for e in present]) if len(present) > 1 else present[0].body
-    ids = [i for e in present for i in e.schema_ids]
+    # PERF: the bodies of the files stay apart (chunks): the decoder reads them in place.
+    body: Any = pa.chunked_array([e.body for e in present], pa.binary())
+    ids = pa.concat_arrays([e.schema_ids for e in present])
     bodies, errors, payload_columns = _decode_payloads(body, ids, payload, schemas, native=native)
+    del body
+    pool = _decoder._pool()
     batches = []
     at = 0
     for item, envelope in zip(items, envelopes, strict=True):
@@ -233,22 +236,26 @@ def _assemble(
             continue
         info = item.file or _file_from_path(item.path)
         n = len(envelope.sequence_number)
+
+        def constant(value: str | None, n: int = n) -> pa.Array:
+            return pa.repeat(pa.scalar(value, pa.string()), n, memory_pool=pool)
+
         columns: list[Any] = [
-            pa.array([info.namespace if info else None] * n, pa.string()),
-            pa.array([info.eventhub if info else None] * n, pa.string()),
-            pa.array([info.partition if info else None] * n, pa.string()),
+            constant(info.namespace if info else None),
+            constant(info.eventhub if info else None),
+            constant(info.partition if info else None),
             envelope.sequence_number,
             envelope.offset,
             envelope.enqueued_time,
             envelope.partition_key,
             envelope.content_type,
-            pa.array(envelope.schema_ids, pa.string()),
+            envelope.schema_ids,
             envelope.message_id,
             envelope.properties,
             envelope.system_properties,
-            pa.array([item.path or None] * n, pa.string()),
+            constant(item.path or None),
             bodies.slice(at, n),
-            pa.array(errors[at : at + n], pa.string()),
+            constant(None) if errors is None else pa.array(errors[at : at + n], pa.string()),
             *[c.slice(at, n) for c in payload_columns],
         ]
         batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
@@ -265,7 +272,7 @@ class _Envelope:
     enqueued_time: pa.Array
     partition_key: pa.Array
     content_type: pa.Array
-    schema_ids: list[str | None]
+    schema_ids: pa.Array  # string
     message_id: pa.Array
     properties: pa.Array
     system_properties: pa.Array
@@ -286,25 +293,35 @@ def _envelope_native(data: bytes, where: str) -> _Envelope:
         for i in missing.tolist():
             ms[i] = _enqueued_text_ms(texts[i].as_py(), seqs[i].as_py(), where)
     system, app = cols["system_properties"], cols["properties"]
+    pool = _decoder._pool()
     content_type = pc.coalesce(
         _decoder._lookup(system, "content-type"),
         _decoder._lookup(app, "content-type"),
         _decoder._lookup(system, "x-opt-content-type"),
+        memory_pool=pool,
     )
     # Few distinct content types per file: parse each once.
     encoded = content_type.dictionary_encode()
-    ids = pa.array(
-        [schema_id_from_content_type(c) for c in encoded.dictionary.to_pylist()], pa.string()
-    ).take(encoded.indices)
+    ids = pc.take(
+        pa.array(
+            [schema_id_from_content_type(c) for c in encoded.dictionary.to_pylist()], pa.string()
+        ),
+        encoded.indices,
+        memory_pool=pool,
+    )
     return _Envelope(
         sequence_number=cols["sequence_number"],
         offset=cols["offset"],
         enqueued_time=pa.array(ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-        partition_key=pc.map_lookup(system, pa.scalar("x-opt-partition-key"), "last"),
+        partition_key=pc.map_lookup(
+            system, pa.scalar("x-opt-partition-key"), "last", memory_pool=pool
+        ),
         content_type=content_type,
-        schema_ids=ids.to_pylist(),
+        schema_ids=ids,
         message_id=pc.coalesce(
-            _decoder._lookup(system, "message-id"), _decoder._lookup(app, "message-id")
+            _decoder._lookup(system, "message-id"),
+            _decoder._lookup(app, "message-id"),
+            memory_pool=pool,
         ),
         properties=app,
         system_properties=system,
@@ -362,7 +379,7 @@ def _envelope_fastavro(data: bytes, where: str) -> _Envelope | None:
         enqueued_time=pa.array(times, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
         partition_key=pa.array(keys, pa.string()),
         content_type=pa.array(ctypes, pa.string()),
-        schema_ids=ids,
+        schema_ids=pa.array(ids, pa.string()),
         message_id=pa.array(mids, pa.string()),
         properties=pa.array(props, _PROPS),
         system_properties=pa.array(sysprops, _PROPS),
@@ -396,37 +413,43 @@ def _file_from_path(path: str) -> CaptureFile | None:
 
 
 def _decode_payloads(
-    body: pa.Array,
-    ids: list[str | None],
+    body: pa.Array | pa.ChunkedArray,
+    ids: pa.Array,
     payload: PayloadSchema | None,
     schemas: SchemaLookup,
     *,
     native: bool,
-) -> tuple[pa.Array, list[str | None], list[pa.Array]]:
-    """Decode the bodies: (bodies left undecoded, decode errors, payload columns).
+) -> tuple[pa.Array, np.ndarray | None, list[pa.Array]]:
+    """Decode the bodies: (bodies left undecoded, decode errors or None, payload columns).
 
-    Bodies are grouped by schema id. A group written with the replay's own schema is decoded
-    in one native call when ``native``; other groups (another version of the schema), and a
-    group the native reader refuses, are decoded body by body with fastavro.
+    Bodies are grouped by schema id (``ids``, a string array). A group written with the
+    replay's own schema is decoded in one native call when ``native``; other groups (another
+    version of the schema), and a group the native reader refuses, are decoded body by body
+    with fastavro. The errors are an object array of messages (None where decoded), or None
+    when no event has one.
     """
-    import numpy as np
-    import pyarrow.compute as pc
-
+    pool = _decoder._pool()
     n = len(body)
-    errors: list[str | None] = [None] * n
+    errors = np.full(n, None, dtype=object)
     if payload is None:
-        return body, errors, []
+        return _decoder._own(body), None, []
     reader = payload.avro
     mapping = payload.mapping()
-    present = np.asarray(body.is_valid())
-    groups: dict[str, list[int]] = {}
-    for i, schema_id in enumerate(ids):
-        if not present[i]:
-            errors[i] = "the event has no body"
-        elif schema_id is None:
-            errors[i] = "not registry Avro (no avro/binary+<schema id> content type)"
-        else:
-            groups.setdefault(schema_id, []).append(i)
+    valid = pc.is_valid(body)
+    present = (valid.combine_chunks() if isinstance(valid, pa.ChunkedArray) else valid).to_numpy(
+        zero_copy_only=False
+    )
+    encoded = ids.dictionary_encode()
+    dictionary = encoded.dictionary
+    codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
+    errors[~present] = "the event has no body"
+    errors[present & (codes < 0)] = "not registry Avro (no avro/binary+<schema id> content type)"
+    # In order of first appearance, as the events come.
+    firsts = np.unique(codes[present & (codes >= 0)], return_index=True)
+    groups = {
+        dictionary[int(code)].as_py(): np.flatnonzero(present & (codes == code))
+        for code, _ in sorted(zip(*firsts, strict=True), key=lambda cf: cf[1])
+    }
     pieces: list[pa.Array] = []
     index = np.full(n, -1, dtype=np.int64)
     used = 0
@@ -436,36 +459,33 @@ def _decode_payloads(
     for schema_id, rows in groups.items():
         definition = schemas(schema_id)
         if definition is None:
-            for i in rows:
-                errors[i] = f"unknown schema id {schema_id}"
+            errors[rows] = f"unknown schema id {schema_id}"
             continue
         if definition != payload.definition and _parsed(definition).name != reader.name:
-            message = (
+            errors[rows] = (
                 f"written with schema {_parsed(definition).name}, not the replay's "
                 f"{reader.name}; replay with schema= that schema to decode it"
             )
-            for i in rows:
-                errors[i] = message
             continue
         same = definition == payload.definition or (
             _parsed(definition).canonical_text == reader.canonical_text
         )
         if native and same:
-            positions = np.asarray(rows, dtype=np.int64)
-            group = body if len(rows) == n else body.take(pa.array(positions))
+            group = body if len(rows) == n else body.take(pa.array(rows))
             try:
                 decoded = _decoder.decode_bodies(group, definition, mapping.type)
             except _decoder.Unsupported:
                 decoded = None
+            del group
             if decoded is not None:
                 pieces.append(decoded)
-                index[positions] = used + np.arange(len(rows))
+                index[rows] = used + np.arange(len(rows))
                 used += len(rows)
                 continue
         if python_bodies is None:
             python_bodies = body.to_pylist()
         parsed = parsed_schema(definition)
-        for i in rows:
+        for i in rows.tolist():
             data = python_bodies[i]
             buf = io.BytesIO(data)
             try:
@@ -481,25 +501,33 @@ def _decode_payloads(
     if slow_rows:
         if mapping.convert is not None:
             slow_values = [mapping.convert(v) for v in slow_values]
-        pieces.append(pa.array(slow_values, mapping.type))
+        pieces.append(pa.array(slow_values, mapping.type, memory_pool=pool))
         index[np.asarray(slow_rows, dtype=np.int64)] = used + np.arange(len(slow_rows))
         used += len(slow_rows)
     decoded_rows = index >= 0
     if not pieces:
-        values = pa.nulls(n, mapping.type)
+        values = _decoder.compact_nulls(n, mapping.type)
     elif len(pieces) == 1 and used == n and bool((index == np.arange(n)).all()):
         values = pieces[0]
     else:
-        values = pa.concat_arrays(pieces).take(pa.array(index, mask=~decoded_rows))
+        values = pc.take(
+            pa.concat_arrays(pieces, memory_pool=pool),
+            pa.array(index, mask=~decoded_rows),
+            memory_pool=pool,
+        )
     if decoded_rows.all():
         # NOTE: a fresh all-null array; if_else would keep the decoded bodies' bytes alive.
-        body = pa.nulls(n, pa.binary())
+        out = pa.nulls(n, pa.binary(), memory_pool=pool)
     elif decoded_rows.any():
-        body = pc.if_else(pa.array(decoded_rows), pa.scalar(None, pa.binary()), body)
+        out = _decoder._own(pc.if_else(pa.array(decoded_rows), pa.scalar(None, pa.binary()), body))
+    else:
+        out = _decoder._own(body)
+    # Messages are never empty: bool() is False only where there is none.
+    has_errors = bool(errors.astype(bool).any())
     if not pa.types.is_struct(mapping.type):
-        return body, errors, [values]
+        return out, errors if has_errors else None, [values]
     # NOTE: flatten(), unlike field(i), carries the null rows of undecoded events into each column.
-    return body, errors, list(values.flatten())
+    return out, errors if has_errors else None, list(values.flatten(memory_pool=pool))
 
 
 def _registry_lookup(registry: SchemaRegistry | None) -> SchemaLookup:
@@ -589,44 +617,55 @@ def _dedup(batch: pa.RecordBatch, seen: set[str]) -> tuple[pa.RecordBatch, int]:
     """Drop the rows whose message id is in ``seen`` (or repeats within the batch).
 
     Rows without a message id are always kept. ``seen`` grows by the ids of the kept rows.
+    PERF: only the batch's distinct ids become Python strings, and the set does the rest.
     """
     ids = batch.column("message_id")
-    if ids.null_count == len(ids):
+    n = len(ids)
+    if ids.null_count == n:
         return batch, 0
-    keep: list[bool] = []
-    dropped = 0
-    for mid in ids.to_pylist():
-        if mid is None:
-            keep.append(True)
-        elif mid in seen:
-            keep.append(False)
-            dropped += 1
-        else:
-            seen.add(mid)
-            keep.append(True)
+    encoded = ids.dictionary_encode()
+    distinct = encoded.dictionary.to_pylist()
+    repeated = seen.intersection(distinct)
+    seen.update(distinct)
+    if not repeated and len(distinct) == n - ids.null_count:
+        return batch, 0
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    before = np.empty_like(codes)
+    before[0] = -1
+    np.maximum.accumulate(codes[:-1], out=before[1:])
+    old = np.fromiter((d in repeated for d in distinct), dtype=bool, count=len(distinct))
+    # Codes come in order of first appearance: a row is its id's first when its code is new.
+    keep = (codes < 0) | ((codes > before) & ~old[np.maximum(codes, 0)])
+    dropped = n - int(np.count_nonzero(keep))
     if dropped:
-        batch = batch.filter(pa.array(keep, pa.bool_()))
+        batch = batch.filter(pa.array(keep))
     return batch, dropped
 
 
 def _dedup_table(table: pa.Table) -> tuple[pa.Table, int]:
     """:func:`_dedup` over a whole table at once: keep each message id's first row.
 
-    PERF: dictionary-encoding the ids and taking each code's first position replaces a Python
-    set; a table without duplicates is returned as it is, not copied.
+    PERF: dictionary-encoding the ids replaces a Python set. Codes are given in order of first
+    appearance, so a table without duplicates has as many distinct ids as ids (and is returned
+    as it is, not copied), and a row is an id's first exactly when its code is larger than
+    every code before it: no sort.
     """
     ids = table.column("message_id")
     n = table.num_rows
     if ids.null_count == n:
         return table, 0
-    codes = ids.combine_chunks().dictionary_encode().indices
-    valid = pc.is_valid(codes).to_numpy(zero_copy_only=False)
-    _, first = np.unique(codes.fill_null(0).to_numpy()[valid], return_index=True)
-    kept = len(first) + (n - int(valid.sum()))
-    if kept == n:
+    encoded = ids.dictionary_encode()
+    chunks = encoded.chunks
+    if not chunks or len(chunks[0].dictionary) == n - ids.null_count:
         return table, 0
-    keep = ~valid
-    keep[np.flatnonzero(valid)[first]] = True
+    codes = np.concatenate(
+        [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in chunks]
+    ).astype(np.int64, copy=False)
+    before = np.empty_like(codes)
+    before[0] = -1
+    np.maximum.accumulate(codes[:-1], out=before[1:])
+    keep = (codes < 0) | (codes > before)
+    kept = int(np.count_nonzero(keep))
     return table.filter(pa.array(keep)), n - kept
 
 
@@ -778,9 +817,16 @@ def _decoded(
             continue
         item = CaptureBytes(lake.read_bytes(f), f.path, f)
         envelope = _envelope_of(item, native=native)
+        del item
+        n = 0 if envelope is None else len(envelope.sequence_number)
+        # PERF: a group never grows past one native read (_GROUP_EVENTS), so its decoded
+        # bodies are one array, not pieces concatenated (a copy of every payload column).
+        if pending and events + n > _GROUP_EVENTS:
+            yield from flush()
+            events = 0
         # The bytes are not needed once the envelope is read; keep only where they came from.
         pending.append((f, None, CaptureBytes(b"", f.path, f), envelope))
-        events += 0 if envelope is None else len(envelope.sequence_number)
+        events += n
         if events >= _GROUP_EVENTS or len(pending) >= _GROUP_FILES:
             yield from flush()
             events = 0
