@@ -132,3 +132,24 @@ def test_entries_follow_the_registry_and_the_payload_schema(
 def test_cache_option_is_checked(workspace: mk.Workspace) -> None:
     with pytest.raises(mk.ConfigurationError, match="cache="):
         mk.replay_capture(workspace.lake, cache=3)  # type: ignore[arg-type]
+
+
+def test_cache_entries_are_no_larger_than_their_rows(
+    workspace: mk.Workspace, tmp_path: Path
+) -> None:
+    """All-null union branches must not each carry a copy of pa.nulls' shared zero buffer."""
+    workspace.emit(
+        [
+            mk.mce(
+                mk.make_dataset_urn("hive", f"db.t{i}"),
+                [mk.aspects.ownership([f"u{i}"]), mk.aspects.global_tags(["PII", "Raw"])],
+            )
+            for i in range(400)
+        ]
+    )
+    cache = tmp_path / "cache"
+    table = mk.replay_capture(workspace.lake, registry=workspace.registry, cache=cache)
+    entries = _entries(cache)
+    on_disk = sum(p.stat().st_size for p in entries)
+    # Uncompressed IPC: the buffers, plus the schema (~400 fields, ~65 KB) and footer per entry.
+    assert on_disk <= 1.2 * table.nbytes + 70_000 * len(entries), (on_disk, table.nbytes)
