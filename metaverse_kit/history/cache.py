@@ -1,4 +1,4 @@
-"""The warm replay cache: each Capture file's decoded events kept as an Arrow IPC file.
+"""The warm replay cache: each Capture file's decoded events kept in Arrow IPC form.
 
 A replay decodes a Capture file once; later replays map its Arrow copy instead, which is many
 times faster (an entry takes as much disk as its rows take memory in the table; the folder may
@@ -48,9 +48,14 @@ __all__ = [
 ]
 
 #: Bumped whenever what a replay puts in a table changes; older entries are then ignored.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
-_META_KEY = b"metaverse.cache"
+# An entry: _MAGIC, the length of the JSON that follows (4 bytes, little-endian), that JSON
+# (what the entry was made from), zero padding to a multiple of 64 bytes, then one Arrow IPC
+# stream of one batch. PERF: the JSON is checked without parsing the ~400-field Arrow schema,
+# and the batch is read with the replay's own schema object, so nothing compares schemas.
+_MAGIC = b"MKCACHE1"
+_ALIGN = 64
 # PERF: Arrow IPC, uncompressed, memory-mapped when read: a warm replay maps the file instead
 # of decoding it. Parquet (and compressed IPC) were measured slower by 5-10x here: an MCE row
 # has ~400 leaf columns, one per field of every union branch (see ADR 3 for the numbers).
@@ -82,7 +87,7 @@ def _definition_hash(definition: str | None) -> str | None:
 
 
 class ReplayCache:
-    """Decoded Capture files as Arrow IPC files under ``root`` (rules: the module docstring)."""
+    """Decoded Capture files as Arrow IPC entries under ``root`` (rules: module docstring)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser()
@@ -115,31 +120,35 @@ class ReplayCache:
         path = self.entry_path(file, fingerprint)
         try:
             with pa.memory_map(str(path)) as source:
-                table = pa.ipc.open_file(source).read_all()
+                data = source.read_buffer()
+            info, start = _read_header(data)
+            if not self._still_right(info, file, fingerprint, schemas):
+                return None
+            reader = pa.BufferReader(data.slice(start))
+            pa.ipc.read_message(reader)  # the stream's schema: the fingerprint vouches for it
+            batch = pa.ipc.read_record_batch(pa.ipc.read_message(reader), arrow_schema)
         except FileNotFoundError:
             return None
         except Exception as exc:  # a torn or foreign file is a miss, never an error
             _log.debug("ignoring unreadable replay cache entry %s: %s", path, exc)
             return None
-        try:
-            info = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
-        except ValueError:
-            return None
+        return batch
+
+    def _still_right(
+        self,
+        info: object,
+        file: CaptureFile,
+        fingerprint: str,
+        schemas: Callable[[str], str | None],
+    ) -> bool:
         if not isinstance(info, dict) or any(
             info.get(k) != v for k, v in self._expected(file, fingerprint).items()
         ):
-            return None
+            return False
         used = info.get("schemas")
-        if not isinstance(used, dict) or any(
-            _definition_hash(schemas(sid)) != digest for sid, digest in used.items()
-        ):
-            return None
-        table = table.replace_schema_metadata(None)
-        if not table.schema.equals(arrow_schema):
-            return None
-        if table.num_rows == 0:
-            return pa.RecordBatch.from_pylist([], schema=arrow_schema)
-        return table.combine_chunks().to_batches(max_chunksize=table.num_rows)[0]
+        return isinstance(used, dict) and all(
+            _definition_hash(schemas(sid)) == digest for sid, digest in used.items()
+        )
 
     def put(
         self,
@@ -152,9 +161,7 @@ class ReplayCache:
         ids = {sid for sid in pc.unique(batch.column("schema_id")).to_pylist() if sid is not None}
         info = self._expected(file, fingerprint)
         info["schemas"] = {sid: _definition_hash(schemas(sid)) for sid in sorted(ids)}
-        table = pa.Table.from_batches([batch]).replace_schema_metadata(
-            {_META_KEY: json.dumps(info, sort_keys=True).encode()}
-        )
+        header = _header(info)
         path = self.entry_path(file, fingerprint)
         tmp = None
         try:
@@ -162,11 +169,10 @@ class ReplayCache:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
             # PERF: Arrow's own file writes the buffers directly, not through Python's io.
-            with (
-                pa.OSFile(tmp, "wb") as sink,
-                pa.ipc.new_file(sink, table.schema, options=_WRITE_OPTIONS) as writer,
-            ):
-                writer.write_table(table)
+            with pa.OSFile(tmp, "wb") as sink:
+                sink.write(header)
+                with pa.ipc.new_stream(sink, batch.schema, options=_WRITE_OPTIONS) as writer:
+                    writer.write_batch(batch)
             os.replace(tmp, path)
         except OSError as exc:
             # NOTE: the cache only saves time; a read-only or full disk must not fail a replay.
@@ -174,6 +180,24 @@ class ReplayCache:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+
+def _header(info: dict[str, object]) -> bytes:
+    text = json.dumps(info, sort_keys=True).encode()
+    head = _MAGIC + len(text).to_bytes(4, "little") + text
+    return head + b"\0" * (-len(head) % _ALIGN)
+
+
+def _read_header(data: pa.Buffer) -> tuple[object, int]:
+    """The JSON of an entry and where its Arrow stream starts; ValueError when it is not one."""
+    head = memoryview(data)
+    if bytes(head[: len(_MAGIC)]) != _MAGIC:
+        raise ValueError("not a replay cache entry")
+    size = int.from_bytes(head[len(_MAGIC) : len(_MAGIC) + 4], "little")
+    end = len(_MAGIC) + 4 + size
+    if end > len(head):
+        raise ValueError("truncated header")
+    return json.loads(bytes(head[len(_MAGIC) + 4 : end])), end + (-end % _ALIGN)
 
 
 def open_cache(cache: bool | str | os.PathLike[str] | ReplayCache | None) -> ReplayCache | None:
