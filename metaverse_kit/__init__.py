@@ -53,7 +53,7 @@ from metaverse_kit.events.urns import (
     parse_urn,
 )
 from metaverse_kit.events.validation import validate
-from metaverse_kit.history.replay import replay_batches, replay_capture
+from metaverse_kit.history.replay import duplicates_dropped, replay_batches, replay_capture
 from metaverse_kit.outbox import Outbox, OutboxEntry
 from metaverse_kit.workspace import Workspace, connect
 
@@ -88,6 +88,7 @@ __all__ = [
     "available_backends",
     "connect",
     "decode_body",
+    "duplicates_dropped",
     "encode_body",
     "example_mce",
     "from_json",
