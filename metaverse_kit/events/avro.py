@@ -15,7 +15,7 @@ from typing import Any
 
 from metaverse_kit.errors import SchemaParseError
 
-__all__ = ["PRIMITIVES", "AvroSchema", "FieldInfo", "parse_definition"]
+__all__ = ["PRIMITIVES", "AvroSchema", "FieldInfo", "parse_definition", "python_kinds"]
 
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
@@ -41,6 +41,29 @@ def _full_name(name: str, namespace: str | None) -> str:
     if "." in name or not namespace:
         return name
     return f"{namespace}.{name}"
+
+
+def python_kinds(value: Any) -> tuple[str, ...]:
+    """The Avro kinds a plain Python value (not a named-record tuple) can be a datum of.
+
+    Used to pick a union's branch for values that do not name it. A dict may be a map or a
+    record; which record is the caller's question.
+    """
+    if isinstance(value, bool):
+        return ("boolean",)
+    if isinstance(value, int):
+        return ("long", "int")
+    if isinstance(value, float):
+        return ("double", "float")
+    if isinstance(value, str):
+        return ("string", "enum")
+    if isinstance(value, (bytes, bytearray)):
+        return ("bytes", "fixed")
+    if isinstance(value, list):
+        return ("array",)
+    if isinstance(value, dict):
+        return ("map", "record")
+    return (type(value).__name__,)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from metaverse_kit.errors import SchemaParseError
-from metaverse_kit.events.avro import AvroSchema
+from metaverse_kit.events.avro import AvroSchema, python_kinds
 
 __all__ = ["ArrowMapping", "arrow_mapping"]
 
@@ -64,25 +64,6 @@ def arrow_mapping(avro: AvroSchema, t: Any = None) -> ArrowMapping:
     Raises :class:`SchemaParseError` for a recursive type, which no Arrow type can hold.
     """
     return _Mapper(avro).map(avro.root if t is None else t, ())
-
-
-def _python_branch(value: Any) -> tuple[str, ...]:
-    """The Avro kinds a plain decoded value (not a named-record tuple) can have come from."""
-    if isinstance(value, bool):
-        return ("boolean",)
-    if isinstance(value, int):
-        return ("long", "int")
-    if isinstance(value, float):
-        return ("double", "float")
-    if isinstance(value, str):
-        return ("string", "enum")
-    if isinstance(value, (bytes, bytearray)):
-        return ("bytes", "fixed")
-    if isinstance(value, list):
-        return ("array",)
-    if isinstance(value, dict):
-        return ("map", "record")
-    return (type(value).__name__,)
 
 
 class _Mapper:
@@ -195,7 +176,7 @@ class _Mapper:
                 name, inner = v
                 short, c = by_name[name]
                 return {BRANCH_FIELD: name, short: inner if c is None else c(inner)}
-            possible = _python_branch(v)
+            possible = python_kinds(v)
             for kind, name, short, c in kinds:
                 if kind in possible:
                     return {BRANCH_FIELD: name, short: v if c is None else c(v)}

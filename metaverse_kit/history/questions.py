@@ -53,13 +53,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metaverse_kit._time import utc_time
 from metaverse_kit.errors import MetaverseError
 from metaverse_kit.events.aspects import ASPECT_NAMES
 
@@ -149,22 +150,7 @@ def _require(table: pa.Table, columns: Iterable[str]) -> None:
 
 
 def _as_utc(value: Any, what: str) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise HistoryInputError(
-                f"{what} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, not {value!r}"
-            ) from None
-    elif isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if not isinstance(value, datetime):
-        raise HistoryInputError(
-            f"{what} must be a datetime, a date or ISO 8601 text, not {type(value).__name__} "
-            f"{value!r}"
-        )
-    # NOTE: naive datetimes are UTC, as in ws.replay(start=..., end=...).
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return utc_time(value, what, error=HistoryInputError, dates=True)
 
 
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}

@@ -16,7 +16,7 @@ import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import fastavro
@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metaverse_kit._time import utc_time
 from metaverse_kit.backends.protocols import CaptureFile, Lake, Schema, SchemaRegistry
 from metaverse_kit.capture import parse_capture_path, parse_enqueued_time, read_header
 from metaverse_kit.errors import (
@@ -569,18 +570,7 @@ def _payload_schema(schema: Any) -> PayloadSchema | None:
 
 
 def _as_utc(value: datetime | str | None, what: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ConfigurationError(
-                f"{what} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, not {value!r}"
-            ) from None
-    if not isinstance(value, datetime):
-        raise ConfigurationError(f"{what} must be a datetime or ISO 8601 text, not {value!r}")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else utc_time(value, what, error=ConfigurationError)
 
 
 class ReplayStream(Iterator[pa.RecordBatch]):

@@ -28,7 +28,7 @@ from typing import Any
 import ipywidgets as W
 
 from metaverse_kit.errors import FieldProblem, ValidationError
-from metaverse_kit.events.avro import AvroSchema
+from metaverse_kit.events.avro import AvroSchema, python_kinds
 from metaverse_kit.events.urns import (
     DEFAULT_ENV,
     FABRIC_TYPES,
@@ -201,27 +201,14 @@ def pick_branch(avro: AvroSchema, branches: list, value: Any, path: str) -> tupl
             f"a dict with fields {', '.join(map(repr, value))} fits {which}; "
             f'name the branch with a ("full.Name", {{...}}) tuple',
         )
-    wanted_kinds = _python_kinds(value)
+    wanted_kinds = python_kinds(value)
+    if "long" in wanted_kinds:
+        # NOTE: a whole number typed into a form may fill a float or double branch too.
+        wanted_kinds += ("float", "double")
     for i, b in enumerate(branches):
         if avro.kind(b) in wanted_kinds:
             return i, value
     raise _load_error(path, f"{value!r:.60} fits no branch of {', '.join(names)}")
-
-
-def _python_kinds(value: Any) -> tuple[str, ...]:
-    if isinstance(value, bool):
-        return ("boolean",)
-    if isinstance(value, int):
-        return ("int", "long", "float", "double")
-    if isinstance(value, float):
-        return ("double", "float")
-    if isinstance(value, str):
-        return ("string", "enum")
-    if isinstance(value, (bytes, bytearray)):
-        return ("bytes", "fixed")
-    if isinstance(value, list):
-        return ("array",)
-    return ()
 
 
 # -- the form -----------------------------------------------------------------------------------

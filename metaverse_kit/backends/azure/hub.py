@@ -43,6 +43,15 @@ def to_event_data(event: OutgoingEvent) -> Any:
     return data
 
 
+def _fits(batch: Any, data: Any) -> bool:
+    """Add ``data`` to ``batch``; False when the batch is full (``EventDataBatch.add`` raises)."""
+    try:
+        batch.add(data)
+    except ValueError:
+        return False
+    return True
+
+
 def make_batches(
     events: Sequence[OutgoingEvent], new_batch: Callable[[str | None], Any]
 ) -> tuple[list[tuple[Any, list[int]]], list[tuple[int, MetaverseError]]]:
@@ -60,21 +69,15 @@ def make_batches(
         batch, members = new_batch(key or None), []
         for i in indexes:
             data = to_event_data(events[i])
-            try:
-                batch.add(data)
+            if _fits(batch, data):
                 members.append(i)
                 continue
-            except ValueError:
-                pass
             if members:
                 batches.append((batch, members))
                 batch, members = new_batch(key or None), []
-                try:
-                    batch.add(data)
+                if _fits(batch, data):
                     members.append(i)
                     continue
-                except ValueError:
-                    pass
             too_large.append(
                 (
                     i,
