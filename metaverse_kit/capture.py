@@ -22,13 +22,13 @@ from typing import Any
 
 import fastavro
 
-from metaverse_kit.backends.protocols import CaptureFile
 from metaverse_kit.errors import CaptureFileError
 
 __all__ = [
     "CAPTURE_MAX_WINDOW",
     "CAPTURE_SCHEMA",
     "CAPTURE_SCHEMA_TEXT",
+    "CaptureFile",
     "CapturePath",
     "append_events",
     "capture_path",
@@ -74,6 +74,19 @@ def parse_enqueued_time(text: str) -> datetime:
     Raises ``ValueError`` when the text is not in Capture's format.
     """
     return datetime.strptime(text.strip(), "%m/%d/%Y %I:%M:%S %p").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CaptureFile:
+    """A Capture archive in a lake: its path, what its path tells, and what changes when it does."""
+
+    path: str
+    size: int
+    version: str
+    namespace: str | None = None
+    eventhub: str | None = None
+    partition: str | None = None
+    window_start: datetime | None = None
 
 
 @dataclass(frozen=True)

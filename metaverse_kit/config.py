@@ -46,12 +46,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metaverse_kit.errors import ConfigurationError
+from metaverse_kit.names import check_eventhub_name, check_schema_group_name, namespace_of_host
 
 __all__ = [
     "DEFAULT_WORKSPACE",
@@ -176,23 +177,36 @@ class AzureSettings:
     storage_connection_string: str | None = field(default=None, repr=False)
 
 
+def _host(value: str, *, what: str) -> str:
+    """A fully qualified namespace whose namespace name (if it is a Service Bus host) is valid."""
+    try:
+        namespace_of_host(value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{what}: {exc}") from None
+    return value
+
+
 def azure_settings(
     environ: Mapping[str, str] | None = None, *, workspace: str | Path | None = None
 ) -> AzureSettings:
     """The Azure settings: environment variables over the workspace's and the user's config file.
 
-    Raises :class:`ConfigurationError` for an invalid config file.
+    Raises :class:`ConfigurationError` for an invalid config file, or a namespace, event hub
+    or schema group name that breaks Azure's naming rules (naming the variable or file).
     """
     env = _env(environ)
     file = _file_settings(env, workspace)["azure"]
+    files = " or ".join(str(p) for p in config_files(env, workspace=workspace))
 
-    def pick(*names: str, key: str) -> str | None:
+    def pick(*names: str, key: str, check: Callable[..., str] | None = None) -> str | None:
         for name in names:
             value = env.get(name, "").strip()
             if value:
-                return value
+                return check(value, what=f"${name}") if check else value
         value = file.get(key)
-        return str(value) if value else None
+        if not value:
+            return None
+        return check(str(value), what=f"azure.{key} (in {files})") if check else str(value)
 
     schemas_text = env.get("METAVERSE_SCHEMAS", "").strip()
     schemas = (
@@ -201,9 +215,13 @@ def azure_settings(
         else tuple(file.get("schemas", ()))
     )
     return AzureSettings(
-        fully_qualified_namespace=pick("METAVERSE_NAMESPACE", key="fully_qualified_namespace"),
-        eventhub=pick("METAVERSE_EVENTHUB", "EVENTHUB", key="eventhub"),
-        schema_group=pick("METAVERSE_SCHEMA_GROUP", key="schema_group"),
+        fully_qualified_namespace=pick(
+            "METAVERSE_NAMESPACE", key="fully_qualified_namespace", check=_host
+        ),
+        eventhub=pick("METAVERSE_EVENTHUB", "EVENTHUB", key="eventhub", check=check_eventhub_name),
+        schema_group=pick(
+            "METAVERSE_SCHEMA_GROUP", key="schema_group", check=check_schema_group_name
+        ),
         lake=pick("METAVERSE_LAKE", key="lake"),
         schemas=schemas,
         connection_string=env.get("CONNECTION_STRING", "").strip() or None,

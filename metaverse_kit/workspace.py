@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from metaverse_kit.backends import load_backend
+from metaverse_kit.backends import check_options, load_backend
 from metaverse_kit.backends.protocols import (
     BackendParts,
     EventHub,
@@ -28,14 +28,9 @@ from metaverse_kit.backends.protocols import (
     SchemaRegistry,
 )
 from metaverse_kit.config import default_backend
-from metaverse_kit.errors import (
-    ConfigurationError,
-    FieldProblem,
-    SchemaNotFoundError,
-    ValidationError,
-)
+from metaverse_kit.errors import ConfigurationError, SchemaNotFoundError
 from metaverse_kit.events.avro import AvroSchema
-from metaverse_kit.events.codec import content_type_for, encode_body
+from metaverse_kit.events.codec import content_type_for, encode_bodies
 
 if TYPE_CHECKING:
     from metaverse_kit.outbox import Outbox
@@ -57,16 +52,26 @@ def connect(
     factory = load_backend(name)
     if path is not None:
         options["path"] = path
-    try:
-        parts = factory.create(**options)
-    except TypeError as exc:
-        if "unexpected keyword argument" not in str(exc):
-            raise
-        import inspect
+    check_options(name, factory, options)
+    return Workspace(factory.create(**options))
 
-        accepted = [p for p in inspect.signature(factory.create).parameters if p != "self"]
-        raise ConfigurationError(f"{exc}; the {name} backend takes {', '.join(accepted)}") from None
-    return Workspace(parts)
+
+def _event_list(events: Any) -> list[Any]:
+    """The events of a batch, or TypeError naming what was given instead of events."""
+    # NOTE: a str or bytes is iterable, and a long one used to be taken as a million "events".
+    if isinstance(events, (str, bytes, bytearray, memoryview, int, float, complex)) or not (
+        isinstance(events, Iterable)
+    ):
+        raise TypeError(
+            "emit() takes an event (a dict) or a list of events, not "
+            f"{type(events).__name__} {_preview(events)}"
+        )
+    return list(events)
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def partition_key_of(record: Any) -> str | None:
@@ -241,29 +246,21 @@ class Workspace:
         schema; ``partition_key`` defaults to each MCE's urn, so one entity's events stay in
         order. Events are written to the outbox before they are sent and removed once sent;
         sending failures raise :class:`EmitError` with per-event details, and the failed
-        events stay in :attr:`outbox`.
+        events stay in :attr:`outbox`. Anything that is neither an event (a mapping) nor a
+        sequence of events (a ``str``, ``bytes``, a number) raises :class:`TypeError`.
         """
         single = isinstance(events, Mapping)
-        items: list[Any] = [events] if single else list(events)
+        items: list[Any] = [events] if single else _event_list(events)
         if not items:
             return []
         props = self.schema_properties(schema)
         definition = self.registry.get_schema(props.id).definition
-        bodies: list[bytes] = []
-        problems: list[FieldProblem] = []
-        for i, record in enumerate(items):
-            try:
-                bodies.append(encode_body(record, definition))
-            except ValidationError as exc:
-                prefix = "" if single else f"events[{i}]"
-                problems.extend(
-                    FieldProblem(
-                        f"{prefix}.{p.path}" if prefix and p.path else prefix or p.path, p.message
-                    )
-                    for p in exc.problems
-                )
-        if problems:
-            raise ValidationError(problems, what="event" if single else "batch of events")
+        bodies = encode_bodies(
+            items,
+            definition,
+            what="event" if single else "batch of events",
+            prefix="" if single else "events",
+        )
         content_type = content_type_for(props.id)
         outgoing = [
             OutgoingEvent(

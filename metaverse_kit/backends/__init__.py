@@ -1,19 +1,25 @@
 """Backends, found by name: ``"local"``, ``"azure"``, or the dotted path of a module of your own.
 
-A backend is a module (its ``factory``) with ``create(**options) -> BackendParts``. A backend
-whose packages are not installed stays listed by :func:`available_backends` with the reason,
-and loading it raises :class:`MissingDependencyError` with the ``pip install`` line.
+A backend is a module (its ``factory``) with ``create(**options) -> BackendParts`` and
+``OPTIONS``, the names of the keyword options ``create`` takes (see
+:class:`~metaverse_kit.backends.protocols.BackendFactory`; :func:`declared_options` reads them
+off ``create``'s signature). A backend whose packages are not installed stays listed by
+:func:`available_backends` with the reason, and loading it raises
+:class:`MissingDependencyError` with the ``pip install`` line.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any
 
 from metaverse_kit.errors import ConfigurationError, MissingDependencyError
 
-__all__ = ["available_backends", "load_backend"]
+__all__ = ["available_backends", "check_options", "declared_options", "load_backend"]
 
 _BUILTIN = {
     "local": ("metaverse_kit.backends.local.factory", ()),
@@ -76,3 +82,25 @@ def load_backend(name: str) -> ModuleType:
         f"Unknown backend {name!r}: use 'local', 'azure' or the dotted path of a module "
         "with a create() function"
     )
+
+
+def declared_options(create: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword options a factory's ``create`` takes, in order: a factory's ``OPTIONS``."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in inspect.signature(create).parameters.values() if p.kind in kinds)
+
+
+def check_options(name: str, factory: ModuleType, options: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigurationError` naming every option ``factory`` does not declare.
+
+    A factory without ``OPTIONS`` (a backend of one's own) is asked through its signature.
+    """
+    declared = getattr(factory, "OPTIONS", None)  # NOTE: optional for backends of one's own
+    if declared is None:
+        declared = declared_options(factory.create)
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for the "
+            f"{name} backend; it takes {', '.join(declared)}"
+        )

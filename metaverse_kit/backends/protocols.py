@@ -4,18 +4,33 @@ Each backend folder (``local/``, ``azure/``) has ``registry.py``, ``hub.py``, ``
 ``factory.py`` that builds the three from keyword options. Everything above the backends (the
 workspace, the history, the widgets) talks only to these protocols and the plain data classes
 here, so a user's code carries over unchanged from the local workspace to Azure.
+
+What a backend *can* do is part of the contract too, so that callers ask instead of probing:
+
+==========================================  ===============  ===============================
+capability                                  local            azure
+==========================================  ===============  ===============================
+``SchemaRegistry.lists_all_schemas``        True             False (``listing_note`` says why)
+``SchemaRegistry.can_create_groups``        True             False (portal, ARM or ``az``)
+``EventHub.clock``                          settable clock   None (the service stamps times)
+``BackendFactory.OPTIONS``                  its ``create``   its ``create`` keyword options
+==========================================  ===============  ===============================
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+# NOTE: the file format owns the description of its files; the protocols only use it.
+from metaverse_kit.capture import CaptureFile
+
 __all__ = [
     "COMPATIBILITY_MODES",
+    "BackendFactory",
     "BackendParts",
     "CaptureFile",
     "EventHub",
@@ -63,6 +78,21 @@ class SchemaGroup:
 @runtime_checkable
 class SchemaRegistry(Protocol):
     """A schema registry with Azure Schema Registry's model: groups, named schemas, versions."""
+
+    #: True when :meth:`list_schemas` lists every schema of a group (False on Azure, whose
+    #: service cannot list them: then it lists the schemas this toolkit knows of).
+    lists_all_schemas: bool
+    #: Why the listing may be incomplete, for the UI to show ("" when it is complete).
+    listing_note: str
+    #: True when :meth:`create_group` can create groups (False on Azure: portal, ARM or ``az``).
+    can_create_groups: bool
+
+    def create_group(
+        self, group_name: str, *, compatibility: str = "Backward", exist_ok: bool = True
+    ) -> SchemaGroup:
+        """Create a schema group. Raises ``ConfigurationError`` for an invalid name or mode, or
+        where the backend cannot create groups (``can_create_groups`` is False)."""
+        ...
 
     def register_schema(
         self, group_name: str, definition: str, *, name: str | None = None, format: str = "Avro"
@@ -156,6 +186,14 @@ class EventHub(Protocol):
     namespace: str
     name: str
 
+    @property
+    def clock(self) -> Callable[[], datetime] | None:
+        """What stamps enqueued times; None where the service stamps them (Azure Event Hubs).
+
+        Where it is not None it can be replaced: tests and the demo simulate a history so.
+        """
+        ...
+
     def partition_ids(self) -> list[str]:
         """The hub's partition ids."""
         ...
@@ -170,19 +208,6 @@ class EventHub(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
-
-
-@dataclass(frozen=True)
-class CaptureFile:
-    """A Capture archive in a lake: its path, what its path tells, and what changes when it does."""
-
-    path: str
-    size: int
-    version: str
-    namespace: str | None = None
-    eventhub: str | None = None
-    partition: str | None = None
-    window_start: datetime | None = None
 
 
 @runtime_checkable
@@ -225,3 +250,18 @@ class BackendParts:
     schema_group: str
     description: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+
+@runtime_checkable
+class BackendFactory(Protocol):
+    """A backend's ``factory`` module: what ``connect()`` loads by name.
+
+    ``OPTIONS`` names every keyword option ``create`` takes, so ``connect()`` refuses unknown
+    options up front with the list of known ones.
+    """
+
+    OPTIONS: tuple[str, ...]
+
+    def create(self, **options: Any) -> BackendParts:
+        """Build the backend's parts from keyword options."""
+        ...

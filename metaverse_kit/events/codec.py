@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import fastavro
 
-from metaverse_kit.errors import DecodeError, SchemaParseError
+from metaverse_kit.errors import DecodeError, FieldProblem, SchemaParseError, ValidationError
 from metaverse_kit.events.avro import AvroSchema
+from metaverse_kit.events.fastcheck import acceptor
 from metaverse_kit.events.validation import normalize
 
 __all__ = [
     "CONTENT_TYPE_PREFIX",
     "content_type_for",
     "decode_body",
+    "encode_bodies",
     "encode_body",
     "parsed_schema",
     "schema_id_from_content_type",
@@ -70,6 +73,56 @@ def encode_body(record: Any, definition: str, *, what: str = "record") -> bytes:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, parsed_schema(definition), explicit)
     return buf.getvalue()
+
+
+def encode_bodies(
+    records: Sequence[Any],
+    definition: str,
+    *,
+    what: str = "batch of events",
+    prefix: str = "events",
+) -> list[bytes]:
+    """Validate every record, then encode them all; one plain Avro body per record, in order.
+
+    Raises :class:`ValidationError` listing every problem of every record (paths start with
+    ``<prefix>[i]``; an empty ``prefix`` leaves them as they are) and encodes nothing then.
+    """
+    # PERF: the compiled acceptor recognises valid, explicit records (what the builders and
+    # readers produce) in a fraction of the time of the explaining check, which only runs on
+    # the others; all records then go through one fastavro writer into one buffer.
+    accepts = acceptor(definition)
+    avro = _avro_schema(definition)
+    explicit: list[Any] = []
+    problems: list[FieldProblem] = []
+    for i, record in enumerate(records):
+        if accepts(record):
+            explicit.append(record)
+            continue
+        try:
+            explicit.append(normalize(record, avro))
+        except ValidationError as exc:
+            head = f"{prefix}[{i}]" if prefix else ""
+            problems.extend(
+                FieldProblem(f"{head}.{p.path}" if head and p.path else head or p.path, p.message)
+                for p in exc.problems
+            )
+    if problems:
+        raise ValidationError(problems, what=what)
+    parsed = parsed_schema(definition)
+    buf = io.BytesIO()
+    write = fastavro.schemaless_writer
+    ends = []
+    for record in explicit:
+        write(buf, parsed, record)
+        ends.append(buf.tell())
+    data = buf.getbuffer()
+    bodies = []
+    start = 0
+    for end in ends:
+        bodies.append(bytes(data[start:end]))
+        start = end
+    del data
+    return bodies
 
 
 def decode_body(body: bytes, definition: str) -> Any:

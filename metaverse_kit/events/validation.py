@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from metaverse_kit.errors import FieldProblem, ValidationError
+from metaverse_kit.events import semantics
 from metaverse_kit.events.avro import AvroSchema
 
 __all__ = ["normalize", "validate"]
@@ -27,11 +28,13 @@ def validate(record: Any, schema: AvroSchema | str | dict) -> list[FieldProblem]
     """Return every problem that stops ``record`` from being written with ``schema``.
 
     An empty list means the record is valid. Paths look like
-    ``proposedSnapshot.aspects[1].owners[0].type``.
+    ``proposedSnapshot.aspects[1].owners[0].type``. Besides the Avro types, strings must be
+    text and URN fields URNs of their entity type (see :mod:`metaverse_kit.events.semantics`).
     """
+    avro = AvroSchema.of(schema)
     problems: list[FieldProblem] = []
-    _Checker(AvroSchema.of(schema), problems).value(record, AvroSchema.of(schema).root, "")
-    return problems
+    out = _Checker(avro, problems).value(record, avro.root, "")
+    return problems + semantics.problems(out, avro)
 
 
 def normalize(record: Any, schema: AvroSchema | str | dict, *, what: str = "record") -> Any:
@@ -42,6 +45,7 @@ def normalize(record: Any, schema: AvroSchema | str | dict, *, what: str = "reco
     avro = AvroSchema.of(schema)
     problems: list[FieldProblem] = []
     out = _Checker(avro, problems).value(record, avro.root, "")
+    problems += semantics.problems(out, avro)
     if problems:
         raise ValidationError(problems, what=what)
     return out

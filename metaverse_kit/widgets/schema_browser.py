@@ -313,9 +313,9 @@ class SchemaBrowser(WidgetController):
         self._names[group] = sorted(self.registry.list_schemas(group))
         mode = self._compatibility(group)
         info = f"compatibility: <b>{esc(mode)}</b>, {len(self._names[group])} schemas"
-        if not getattr(self.registry, "lists_all_schemas", True):
-            note = getattr(self.registry, "listing_note", None) or (
-                "This registry cannot list every schema of a group."
+        if not self.registry.lists_all_schemas:
+            note = (
+                self.registry.listing_note or "This registry cannot list every schema of a group."
             )
             info += f"<br><i>{esc(note)}</i>"
         self.group_info.value = info

@@ -20,15 +20,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from metaverse_kit.backends import declared_options
 from metaverse_kit.backends.azure.hub import AzureEventHub
 from metaverse_kit.backends.azure.lake import AzureLake
 from metaverse_kit.backends.azure.registry import AzureSchemaRegistry
 from metaverse_kit.backends.protocols import BackendParts, CaptureFile
 from metaverse_kit.config import azure_settings, default_workspace_path
 from metaverse_kit.errors import ConfigurationError
+from metaverse_kit.names import (
+    check_eventhub_name,
+    check_schema_group_name,
+    namespace_of_host,
+    path_segment,
+)
 from metaverse_kit.redact import redact
 
-__all__ = ["DEFAULT_SCHEMA_GROUP", "LazyDefaultCredential", "create", "lake_from_url"]
+__all__ = ["DEFAULT_SCHEMA_GROUP", "OPTIONS", "LazyDefaultCredential", "create", "lake_from_url"]
 
 #: The schema group used when neither an argument nor the configuration names one.
 DEFAULT_SCHEMA_GROUP = "metadata"
@@ -72,7 +79,7 @@ class LazyDefaultCredential:
 
 
 def _folder_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+    return path_segment(re.sub(r"[^A-Za-z0-9._-]", "_", text), what="local state folder name")
 
 
 class _NoLake:
@@ -156,6 +163,13 @@ def create(
     transport for the registry (tests). Raises :class:`ConfigurationError` when the
     namespace or event hub is not known.
     """
+    # NOTE: names are checked before anything is created or sent.
+    if fully_qualified_namespace is not None:
+        namespace_of_host(fully_qualified_namespace)
+    if eventhub is not None:
+        check_eventhub_name(eventhub)
+    if schema_group is not None:
+        check_schema_group_name(schema_group)
     settings = azure_settings(workspace=path)
     state_root = Path(path).expanduser() if path is not None else default_workspace_path()
     if state_root.exists() and not state_root.is_dir():
@@ -222,3 +236,7 @@ def create(
         },
         path=state,
     )
+
+
+#: The keyword options :func:`create` takes (``connect()`` refuses any other).
+OPTIONS = declared_options(create)

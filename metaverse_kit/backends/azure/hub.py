@@ -17,6 +17,7 @@ failed events.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from metaverse_kit.backends.azure._errors import translate_eventhub_error
@@ -100,6 +101,9 @@ class AzureEventHub:
     ``retry_backoff_factor`` and ``send_timeout`` (seconds, per batch) tune the SDK's retries.
     The client connects on first use and is closed by :meth:`close`.
     """
+
+    #: None: the service stamps enqueued times; no clock of ours can.
+    clock: Callable[[], datetime] | None = None
 
     def __init__(
         self,

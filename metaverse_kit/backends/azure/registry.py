@@ -29,8 +29,8 @@ from metaverse_kit.errors import (
     MetaverseError,
     SchemaNotFoundError,
 )
-from metaverse_kit.events.avro import AvroSchema
-from metaverse_kit.events.codec import parsed_schema
+from metaverse_kit.events.strict import schema_name
+from metaverse_kit.names import check_schema_group_name
 from metaverse_kit.redact import redact
 
 __all__ = ["API_VERSION", "LISTING_NOTE", "SCOPE", "AzureSchemaRegistry"]
@@ -62,6 +62,8 @@ class AzureSchemaRegistry:
     lists_all_schemas = False
     #: The sentence that says why the schema list may be incomplete.
     listing_note = LISTING_NOTE
+    #: False: groups are created in the portal, with ARM or with ``az`` (control plane).
+    can_create_groups = False
 
     def __init__(
         self,
@@ -167,18 +169,13 @@ class AzureSchemaRegistry:
     # -- schemas --------------------------------------------------------------------------------
 
     @staticmethod
-    def _name_of(definition: str, name: str | None, format: str) -> str:
+    def _name_of(group_name: str, definition: str, name: str | None, format: str) -> str:
+        # NOTE: checked here, before any request: the service's own refusal of an invalid
+        # definition or name is a 400 with a far less specific message.
         if format.lower() != "avro":
             raise ConfigurationError(f"Only Avro schemas are supported, not {format!r}")
-        if name is not None:
-            return name
-        parsed_schema(definition)  # raises SchemaParseError on invalid Avro
-        full_name = AvroSchema(definition).name
-        if full_name is None:
-            raise ConfigurationError(
-                "The definition has no name (not a record, enum or fixed); pass name=..."
-            )
-        return full_name
+        check_schema_group_name(group_name)
+        return schema_name(definition, name)
 
     def register_schema(
         self, group_name: str, definition: str, *, name: str | None = None, format: str = "Avro"
@@ -191,7 +188,7 @@ class AzureSchemaRegistry:
         """
         from azure.core.exceptions import HttpResponseError
 
-        name = self._name_of(definition, name, format)
+        name = self._name_of(group_name, definition, name, format)
         try:
             props = self._client.register_schema(group_name, name, definition, "Avro")
         except HttpResponseError as exc:
@@ -262,7 +259,7 @@ class AzureSchemaRegistry:
         self, group_name: str, definition: str, *, name: str | None = None, format: str = "Avro"
     ) -> SchemaProperties:
         """The properties of a registered definition. Raises :class:`SchemaNotFoundError`."""
-        name = self._name_of(definition, name, format)
+        name = self._name_of(group_name, definition, name, format)
         try:
             p = self._client.get_schema_properties(group_name, name, definition, "Avro")
         except Exception as exc:
@@ -313,6 +310,28 @@ class AzureSchemaRegistry:
                 "with `az eventhubs namespace schema-registry create`"
             )
         return SchemaGroup(group_name, "Unknown", "Avro")
+
+    def create_group(
+        self, group_name: str, *, compatibility: str = "Backward", exist_ok: bool = True
+    ) -> SchemaGroup:
+        """Return the group when it exists; Azure's data plane cannot create groups.
+
+        Raises :class:`ConfigurationError` saying how to create it (``can_create_groups`` is
+        False), or when it exists and ``exist_ok`` is false.
+        """
+        check_schema_group_name(group_name)
+        try:
+            group = self.get_group(group_name)
+        except SchemaNotFoundError:
+            raise ConfigurationError(
+                f"Schema group {group_name!r} does not exist and this toolkit cannot create it "
+                "(Schema Registry's data plane has no such operation): create it in the portal "
+                f"or with `az eventhubs namespace schema-registry create --name {group_name} "
+                f"--schema-compatibility {compatibility} --schema-type Avro ...`"
+            ) from None
+        if not exist_ok:
+            raise ConfigurationError(f"Schema group {group_name!r} already exists")
+        return group
 
     def list_schemas(self, group_name: str) -> list[str]:
         """The schema names this toolkit knows in a group, sorted (see :data:`LISTING_NOTE`).

@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from metaverse_kit._files import atomic_write, locked
+from metaverse_kit.backends import declared_options
 from metaverse_kit.backends.local.hub import LocalEventHub
 from metaverse_kit.backends.local.lake import LocalLake
 from metaverse_kit.backends.local.registry import LocalSchemaRegistry
 from metaverse_kit.backends.protocols import BackendParts
 from metaverse_kit.config import default_workspace_path
 from metaverse_kit.errors import ConfigurationError, SchemaNotFoundError
+from metaverse_kit.names import check_eventhub_name, check_namespace_name, check_schema_group_name
 
-__all__ = ["DEFAULTS", "create"]
+__all__ = ["DEFAULTS", "OPTIONS", "create"]
 
 #: Settings of a new workspace; the names mirror the Azure resources they stand for.
 DEFAULTS: dict[str, Any] = {
@@ -36,6 +38,17 @@ DEFAULTS: dict[str, Any] = {
     "schema_group": "metadata",
     "compatibility": "Backward",
 }
+
+
+def _check_names(settings: dict[str, Any], where: str) -> None:
+    """Refuse names Azure would refuse; they also become folder names in the lake."""
+    for key, check in (
+        ("namespace", check_namespace_name),
+        ("eventhub", check_eventhub_name),
+        ("schema_group", check_schema_group_name),
+    ):
+        if settings.get(key) is not None:
+            check(settings[key], what=f"{key} {where}")
 
 
 def _settings(path: Path, given: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +71,9 @@ def _settings(path: Path, given: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigurationError(
                     f"The workspace at {path} was created with other settings: {details}"
                 )
-            return {**DEFAULTS, **saved}
+            merged = {**DEFAULTS, **saved}
+            _check_names(merged, f"in {settings_path}")
+            return merged
         settings = {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
         atomic_write(settings_path, json.dumps(settings, indent=2, sort_keys=True).encode())
         return settings
@@ -82,22 +97,22 @@ def create(
     ``clock`` stamps enqueued times (tests and the demo use it to simulate a history).
     Raises :class:`ConfigurationError` when the options contradict an existing workspace.
     """
+    given = {
+        "namespace": namespace,
+        "eventhub": eventhub,
+        "partition_count": partition_count,
+        "window_seconds": window_seconds,
+        "codec": codec,
+        "schema_group": schema_group,
+        "compatibility": compatibility,
+    }
+    # NOTE: before the folder is made: a refused setting leaves nothing behind.
+    _check_names(given, "setting")
     root = Path(path).expanduser() if path is not None else default_workspace_path()
     if root.exists() and not root.is_dir():
         raise ConfigurationError(f"The workspace path {root} is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
-    settings = _settings(
-        root,
-        {
-            "namespace": namespace,
-            "eventhub": eventhub,
-            "partition_count": partition_count,
-            "window_seconds": window_seconds,
-            "codec": codec,
-            "schema_group": schema_group,
-            "compatibility": compatibility,
-        },
-    )
+    settings = _settings(root, given)
     registry = LocalSchemaRegistry(root / "registry")
     group = settings["schema_group"]
     try:
@@ -137,3 +152,7 @@ def create(
         },
         path=root,
     )
+
+
+#: The keyword options :func:`create` takes (``connect()`` refuses any other).
+OPTIONS = declared_options(create)

@@ -32,6 +32,7 @@ from metaverse_kit.capture import (
     format_enqueued_time,
 )
 from metaverse_kit.errors import ConfigurationError
+from metaverse_kit.names import path_segment
 
 __all__ = ["LocalEventHub", "partition_for_key"]
 
@@ -74,6 +75,9 @@ class LocalEventHub:
             )
         if codec not in ("null", "deflate"):
             raise ConfigurationError(f"codec must be 'null' or 'deflate', not {codec!r}")
+        # NOTE: both names become folders of every Capture path written; checked where used.
+        path_segment(namespace, what="namespace")
+        path_segment(eventhub, what="event hub name")
         self.lake_root = Path(lake_root)
         self.state_root = Path(state_root)
         self.namespace = namespace

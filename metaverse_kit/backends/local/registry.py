@@ -29,11 +29,10 @@ from metaverse_kit.errors import (
     ConfigurationError,
     IncompatibleSchemaError,
     SchemaNotFoundError,
-    SchemaParseError,
 )
-from metaverse_kit.events.avro import AvroSchema
-from metaverse_kit.events.codec import parsed_schema
 from metaverse_kit.events.compatibility import breaking_changes
+from metaverse_kit.events.strict import schema_name
+from metaverse_kit.names import check_schema_group_name, inside
 
 __all__ = ["LocalSchemaRegistry", "SdkClientAdapter"]
 
@@ -45,6 +44,13 @@ def _fingerprint(definition: str) -> str:
 
 class LocalSchemaRegistry:
     """A schema registry kept in ``<workspace>/registry`` (layout: see the module docstring)."""
+
+    #: True: the index lists every schema of every group.
+    lists_all_schemas = True
+    #: Nothing to say: the listing is complete.
+    listing_note = ""
+    #: True: :meth:`create_group` creates groups.
+    can_create_groups = True
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -106,8 +112,7 @@ class LocalSchemaRegistry:
                 f"Unknown compatibility mode {compatibility!r}: use one of "
                 f"{', '.join(COMPATIBILITY_MODES)}"
             )
-        if not group_name or "/" in group_name:
-            raise ConfigurationError(f"Invalid schema group name {group_name!r}")
+        check_schema_group_name(group_name)
         with locked(self._lock_path):
             index = self._read()
             group = index["groups"].get(group_name)
@@ -160,18 +165,7 @@ class LocalSchemaRegistry:
     def _check_definition(definition: str, name: str | None, format: str) -> tuple[str, str]:
         if format.lower() != "avro":
             raise ConfigurationError(f"Only Avro schemas are supported, not {format!r}")
-        if not isinstance(definition, str):
-            raise SchemaParseError("A schema definition is JSON text (a str); use json.dumps(...)")
-        avro = AvroSchema(definition)
-        parsed_schema(definition)  # raises SchemaParseError on anything fastavro refuses
-        full_name = avro.name
-        if name is None:
-            if full_name is None:
-                raise SchemaParseError(
-                    "The definition has no name (not a record, enum or fixed); pass name=..."
-                )
-            name = full_name
-        return name, _fingerprint(definition)
+        return schema_name(definition, name), _fingerprint(definition)
 
     def register_schema(
         self, group_name: str, definition: str, *, name: str | None = None, format: str = "Avro"
@@ -204,7 +198,9 @@ class LocalSchemaRegistry:
                         breaking=breaking,
                     )
             schema_id = uuid.uuid4().hex
-            atomic_write(self.root / "schemas" / f"{schema_id}.avsc", definition.encode("utf-8"))
+            atomic_write(
+                inside(self.root / "schemas", f"{schema_id}.avsc"), definition.encode("utf-8")
+            )
             group["schemas"][name] = [*versions, schema_id]
             index["ids"][schema_id] = {
                 "group": group_name,
@@ -218,7 +214,8 @@ class LocalSchemaRegistry:
         cached = self._definitions.get(schema_id)
         if cached is None:
             try:
-                cached = (self.root / "schemas" / f"{schema_id}.avsc").read_text("utf-8")
+                path = inside(self.root / "schemas", f"{schema_id}.avsc")
+                cached = path.read_text("utf-8")
             except FileNotFoundError:
                 raise SchemaNotFoundError(f"No schema with id {schema_id!r}") from None
             self._definitions[schema_id] = cached
