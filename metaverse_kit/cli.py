@@ -1,86 +1,144 @@
 """The ``metaverse`` command: set up a workspace, run the demo, manage schemas, emit, replay.
 
-Exit status: 0 on success; 2 on a user error (a one-line message, no traceback); 1 on anything
-unexpected. The workspace is ``--workspace PATH``, else ``$METAVERSE_HOME``, else ``./.metaverse``.
+Exit status: 0 on success; 2 on a user error (one line saying what to do, no traceback): a
+wrong argument, a bad input file, an invalid event or schema, a workspace that cannot be
+written (read-only, full disk, no permission); 1 on anything unexpected (with its traceback, for
+a bug report); 130 when interrupted. The workspace is ``--workspace PATH``, else
+``$METAVERSE_HOME``, else ``./.metaverse``; global options go before or after the subcommand.
+
+Adding a subcommand is one function registered with :func:`command`::
+
+    def _doctor_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--repair", action="store_true", help="...")
+
+    @command("doctor", "check the workspace for damage", _doctor_arguments)
+    def _doctor(args: argparse.Namespace) -> None:
+        with open_workspace(args) as ws:
+            ...
+
+Raise :class:`UsageError` (or any ``MetaverseError``) for what the user must fix; read input
+files with :func:`read_text`; ``OSError`` from the workspace is turned into one line by
+:func:`main`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from metaverse_kit.errors import MetaverseError
 
-__all__ = ["main"]
+__all__ = ["Subcommands", "UsageError", "command", "main", "open_workspace", "read_text"]
 
 
 class UsageError(MetaverseError):
-    """A command-line argument is wrong; the message says which and what was expected."""
+    """A command-line argument or input file is wrong; the message says which and what to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line saying what is wrong and where help is, then exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+@dataclass(frozen=True)
+class _Command:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None] | None
+    run: Callable[[argparse.Namespace], None]
+
+
+_COMMANDS: dict[str, _Command] = {}
+
+Runner = Callable[[argparse.Namespace], None]
+
+
+def command(
+    name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None
+) -> Callable[[Runner], Runner]:
+    """Register ``metaverse NAME``: ``arguments`` adds its options, the decorated function runs it.
+
+    The subcommand's parser already has the global options (``--workspace``); nested
+    subcommands get them from :func:`subcommands`.
+    """
+
+    def register(run: Runner) -> Runner:
+        _COMMANDS[name] = _Command(name, help, arguments, run)
+        return run
+
+    return register
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # NOTE: on subcommand parsers the default is SUPPRESS, so an option given before the
+    # subcommand is not overwritten by the subcommand parser's default.
+    parser.add_argument(
+        "--workspace",
+        metavar="PATH",
+        default=None if top else argparse.SUPPRESS,
+        help="local workspace folder (default: $METAVERSE_HOME or ./.metaverse)",
+    )
+
+
+class Subcommands:
+    """Nested subcommands (``schemas list``) whose parsers take the global options too."""
+
+    def __init__(self, parser: argparse.ArgumentParser, dest: str) -> None:
+        self._action = parser.add_subparsers(dest=dest, required=True, metavar=dest.upper())
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A subcommand's parser, with ``--workspace``; ``kwargs`` as argparse's."""
+        child: argparse.ArgumentParser = self._action.add_parser(name, **kwargs)
+        _global_options(child, top=False)
+        return child
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="metaverse",
         description="Metadata change events on Azure (or a local workspace), from the shell.",
     )
-    p.add_argument(
-        "--workspace",
-        metavar="PATH",
-        help="local workspace folder (default: $METAVERSE_HOME or ./.metaverse)",
-    )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    init = sub.add_parser("init", help="create the workspace and register the built-in schemas")
-    init.add_argument(
-        "--sample", action="store_true", help="also emit the sample history when the lake is empty"
-    )
-
-    demo = sub.add_parser("demo", help="the whole flow headless in a fresh workspace")
-    demo.add_argument(
-        "--path",
-        metavar="PATH",
-        help="where to create the demo workspace (default: a temporary folder)",
-    )
-
-    schemas = sub.add_parser("schemas", help="list, show or register schemas")
-    ssub = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ls = ssub.add_parser("list", help="groups, schemas and versions")
-    ls.add_argument("--group", help="only this schema group")
-    show = ssub.add_parser("show", help="a schema's definition and properties")
-    show.add_argument("schema", help="a schema id, or a schema name (with --group)")
-    show.add_argument("--group", help="schema group (default: the workspace's)")
-    show.add_argument("--version", type=int, help="version number (default: the latest)")
-    reg = ssub.add_parser("register", help="register an .avsc file as the next version")
-    reg.add_argument("file", type=Path)
-    reg.add_argument("--group", help="schema group (default: the workspace's)")
-
-    emit = sub.add_parser("emit", help="emit MCEs from a JSON file, or the example MCE")
-    src = emit.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--file", type=Path, help="one MCE or a list, as plain JSON or in Avro's JSON encoding"
-    )
-    src.add_argument(
-        "--example", action="store_true", help="the example CorpUser MCE of the original framework"
-    )
-
-    replay = sub.add_parser("replay", help="replay the lake into a Parquet file")
-    replay.add_argument("--since", help="ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
-    replay.add_argument("--until", help="ISO 8601 time")
-    replay.add_argument("--partition", action="append", help="partition id (repeatable)")
-    replay.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    _global_options(p, top=True)
+    sub = Subcommands(p, "command")
+    for c in _COMMANDS.values():
+        child = sub.add_parser(c.name, help=c.help)
+        if c.arguments is not None:
+            c.arguments(child)
     return p
 
 
-def _connect(args: argparse.Namespace) -> Any:
+# -- helpers for commands ------------------------------------------------------------------------
+
+
+def open_workspace(args: argparse.Namespace) -> Any:
+    """The workspace ``--workspace`` (or the default) names, opened (created when missing)."""
     from metaverse_kit.workspace import connect
 
     return connect(path=args.workspace) if args.workspace else connect()
+
+
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of an input file; :class:`UsageError` saying why it cannot be read."""
+    try:
+        return path.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{what} {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at position "
+            f"{exc.start}); save it as UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise UsageError(f"Cannot read {what} {path}: {_os_reason(exc)}") from exc
 
 
 def _print_receipts(receipts: Sequence[Any]) -> None:
@@ -91,10 +149,20 @@ def _print_receipts(receipts: Sequence[Any]) -> None:
         )
 
 
-def _cmd_init(args: argparse.Namespace) -> None:
+# -- init ----------------------------------------------------------------------------------------
+
+
+def _init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sample", action="store_true", help="also emit the sample history when the lake is empty"
+    )
+
+
+@command("init", "create the workspace and register the built-in schemas", _init_arguments)
+def _init(args: argparse.Namespace) -> None:
     from metaverse_kit.demo import emit_sample_history
 
-    with _connect(args) as ws:
+    with open_workspace(args) as ws:
         print(f"Workspace ready: {ws!r}")
         if args.sample:
             if ws.lake.list_files():
@@ -104,12 +172,24 @@ def _cmd_init(args: argparse.Namespace) -> None:
                 print(f"Sample history: {len(receipts)} events emitted.")
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
+# -- demo ----------------------------------------------------------------------------------------
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--path",
+        metavar="PATH",
+        help="where to create the demo workspace (default: a temporary folder)",
+    )
+
+
+@command("demo", "the whole flow headless in a fresh workspace", _demo_arguments)
+def _demo(args: argparse.Namespace) -> None:
     from metaverse_kit.demo import emit_sample_history, summary
     from metaverse_kit.workspace import connect
 
     path = Path(args.path) if args.path else Path(tempfile.mkdtemp(prefix="metaverse-demo-"))
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"The demo needs a new or empty folder; {path} has files in it")
     with connect("local", path=path) as ws:
         groups = ws.registry.list_groups()
@@ -126,8 +206,25 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         print(summary(table))
 
 
-def _cmd_schemas(args: argparse.Namespace) -> None:
-    with _connect(args) as ws:
+# -- schemas -------------------------------------------------------------------------------------
+
+
+def _schemas_arguments(p: argparse.ArgumentParser) -> None:
+    actions = Subcommands(p, "action")
+    ls = actions.add_parser("list", help="groups, schemas and versions")
+    ls.add_argument("--group", help="only this schema group")
+    show = actions.add_parser("show", help="a schema's definition and properties")
+    show.add_argument("schema", help="a schema id, or a schema name (with --group)")
+    show.add_argument("--group", help="schema group (default: the workspace's)")
+    show.add_argument("--version", type=int, help="version number (default: the latest)")
+    reg = actions.add_parser("register", help="register an .avsc file as the next version")
+    reg.add_argument("file", type=Path)
+    reg.add_argument("--group", help="schema group (default: the workspace's)")
+
+
+@command("schemas", "list, show or register schemas", _schemas_arguments)
+def _schemas(args: argparse.Namespace) -> None:
+    with open_workspace(args) as ws:
         registry = ws.registry
         if args.action == "list":
             for group in [args.group] if args.group else registry.list_groups():
@@ -145,10 +242,7 @@ def _cmd_schemas(args: argparse.Namespace) -> None:
             print(f"# {p.name} v{p.version} in group {p.group_name}, id {p.id}")
             print(json.dumps(json.loads(schema.definition), indent=2))
         else:
-            try:
-                text = args.file.read_text("utf-8")
-            except OSError as exc:
-                raise UsageError(f"Cannot read {args.file}: {exc.strerror}") from exc
+            text = read_text(args.file, "The schema file")
             props = registry.register_schema(args.group or ws.schema_group, text)
             print(
                 f"Registered {props.name} v{props.version} in group {props.group_name}: "
@@ -172,28 +266,69 @@ def _find_schema(registry: Any, key: str, group: str, version: int | None) -> An
     return registry.get_schema(group_name=group, name=key, version=version)
 
 
-def _cmd_emit(args: argparse.Namespace) -> None:
-    from metaverse_kit.events.aspects import example_mce
+# -- emit ----------------------------------------------------------------------------------------
+
+
+def _emit_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--file", type=Path, help="one MCE or a list, as plain JSON or in Avro's JSON encoding"
+    )
+    src.add_argument(
+        "--example", action="store_true", help="the example CorpUser MCE of the original framework"
+    )
+
+
+def _events_in(path: Path) -> list[Any]:
+    """The MCEs of an ``emit --file`` file: one JSON object, or a non-empty list of them."""
     from metaverse_kit.events.builtin import mce_definition
     from metaverse_kit.events.jsonform import from_json
 
-    with _connect(args) as ws:
-        if args.example:
-            records: list[Any] = [example_mce()]
-        else:
-            try:
-                data = json.loads(args.file.read_text("utf-8"))
-            except OSError as exc:
-                raise UsageError(f"Cannot read {args.file}: {exc.strerror}") from exc
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{args.file} is not valid JSON: {exc}") from exc
-            items = data if isinstance(data, list) else [data]
-            definition = mce_definition()
-            records = [from_json(item, definition) for item in items]
+    try:
+        data = json.loads(read_text(path, "The events file"))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from exc
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise UsageError(f"{path} holds an empty list: give one MCE (a JSON object) or a list")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            where = f"item {i} of {path}" if isinstance(data, list) else str(path)
+            raise UsageError(
+                f"{where} is a JSON {_json_kind(item)}, not an MCE: give one MCE (a JSON "
+                "object) or a list of them"
+            )
+    definition = mce_definition()
+    return [from_json(item, definition) for item in items]
+
+
+def _json_kind(value: Any) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "list"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+@command("emit", "emit MCEs from a JSON file, or the example MCE", _emit_arguments)
+def _emit(args: argparse.Namespace) -> None:
+    from metaverse_kit.events.aspects import example_mce
+
+    # NOTE: the file is read and checked before the workspace is opened (or created).
+    records = [example_mce()] if args.example else _events_in(args.file)
+    with open_workspace(args) as ws:
         _print_receipts(ws.emit(records if len(records) > 1 else records[0]))
 
 
-def _cmd_replay(args: argparse.Namespace) -> None:
+# -- replay --------------------------------------------------------------------------------------
+
+
+def _replay_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", help="ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
+    p.add_argument("--until", help="ISO 8601 time")
+    p.add_argument("--partition", action="append", help="partition id (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+
+
+@command("replay", "replay the lake into a Parquet file", _replay_arguments)
+def _replay(args: argparse.Namespace) -> None:
     import io
 
     import pyarrow.parquet as pq
@@ -203,7 +338,7 @@ def _cmd_replay(args: argparse.Namespace) -> None:
     out: Path = args.out
     if out.suffix.lower() != ".parquet":
         raise UsageError(f"--out must name a .parquet file, not {out}")
-    with _connect(args) as ws:
+    with open_workspace(args) as ws:
         table = ws.replay(args.since, args.until, args.partition)
 
         buf = io.BytesIO()
@@ -213,39 +348,69 @@ def _cmd_replay(args: argparse.Namespace) -> None:
         print(f"Wrote {table.num_rows} events to {out}")
 
 
-_COMMANDS = {
-    "init": _cmd_init,
-    "demo": _cmd_demo,
-    "schemas": _cmd_schemas,
-    "emit": _cmd_emit,
-    "replay": _cmd_replay,
+# -- running -------------------------------------------------------------------------------------
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space, or use another --workspace",
+    errno.EDQUOT: "the disk quota is used up: free some space, or use another --workspace",
+    errno.EROFS: "the file system is read-only: use a workspace you can write (--workspace PATH)",
+    errno.EACCES: "permission denied: use a folder you can write, or ask for access",
+    errno.EPERM: "operation not permitted: use a folder you can write, or ask for access",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.EEXIST: "it already exists",
+    errno.EFBIG: "the file is too large for this file system",
+    errno.ENAMETOOLONG: "the name is too long",
 }
 
 
+def _os_reason(exc: OSError) -> str:
+    return _OS_HINTS.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+
+
+def _os_error(exc: OSError, args: argparse.Namespace) -> str:
+    if exc.filename is not None:
+        where = str(exc.filename)
+    else:
+        from metaverse_kit.config import default_workspace_path
+
+        where = f"the workspace {args.workspace or default_workspace_path()}"
+    return f"Cannot use {where}: {_os_reason(exc)}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (see the module docstring)."""
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage line
         return 0 if exc.code == 0 else 2
+    name = args.command
     try:
-        _COMMANDS[args.command](args)
+        _COMMANDS[name].run(args)
     except MetaverseError as exc:
-        message = " ".join(line.strip() for line in str(exc).strip().splitlines())
-        print(f"metaverse {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        message = _one_line(str(exc))
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):  # output piped into head and closed early
+            sys.stderr.close()
+            return 0
+        message = _one_line(_os_error(exc, args))
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # output piped into head and closed early: not an error
-        sys.stderr.close()
-        return 0
     except Exception:  # anything unexpected keeps its traceback, for a bug report
         import traceback
 
         traceback.print_exc()
         return 1
-    return 0
+    else:
+        return 0
+    print(f"metaverse {name}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -88,6 +88,7 @@ class LocalSchemaRegistry:
         atomic_write(self._index_path, json.dumps(index, indent=1, sort_keys=True).encode())
 
     def _group(self, index: dict[str, Any], group_name: str) -> dict[str, Any]:
+        check_schema_group_name(group_name)
         try:
             return index["groups"][group_name]
         except KeyError:
