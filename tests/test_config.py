@@ -165,3 +165,20 @@ def test_importing_the_toolkit_and_the_azure_factory_imports_no_azure_sdk() -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_names_from_the_environment_or_a_config_file_follow_azure_rules(tmp_path: Path) -> None:
+    from metaverse_kit.config import azure_settings
+
+    with pytest.raises(mk.ConfigurationError, match=r"\$METAVERSE_EVENTHUB.*event hub name"):
+        azure_settings({"METAVERSE_EVENTHUB": "..", "METAVERSE_CONFIG": os.devnull})
+    with pytest.raises(mk.ConfigurationError, match=r"\$EVENTHUB"):
+        azure_settings({"EVENTHUB": "a b", "METAVERSE_CONFIG": os.devnull})
+    with pytest.raises(mk.ConfigurationError, match=r"\$METAVERSE_NAMESPACE.*6 to 50"):
+        azure_settings(
+            {"METAVERSE_NAMESPACE": "ab.servicebus.windows.net", "METAVERSE_CONFIG": os.devnull}
+        )
+    config = tmp_path / "config.toml"
+    config.write_text('[azure]\nschema_group = ".."\n')
+    with pytest.raises(mk.ConfigurationError, match=r"azure.schema_group \(in .*config.toml\)"):
+        azure_settings({"METAVERSE_CONFIG": str(config)})

@@ -78,3 +78,79 @@ def test_partition_key_of_mces_mcps_and_plain_records() -> None:
     assert partition_key_of(mk.example_mce()) == "urn:li:corpuser:datahub"
     assert partition_key_of({"entityUrn": "urn:li:tag:x"}) == "urn:li:tag:x"
     assert partition_key_of({"n": 1}) is None
+
+
+@pytest.mark.parametrize("given", ["x" * 10_000, b"bytes", 42, 4.2, None])
+def test_emit_refuses_what_is_not_an_event_or_a_list_of_events(
+    workspace: mk.Workspace, given: object
+) -> None:
+    with pytest.raises(TypeError, match=f"not {type(given).__name__}"):
+        workspace.emit(given)  # type: ignore[arg-type]
+    assert workspace.lake.list_files() == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "rule"),
+    [
+        ("namespace", "../../../../elsewhere", "namespace name"),
+        ("namespace", "short", "6 to 50 characters"),
+        ("namespace", "ends-with-", "ending with a letter or digit"),
+        ("namespace", "my-namespace-sb", "-sb"),
+        ("eventhub", "..", "event hub name"),
+        ("eventhub", "a/b", "event hub name"),
+        ("eventhub", "x" * 257, "1 to 256"),
+        ("schema_group", "..", "schema group name"),
+        ("schema_group", "a\x00b", "schema group name"),
+    ],
+)
+def test_names_break_no_azure_rule_and_nothing_is_written(
+    tmp_path: Path, option: str, value: str, rule: str
+) -> None:
+    with pytest.raises(mk.ConfigurationError, match=rule):
+        mk.connect(path=tmp_path / "w", **{option: value})
+    assert not (tmp_path / "w").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_a_workspace_file_edited_to_leave_the_workspace_is_refused(tmp_path: Path) -> None:
+    mk.connect(path=tmp_path / "w").close()
+    settings = json.loads((tmp_path / "w" / "workspace.json").read_text())
+    (tmp_path / "w" / "workspace.json").write_text(json.dumps({**settings, "eventhub": ".."}))
+    with pytest.raises(mk.ConfigurationError, match=r"eventhub in .*workspace\.json"):
+        mk.connect(path=tmp_path / "w")
+
+
+def test_the_hub_checks_the_names_it_builds_paths_from(tmp_path: Path) -> None:
+    from metaverse_kit.backends.local.hub import LocalEventHub
+
+    for namespace, eventhub in (("..", "e"), ("n", "a/b"), ("n", "")):
+        with pytest.raises(mk.ConfigurationError, match="folder name"):
+            LocalEventHub(
+                tmp_path / "lake", tmp_path / "hub", namespace=namespace, eventhub=eventhub
+            )
+
+
+def test_backends_declare_their_options_and_connect_checks_them(tmp_path: Path) -> None:
+    from metaverse_kit.backends.azure import factory as azure_factory
+    from metaverse_kit.backends.local import factory as local_factory
+
+    assert local_factory.OPTIONS[:2] == ("path", "namespace") and "clock" in local_factory.OPTIONS
+    assert "fully_qualified_namespace" in azure_factory.OPTIONS
+    with pytest.raises(mk.ConfigurationError, match="Unknown options colour, size for the local"):
+        mk.connect(path=tmp_path / "w", colour="blue", size=3)
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(mk.ConfigurationError, match="Unknown option lake for the local"):
+        mk.connect(path=tmp_path / "w", lake="abfss://x")
+
+
+def test_what_backends_can_do_is_part_of_the_contract(workspace: mk.Workspace) -> None:
+    from metaverse_kit.backends.azure.hub import AzureEventHub
+    from metaverse_kit.backends.azure.registry import AzureSchemaRegistry
+    from metaverse_kit.backends.protocols import EventHub, SchemaRegistry
+
+    assert isinstance(workspace.registry, SchemaRegistry) and isinstance(workspace.hub, EventHub)
+    assert workspace.registry.lists_all_schemas and workspace.registry.listing_note == ""
+    assert workspace.registry.can_create_groups and workspace.hub.clock is not None
+    assert workspace.registry.create_group("more").name == "more"
+    assert AzureSchemaRegistry.lists_all_schemas is False
+    assert AzureSchemaRegistry.can_create_groups is False and AzureEventHub.clock is None
