@@ -166,7 +166,9 @@ class Outbox:
                 path.unlink()
             return
         data = {"format": _FORMAT, "events": [e.to_obj() for e in entries]}
-        atomic_write(path, json.dumps(data, indent=1).encode("utf-8"))
+        # PERF: compact separators keep json on its C encoder (indent= falls back to Python, which
+        # took a quarter of a 100,000-event emit).
+        atomic_write(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
 
     @staticmethod
     def _failed(
