@@ -46,8 +46,9 @@ TARGET = 0.5
 
 def make_events(count: int, *, seed: int = 7) -> list[dict[str, Any]]:
     """``count`` built-in MCEs for datasets, made with the builders (deterministic)."""
-    import metaverse_kit as mk
     from replay import DATASETS, _aspects
+
+    import metaverse_kit as mk
 
     rng = random.Random(seed)
     return [
