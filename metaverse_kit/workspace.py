@@ -58,19 +58,24 @@ def connect(
 
 def _event_list(events: Any) -> list[Any]:
     """The events of a batch, or TypeError naming what was given instead of events."""
-    # NOTE: a str or bytes is iterable, and a long one used to be taken as a million "events".
-    if isinstance(events, (str, bytes, bytearray, memoryview, int, float, complex)) or not (
-        isinstance(events, Iterable)
+    # NOTE: a str or bytes is iterable, and a long one used to be taken as a million "events";
+    # a DataFrame iterates over its column names.
+    table = type(events).__name__ == "DataFrame"
+    if (
+        table
+        or isinstance(events, (str, bytes, bytearray, memoryview, int, float, complex))
+        or not isinstance(events, Iterable)
     ):
+        hint = "; pass df.to_dict('records') or use BatchEmitter" if table else ""
         raise TypeError(
             "emit() takes an event (a dict) or a list of events, not "
-            f"{type(events).__name__} {_preview(events)}"
+            f"{type(events).__name__} {_preview(events)}{hint}"
         )
     return list(events)
 
 
 def _preview(value: Any) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -89,6 +89,13 @@ def test_emit_refuses_what_is_not_an_event_or_a_list_of_events(
     assert workspace.lake.list_files() == []
 
 
+def test_emit_of_a_dataframe_says_how_to_emit_its_rows(workspace: mk.Workspace) -> None:
+    import pandas as pd
+
+    with pytest.raises(TypeError, match=r"not DataFrame .*to_dict\('records'\)"):
+        workspace.emit(pd.DataFrame({"urn": ["a"]}))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("option", "value", "rule"),
     [
