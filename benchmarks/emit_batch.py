@@ -143,15 +143,14 @@ def _run(kind: str, count: int) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _best(kind: str, count: int, repeat: int) -> dict[str, Any]:
-    return min((_run(kind, count) for _ in range(repeat)), key=lambda r: r["cpu"])
-
-
 def measure_batch(count: int, *, repeat: int = 2) -> list[str]:
-    """Run the three measurements and return the lines to print."""
-    base = _best("baseline", count, repeat)
-    encode = _best("encode", count, repeat)
-    emit = _best("emit", count, repeat)
+    """Run the three measurements (interleaved, best of ``repeat``); the lines to print."""
+    # NOTE: interleaved, so that a busy spell on a shared machine does not fall on one kind.
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "encode": [], "emit": []}
+    for _ in range(repeat):
+        for kind, found in runs.items():
+            found.append(_run(kind, count))
+    base, encode, emit = (min(runs[k], key=lambda r: r["cpu"]) for k in runs)
     rate = count / base["cpu"]
     lines = [
         f"batch emit of {count:,} built-in MCEs, one CPU, events per CPU second "

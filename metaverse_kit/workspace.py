@@ -8,7 +8,7 @@ the backends know only bytes, schemas and files.
 from __future__ import annotations
 
 import functools
-import uuid
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -77,6 +77,16 @@ def _event_list(events: Any) -> list[Any]:
 def _preview(value: Any) -> str:
     text = " ".join(repr(value).split())
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _message_ids(count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs as 32 hex digits, the form of ``uuid4().hex``."""
+    # PERF: one urandom call for the batch; uuid.uuid4() per event took 5 µs each.
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])
+    text = raw.hex()
+    return [text[i : i + 32] for i in range(0, 32 * count, 32)]
 
 
 def partition_key_of(record: Any) -> str | None:
@@ -272,10 +282,12 @@ class Workspace:
                 body=body,
                 content_type=content_type,
                 partition_key=partition_key or partition_key_of(record) or "",
-                message_id=uuid.uuid4().hex,
+                message_id=message_id,
                 properties=dict(properties or {}),
             )
-            for body, record in zip(bodies, items, strict=True)
+            for body, record, message_id in zip(
+                bodies, items, _message_ids(len(items)), strict=True
+            )
         ]
         # NOTE: through the outbox: written to disk before the send, removed once sent.
         return self.outbox.send(outgoing, schema_ids=[props.id] * len(outgoing))

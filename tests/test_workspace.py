@@ -161,3 +161,12 @@ def test_what_backends_can_do_is_part_of_the_contract(workspace: mk.Workspace) -
     assert workspace.registry.create_group("more").name == "more"
     assert AzureSchemaRegistry.lists_all_schemas is False
     assert AzureSchemaRegistry.can_create_groups is False and AzureEventHub.clock is None
+
+
+def test_every_event_gets_its_own_version_4_uuid_as_message_id(workspace: mk.Workspace) -> None:
+    import uuid
+
+    receipts = workspace.emit([mk.example_mce()] * 50)
+    ids = [r.message_id for r in receipts]
+    assert len(set(ids)) == 50
+    assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).hex == i for i in ids)
