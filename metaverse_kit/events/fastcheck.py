@@ -198,7 +198,7 @@ class _Compiler:
         return _fail
 
     def record(self, t: dict) -> Check:
-        fields = [(f["name"], self.node(f["type"], urn_rule(f))) for f in t["fields"]]
+        fields = [(f["name"], self.node(f["type"], urn_rule(f, t["name"]))) for f in t["fields"]]
         count = len(fields)
 
         def record(v: Any) -> None:

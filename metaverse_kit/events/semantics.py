@@ -27,7 +27,7 @@ from typing import Any
 
 from metaverse_kit.errors import FieldProblem
 from metaverse_kit.events.avro import AvroSchema
-from metaverse_kit.events.urns import InvalidUrnError, parse_dataset_urn, parse_urn
+from metaverse_kit.events.urns import SNAPSHOT_NAMES, InvalidUrnError, parse_dataset_urn, parse_urn
 
 __all__ = ["UrnRule", "problems", "string_problem", "urn_rule"]
 
@@ -81,8 +81,28 @@ def _urn_problem(rule: UrnRule, value: str) -> str | None:
     return None
 
 
-def urn_rule(field: Mapping[str, Any]) -> UrnRule | None:
-    """The URN rule a record field's DataHub annotations give, or None for a plain field."""
+def urn_rule(field: Mapping[str, Any], record: str | None = None) -> UrnRule | None:
+    """The URN rule a field of ``record`` (its full name) has, or None for a plain field.
+
+    The rule is what the field's DataHub annotations say; the ``urn`` of a snapshot record
+    (``<Entity>Snapshot``) holds URNs of that entity even where its annotation is generic.
+    """
+    rule = _annotated_rule(field)
+    generic = rule is None or rule.entity_types is None
+    if generic and record and record.endswith("Snapshot") and field.get("name") == "urn":
+        return UrnRule(frozenset({_snapshot_entity(record)}))
+    return rule
+
+
+def _snapshot_entity(record: str) -> str:
+    for entity_type, snapshot in SNAPSHOT_NAMES.items():
+        if snapshot == record:
+            return entity_type
+    short = record.rpartition(".")[2][: -len("Snapshot")]
+    return short[0].lower() + short[1:]
+
+
+def _annotated_rule(field: Mapping[str, Any]) -> UrnRule | None:
     typed = field.get("Urn")
     relationship = field.get("Relationship")
     types: set[str] = set()
@@ -160,7 +180,7 @@ class _Walker:
             for f in t["fields"]:
                 if f["name"] in v:
                     fpath = f"{path}.{f['name']}" if path else f["name"]
-                    self.value(v[f["name"]], f["type"], fpath, urn_rule(f))
+                    self.value(v[f["name"]], f["type"], fpath, urn_rule(f, t["name"]))
         elif kind == "array" and isinstance(v, list):
             for i, item in enumerate(v):
                 self.value(item, t["items"], f"{path}[{i}]", rule)

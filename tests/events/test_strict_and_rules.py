@@ -144,6 +144,15 @@ def test_urn_rules_come_from_datahubs_annotations() -> None:
     assert urn_rule(groups) == UrnRule(frozenset({"corpGroup"}))
 
 
+def test_a_snapshots_urn_is_of_its_entity_even_with_a_generic_annotation() -> None:
+    snapshot = "com.linkedin.pegasus2avro.metadata.snapshot.DataHubPolicySnapshot"
+    assert urn_rule({"name": "urn", "Urn": "Urn"}, snapshot) == UrnRule(
+        frozenset({"dataHubPolicy"})
+    )
+    assert urn_rule({"name": "urn"}, _SNAP + "CorpUserSnapshot") == UrnRule(frozenset({"corpuser"}))
+    assert urn_rule({"name": "urn"}, "x.Other") is None
+
+
 def test_the_snapshot_urn_must_be_of_the_snapshots_entity_type() -> None:
     good = mk.mce(DATASET, [a.status(False)])
     assert _problems(good) == []
