@@ -3,13 +3,17 @@
 Emitting a batch checks every event against its schema and against the text and URN rules of
 :mod:`metaverse_kit.events.semantics`. Walking the schema anew for each event (what
 :mod:`metaverse_kit.events.validation` does, to explain problems) costs twice the encoding
-itself, so :func:`acceptor` compiles a schema into nested closures, once, that answer one
-question per record: is it valid *and already in the form the encoder writes* (every field
-present, every union record a ``("full.Name", {...})`` tuple, every plain union value fitting
-exactly one branch)? Anything else, including every invalid record, gets "no", and the caller
-falls back to :func:`~metaverse_kit.events.validation.normalize`, which settles union branches,
-fills defaults and reports every problem with its path. So this module never decides what is
-valid on its own: it only recognises, quickly, records the full check would return unchanged.
+itself, so :func:`acceptor` compiles a schema, once, into Python functions (one per named type,
+with the checks of its fields written out inline) that answer one question per record: is it
+valid *and already in the form the encoder writes* (every field present, every union record a
+``("full.Name", {...})`` tuple, every plain union value fitting exactly one branch)? Anything
+else, including every invalid record, gets "no", and the caller falls back to
+:func:`~metaverse_kit.events.validation.normalize`, which settles union branches, fills
+defaults and reports every problem with its path. So this module never decides what is valid
+on its own: it only recognises, quickly, records the full check would return unchanged.
+
+The generated source is built from the schema only through :func:`repr` of names and constants
+passed in the functions' namespace, so a schema's text never becomes code.
 """
 
 from __future__ import annotations
@@ -24,16 +28,13 @@ from metaverse_kit.events.semantics import UrnRule, urn_rule
 
 __all__ = ["acceptor"]
 
-Check = Callable[[Any], None]
-
 
 class _No(Exception):
     """Raised inside a compiled check: the record is not valid-and-explicit."""
 
 
 _NO = _No()
-_INT = (-(2**31), 2**31 - 1)
-_LONG = (-(2**63), 2**63 - 1)
+_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _FLOAT_MAX = 3.4028235e38
 #: For a plain value in a union, the Avro kinds the full check could write it as.
 _KINDS_OF_TYPE: dict[type, tuple[str, ...]] = {
@@ -53,8 +54,7 @@ def acceptor(definition: str) -> Callable[[Any], bool]:
     True means :func:`~metaverse_kit.events.validation.normalize` would return the record
     unchanged and report nothing; False means "ask it". Compiled once per definition.
     """
-    avro = AvroSchema(definition)
-    root = _Compiler(avro).node(avro.root, None)
+    root = _Compiler(AvroSchema(definition)).compile()
 
     def accepts(record: Any) -> bool:
         try:
@@ -66,194 +66,183 @@ def acceptor(definition: str) -> Callable[[Any], bool]:
     return accepts
 
 
-def _fail(_: Any = None) -> None:
-    raise _NO
+def _utf8(v: str) -> bool:
+    """True when ``v`` (known not to be ASCII) can be written as UTF-8: no lone surrogate."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _urn_check(rule: UrnRule) -> tuple[dict[str, bool], Callable[[Any], None]]:
+    """A cache of URN verdicts for one rule, and the check that fills it."""
+    # PERF: a dict per rule; a batch repeats the same actors, owners and tags many times.
+    known: dict[str, bool] = {}
+    problem = rule.problem
+
+    def check(v: Any) -> None:
+        if type(v) is not str or "\x00" in v or (not v.isascii() and not _utf8(v)):
+            raise _NO
+        ok = problem(v) is None
+        if len(known) < 65536:
+            known[v] = ok
+        if not ok:
+            raise _NO
+
+    return known, check
 
 
 class _Compiler:
+    """Writes the source of one function per named type, then executes it once."""
+
     def __init__(self, avro: AvroSchema) -> None:
         self.avro = avro
-        self.named: dict[str, list[Check]] = {}
+        self.env: dict[str, Any] = {"NO": _NO, "isfinite": math.isfinite, "utf8": _utf8}
+        self.functions: dict[str, str] = {}
+        self.sources: list[str] = []
+        self.dispatch: list[dict[str, str]] = []
+        self.vars = 0
 
-    def node(self, t: Any, rule: UrnRule | None) -> Check:
+    def compile(self) -> Callable[[Any], None]:
+        root = self.avro.root
+        if isinstance(root, str) and root not in PRIMITIVES:
+            name = self.named(root)
+        else:
+            name = "root"
+            lines: list[str] = []
+            self.check(lines, "v", root, None, 1)
+            self.sources.append(self.function(name, lines))
+        # NOTE: names enter the source only as repr() literals; everything else is a constant.
+        exec("\n\n".join(self.sources), self.env)
+        for table in self.dispatch:
+            for branch, function in table.items():
+                table[branch] = self.env[function]
+        return self.env[name]
+
+    def const(self, value: Any) -> str:
+        name = f"c{len(self.env)}"
+        self.env[name] = value
+        return name
+
+    def var(self) -> str:
+        self.vars += 1
+        return f"x{self.vars}"
+
+    @staticmethod
+    def function(name: str, lines: list[str]) -> str:
+        return "\n".join([f"def {name}(v):", *lines, "    return None"])
+
+    def named(self, full: str) -> str:
+        """The name of the function checking the named type ``full`` (written on first use)."""
+        function = self.functions.get(full)
+        if function is None:
+            function = self.functions[full] = f"f{len(self.functions)}"
+            t = self.avro.resolve(full)
+            kind = self.avro.kind(t)
+            lines: list[str] = []
+            if kind == "record":
+                fields = t["fields"]
+                lines.append(f"    if type(v) is not dict or len(v) != {len(fields)}: raise NO")
+                for f in fields:
+                    x = self.var()
+                    lines.append(f"    {x} = v[{f['name']!r}]")
+                    self.check(lines, x, f["type"], urn_rule(f, full), 1)
+            elif kind == "enum":
+                symbols = self.const(frozenset(t["symbols"]))
+                lines.append(f"    if type(v) is not str or v not in {symbols}: raise NO")
+            elif kind == "fixed":
+                lines.append(f"    if type(v) is not bytes or len(v) != {int(t['size'])}: raise NO")
+            else:
+                lines.append("    raise NO")
+            self.sources.append(self.function(function, lines))
+        return function
+
+    def check(self, out: list[str], x: str, t: Any, rule: UrnRule | None, depth: int) -> None:
+        """Append the lines that raise NO unless variable ``x`` is valid-and-explicit for ``t``."""
+        pad = "    " * depth
         if isinstance(t, str) and t not in PRIMITIVES:
-            # NOTE: named types are records, enums and fixed: URN rules never reach inside
-            # them, so one compiled check per name serves every use (and recursion).
-            cell = self.named.get(t)
-            if cell is None:
-                cell = self.named[t] = []
-                cell.append(self.build(self.avro.resolve(t), None))
-            if cell:
-                return cell[0]
-            return lambda v: cell[0](v)
-        return self.build(self.avro.resolve(t), rule)
-
-    def build(self, t: Any, rule: UrnRule | None) -> Check:
+            # NOTE: URN rules never reach inside named types (records, enums, fixed).
+            out.append(f"{pad}{self.named(t)}({x})")
+            return
         if isinstance(t, list):
-            return self.union(t, rule)
+            self.union(out, x, t, rule, depth)
+            return
         kind = t if isinstance(t, str) else t["type"]
-        if kind in ("record", "error"):
-            return self.record(t)
-        if kind == "enum":
-            symbols = frozenset(t["symbols"])
-
-            def enum(v: Any) -> None:
-                if type(v) is not str or v not in symbols:
-                    raise _NO
-
-            return enum
         if kind == "array":
-            item = self.node(t["items"], rule)
+            y = self.var()
+            out.append(f"{pad}if type({x}) is not list: raise NO")
+            out.append(f"{pad}for {y} in {x}:")
+            self.check(out, y, t["items"], rule, depth + 1)
+        elif kind == "map":
+            k, y = self.var(), self.var()
+            out.append(f"{pad}if type({x}) is not dict: raise NO")
+            out.append(f"{pad}for {k}, {y} in {x}.items():")
+            out.append(
+                f"{pad}    if type({k}) is not str or '\\x00' in {k} or "
+                f"(not {k}.isascii() and not utf8({k})): raise NO"
+            )
+            self.check(out, y, t["values"], None, depth + 1)
+        elif kind == "string" and rule is not None:
+            known, slow = _urn_check(rule)
+            out.append(f"{pad}if {self.const(known)}.get({x}) is not True: {self.const(slow)}({x})")
+        elif kind == "string":
+            out.append(
+                f"{pad}if type({x}) is not str or '\\x00' in {x} or "
+                f"(not {x}.isascii() and not utf8({x})): raise NO"
+            )
+        elif kind == "null":
+            out.append(f"{pad}if {x} is not None: raise NO")
+        elif kind == "boolean":
+            out.append(f"{pad}if type({x}) is not bool: raise NO")
+        elif kind in _RANGES:
+            lo, hi = _RANGES[kind]
+            out.append(f"{pad}if type({x}) is not int or not {lo} <= {x} <= {hi}: raise NO")
+        elif kind == "double":
+            out.append(f"{pad}if type({x}) is not float and type({x}) is not int: raise NO")
+        elif kind == "float":
+            out.append(f"{pad}if type({x}) is float:")
+            out.append(f"{pad}    if isfinite({x}) and abs({x}) > {_FLOAT_MAX!r}: raise NO")
+            out.append(f"{pad}elif type({x}) is not int: raise NO")
+        elif kind == "bytes":
+            out.append(f"{pad}if type({x}) is not bytes and type({x}) is not bytearray: raise NO")
+        else:
+            out.append(f"{pad}raise NO")
 
-            def array(v: Any) -> None:
-                if type(v) is not list:
-                    raise _NO
-                for x in v:
-                    item(x)
-
-            return array
-        if kind == "map":
-            value = self.node(t["values"], None)
-
-            def mapping(v: Any) -> None:
-                if type(v) is not dict:
-                    raise _NO
-                for k, x in v.items():
-                    if type(k) is not str:
-                        raise _NO
-                    _text(k)
-                    value(x)
-
-            return mapping
-        if kind == "fixed":
-            size = t["size"]
-
-            def fixed(v: Any) -> None:
-                if type(v) is not bytes or len(v) != size:
-                    raise _NO
-
-            return fixed
-        return self.primitive(kind, rule)
-
-    def primitive(self, kind: str, rule: UrnRule | None) -> Check:
-        if kind == "string":
-            if rule is None:
-                return _string
-            problem = rule.problem
-            # PERF: a dict per rule beats the shared LRU cache's hashing of the rule each time.
-            known: dict[str, bool] = {}
-
-            def urn(v: Any) -> None:
-                ok = known.get(v)
-                if ok is None:
-                    _string(v)
-                    ok = problem(v) is None
-                    if len(known) < 65536:
-                        known[v] = ok
-                if not ok:
-                    raise _NO
-
-            return urn
-        if kind == "null":
-
-            def null(v: Any) -> None:
-                if v is not None:
-                    raise _NO
-
-            return null
-        if kind == "boolean":
-
-            def boolean(v: Any) -> None:
-                if type(v) is not bool:
-                    raise _NO
-
-            return boolean
-        if kind in ("int", "long"):
-            lo, hi = _INT if kind == "int" else _LONG
-
-            def integer(v: Any) -> None:
-                if type(v) is not int or not lo <= v <= hi:
-                    raise _NO
-
-            return integer
-        if kind in ("float", "double"):
-            limit = _FLOAT_MAX if kind == "float" else math.inf
-
-            def number(v: Any) -> None:
-                tv = type(v)
-                if tv is float:
-                    if math.isfinite(v) and abs(v) > limit:
-                        raise _NO
-                elif tv is not int:
-                    raise _NO
-
-            return number
-        if kind == "bytes":
-
-            def raw(v: Any) -> None:
-                if type(v) is not bytes and type(v) is not bytearray:
-                    raise _NO
-
-            return raw
-        return _fail
-
-    def record(self, t: dict) -> Check:
-        fields = [(f["name"], self.node(f["type"], urn_rule(f, t["name"]))) for f in t["fields"]]
-        count = len(fields)
-
-        def record(v: Any) -> None:
-            if type(v) is not dict or len(v) != count:
-                raise _NO
-            for name, check in fields:
-                check(v[name])
-
-        return record
-
-    def union(self, branches: list, rule: UrnRule | None) -> Check:
+    def union(
+        self, out: list[str], x: str, branches: list, rule: UrnRule | None, depth: int
+    ) -> None:
         avro = self.avro
-        has_null = "null" in branches
-        records: dict[str, Check] = {}
+        pad = "    " * depth
         by_kind: dict[str, list[Any]] = {}
         for b in branches:
-            kind = avro.kind(b)
-            by_kind.setdefault(kind, []).append(b)
-            if kind == "record":
-                records[avro.branch_name(avro.resolve(b))] = self.node(b, None)
-        plain: dict[type, Check] = {}
+            by_kind.setdefault(avro.kind(b), []).append(b)
+        records = {
+            avro.branch_name(avro.resolve(b)): self.named(b) for b in by_kind.get("record", [])
+        }
+        others = [b for b in branches if b != "null"]
+        if "null" in branches and len(others) == 1 and not records:
+            # NOTE: the common ["null", T]: a plain value has one branch it can be in.
+            out.append(f"{pad}if {x} is not None:")
+            self.check(out, x, others[0], rule, depth + 1)
+            return
+        out.append(f"{pad}if {x} is None:")
+        out.append(f"{pad}    {'pass' if 'null' in branches else 'raise NO'}")
+        if records:
+            table: dict[str, str] = dict(records)
+            self.dispatch.append(table)
+            out.append(f"{pad}elif type({x}) is tuple:")
+            out.append(f"{pad}    if len({x}) != 2: raise NO")
+            out.append(f"{pad}    {self.const(table)}[{x}[0]]({x}[1])")
+        plain: dict[type, Any] = {}
         for py_type, kinds in _KINDS_OF_TYPE.items():
             fits = [b for k in kinds for b in by_kind.get(k, [])]
             if len(fits) == 1:
-                plain[py_type] = self.node(fits[0], rule)
+                plain[py_type] = fits[0]
         if len(by_kind.get("map", [])) == 1 and not records:
-            plain[dict] = self.node(by_kind["map"][0], None)
-
-        def union(v: Any) -> None:
-            if v is None:
-                if not has_null:
-                    raise _NO
-                return
-            tv = type(v)
-            if tv is tuple:
-                if len(v) != 2:
-                    raise _NO
-                records[v[0]](v[1])
-                return
-            plain[tv](v)
-
-        return union
-
-
-def _text(v: str) -> None:
-    if "\x00" in v:
-        raise _NO
-    if not v.isascii():
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _NO from None
-
-
-def _string(v: Any) -> None:
-    if type(v) is not str:
-        raise _NO
-    _text(v)
+            plain[dict] = by_kind["map"][0]
+        for py_type, branch in plain.items():
+            out.append(f"{pad}elif type({x}) is {py_type.__name__}:")
+            self.check(out, x, branch, rule, depth + 1)
+        out.append(f"{pad}else:")
+        out.append(f"{pad}    raise NO")

@@ -291,3 +291,93 @@ def test_encode_bodies_reports_every_problem_of_every_event_with_its_index() -> 
         "events[1].proposedSnapshot.urn",
         "events[2].proposedSnapshot.urn",
     ]
+
+
+KINDS = {
+    "type": "record",
+    "name": "Node",
+    "namespace": "t",
+    "fields": [
+        {"name": "i", "type": "int"},
+        {"name": "l", "type": "long"},
+        {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"},
+        {"name": "b", "type": "boolean"},
+        {"name": "s", "type": "string"},
+        {"name": "raw", "type": "bytes"},
+        {"name": "fx", "type": {"type": "fixed", "name": "F", "size": 2}},
+        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
+        {"name": "m", "type": {"type": "map", "values": ["null", "long"]}},
+        {"name": "u", "type": ["null", "string", "long", {"type": "array", "items": "E"}]},
+        {"name": "amb", "type": ["null", "int", "long"]},
+        {"name": "owner", "type": "string", "Urn": "Urn"},
+        {"name": "next", "type": ["null", "Node"]},
+    ],
+}
+
+
+def _node(rng: random.Random, depth: int = 0) -> dict:
+    return {
+        "i": rng.randrange(-5, 5),
+        "l": rng.randrange(-(2**40), 2**40),
+        "f": rng.random(),
+        "d": rng.choice([1, 2.5]),
+        "b": rng.random() < 0.5,
+        "s": rng.choice(["x", "é", "日本"]),
+        "raw": b"\x00\xff",
+        "fx": b"ab",
+        "e": rng.choice(["A", "B"]),
+        "m": {"k": rng.choice([None, 3])},
+        "u": rng.choice([None, "s", 7, ["A", "B"]]),
+        "amb": None,
+        "owner": "urn:li:corpuser:x",
+        "next": ("t.Node", _node(rng, depth + 1)) if depth < 2 and rng.random() < 0.5 else None,
+    }
+
+
+_BREAK = [
+    ("i", 2**31),
+    ("i", True),
+    ("l", 1.0),
+    ("f", 1e39),
+    ("f", "1"),
+    ("d", None),
+    ("b", 1),
+    ("s", "a\x00"),
+    ("s", "\ud800"),
+    ("raw", "x"),
+    ("fx", b"abc"),
+    ("e", "C"),
+    ("m", {"k\x00": 1}),
+    ("m", {"k": "v"}),
+    ("u", ["C"]),
+    ("u", 1.5),
+    ("amb", 3),  # fits int and long: the full check settles it, the fast one says "ask"
+    ("owner", "nobody"),
+    ("next", {"i": 1}),
+    ("next", ("t.Other", {})),
+]
+
+
+def test_the_fast_check_agrees_with_the_full_one_on_every_avro_kind() -> None:
+    definition = json.dumps(KINDS)
+    accepts = acceptor(definition)
+    rng = random.Random(5)
+    for _ in range(40):
+        node = _node(rng)
+        assert accepts(node) and normalize(node, definition) == node
+        for key, value in _BREAK:
+            broken = {**node, key: value}
+            assert not accepts(broken), (key, value)
+            try:
+                normalize(broken, definition)
+            except mk.ValidationError:
+                continue
+            assert key == "amb"
+
+
+def test_schemas_whose_root_is_not_a_record_compile_too() -> None:
+    array = acceptor(json.dumps({"type": "array", "items": "int"}))
+    assert array([1, 2]) and not array(["x"]) and not array("12")
+    union = acceptor(json.dumps(["null", "string"]))
+    assert union(None) and union("x") and not union(1) and not union("a\x00")
