@@ -74,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--until", help="ISO 8601 time")
     replay.add_argument("--partition", action="append", help="partition id (repeatable)")
     replay.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the local workspace: damaged files, crash leftovers, a stuck journal, outbox",
+    )
+    doctor.add_argument(
+        "--repair",
+        action="store_true",
+        help="keep the intact blocks of damaged files (the originals go to quarantine/), roll "
+        "back a killed send, delete crash leftovers",
+    )
     return p
 
 
@@ -213,12 +224,35 @@ def _cmd_replay(args: argparse.Namespace) -> None:
         print(f"Wrote {table.num_rows} events to {out}")
 
 
+def _cmd_doctor(args: argparse.Namespace) -> None:
+    """Exit 0 when nothing needs attention, 2 (one line on stderr) when something does."""
+    from metaverse_kit.backends.local.doctor import LocalDoctor
+    from metaverse_kit.config import default_workspace_path
+
+    doctor = LocalDoctor(Path(args.workspace) if args.workspace else default_workspace_path())
+    if args.repair:
+        for action in doctor.repair():
+            print(f"repaired: {action}")
+    findings = doctor.check()
+    for finding in findings:
+        print(finding)
+    problems = [f for f in findings if f.severity != "info"]
+    if problems:
+        fixable = sum(f.repairable for f in problems)
+        hint = (
+            f"; `metaverse doctor --repair` fixes {fixable}" if fixable and not args.repair else ""
+        )
+        raise UsageError(f"{len(problems)} problem(s) in {doctor.root} need attention{hint}")
+    print(f"The workspace {doctor.root} is healthy.")
+
+
 _COMMANDS = {
     "init": _cmd_init,
     "demo": _cmd_demo,
     "schemas": _cmd_schemas,
     "emit": _cmd_emit,
     "replay": _cmd_replay,
+    "doctor": _cmd_doctor,
 }
 
 
