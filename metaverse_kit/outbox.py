@@ -9,6 +9,11 @@ retry sends it again with the same message id, which replay recognises as a dupl
 
 While a batch is being sent, its process holds an exclusive lock on ``<batch>.lock``, so a
 retry in another process or notebook skips it instead of sending it twice.
+
+A retry may send an event long after it was emitted, after newer writes of the same aspect
+reached the lake. History keeps the newer value (it orders writes by their emit time, see
+``history.questions``), and :meth:`Outbox.retry` says so with a
+:class:`~metaverse_kit.errors.LateEventWarning` naming each such event.
 """
 
 from __future__ import annotations
@@ -21,20 +26,26 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from metaverse_kit._files import atomic_write
-from metaverse_kit.backends.protocols import EventHub, OutgoingEvent, Receipt
-from metaverse_kit.errors import ConfigurationError, EmitError, ServiceError
+from metaverse_kit._files import atomic_write, writing
+from metaverse_kit.backends.protocols import EventHub, OutgoingEvent, Receipt, SchemaRegistry
+from metaverse_kit.capture import EMITTED_TIME_PROPERTY
+from metaverse_kit.errors import ConfigurationError, EmitError, LateEventWarning, ServiceError
 from metaverse_kit.redact import redact
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["Outbox", "OutboxEntry"]
 
 _FORMAT = 1
+_END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -131,11 +142,22 @@ class Outbox:
     """The events of a workspace that were not (or not yet) taken by its event hub.
 
     ``folder`` holds one JSON file per emitted batch; ``hub`` is the event hub retries go to.
+    ``history`` (a function returning the replayed events table) and ``registry`` let
+    :meth:`retry` warn about events older than a write already in the lake.
     """
 
-    def __init__(self, folder: str | Path, hub: EventHub) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        hub: EventHub,
+        *,
+        history: Callable[[], pa.Table] | None = None,
+        registry: SchemaRegistry | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.hub = hub
+        self._history = history
+        self._registry = registry
 
     def __repr__(self) -> str:
         return f"<Outbox {self.folder}: {len(self)} events>"
@@ -212,7 +234,8 @@ class Outbox:
         """
         if not events:
             return []
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with writing(self.folder.parent):
+            self.folder.mkdir(parents=True, exist_ok=True)
         now = datetime.now(UTC)
         batch = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         path = self.folder / f"{batch}.json"
@@ -254,9 +277,12 @@ class Outbox:
 
         Batches another process is sending right now are skipped. Returns the receipts of the
         events sent; raises :class:`EmitError` whose ``failures`` index the attempted events in
-        the order of :meth:`list`, and which carries the receipts of those sent.
+        the order of :meth:`list`, and which carries the receipts of those sent. Warns with
+        :class:`LateEventWarning` for each event older than a write of the same aspect already
+        in the lake: it is sent all the same, and history keeps the newer write.
         """
         wanted = None if message_ids is None else set(message_ids)
+        self._warn_late([e for e in self.list() if wanted is None or e.message_id in wanted])
         all_receipts: list[Receipt] = []
         all_failures: list[tuple[int, BaseException]] = []
         attempted = 0
@@ -299,3 +325,100 @@ class Outbox:
                     dropped += len(entries) - len(kept)
                     self._write(path, kept)
         return dropped
+
+    # -- late retries ---------------------------------------------------------------------------
+
+    def _warn_late(self, entries: Sequence[OutboxEntry]) -> None:
+        """Warn about the entries older than a write of the same (urn, aspect) in the lake."""
+        stamped = [e for e in entries if isinstance(e.properties.get(EMITTED_TIME_PROPERTY), int)]
+        if not stamped or self._history is None or self._registry is None:
+            return
+        import pyarrow.compute as pc
+
+        from metaverse_kit.history.questions import HistoryInputError, aspects, state_as_of
+
+        try:
+            pending = aspects(self._as_events(stamped))
+            if not pending.num_rows:
+                return
+            # NOTE: the last write of each aspect in history's order is the newest one made.
+            latest = state_as_of(self._history(), _END_OF_TIME, include_removed=True)
+        except HistoryInputError:
+            return  # not MCEs: no aspects to compare
+        latest = latest.filter(pc.is_in(latest.column("urn"), value_set=pending.column("urn")))
+        newest = {
+            (urn, aspect): emitted or enqueued
+            for urn, aspect, emitted, enqueued in zip(
+                latest.column("urn").to_pylist(),
+                latest.column("aspect").to_pylist(),
+                latest.column("emitted_time").to_pylist(),
+                latest.column("enqueued_time").to_pylist(),
+                strict=True,
+            )
+        }
+        late = []
+        for urn, aspect, emitted, message_id in zip(
+            pending.column("urn").to_pylist(),
+            pending.column("aspect").to_pylist(),
+            pending.column("emitted_time").to_pylist(),
+            pending.column("message_id").to_pylist(),
+            strict=True,
+        ):
+            newer = newest.get((urn, aspect))
+            if newer is not None and emitted is not None and newer > emitted:
+                late.append(
+                    f"{message_id} ({aspect} of {urn}, emitted {emitted:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+                    + f" UTC; the lake has a write made {newer:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+                    + " UTC)"
+                )
+        if late:
+            shown = "; ".join(late[:5]) + (f"; and {len(late) - 5} more" if len(late) > 5 else "")
+            warnings.warn(
+                LateEventWarning(
+                    f"{len(late)} retried event(s) are older than a write of the same aspect "
+                    f"already in the lake: {shown}. They are sent; history keeps the newer "
+                    "writes and audit_trail() marks these late=True"
+                ),
+                stacklevel=3,
+            )
+
+    def _as_events(self, entries: Sequence[OutboxEntry]) -> pa.Table:
+        """The entries as an events table (as replay makes them), to ask history questions of."""
+        from metaverse_kit.capture import append_events, format_enqueued_time
+        from metaverse_kit.events.builtin import mce_definition
+        from metaverse_kit.history.replay import PayloadSchema, decode_capture_file
+
+        registry = self._registry
+        assert registry is not None
+        now = datetime.now(UTC)
+        data = append_events(
+            None,
+            [
+                {
+                    "SequenceNumber": i,
+                    "Offset": "0",
+                    "EnqueuedTimeUtc": format_enqueued_time(now),
+                    "SystemProperties": {
+                        "x-opt-enqueued-time": round(now.timestamp() * 1000),
+                        "content-type": e.content_type,
+                        "message-id": e.message_id,
+                    },
+                    "Properties": dict(e.properties),
+                    "Body": e.body,
+                }
+                for i, e in enumerate(entries)
+            ],
+        )
+
+        def lookup(schema_id: str) -> str | None:
+            try:
+                return registry.get_schema(schema_id).definition
+            except Exception:  # an unknown id: the event decodes to an error row, no aspect
+                return None
+
+        import pyarrow as pa
+
+        batch = decode_capture_file(
+            data, payload=PayloadSchema(mce_definition()), schemas=lookup, path="the outbox"
+        )
+        return pa.Table.from_batches([batch])
