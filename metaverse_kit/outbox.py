@@ -116,7 +116,8 @@ def _batch_lock(path: Path, *, wait: bool) -> Iterator[bool]:
     file that is at ``path`` now, not on one a finished holder removed.
     """
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(path.parent):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -346,28 +347,18 @@ class Outbox:
         except HistoryInputError:
             return  # not MCEs: no aspects to compare
         latest = latest.filter(pc.is_in(latest.column("urn"), value_set=pending.column("urn")))
+        columns = ["urn", "aspect", "emitted_time", "enqueued_time"]
         newest = {
-            (urn, aspect): emitted or enqueued
-            for urn, aspect, emitted, enqueued in zip(
-                latest.column("urn").to_pylist(),
-                latest.column("aspect").to_pylist(),
-                latest.column("emitted_time").to_pylist(),
-                latest.column("enqueued_time").to_pylist(),
-                strict=True,
-            )
+            (r["urn"], r["aspect"]): r["emitted_time"] or r["enqueued_time"]
+            for r in latest.select(columns).to_pylist()
         }
         late = []
-        for urn, aspect, emitted, message_id in zip(
-            pending.column("urn").to_pylist(),
-            pending.column("aspect").to_pylist(),
-            pending.column("emitted_time").to_pylist(),
-            pending.column("message_id").to_pylist(),
-            strict=True,
-        ):
-            newer = newest.get((urn, aspect))
+        for r in pending.select([*columns[:3], "message_id"]).to_pylist():
+            newer, emitted = newest.get((r["urn"], r["aspect"])), r["emitted_time"]
             if newer is not None and emitted is not None and newer > emitted:
                 late.append(
-                    f"{message_id} ({aspect} of {urn}, emitted {emitted:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+                    f"{r['message_id']} ({r['aspect']} of {r['urn']}, emitted "
+                    f"{emitted:%Y-%m-%d %H:%M:%S.%f}"[:-3]
                     + f" UTC; the lake has a write made {newer:%Y-%m-%d %H:%M:%S.%f}"[:-3]
                     + " UTC)"
                 )
