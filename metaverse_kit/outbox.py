@@ -22,6 +22,7 @@ import base64
 import builtins
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import time
@@ -75,17 +76,13 @@ class OutboxEntry:
 
     def to_obj(self) -> dict[str, Any]:
         """The JSON form kept on disk."""
-        return {
-            "message_id": self.message_id,
-            "schema_id": self.schema_id,
-            "content_type": self.content_type,
-            "partition_key": self.partition_key,
-            "body": base64.b64encode(self.body).decode("ascii"),
-            "properties": self.properties,
-            "created": self.created.isoformat(),
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-        }
+        return _obj(
+            self.event(),
+            self.schema_id,
+            self.created.isoformat(),
+            attempts=self.attempts,
+            last_error=self.last_error,
+        )
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any], *, batch: str) -> OutboxEntry:
@@ -102,6 +99,28 @@ class OutboxEntry:
             last_error=obj.get("last_error"),
             batch=batch,
         )
+
+
+def _obj(
+    event: OutgoingEvent,
+    schema_id: str,
+    created: str,
+    *,
+    attempts: int = 0,
+    last_error: str | None = None,
+) -> dict[str, Any]:
+    """The JSON form of one outbox entry."""
+    return {
+        "message_id": event.message_id,
+        "schema_id": schema_id,
+        "content_type": event.content_type,
+        "partition_key": event.partition_key,
+        "body": base64.b64encode(event.body).decode("ascii"),
+        "properties": dict(event.properties),
+        "created": created,
+        "attempts": attempts,
+        "last_error": last_error,
+    }
 
 
 def _describe(exc: BaseException) -> str:
@@ -183,13 +202,18 @@ class Outbox:
             raise ConfigurationError(f"The outbox file {path} is not valid JSON: {exc}") from exc
         return [OutboxEntry.from_obj(e, batch=path.stem) for e in data.get("events", [])]
 
-    def _write(self, path: Path, entries: Sequence[OutboxEntry]) -> None:
+    def _write(self, path: Path, entries: Sequence[OutboxEntry], *, durable: bool = True) -> None:
         if not entries:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return
-        data = {"format": _FORMAT, "events": [e.to_obj() for e in entries]}
-        atomic_write(path, json.dumps(data, indent=1).encode("utf-8"))
+        self._dump(path, [e.to_obj() for e in entries], durable=durable)
+
+    @staticmethod
+    def _dump(path: Path, objs: builtins.list[dict[str, Any]], *, durable: bool) -> None:
+        # PERF: compact JSON goes through the json module's C encoder (indent does not).
+        data = json.dumps({"format": _FORMAT, "events": objs}, separators=(",", ":"))
+        atomic_write(path, data.encode("utf-8"), durable=durable)
 
     @staticmethod
     def _failed(
@@ -202,23 +226,30 @@ class Outbox:
         ]
 
     def _send(
-        self, path: Path, entries: list[OutboxEntry], *, keep: Sequence[OutboxEntry] = ()
+        self,
+        path: Path,
+        events: Sequence[OutgoingEvent],
+        schema_ids: Sequence[str],
+        entries: Callable[[], builtins.list[OutboxEntry]],
+        *,
+        keep: Sequence[OutboxEntry] = (),
     ) -> tuple[list[Receipt], dict[int, BaseException]]:
-        """Send ``entries`` (on disk at ``path``, lock held); keep ``keep`` and what failed."""
+        """Send ``events`` (on disk at ``path``, lock held); keep ``keep`` and what failed.
+
+        ``entries`` makes the outbox entries of ``events``, needed only when some fail.
+        """
         try:
-            receipts = self.hub.send(
-                [e.event() for e in entries], schema_ids=[e.schema_id for e in entries]
-            )
+            receipts = self.hub.send(events, schema_ids=schema_ids)
         except EmitError as exc:
             failures = {i: error for i, error in exc.failures}
-            self._write(path, [*keep, *self._failed(entries, failures)])
+            self._write(path, [*keep, *self._failed(entries(), failures)])
             return [r for r in exc.receipts if isinstance(r, Receipt)], failures
         except ServiceError as exc:
-            failures = dict.fromkeys(range(len(entries)), exc)
-            self._write(path, [*keep, *self._failed(entries, failures)])
+            failures = dict.fromkeys(range(len(events)), exc)
+            self._write(path, [*keep, *self._failed(entries(), failures)])
             return [], failures
         except Exception as exc:
-            failed = self._failed(entries, dict.fromkeys(range(len(entries)), exc))
+            failed = self._failed(entries(), dict.fromkeys(range(len(events)), exc))
             self._write(path, [*keep, *failed])
             exc.add_note(f"The events are kept in the outbox {self.folder}; see ws.outbox.list()")
             raise
@@ -237,27 +268,40 @@ class Outbox:
             return []
         with writing(self.folder.parent):
             self.folder.mkdir(parents=True, exist_ok=True)
+        if len(schema_ids) != len(events):
+            raise ValueError(f"{len(events)} events but {len(schema_ids)} schema ids")
         now = datetime.now(UTC)
         batch = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         path = self.folder / f"{batch}.json"
-        entries = [
-            OutboxEntry(
-                message_id=event.message_id,
-                schema_id=schema_id,
-                content_type=event.content_type,
-                partition_key=event.partition_key,
-                body=event.body,
-                properties=dict(event.properties),
-                created=now,
-                attempts=0,
-                last_error=None,
-                batch=batch,
-            )
-            for event, schema_id in zip(events, schema_ids, strict=True)
+
+        def entries() -> builtins.list[OutboxEntry]:
+            return [
+                OutboxEntry(
+                    message_id=event.message_id,
+                    schema_id=schema_id,
+                    content_type=event.content_type,
+                    partition_key=event.partition_key,
+                    body=event.body,
+                    properties=dict(event.properties),
+                    created=now,
+                    attempts=0,
+                    last_error=None,
+                    batch=batch,
+                )
+                for event, schema_id in zip(events, schema_ids, strict=True)
+            ]
+
+        created = now.isoformat()
+        # PERF: the JSON form straight from the events, without an entry object each.
+        objs = [
+            _obj(e, schema_id, created) for e, schema_id in zip(events, schema_ids, strict=True)
         ]
         with _batch_lock(self.folder / f"{batch}.lock", wait=True):
-            self._write(path, entries)
-            receipts, failures = self._send(path, entries)
+            # NOTE: not fsynced: a process that dies leaves it all the same, and the hub's own
+            # fsync makes what it takes durable; what it refuses is written again, durably.
+            self._dump(path, objs, durable=False)
+            del objs
+            receipts, failures = self._send(path, events, schema_ids, entries)
         if failures:
             pairs = sorted(failures.items())
             raise EmitError(
@@ -296,7 +340,13 @@ class Outbox:
                 if not chosen:
                     continue
                 others = [e for e in entries if e not in chosen]
-                receipts, failures = self._send(path, chosen, keep=others)
+                receipts, failures = self._send(
+                    path,
+                    [e.event() for e in chosen],
+                    [e.schema_id for e in chosen],
+                    functools.partial(builtins.list, chosen),
+                    keep=others,
+                )
                 all_receipts.extend(receipts)
                 all_failures.extend((attempted + i, e) for i, e in sorted(failures.items()))
                 attempted += len(chosen)

@@ -134,20 +134,8 @@ class LocalDoctor:
 
     def _journal(self, findings: list[Finding]) -> set[str]:
         """The files a stuck journal names (empty when there is none, or its send is live)."""
-        try:
-            journal = json.loads(self.hub.journal_path.read_text("utf-8"))
-        except FileNotFoundError:
-            return set()
-        except json.JSONDecodeError:
-            findings.append(
-                Finding(
-                    "error",
-                    "stuck-journal",
-                    f"The hub journal {self.hub.journal_path} is unreadable",
-                    "inspect it by hand: it names the files a send was writing",
-                    str(self.hub.journal_path),
-                )
-            )
+        journal = self.hub.pending()
+        if journal is None:
             return set()
         if self.hub.busy():
             return set()  # a send is writing right now: its journal is not stuck
@@ -288,9 +276,9 @@ class LocalDoctor:
                 os.replace(self.hub.state_path, broken)
                 actions.append(f"moved the unreadable hub state to {broken}")
                 actions.extend(self.hub.rebuild_state())
-            if self.hub.journal_path.exists():
+            if self.hub.pending() is not None:
                 done = self.hub.recover(hold_lock=False)
-                actions.extend(done or ["removed the stuck hub journal (nothing to roll back)"])
+                actions.extend(done or ["cleared the stuck hub journal (nothing to roll back)"])
             for damage in self._damaged(self.hub.read_state()):
                 actions.append(self._repair(damage))
         actions.extend(

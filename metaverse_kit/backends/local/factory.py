@@ -89,7 +89,7 @@ def _tidy(root: Path, hub: LocalEventHub) -> None:
     """
     if not can_write(root):
         return
-    if hub.journal_path.exists():
+    if hub.pending() is not None:
         hub.recover()
     # NOTE: cache/ belongs to the replay cache, which cleans its own temporary files.
     remove_leftovers(root, skip=("cache",))

@@ -18,8 +18,10 @@ One ``fsync`` per file written makes them durable before the receipts are return
   window, named after a later second (``.../08/00/00.avro`` damaged -> ``.../08/03/17.avro``,
   the second the events are enqueued in), which ``replay`` and Azure's tools read like any
   other Capture file, and a :class:`~metaverse_kit.errors.DamagedFileWarning` names the file.
-- A journal (``hub/journal.json``) names every file a send is about to write and its good
-  length. A process killed mid-send leaves it; the next send (or opening the workspace) rolls
+- A journal (``hub/journal.json``, rewritten in place: no file is created, renamed or removed
+  per send) names every file a send is about to write and its good length, and is cleared
+  once the send is committed. A process killed mid-send leaves it; the next send (or opening
+  the workspace) rolls
   the files back by truncation to the end of their last complete block, and rolls the
   counters forward over the complete blocks that did land (their events are in the lake
   without a receipt; the outbox still holds them, and a retry's duplicates share their message
@@ -51,12 +53,13 @@ from metaverse_kit.backends.protocols import OutgoingEvent, Receipt
 from metaverse_kit.capture import (
     CAPTURE_SCHEMA,
     BlockScan,
+    EventDataEncoder,
     capture_path,
     check_appendable,
     decode_block,
-    encode_blocks,
     enqueued_ms,
     format_enqueued_time,
+    frame_blocks,
     new_header,
     parse_capture_path,
     parse_enqueued_time,
@@ -232,8 +235,7 @@ class LocalEventHub:
 
         Takes the hub's lock (``hold_lock=False`` inside :meth:`exclusive`). Returns one line
         per file it truncated or removed (empty when there was nothing to truncate). Raises
-        :class:`ReadOnlyWorkspaceError` on a read-only workspace and
-        :class:`ConfigurationError` for an unreadable journal.
+        :class:`ReadOnlyWorkspaceError` on a read-only workspace.
         """
         if not hold_lock:
             return self._recover()
@@ -287,16 +289,44 @@ class LocalEventHub:
         self._save(state, durable=True)
         return lines
 
-    def _recover(self) -> list[str]:
+    def pending(self) -> dict[str, Any] | None:
+        """The journal of a send in flight, or of one a killed process left; None when clear.
+
+        Reads only. A journal that does not parse (a power cut in the middle of writing it)
+        counts as clear: the files it would name are then checked like any other before the
+        next append, and a torn end is reported as damage rather than silently cut.
+        """
         try:
-            journal = json.loads(self.journal_path.read_text("utf-8"))
+            with open(self.journal_path, "rb") as f:
+                line = f.readline()
         except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return record if isinstance(record, dict) and record else None
+
+    def _set_journal(self, record: dict[str, Any] | None, *, durable: bool = False) -> None:
+        # PERF: one line written over the start of the same file: no file is created, renamed
+        # or removed per send (each of those waits on the file system's own journal). The
+        # reader takes the first line, so a shorter record needs no truncation.
+        data = (json.dumps(record) if record else "{}").encode() + b"\n"
+        with writing(self.state_root):
+            self.state_root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, data, 0)
+            if durable:
+                os.fsync(fd)
+                fsync_folder(self.state_root)
+        finally:
+            os.close(fd)
+
+    def _recover(self) -> list[str]:
+        journal = self.pending()
+        if journal is None:
             return []
-        except json.JSONDecodeError:
-            # The journal is written atomically, so a torn one cannot exist; refuse to guess.
-            raise ConfigurationError(
-                f"The hub journal {self.journal_path} is unreadable; inspect it by hand"
-            ) from None
         done: list[str] = []
         if "renames" in journal:  # written by a version that replaced whole files
             for tmp, final in journal["renames"]:
@@ -304,13 +334,13 @@ class LocalEventHub:
                     os.replace(tmp, final)
                     done.append(f"finished writing {final}")
             atomic_write(self.state_path, json.dumps(journal["state"], sort_keys=True).encode())
-            self.journal_path.unlink()
+            self._set_journal(None)
             return done
         state = self.read_state()
-        for entry in journal["files"]:
+        for entry in journal.get("files", []):
             done.extend(self._recover_file(state, entry))
         self._save(state, durable=True)
-        self.journal_path.unlink()
+        self._set_journal(None, durable=True)
         return done
 
     def _recover_file(self, state: dict[str, dict[str, Any]], entry: dict[str, Any]) -> list[str]:
@@ -493,28 +523,22 @@ class LocalEventHub:
         enqueued_text = format_enqueued_time(enqueued)
         location = str(self.lake_root / target.relative)
         sequence, offset = part["next_sequence"], part["next_offset"]
+        encoder = EventDataEncoder()
         records = []
         for i in indexes:
             event = events[i]
-            system: dict[str, Any] = {
-                "x-opt-enqueued-time": ms,
-                "content-type": event.content_type,
-                "message-id": event.message_id,
-            }
-            if event.partition_key:
-                system["x-opt-partition-key"] = event.partition_key
-            properties = dict(event.properties)
-            properties.setdefault("content-type", event.content_type)
-            properties.setdefault("message-id", event.message_id)
             records.append(
-                {
-                    "SequenceNumber": sequence,
-                    "Offset": str(offset),
-                    "EnqueuedTimeUtc": enqueued_text,
-                    "SystemProperties": system,
-                    "Properties": properties,
-                    "Body": event.body,
-                }
+                encoder.event(
+                    sequence=sequence,
+                    offset=offset,
+                    enqueued_ms=ms,
+                    enqueued_text=enqueued_text,
+                    content_type=event.content_type,
+                    message_id=event.message_id,
+                    partition_key=event.partition_key,
+                    properties=event.properties,
+                    body=event.body,
+                )
             )
             receipts[i] = Receipt(
                 partition=partition,
@@ -530,8 +554,7 @@ class LocalEventHub:
             sequence += 1
             offset += len(event.body) + _ENVELOPE_BYTES
         part.update(next_sequence=sequence, next_offset=offset, last_enqueued_ms=ms)
-        blocks, _ = encode_blocks(records, codec=target.codec, sync=target.sync)
-        return blocks
+        return frame_blocks(records, codec=target.codec, sync=target.sync)
 
     def _write(
         self,
@@ -550,9 +573,7 @@ class LocalEventHub:
             ],
         }
         # NOTE: durable only when it names a new file: an existing file is named by the state.
-        atomic_write(self.journal_path, json.dumps(journal).encode(), durable=fresh)
-        if fresh:
-            fsync_folder(self.state_root)
+        self._set_journal(journal, durable=fresh)
         written: list[_Target] = []
         try:
             for partition, target in targets.items():
@@ -568,7 +589,7 @@ class LocalEventHub:
         except BaseException:
             self._undo(written)
             raise
-        self.journal_path.unlink()
+        self._set_journal(None)
 
     def _append(self, target: _Target, blocks: bytes) -> None:
         path = self.lake_root / target.relative
@@ -590,7 +611,7 @@ class LocalEventHub:
             os.close(fd)
 
     def _undo(self, written: list[_Target]) -> None:
-        """Take back what a failed send wrote, so that it leaves no trace (the journal goes)."""
+        """Take back what a failed send wrote, so that it leaves no trace (the journal clears)."""
         try:
             for target in written:
                 path = self.lake_root / target.relative
@@ -599,7 +620,6 @@ class LocalEventHub:
                         path.unlink()
                 else:
                     os.truncate(path, target.length)
-            with contextlib.suppress(FileNotFoundError):
-                self.journal_path.unlink()
+            self._set_journal(None)
         except OSError:
             pass  # NOTE: the journal stays, and the next send rolls the files back
