@@ -405,7 +405,8 @@ def aspects(events: Any) -> pa.Table:
     Columns: ``urn``, ``entity_type`` (``dataset``, ``corpuser``, ...), ``platform`` (of a
     dataset, else null), ``aspect`` (DataHub's name: ``ownership``), ``aspect_type`` (the
     record's full name), ``change`` (``upsert`` / ``soft_delete`` / ``delete``), ``value``
-    (the typed aspect union, see the module notes), ``enqueued_time``, ``partition``,
+    (the typed aspect union, see the module notes), ``enqueued_time``, ``emitted_time`` (when
+    the user emitted it, null for events without the property; see *Order*), ``partition``,
     ``sequence_number``, ``message_id``, ``event_index`` (the event's row in ``events``) and
     ``aspect_index`` (the aspect's position in its MCE). Events that did not decode
     (``decode_error`` set) have no aspects and no rows.

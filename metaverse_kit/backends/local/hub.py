@@ -485,27 +485,41 @@ class LocalEventHub:
                 return "its last block does not end with the file's sync marker"
             if size == length:
                 return _Target(relative, length, sync, codec, new=False)
-            extra = data[16:]
-            scan = scan_blocks(extra, 0, sync)
-            if scan.tail:
-                kind = "a block cut short" if scan.tail == "torn" else "bytes that are no block"
-                return f"{len(extra) - scan.end} bytes after its last complete block are {kind}"
             # Complete blocks past the recorded length: a state older than the file (a power
             # cut after the fsync of the events, before the state reached the disk).
-            self._roll_forward(part, extra, scan, codec)
-            return _Target(relative, size, sync, codec, new=False)
+            return self._past(relative, data[16:], 0, length, part, sync, codec)
         data = path.read_bytes()
         try:
             sync, codec = check_appendable(data, str(path))
             start = read_header(data)[2]
         except CaptureFileError as exc:
             return str(exc).replace(f"{path} ", "it ", 1)
+        return self._past(relative, data, start, 0, part, sync, codec)
+
+    def _past(
+        self,
+        relative: str,
+        data: bytes,
+        start: int,
+        base: int,
+        part: dict[str, Any],
+        sync: bytes,
+        codec: str,
+    ) -> _Target | str:
+        """A target after the complete blocks of ``data`` (at ``base`` in the file), or damage.
+
+        The counters move past the events of those blocks either way, so that no sequence
+        number in the file is given again, even to events that go to another file.
+        """
         scan = scan_blocks(data, start, sync)
+        try:
+            self._roll_forward(part, data, scan, codec)
+        except CaptureFileError as exc:
+            return f"its last complete block does not decode ({exc})"
         if scan.tail:
             kind = "a block cut short" if scan.tail == "torn" else "bytes that are no block"
             return f"{len(data) - scan.end} bytes after its last complete block are {kind}"
-        self._roll_forward(part, data, scan, codec)
-        return _Target(relative, len(data), sync, codec, new=False)
+        return _Target(relative, base + len(data), sync, codec, new=False)
 
     def _records(
         self,

@@ -118,7 +118,7 @@ def test_sigkill_during_emits_loses_no_receipted_event(tmp_path: Path, forkserve
         assert not [f for f in find_leftovers(path) if not f.alive]
         with warnings.catch_warnings():
             # Retried events older than writes already made: history keeps the newer ones.
-            warnings.simplefilter("ignore", mk.errors.LateEventWarning)
+            warnings.simplefilter("ignore", mk.LateEventWarning)
             ws.outbox.retry()
         assert len(ws.outbox) == 0
         table = ws.replay(schema=False, dedup=False, cache=False)

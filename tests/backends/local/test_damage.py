@@ -11,7 +11,7 @@ import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.backends.local.doctor import LocalDoctor
-from metaverse_kit.capture import complete_length, read_header, scan_blocks
+from metaverse_kit.capture import complete_length, encode_blocks, read_header, scan_blocks
 from metaverse_kit.cli import main
 from metaverse_kit.errors import DamagedFileWarning
 from tests.conftest import SimClock
@@ -158,3 +158,30 @@ def test_an_unreadable_hub_state_is_rebuilt_from_the_lake(workspace: mk.Workspac
     partition = receipts[0].partition
     assert state[partition]["next_sequence"] == 6
     assert _emit(workspace)[0].sequence_number == 6  # the failed emit's event is in the outbox
+
+
+def test_numbers_move_past_the_complete_blocks_before_the_damage(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    first = _emit(workspace, 2)[0]
+    path = Path(first.location)
+    assert workspace.path is not None
+    part = json.loads((workspace.path / "hub" / "partitions.json").read_text())[first.partition]
+    # Two whole events past what the hub recorded (written before a power cut lost its state,
+    # say), then junk: the next event must not reuse their sequence numbers.
+    records = [
+        {
+            "SequenceNumber": n,
+            "Offset": str(1000 * n),
+            "EnqueuedTimeUtc": "3/2/2026 8:00:00 AM",
+            "SystemProperties": {"x-opt-enqueued-time": 1772438400000},
+            "Properties": {},
+            "Body": b"x",
+        }
+        for n in (2, 3)
+    ]
+    block, _ = encode_blocks(records, codec="null", sync=bytes.fromhex(part["sync"]))
+    path.write_bytes(path.read_bytes() + block + b"\x02\x40junk")
+    with pytest.warns(DamagedFileWarning, match="a block cut short"):
+        receipt = _emit(workspace)[0]
+    assert receipt.location != first.location and receipt.sequence_number == 4
