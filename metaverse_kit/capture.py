@@ -69,7 +69,8 @@ CAPTURE_SCHEMA = fastavro.parse_schema(json.loads(CAPTURE_SCHEMA_TEXT))
 _MAGIC = b"Obj\x01"
 
 #: The application property every event emitted through a workspace carries: when the user
-#: emitted it, in epoch milliseconds (set before the outbox, so a retry keeps it). History
+#: emitted it, epoch milliseconds as decimal text (set before the outbox, so a retry keeps it;
+#: text because the Event Hubs SDK cannot send a Python int past 2**31). History
 #: orders writes of one aspect by it (see ``history.questions``), so a late retry never wins.
 EMITTED_TIME_PROPERTY = "metaverse-emitted-time"
 _PATH = re.compile(

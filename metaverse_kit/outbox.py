@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import logging
 import os
 import time
 import uuid
@@ -37,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 from metaverse_kit._files import atomic_write, writing
 from metaverse_kit.backends.protocols import EventHub, OutgoingEvent, Receipt, SchemaRegistry
 from metaverse_kit.capture import EMITTED_TIME_PROPERTY
-from metaverse_kit.errors import ConfigurationError, EmitError, LateEventWarning, ServiceError
+from metaverse_kit.errors import (
+    ConfigurationError,
+    EmitError,
+    LateEventWarning,
+    MetaverseError,
+    ServiceError,
+)
 from metaverse_kit.redact import redact
 
 if TYPE_CHECKING:
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["Outbox", "OutboxEntry"]
 
 _FORMAT = 1
+_log = logging.getLogger(__name__)
 _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 
@@ -381,7 +389,7 @@ class Outbox:
 
     def _warn_late(self, entries: Sequence[OutboxEntry]) -> None:
         """Warn about the entries older than a write of the same (urn, aspect) in the lake."""
-        stamped = [e for e in entries if isinstance(e.properties.get(EMITTED_TIME_PROPERTY), int)]
+        stamped = [e for e in entries if str(e.properties.get(EMITTED_TIME_PROPERTY)).isdigit()]
         if not stamped or self._history is None or self._registry is None:
             return
         import pyarrow.compute as pc
@@ -396,6 +404,11 @@ class Outbox:
             latest = state_as_of(self._history(), _END_OF_TIME, include_removed=True)
         except HistoryInputError:
             return  # not MCEs: no aspects to compare
+        except MetaverseError as exc:
+            # NOTE: a lake that cannot be read (none configured, a service error) must not stop
+            # the retry; the check is a courtesy, the events are what matters.
+            _log.info("not checking the retried events against the lake: %s", exc)
+            return
         latest = latest.filter(pc.is_in(latest.column("urn"), value_set=pending.column("urn")))
         columns = ["urn", "aspect", "emitted_time", "enqueued_time"]
         newest = {

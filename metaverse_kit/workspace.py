@@ -75,10 +75,12 @@ def _with_emitted_time(properties: Mapping[str, Any] | None) -> dict[str, Any]:
     """The application properties of an emit, stamped with the time the user emitted it.
 
     Set here, before the outbox, so a retry keeps the original time (history orders writes of
-    one aspect by it). A caller's own ``metaverse-emitted-time`` (epoch ms) is kept: re-emitting
-    an old history keeps its times.
+    one aspect by it). A caller's own ``metaverse-emitted-time`` (epoch ms, a number or digits)
+    is kept: re-emitting an old history keeps its times.
     """
-    now = round(datetime.now(UTC).timestamp() * 1000)
+    # NOTE: as text: the Event Hubs SDK sends a Python int as a 32-bit AMQP int, which epoch
+    # milliseconds overflow; history reads digits whatever their Avro type.
+    now = str(round(datetime.now(UTC).timestamp() * 1000))
     return {EMITTED_TIME_PROPERTY: now, **dict(properties or {})}
 
 
@@ -258,7 +260,7 @@ class Workspace:
         ``events[i]`` for a list) and nothing is sent. ``schema`` defaults to the built-in MCE
         schema; ``partition_key`` defaults to each MCE's urn, so one entity's events stay in
         order. Every event carries the time it was emitted (the application property
-        ``metaverse-emitted-time``, epoch ms), which history orders writes of one aspect by.
+        ``metaverse-emitted-time``, epoch ms as text), which history orders writes of one aspect by.
         Events are written to the outbox before they are sent and removed once sent;
         sending failures raise :class:`EmitError` with per-event details, and the failed
         events stay in :attr:`outbox`.
