@@ -21,7 +21,7 @@ help:
 	@echo "make lab    create .venv, install, prepare the local workspace, open JupyterLab"
 	@echo "make test   install what the tests need (Azurite, Chromium) and run the whole suite"
 	@echo "make demo   the whole flow headless in a fresh workspace"
-	@echo "make bench  replay benchmarks (prints ratios against the baseline)"
+	@echo "make bench  replay and emit benchmarks (print ratios against their baselines)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,7 @@ demo: env
 
 bench: env
 	$(BIN)/python benchmarks/replay.py
+	$(BIN)/python benchmarks/emit.py
 
 chromium:
 	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && \

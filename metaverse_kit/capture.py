@@ -14,29 +14,42 @@ import io
 import json
 import os
 import re
+import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 
 from metaverse_kit.errors import CaptureFileError
 
 __all__ = [
+    "BLOCK_RECORDS",
     "CAPTURE_MAX_WINDOW",
     "CAPTURE_SCHEMA",
     "CAPTURE_SCHEMA_TEXT",
+    "EMITTED_TIME_PROPERTY",
+    "Block",
+    "BlockScan",
     "CaptureFile",
     "CapturePath",
+    "EventDataEncoder",
     "append_events",
     "capture_path",
+    "check_appendable",
+    "complete_length",
+    "decode_block",
+    "encode_blocks",
     "format_enqueued_time",
+    "frame_blocks",
+    "new_header",
     "parse_capture_path",
     "parse_enqueued_time",
     "read_header",
     "read_varint",
+    "scan_blocks",
     "select_files",
     "window_overlaps",
     "zigzag",
@@ -54,6 +67,12 @@ CAPTURE_SCHEMA_TEXT = (
 CAPTURE_SCHEMA = fastavro.parse_schema(json.loads(CAPTURE_SCHEMA_TEXT))
 
 _MAGIC = b"Obj\x01"
+
+#: The application property every event emitted through a workspace carries: when the user
+#: emitted it, epoch milliseconds as decimal text (set before the outbox, so a retry keeps it;
+#: text because the Event Hubs SDK cannot send a Python int past 2**31). History
+#: orders writes of one aspect by it (see ``history.questions``), so a late retry never wins.
+EMITTED_TIME_PROPERTY = "metaverse-emitted-time"
 _PATH = re.compile(
     r"(?:^|/)(?P<namespace>[^/]+)/(?P<eventhub>[^/]+)/(?P<partition>[^/]+)/"
     r"(?P<Y>\d{4})/(?P<M>\d{2})/(?P<D>\d{2})/(?P<h>\d{2})/(?P<m>\d{2})/(?P<s>\d{2})\.avro$"
@@ -256,12 +275,233 @@ def read_header(data: bytes, *, where: str = "the file") -> tuple[dict[str, byte
     return meta, sync, pos + 16
 
 
-def _existing_sync(data: bytes, where: str) -> tuple[bytes, str]:
-    """The sync marker and codec of an existing Capture file, checked to be ours to append to."""
+def check_appendable(data: bytes, where: str) -> tuple[bytes, str]:
+    """The sync marker and codec of an existing Capture file, checked to be ours to append to.
+
+    Raises :class:`CaptureFileError` naming ``where`` when it is not an Avro container or was
+    written with another schema than Capture's.
+    """
     meta, sync, _ = read_header(data, where=where)
     if meta.get("avro.schema", b"").decode() != CAPTURE_SCHEMA_TEXT:
         raise CaptureFileError(f"{where} was not written with the Capture schema; not appending")
     return sync, meta.get("avro.codec", b"null").decode()
+
+
+def new_header(codec: str = "null") -> tuple[bytes, bytes]:
+    """The header of a new Capture file (as Azure writes it) and its fresh random sync marker."""
+    if codec not in ("null", "deflate"):
+        raise CaptureFileError(f"Unsupported codec {codec!r}: use 'null' or 'deflate'")
+    sync = os.urandom(16)
+    return _header(codec, sync), sync
+
+
+# -- encoding records -------------------------------------------------------------------------
+
+_SMALL_LONGS = [zigzag(i) for i in range(1024)]
+_TAGS = {int: b"\x00", float: b"\x02", str: b"\x04", bytes: b"\x06"}
+_NULL_TAG = b"\x08"  # the fifth branch of Properties' value union
+
+
+def _long(n: int) -> bytes:
+    return _SMALL_LONGS[n] if 0 <= n < 1024 else zigzag(n)
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return _long(len(raw)) + raw
+
+
+class _Unusual(Exception):
+    """A value the fast encoder leaves to fastavro (which says what is wrong with it)."""
+
+
+_MESSAGE_ID = _string("message-id") + b"\x04"
+_PARTITION_KEY = _string("x-opt-partition-key") + b"\x04"
+
+
+class EventDataEncoder:
+    """Encodes EventData records to the exact bytes ``fastavro.schemaless_writer`` gives.
+
+    PERF: fastavro resolves the union of every map value by trying each branch in turn, about
+    40 us a record; map entries repeat across a batch (the content type, the enqueued time,
+    property names), so each distinct (key, value) is encoded once: about 6 us a record with
+    :meth:`encode`, 2 us with :meth:`event`, which also reuses whole map prefixes.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, type, object], bytes] = {}
+        self._heads: dict[tuple[object, ...], bytes] = {}
+
+    def _entry(self, key: str, value: object, *, nullable: bool) -> bytes:
+        kind = type(value)
+        memo = (key, kind, value)
+        found = self._entries.get(memo)
+        if found is not None:
+            return found
+        if value is None:
+            if not nullable:
+                raise _Unusual
+            out = _string(key) + _NULL_TAG
+        elif kind is int:
+            out = _string(key) + b"\x00" + zigzag(cast(int, value))
+        elif kind is str:
+            out = _string(key) + b"\x04" + _string(cast(str, value))
+        elif kind is float:
+            out = _string(key) + b"\x02" + struct.pack("<d", cast(float, value))
+        elif kind is bytes:
+            raw = cast(bytes, value)
+            out = _string(key) + b"\x06" + _long(len(raw)) + raw
+        else:
+            raise _Unusual
+        if len(self._entries) < 4096 and len(out) < 512:
+            self._entries[memo] = out
+        return out
+
+    def event(
+        self,
+        *,
+        sequence: int,
+        offset: int,
+        enqueued_ms: int,
+        enqueued_text: str,
+        content_type: str,
+        message_id: str,
+        partition_key: str,
+        properties: Mapping[str, Any],
+        body: bytes,
+    ) -> bytes:
+        """One event as the hub archives it: the system properties Event Hubs sets
+        (enqueued time, content type, message id, partition key when there is one) and the
+        application properties plus the content type and message id (unless already there).
+        """
+        try:
+            props_key = ("p", content_type, *properties.items())
+            props_head = self._heads.get(props_key)
+            if props_head is None:
+                if "content-type" in properties or "message-id" in properties:
+                    raise _Unusual
+                props_head = _long(len(properties) + 2) + b"".join(
+                    self._entry(k, v, nullable=True)
+                    for k, v in (*properties.items(), ("content-type", content_type))
+                )
+                self._heads[props_key] = props_head
+        except (_Unusual, TypeError):  # a value that is no dict key, or an unusual one
+            system = {
+                "x-opt-enqueued-time": enqueued_ms,
+                "content-type": content_type,
+                "message-id": message_id,
+            }
+            if partition_key:
+                system["x-opt-partition-key"] = partition_key
+            app = dict(properties)
+            app.setdefault("content-type", content_type)
+            app.setdefault("message-id", message_id)
+            return self.encode(
+                {
+                    "SequenceNumber": sequence,
+                    "Offset": str(offset),
+                    "EnqueuedTimeUtc": enqueued_text,
+                    "SystemProperties": system,
+                    "Properties": app,
+                    "Body": body,
+                }
+            )
+        system_key = ("s", enqueued_ms, enqueued_text, content_type, bool(partition_key))
+        system_head = self._heads.get(system_key)
+        if system_head is None:
+            system_head = (
+                _string(enqueued_text)
+                + _long(4 if partition_key else 3)
+                + self._entry("x-opt-enqueued-time", enqueued_ms, nullable=False)
+                + self._entry("content-type", content_type, nullable=False)
+            )
+            self._heads[system_key] = system_head
+        mid = _MESSAGE_ID + _string(message_id)
+        return b"".join(
+            (
+                _long(sequence),
+                _string(str(offset)),
+                system_head,
+                mid,
+                _PARTITION_KEY + _string(partition_key) if partition_key else b"",
+                b"\x00",
+                props_head,
+                mid,
+                b"\x00\x02",
+                _long(len(body)),
+                body,
+            )
+        )
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """Any EventData record (a dict of the Capture schema's fields)."""
+        try:
+            system: Mapping[str, Any] = record["SystemProperties"]
+            properties: Mapping[str, Any] = record["Properties"]
+            body = record["Body"]
+            parts = [
+                _long(record["SequenceNumber"]),
+                _string(record["Offset"]),
+                _string(record["EnqueuedTimeUtc"]),
+            ]
+            if system:
+                parts.append(_long(len(system)))
+                parts.extend(self._entry(k, v, nullable=False) for k, v in system.items())
+            parts.append(b"\x00")
+            if properties:
+                parts.append(_long(len(properties)))
+                parts.extend(self._entry(k, v, nullable=True) for k, v in properties.items())
+            parts.append(b"\x00")
+            if body is None:
+                parts.append(b"\x00")
+            elif type(body) is bytes:
+                parts.extend((b"\x02", _long(len(body)), body))
+            else:
+                raise _Unusual
+            return b"".join(parts)
+        except (_Unusual, KeyError, TypeError, AttributeError):
+            out = io.BytesIO()
+            fastavro.schemaless_writer(out, CAPTURE_SCHEMA, dict(record))
+            return out.getvalue()
+
+
+#: Records per block the hub writes at most: a batch bigger than this becomes several blocks
+#: (still one write), so every block fits one read of the native replay decoder.
+BLOCK_RECORDS = 4096
+
+
+def encode_blocks(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    codec: str,
+    sync: bytes,
+    block_records: int = BLOCK_RECORDS,
+) -> tuple[bytes, int]:
+    """``records`` as Avro container blocks (count, size, data, sync), and how many records.
+
+    Each block holds at most ``block_records`` records, as Capture writes a block per batch it
+    receives. Nothing is written: the caller appends the bytes after the file's last block.
+    """
+    encoder = EventDataEncoder()
+    encoded = [encoder.encode(record) for record in records]
+    return frame_blocks(encoded, codec=codec, sync=sync, block_records=block_records), len(encoded)
+
+
+def frame_blocks(
+    encoded: Sequence[bytes], *, codec: str, sync: bytes, block_records: int = BLOCK_RECORDS
+) -> bytes:
+    """Encoded records framed as container blocks (count, size, data compressed, sync)."""
+    if codec not in ("null", "deflate"):
+        raise CaptureFileError(f"Unsupported codec {codec!r}: use 'null' or 'deflate'")
+    out: list[bytes] = []
+    for first in range(0, len(encoded), block_records):
+        chunk = encoded[first : first + block_records]
+        data = b"".join(chunk)
+        if codec == "deflate":
+            compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+            data = compressor.compress(data) + compressor.flush()
+        out.extend((zigzag(len(chunk)), zigzag(len(data)), data, sync))
+    return b"".join(out)
 
 
 def append_events(
@@ -273,30 +513,155 @@ def append_events(
 ) -> bytes:
     """Return the bytes of a Capture file holding ``existing``'s events and then ``records``.
 
-    The records become one new block, as Capture writes a block per batch it receives. The
-    caller writes the result atomically; nothing is changed in place.
+    The records become one new block, as Capture writes a block per batch it receives (the
+    hub appends such blocks in place; this whole-file form serves tests and benchmarks).
     """
     if existing:
-        sync, codec = _existing_sync(existing, where)
-        out = bytearray(existing)
+        sync, codec = check_appendable(existing, where)
+        head = existing
     else:
-        sync = os.urandom(16)
-        out = bytearray(_header(codec, sync))
-    block = io.BytesIO()
-    count = 0
-    for record in records:
-        fastavro.schemaless_writer(block, CAPTURE_SCHEMA, dict(record))
-        count += 1
-    if count == 0:
-        return bytes(out)
-    data = block.getvalue()
-    if codec == "deflate":
-        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
-        data = compressor.compress(data) + compressor.flush()
-    elif codec != "null":
-        raise CaptureFileError(f"Unsupported codec {codec!r} for {where}: use 'null' or 'deflate'")
-    out += zigzag(count) + zigzag(len(data)) + data + sync
-    return bytes(out)
+        head, sync = new_header(codec)
+    blocks, _ = encode_blocks(records, codec=codec, sync=sync, block_records=1 << 62)
+    return head + blocks
+
+
+# -- reading blocks back ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    """One complete block of a container: where it starts and ends, and its record count."""
+
+    start: int
+    end: int
+    count: int
+
+
+@dataclass(frozen=True)
+class BlockScan:
+    """What walking a container's blocks found.
+
+    ``blocks`` are complete, each closed by the file's sync marker; ``end`` is where the last
+    of them ends (the length a reader may use). ``tail`` says what follows ``end``: ``""``
+    nothing, ``"torn"`` the beginning of a block cut short (a write in progress or killed), or
+    ``"damaged"`` bytes that are no block. With ``resync=True`` the walk goes on after damage
+    from the next sync marker, and ``damaged`` lists the (start, end) ranges skipped.
+    """
+
+    blocks: list[Block]
+    end: int
+    tail: str
+    damaged: list[tuple[int, int]]
+
+    @property
+    def records(self) -> int:
+        """How many records the complete blocks hold."""
+        return sum(b.count for b in self.blocks)
+
+
+def scan_blocks(data: bytes, pos: int, sync: bytes, *, resync: bool = False) -> BlockScan:
+    """Walk the blocks of ``data`` from ``pos`` (where a block starts) to its end.
+
+    Reads only block headers (two varints each) and sync markers: a file of 20,000 blocks takes
+    a few milliseconds. Never raises for bad bytes: it says where they are.
+    """
+    blocks: list[Block] = []
+    damaged: list[tuple[int, int]] = []
+    kinds: list[str] = []
+    n = len(data)
+    tail = ""
+    end = pos
+    while pos < n:
+        after = -1  # where the next block would start if this one's size is right
+        try:
+            count, at = read_varint(data, pos)
+            size, at = read_varint(data, at)
+        except IndexError:
+            problem = "torn"
+        else:
+            stop = at + size + 16
+            if count < 0 or size < 0:
+                problem = "damaged"
+            elif stop > n:
+                problem = "torn"
+            elif data[stop - 16 : stop] != sync:
+                problem, after = "damaged", stop
+            else:
+                blocks.append(Block(pos, stop, count))
+                end = pos = stop
+                continue
+        if not resync:
+            tail = problem
+            break
+        # NOTE: a block whose sync marker alone is hit still says where the next one starts.
+        if 0 < after < n and _block_at(data, after, sync):
+            nxt = after
+        else:
+            found = data.find(sync, pos + 1)
+            if found < 0:
+                damaged.append((pos, n))
+                kinds.append(problem)
+                break
+            nxt = found + 16
+        damaged.append((pos, nxt))
+        kinds.append("damaged")
+        pos = nxt
+    if resync and damaged:
+        tail = "torn" if kinds == ["torn"] and damaged[0][1] == n else "damaged"
+    return BlockScan(blocks, end, tail, damaged)
+
+
+def _block_at(data: bytes, pos: int, sync: bytes) -> bool:
+    try:
+        count, at = read_varint(data, pos)
+        size, at = read_varint(data, at)
+    except IndexError:
+        return False
+    stop = at + size + 16
+    return count >= 0 and size >= 0 and stop <= len(data) and data[stop - 16 : stop] == sync
+
+
+def complete_length(data: bytes) -> int:
+    """How many leading bytes of a Capture file a reader should use: up to its last whole block.
+
+    A file being appended to may end in a block cut short; readers stop before it, so they
+    never see a torn block. A header cut short gives 0 (a file being created). Bytes that are
+    not a block at all are left in, for the decoder to report the damage by the file's name.
+    """
+    if len(data) >= 16:
+        try:
+            _, sync, start = read_header(data)
+        except CaptureFileError:
+            return 0 if _MAGIC.startswith(data[:4]) and len(data) < 4096 else len(data)
+        if data.endswith(sync):
+            return len(data)
+        scan = scan_blocks(data, start, sync)
+        return scan.end if scan.tail == "torn" else len(data)
+    return 0 if _MAGIC.startswith(data[:4]) else len(data)
+
+
+def decode_block(data: bytes, block: Block, *, codec: str, schema: Any) -> list[dict[str, Any]]:
+    """The records of one complete block, read with ``schema`` (a parsed fastavro schema).
+
+    Raises :class:`CaptureFileError` when its bytes do not decode to exactly ``count`` records.
+    """
+    try:
+        count, at = read_varint(data, block.start)
+        size, at = read_varint(data, at)
+        payload = data[at : at + size]
+        if codec == "deflate":
+            payload = zlib.decompress(payload, -15)
+        elif codec != "null":
+            raise CaptureFileError(f"unsupported codec {codec!r}")
+        buf = io.BytesIO(payload)
+        records = [fastavro.schemaless_reader(buf, schema, None) for _ in range(count)]
+        if buf.tell() != len(payload):
+            raise CaptureFileError(f"{len(payload) - buf.tell()} bytes after its last record")
+    except CaptureFileError:
+        raise
+    except Exception as exc:  # fastavro and zlib raise many types for bad bytes
+        raise CaptureFileError(f"the block at byte {block.start} does not decode: {exc}") from exc
+    return records  # type: ignore[return-value]
 
 
 def enqueued_ms(when: datetime) -> int:

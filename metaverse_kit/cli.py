@@ -348,6 +348,45 @@ def _replay(args: argparse.Namespace) -> None:
         print(f"Wrote {table.num_rows} events to {out}")
 
 
+# -- doctor --------------------------------------------------------------------------------------
+
+
+def _doctor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="keep the intact blocks of damaged files (the originals go to quarantine/), roll "
+        "back a killed send, delete crash leftovers",
+    )
+
+
+@command(
+    "doctor",
+    "check the local workspace: damaged files, crash leftovers, a stuck journal, outbox",
+    _doctor_arguments,
+)
+def _doctor(args: argparse.Namespace) -> None:
+    """Exit 0 when nothing needs attention, 2 (one line on stderr) when something does."""
+    from metaverse_kit.backends.local.doctor import LocalDoctor
+    from metaverse_kit.config import default_workspace_path
+
+    doctor = LocalDoctor(Path(args.workspace) if args.workspace else default_workspace_path())
+    if args.repair:
+        for action in doctor.repair():
+            print(f"repaired: {action}")
+    findings = doctor.check()
+    for finding in findings:
+        print(finding)
+    problems = [f for f in findings if f.severity != "info"]
+    if problems:
+        fixable = sum(f.repairable for f in problems)
+        hint = (
+            f"; `metaverse doctor --repair` fixes {fixable}" if fixable and not args.repair else ""
+        )
+        raise UsageError(f"{len(problems)} problem(s) in {doctor.root} need attention{hint}")
+    print(f"The workspace {doctor.root} is healthy.")
+
+
 # -- running -------------------------------------------------------------------------------------
 
 _OS_HINTS = {

@@ -17,8 +17,13 @@
     ├── HistoryInputError           a history question got no events table or a bad time
     │   └── MissingColumnError      the events table lacks a column (``.column``; ``history``)
     ├── EmitError                   events could not be sent (``.failures`` per event)
+    ├── ReadOnlyWorkspaceError      a write to a workspace folder this user cannot write
     └── ServiceError                a backend service failed (translated from the SDK)
         └── TransientServiceError   ... in a way that may pass: throttled, connection lost
+
+    MetaverseWarning (a UserWarning)
+    ├── DamagedFileWarning          a damaged Capture file was set aside; events went to another
+    └── LateEventWarning            an event older than a write already in the lake was sent
 
 ``TransientError`` is a mixin: ``isinstance(exc, TransientError)`` says that trying the same
 call again later may succeed (throttling, a lost connection); every other error is terminal.
@@ -32,12 +37,16 @@ from dataclasses import dataclass
 __all__ = [
     "CaptureFileError",
     "ConfigurationError",
+    "DamagedFileWarning",
     "DecodeError",
     "EmitError",
     "FieldProblem",
     "IncompatibleSchemaError",
+    "LateEventWarning",
     "MetaverseError",
+    "MetaverseWarning",
     "MissingDependencyError",
+    "ReadOnlyWorkspaceError",
     "RegistryError",
     "SchemaNotFoundError",
     "SchemaParseError",
@@ -149,3 +158,22 @@ class ServiceError(MetaverseError):
 
 class TransientServiceError(ServiceError, TransientError):
     """A backend service failed in a way that may pass (throttled, connection lost, timeout)."""
+
+
+class ReadOnlyWorkspaceError(MetaverseError, PermissionError):
+    """A write to a workspace folder this user cannot write; the message names the folder.
+
+    Reading the same workspace (replay, schemas, the doctor without ``--repair``) works.
+    """
+
+
+class MetaverseWarning(UserWarning):
+    """Root of the warnings metaverse-kit gives: something to look at, nothing lost."""
+
+
+class DamagedFileWarning(MetaverseWarning):
+    """A damaged Capture file was passed over for a new one; ``metaverse doctor`` repairs it."""
+
+
+class LateEventWarning(MetaverseWarning):
+    """An event was sent after a newer write of the same aspect; history keeps the newer one."""

@@ -9,6 +9,11 @@ retry sends it again with the same message id, which replay recognises as a dupl
 
 While a batch is being sent, its process holds an exclusive lock on ``<batch>.lock``, so a
 retry in another process or notebook skips it instead of sending it twice.
+
+A retry may send an event long after it was emitted, after newer writes of the same aspect
+reached the lake. History keeps the newer value (it orders writes by their emit time, see
+``history.questions``), and :meth:`Outbox.retry` says so with a
+:class:`~metaverse_kit.errors.LateEventWarning` naming each such event.
 """
 
 from __future__ import annotations
@@ -17,24 +22,39 @@ import base64
 import builtins
 import contextlib
 import fcntl
+import functools
 import json
+import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from metaverse_kit._files import atomic_write
-from metaverse_kit.backends.protocols import EventHub, OutgoingEvent, Receipt
-from metaverse_kit.errors import ConfigurationError, EmitError, ServiceError
+from metaverse_kit._files import atomic_write, writing
+from metaverse_kit.backends.protocols import EventHub, OutgoingEvent, Receipt, SchemaRegistry
+from metaverse_kit.capture import EMITTED_TIME_PROPERTY
+from metaverse_kit.errors import (
+    ConfigurationError,
+    EmitError,
+    LateEventWarning,
+    MetaverseError,
+    ServiceError,
+)
 from metaverse_kit.redact import redact
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["Outbox", "OutboxEntry"]
 
 _FORMAT = 1
+_log = logging.getLogger(__name__)
+_END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -64,17 +84,13 @@ class OutboxEntry:
 
     def to_obj(self) -> dict[str, Any]:
         """The JSON form kept on disk."""
-        return {
-            "message_id": self.message_id,
-            "schema_id": self.schema_id,
-            "content_type": self.content_type,
-            "partition_key": self.partition_key,
-            "body": base64.b64encode(self.body).decode("ascii"),
-            "properties": self.properties,
-            "created": self.created.isoformat(),
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-        }
+        return _obj(
+            self.event(),
+            self.schema_id,
+            self.created.isoformat(),
+            attempts=self.attempts,
+            last_error=self.last_error,
+        )
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any], *, batch: str) -> OutboxEntry:
@@ -93,6 +109,28 @@ class OutboxEntry:
         )
 
 
+def _obj(
+    event: OutgoingEvent,
+    schema_id: str,
+    created: str,
+    *,
+    attempts: int = 0,
+    last_error: str | None = None,
+) -> dict[str, Any]:
+    """The JSON form of one outbox entry."""
+    return {
+        "message_id": event.message_id,
+        "schema_id": schema_id,
+        "content_type": event.content_type,
+        "partition_key": event.partition_key,
+        "body": base64.b64encode(event.body).decode("ascii"),
+        "properties": dict(event.properties),
+        "created": created,
+        "attempts": attempts,
+        "last_error": last_error,
+    }
+
+
 def _describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
@@ -105,7 +143,8 @@ def _batch_lock(path: Path, *, wait: bool) -> Iterator[bool]:
     file that is at ``path`` now, not on one a finished holder removed.
     """
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with writing(path.parent):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -131,11 +170,22 @@ class Outbox:
     """The events of a workspace that were not (or not yet) taken by its event hub.
 
     ``folder`` holds one JSON file per emitted batch; ``hub`` is the event hub retries go to.
+    ``history`` (a function returning the replayed events table) and ``registry`` let
+    :meth:`retry` warn about events older than a write already in the lake.
     """
 
-    def __init__(self, folder: str | Path, hub: EventHub) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        hub: EventHub,
+        *,
+        history: Callable[[], pa.Table] | None = None,
+        registry: SchemaRegistry | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.hub = hub
+        self._history = history
+        self._registry = registry
 
     def __repr__(self) -> str:
         return f"<Outbox {self.folder}: {len(self)} events>"
@@ -160,15 +210,18 @@ class Outbox:
             raise ConfigurationError(f"The outbox file {path} is not valid JSON: {exc}") from exc
         return [OutboxEntry.from_obj(e, batch=path.stem) for e in data.get("events", [])]
 
-    def _write(self, path: Path, entries: Sequence[OutboxEntry]) -> None:
+    def _write(self, path: Path, entries: Sequence[OutboxEntry], *, durable: bool = True) -> None:
         if not entries:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return
-        data = {"format": _FORMAT, "events": [e.to_obj() for e in entries]}
-        # PERF: compact separators keep json on its C encoder (indent= falls back to Python, which
-        # took a quarter of a 100,000-event emit).
-        atomic_write(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
+        self._dump(path, [e.to_obj() for e in entries], durable=durable)
+
+    @staticmethod
+    def _dump(path: Path, objs: builtins.list[dict[str, Any]], *, durable: bool) -> None:
+        # PERF: compact JSON goes through the json module's C encoder (indent does not).
+        data = json.dumps({"format": _FORMAT, "events": objs}, separators=(",", ":"))
+        atomic_write(path, data.encode("utf-8"), durable=durable)
 
     @staticmethod
     def _failed(
@@ -181,23 +234,30 @@ class Outbox:
         ]
 
     def _send(
-        self, path: Path, entries: list[OutboxEntry], *, keep: Sequence[OutboxEntry] = ()
+        self,
+        path: Path,
+        events: Sequence[OutgoingEvent],
+        schema_ids: Sequence[str],
+        entries: Callable[[], builtins.list[OutboxEntry]],
+        *,
+        keep: Sequence[OutboxEntry] = (),
     ) -> tuple[list[Receipt], dict[int, BaseException]]:
-        """Send ``entries`` (on disk at ``path``, lock held); keep ``keep`` and what failed."""
+        """Send ``events`` (on disk at ``path``, lock held); keep ``keep`` and what failed.
+
+        ``entries`` makes the outbox entries of ``events``, needed only when some fail.
+        """
         try:
-            receipts = self.hub.send(
-                [e.event() for e in entries], schema_ids=[e.schema_id for e in entries]
-            )
+            receipts = self.hub.send(events, schema_ids=schema_ids)
         except EmitError as exc:
             failures = {i: error for i, error in exc.failures}
-            self._write(path, [*keep, *self._failed(entries, failures)])
+            self._write(path, [*keep, *self._failed(entries(), failures)])
             return [r for r in exc.receipts if isinstance(r, Receipt)], failures
         except ServiceError as exc:
-            failures = dict.fromkeys(range(len(entries)), exc)
-            self._write(path, [*keep, *self._failed(entries, failures)])
+            failures = dict.fromkeys(range(len(events)), exc)
+            self._write(path, [*keep, *self._failed(entries(), failures)])
             return [], failures
         except Exception as exc:
-            failed = self._failed(entries, dict.fromkeys(range(len(entries)), exc))
+            failed = self._failed(entries(), dict.fromkeys(range(len(events)), exc))
             self._write(path, [*keep, *failed])
             exc.add_note(f"The events are kept in the outbox {self.folder}; see ws.outbox.list()")
             raise
@@ -214,28 +274,42 @@ class Outbox:
         """
         if not events:
             return []
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with writing(self.folder.parent):
+            self.folder.mkdir(parents=True, exist_ok=True)
+        if len(schema_ids) != len(events):
+            raise ValueError(f"{len(events)} events but {len(schema_ids)} schema ids")
         now = datetime.now(UTC)
         batch = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         path = self.folder / f"{batch}.json"
-        entries = [
-            OutboxEntry(
-                message_id=event.message_id,
-                schema_id=schema_id,
-                content_type=event.content_type,
-                partition_key=event.partition_key,
-                body=event.body,
-                properties=dict(event.properties),
-                created=now,
-                attempts=0,
-                last_error=None,
-                batch=batch,
-            )
-            for event, schema_id in zip(events, schema_ids, strict=True)
+
+        def entries() -> builtins.list[OutboxEntry]:
+            return [
+                OutboxEntry(
+                    message_id=event.message_id,
+                    schema_id=schema_id,
+                    content_type=event.content_type,
+                    partition_key=event.partition_key,
+                    body=event.body,
+                    properties=dict(event.properties),
+                    created=now,
+                    attempts=0,
+                    last_error=None,
+                    batch=batch,
+                )
+                for event, schema_id in zip(events, schema_ids, strict=True)
+            ]
+
+        created = now.isoformat()
+        # PERF: the JSON form straight from the events, without an entry object each.
+        objs = [
+            _obj(e, schema_id, created) for e, schema_id in zip(events, schema_ids, strict=True)
         ]
         with _batch_lock(self.folder / f"{batch}.lock", wait=True):
-            self._write(path, entries)
-            receipts, failures = self._send(path, entries)
+            # NOTE: not fsynced: a process that dies leaves it all the same, and the hub's own
+            # fsync makes what it takes durable; what it refuses is written again, durably.
+            self._dump(path, objs, durable=False)
+            del objs
+            receipts, failures = self._send(path, events, schema_ids, entries)
         if failures:
             pairs = sorted(failures.items())
             raise EmitError(
@@ -256,9 +330,12 @@ class Outbox:
 
         Batches another process is sending right now are skipped. Returns the receipts of the
         events sent; raises :class:`EmitError` whose ``failures`` index the attempted events in
-        the order of :meth:`list`, and which carries the receipts of those sent.
+        the order of :meth:`list`, and which carries the receipts of those sent. Warns with
+        :class:`LateEventWarning` for each event older than a write of the same aspect already
+        in the lake: it is sent all the same, and history keeps the newer write.
         """
         wanted = None if message_ids is None else set(message_ids)
+        self._warn_late([e for e in self.list() if wanted is None or e.message_id in wanted])
         all_receipts: list[Receipt] = []
         all_failures: list[tuple[int, BaseException]] = []
         attempted = 0
@@ -271,7 +348,13 @@ class Outbox:
                 if not chosen:
                     continue
                 others = [e for e in entries if e not in chosen]
-                receipts, failures = self._send(path, chosen, keep=others)
+                receipts, failures = self._send(
+                    path,
+                    [e.event() for e in chosen],
+                    [e.schema_id for e in chosen],
+                    functools.partial(builtins.list, chosen),
+                    keep=others,
+                )
                 all_receipts.extend(receipts)
                 all_failures.extend((attempted + i, e) for i, e in sorted(failures.items()))
                 attempted += len(chosen)
@@ -301,3 +384,95 @@ class Outbox:
                     dropped += len(entries) - len(kept)
                     self._write(path, kept)
         return dropped
+
+    # -- late retries ---------------------------------------------------------------------------
+
+    def _warn_late(self, entries: Sequence[OutboxEntry]) -> None:
+        """Warn about the entries older than a write of the same (urn, aspect) in the lake."""
+        stamped = [e for e in entries if str(e.properties.get(EMITTED_TIME_PROPERTY)).isdigit()]
+        if not stamped or self._history is None or self._registry is None:
+            return
+        import pyarrow.compute as pc
+
+        from metaverse_kit.history.questions import HistoryInputError, aspects, state_as_of
+
+        try:
+            pending = aspects(self._as_events(stamped))
+            if not pending.num_rows:
+                return
+            # NOTE: the last write of each aspect in history's order is the newest one made.
+            latest = state_as_of(self._history(), _END_OF_TIME, include_removed=True)
+        except HistoryInputError:
+            return  # not MCEs: no aspects to compare
+        except MetaverseError as exc:
+            # NOTE: a lake that cannot be read (none configured, a service error) must not stop
+            # the retry; the check is a courtesy, the events are what matters.
+            _log.info("not checking the retried events against the lake: %s", exc)
+            return
+        latest = latest.filter(pc.is_in(latest.column("urn"), value_set=pending.column("urn")))
+        columns = ["urn", "aspect", "emitted_time", "enqueued_time"]
+        newest = {
+            (r["urn"], r["aspect"]): r["emitted_time"] or r["enqueued_time"]
+            for r in latest.select(columns).to_pylist()
+        }
+        late = []
+        for r in pending.select([*columns[:3], "message_id"]).to_pylist():
+            newer, emitted = newest.get((r["urn"], r["aspect"])), r["emitted_time"]
+            if newer is not None and emitted is not None and newer > emitted:
+                late.append(
+                    f"{r['message_id']} ({r['aspect']} of {r['urn']}, emitted "
+                    f"{emitted:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+                    + f" UTC; the lake has a write made {newer:%Y-%m-%d %H:%M:%S.%f}"[:-3]
+                    + " UTC)"
+                )
+        if late:
+            shown = "; ".join(late[:5]) + (f"; and {len(late) - 5} more" if len(late) > 5 else "")
+            warnings.warn(
+                LateEventWarning(
+                    f"{len(late)} retried event(s) are older than a write of the same aspect "
+                    f"already in the lake: {shown}. They are sent; history keeps the newer "
+                    "writes and audit_trail() marks these late=True"
+                ),
+                stacklevel=3,
+            )
+
+    def _as_events(self, entries: Sequence[OutboxEntry]) -> pa.Table:
+        """The entries as an events table (as replay makes them), to ask history questions of."""
+        from metaverse_kit.capture import append_events, format_enqueued_time
+        from metaverse_kit.events.builtin import mce_definition
+        from metaverse_kit.history.replay import PayloadSchema, decode_capture_file
+
+        registry = self._registry
+        assert registry is not None
+        now = datetime.now(UTC)
+        data = append_events(
+            None,
+            [
+                {
+                    "SequenceNumber": i,
+                    "Offset": "0",
+                    "EnqueuedTimeUtc": format_enqueued_time(now),
+                    "SystemProperties": {
+                        "x-opt-enqueued-time": round(now.timestamp() * 1000),
+                        "content-type": e.content_type,
+                        "message-id": e.message_id,
+                    },
+                    "Properties": dict(e.properties),
+                    "Body": e.body,
+                }
+                for i, e in enumerate(entries)
+            ],
+        )
+
+        def lookup(schema_id: str) -> str | None:
+            try:
+                return registry.get_schema(schema_id).definition
+            except Exception:  # an unknown id: the event decodes to an error row, no aspect
+                return None
+
+        import pyarrow as pa
+
+        batch = decode_capture_file(
+            data, payload=PayloadSchema(mce_definition()), schemas=lookup, path="the outbox"
+        )
+        return pa.Table.from_batches([batch])

@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from metaverse_kit._files import can_write
 from metaverse_kit.backends import check_options, load_backend
 from metaverse_kit.backends.protocols import (
     BackendParts,
@@ -27,6 +28,7 @@ from metaverse_kit.backends.protocols import (
     SchemaProperties,
     SchemaRegistry,
 )
+from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.config import default_backend
 from metaverse_kit.errors import ConfigurationError, SchemaNotFoundError
 from metaverse_kit.events.avro import AvroSchema
@@ -89,6 +91,19 @@ def _message_ids(count: int) -> list[str]:
     raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])
     text = raw.hex()
     return [text[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
+def _with_emitted_time(properties: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The application properties of an emit, stamped with the time the user emitted it.
+
+    Set here, before the outbox, so a retry keeps the original time (history orders writes of
+    one aspect by it). A caller's own ``metaverse-emitted-time`` (epoch ms, a number or digits)
+    is kept: re-emitting an old history keeps its times.
+    """
+    # NOTE: as text: the Event Hubs SDK sends a Python int as a 32-bit AMQP int, which epoch
+    # milliseconds overflow; history reads digits whatever their Avro type.
+    now = str(round(datetime.now(UTC).timestamp() * 1000))
+    return {EMITTED_TIME_PROPERTY: now, **dict(properties or {})}
 
 
 def partition_key_of(record: Any) -> str | None:
@@ -174,7 +189,12 @@ class Workspace:
         from metaverse_kit.config import default_workspace_path
         from metaverse_kit.outbox import Outbox
 
-        return Outbox((self.path or default_workspace_path()) / "outbox", self.hub)
+        return Outbox(
+            (self.path or default_workspace_path()) / "outbox",
+            self.hub,
+            history=lambda: self.replay(progress=False),
+            registry=self.registry,
+        )
 
     @property
     def description(self) -> dict[str, Any]:
@@ -261,7 +281,9 @@ class Workspace:
         :class:`ValidationError` listing every problem of every event (paths start with
         ``events[i]`` for a list) and nothing is sent. ``schema`` defaults to the built-in MCE
         schema; ``partition_key`` defaults to each MCE's urn, so one entity's events stay in
-        order. Events are written to the outbox before they are sent and removed once sent;
+        order. Every event carries the time it was emitted (the application property
+        ``metaverse-emitted-time``, epoch ms as text), which history orders writes of one aspect by.
+        Events are written to the outbox before they are sent and removed once sent;
         sending failures raise :class:`EmitError` with per-event details, and the failed
         events stay in :attr:`outbox`. Anything that is neither an event (a mapping) nor a
         sequence of events (a ``str``, ``bytes``, a number) raises :class:`TypeError`.
@@ -279,13 +301,14 @@ class Workspace:
             prefix="" if single else "events",
         )
         content_type = content_type_for(props.id)
+        stamped = _with_emitted_time(properties)
         outgoing = [
             OutgoingEvent(
                 body=body,
                 content_type=content_type,
                 partition_key=partition_key or partition_key_of(record) or "",
                 message_id=message_id,
-                properties=dict(properties or {}),
+                properties=dict(stamped),
             )
             for body, record, message_id in zip(
                 bodies, items, _message_ids(len(items)), strict=True
@@ -297,9 +320,14 @@ class Workspace:
     # -- replay ---------------------------------------------------------------------------------
 
     def _replay_cache(self, cache: bool | str | Path | None) -> bool | str | Path | None:
-        """``cache=True`` means the workspace's own cache folder when it has a folder."""
+        """``cache=True`` means the workspace's own cache folder when it has a folder.
+
+        A workspace this user cannot write caches in the per-user cache folder instead.
+        """
         if cache is True and self.path is not None:
-            return self.path / "cache" / "replay"
+            # NOTE: probed at the workspace's root, which exists: probing the cache folder would
+            # create it before the replay has checked its arguments.
+            return self.path / "cache" / "replay" if can_write(self.path) else True
         return cache
 
     def replay_batches(

@@ -18,13 +18,20 @@ Design of the aspect value
     value as a Python dict; :func:`latest_aspect` returns such a dict.
 
 Order
-    Rows are in replay order: by ``enqueued_time``, then partition (numerically when every
-    partition id is a number), then ``sequence_number``, then the aspect's position in its MCE.
+    Rows are in replay order: by the time the user emitted the event (the
+    ``metaverse-emitted-time`` application property every workspace sets at emit, before the
+    outbox) where the event has one, else its ``enqueued_time``; then ``enqueued_time``,
+    partition (numerically when every partition id is a number), ``sequence_number``, and the
+    aspect's position in its MCE. So the last write of an (urn, aspect) is the one the user
+    made last, even when an older write reached the hub later (an outbox retry): that late
+    event does not override the newer value, and :func:`audit_trail` marks it ``late``.
     Within one partition the sequence number is the order the hub accepted events in, and an
-    entity's events share one partition (its urn is the partition key), so an entity's history
-    is in hub order. Ties in ``enqueued_time`` between partitions (the same millisecond) are
-    broken by partition id: the hub gives no order across partitions, so any fixed rule is as
-    true as another, and this one is repeatable.
+    entity's events share one partition (its urn is the partition key), so events without an
+    emit time are in hub order. Ties between partitions (the same millisecond) are broken by
+    partition id: the hub gives no order across partitions, so any fixed rule is as true as
+    another, and this one is repeatable. Emit times come from the emitting machine's clock:
+    two machines whose clocks disagree by more than the time between their writes of the same
+    aspect are ordered by their clocks.
 
 Change kinds
     ``upsert``: an aspect written (also a ``Status`` with ``removed=False``, which restores a
@@ -61,6 +68,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaverse_kit._time import utc_time
+from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.errors import MetaverseError
 from metaverse_kit.events.aspects import ASPECT_NAMES
 
@@ -294,6 +302,7 @@ def _explode(events: pa.Table) -> pa.Table:
         rows = pa.array([], pa.int64())
         position = pa.array([], pa.int32())
     envelope = events.select(["enqueued_time", "partition", "sequence_number"]).take(rows)
+    emitted = _emitted_times(events).take(rows)
     message_id = (
         events.column("message_id").take(rows)
         if "message_id" in events.column_names
@@ -322,6 +331,7 @@ def _explode(events: pa.Table) -> pa.Table:
             "change": change,
             "value": value,
             "enqueued_time": envelope.column("enqueued_time"),
+            "emitted_time": emitted,
             "partition": envelope.column("partition"),
             "sequence_number": envelope.column("sequence_number"),
             "message_id": message_id,
@@ -330,6 +340,31 @@ def _explode(events: pa.Table) -> pa.Table:
         }
     )
     return _in_replay_order(table)
+
+
+_EMITTED_TYPE = pa.timestamp("ms", tz="UTC")
+
+
+def _emitted_times(events: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """Each event's emit time (the ``metaverse-emitted-time`` property), null where it has none."""
+    if "properties" not in events.column_names or not events.num_rows:
+        return pa.nulls(events.num_rows, _EMITTED_TYPE)
+    properties = events.column("properties")
+    if not pa.types.is_map(properties.type):
+        return pa.nulls(events.num_rows, _EMITTED_TYPE)
+    text = pc.map_lookup(properties, pa.scalar(EMITTED_TIME_PROPERTY), "last").cast(pa.string())
+    # NOTE: a value that is not epoch milliseconds (set by hand) counts as no emit time.
+    ok = pc.fill_null(pc.match_substring_regex(text, r"^[0-9]{1,15}$"), False)
+    digits = pc.if_else(ok, text, pa.scalar(None, pa.string()))
+    return digits.cast(pa.int64()).cast(_EMITTED_TYPE)
+
+
+def _write_time(table: pa.Table) -> pa.ChunkedArray | pa.Array:
+    """When each write was made: its emit time where known, else its enqueued time."""
+    enqueued = table.column("enqueued_time")
+    if "emitted_time" not in table.column_names:
+        return enqueued
+    return pc.coalesce(table.column("emitted_time").cast(enqueued.type), enqueued)
 
 
 def _in_replay_order(table: pa.Table) -> pa.Table:
@@ -341,6 +376,7 @@ def _in_replay_order(table: pa.Table) -> pa.Table:
     )
     keys = pa.table(
         {
+            "w": _write_time(table),
             "t": table.column("enqueued_time"),
             "p": _partition_order(table.column("partition")),
             "s": table.column("sequence_number"),
@@ -348,7 +384,7 @@ def _in_replay_order(table: pa.Table) -> pa.Table:
         }
     )
     # NOTE: nulls (a partition unknown to a file outside Capture's layout) sort last.
-    order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in "tpsa"])
+    order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in "wtpsa"])
     # PERF: the take copies every nested value; a table already in order is returned as it is.
     if pc.all(pc.equal(order, _arange(table.num_rows).cast(order.type))).as_py() is not False:
         return table
@@ -369,7 +405,8 @@ def aspects(events: Any) -> pa.Table:
     Columns: ``urn``, ``entity_type`` (``dataset``, ``corpuser``, ...), ``platform`` (of a
     dataset, else null), ``aspect`` (DataHub's name: ``ownership``), ``aspect_type`` (the
     record's full name), ``change`` (``upsert`` / ``soft_delete`` / ``delete``), ``value``
-    (the typed aspect union, see the module notes), ``enqueued_time``, ``partition``,
+    (the typed aspect union, see the module notes), ``enqueued_time``, ``emitted_time`` (when
+    the user emitted it, null for events without the property; see *Order*), ``partition``,
     ``sequence_number``, ``message_id``, ``event_index`` (the event's row in ``events``) and
     ``aspect_index`` (the aspect's position in its MCE). Events that did not decode
     (``decode_error`` set) have no aspects and no rows.
@@ -656,7 +693,9 @@ _AUDIT_ORDER = (
     "aspect",
     "aspect_type",
     "change",
+    "late",
     "enqueued_time",
+    "emitted_time",
     "partition",
     "sequence_number",
     "message_id",
@@ -671,8 +710,13 @@ _AUDIT_ORDER = (
 def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table:
     """Every aspect written to ``urn``, oldest first, each with its previous and new value.
 
-    Columns: ``urn``, ``entity_type``, ``aspect``, ``aspect_type``, ``change``,
-    ``enqueued_time``, ``partition``, ``sequence_number``, ``message_id``, ``actor`` (the actor
+    Rows are in the order the writes were made (see *Order* in the module notes). Columns:
+    ``urn``, ``entity_type``, ``aspect``, ``aspect_type``, ``change``, ``late`` (True for a
+    write that reached the hub after a newer write of the same aspect, such as an outbox retry
+    of an event emitted while the hub was down: the newer value stands, so the late write's
+    value never became the current one), ``enqueued_time``, ``emitted_time`` (when the user
+    emitted it; null for events from elsewhere), ``partition``, ``sequence_number``,
+    ``message_id``, ``actor`` (the actor
     of the aspect's own audit stamp, when it has one), ``changed_fields`` (see
     :func:`changed_fields`; empty when the write repeated the previous value, which stays in
     the trail), ``previous_value`` (null for the first write of that aspect), ``value`` and
@@ -703,9 +747,40 @@ def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table
         last[name] = i
     previous = rows.column("value").take(pa.array(previous_index, pa.int64()))
     rows = rows.append_column("previous_value", previous)
+    rows = rows.append_column("late", pa.array(_late(rows), pa.bool_()))
     rows = rows.append_column("changed_fields", pa.array(fields, pa.list_(pa.string())))
     rows = rows.append_column("actor", pa.array(actors, pa.string()))
     return rows.select(list(_AUDIT_ORDER))
+
+
+def _late(rows: pa.Table) -> list[bool]:
+    """For each write (rows in write order), whether a newer write of its aspect arrived first."""
+    arrived = list(
+        zip(
+            rows.column("enqueued_time").cast(pa.int64()).to_pylist(),
+            _partition_order(rows.column("partition")).to_pylist(),
+            rows.column("sequence_number").to_pylist(),
+            strict=True,
+        )
+    )
+    earliest_later: dict[str, tuple[Any, ...]] = {}
+    late = [False] * rows.num_rows
+    names = rows.column("aspect").to_pylist()
+    for i in range(rows.num_rows - 1, -1, -1):
+        seen = earliest_later.get(names[i])
+        late[i] = seen is not None and _before(seen, arrived[i])
+        if seen is None or _before(arrived[i], seen):
+            earliest_later[names[i]] = arrived[i]
+    return late
+
+
+def _before(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Arrival order (enqueued time, partition, sequence number); unknowns compare as equal."""
+    for x, y in zip(a, b, strict=True):
+        if x is None or y is None or x == y or type(x) is not type(y):
+            continue
+        return bool(x < y)
+    return False
 
 
 # -- changes between two times -------------------------------------------------------------------
@@ -742,8 +817,12 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
     stats = window.group_by(["urn", "aspect"], use_threads=False).aggregate(
         [("enqueued_time", "min"), ("enqueued_time", "max"), ("enqueued_time", "count")]
     )
-    after = _last_per_key(window, ["urn", "aspect"])
     touched = pc.unique(window.column("urn"))
+    # NOTE: the value at ``end`` is the last write made (not the last to arrive) of those
+    # enqueued by then: a late write in the window may leave an older-arrived newer one in place.
+    upto_end = _up_to(table, hi)
+    upto_end = upto_end.filter(pc.is_in(upto_end.column("urn"), value_set=touched))
+    after = _last_per_key(upto_end, ["urn", "aspect"])
     before_rows = _up_to(table, lo, inclusive=False)
     before_rows = before_rows.filter(pc.is_in(before_rows.column("urn"), value_set=touched))
     before = _last_per_key(before_rows, ["urn", "aspect"])
@@ -771,6 +850,8 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
     for i, key in enumerate(
         zip(after.column("urn").to_pylist(), after.column("aspect").to_pylist(), strict=True)
     ):
+        if key not in stat_at:
+            continue  # an aspect of a touched entity that was not written in the window
         j = before_at.get(key)
         new_value = after_values[i]
         old_value = None if j is None else before_values[j]

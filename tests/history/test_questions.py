@@ -376,9 +376,12 @@ def test_ties_in_time_follow_partition_then_sequence(
 ) -> None:
     keys = _keys_for_partitions(workspace)
     # All at one instant: partition 2 after partition 0, and within partition 0, in sequence order.
-    workspace.emit(mk.mce(ORDERS, [A.global_tags(["InTwo"])]), partition_key=keys["2"])
-    workspace.emit(mk.mce(ORDERS, [A.global_tags(["FirstInZero"])]), partition_key=keys["0"])
-    workspace.emit(mk.mce(ORDERS, [A.global_tags(["SecondInZero"])]), partition_key=keys["0"])
+    # NOTE: the same emit time too (as a batch from one notebook has), else it orders them.
+    one = {"metaverse-emitted-time": 1_772_438_400_000}
+    for tag, key in (("InTwo", "2"), ("FirstInZero", "0"), ("SecondInZero", "0")):
+        workspace.emit(
+            mk.mce(ORDERS, [A.global_tags([tag])]), partition_key=keys[key], properties=one
+        )
     events = workspace.replay(progress=False)
     assert set(events["partition"].to_pylist()) == {"0", "2"}
     assert _tags(latest_aspect(events, ORDERS, "globalTags")) == ["InTwo"]

@@ -201,6 +201,7 @@ def test_native_and_fastavro_decoders_agree_on_the_demo_history(workspace: mk.Wo
     props = [dict(p) for p in last["properties"].to_pylist() if dict(p).get("origin")]
     assert props == [
         {
+            "metaverse-emitted-time": props[0]["metaverse-emitted-time"],  # a long, as text
             "origin": "test",
             "retries": "2",
             "ratio": "0.5",
@@ -208,6 +209,7 @@ def test_native_and_fastavro_decoders_agree_on_the_demo_history(workspace: mk.Wo
             "message-id": props[0]["message-id"],
         }
     ]
+    assert props[0]["metaverse-emitted-time"].isdigit()
     _same(native, slow)
 
 

@@ -10,13 +10,14 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from metaverse_kit._files import atomic_write, locked
+from metaverse_kit._files import atomic_write, can_write, locked, remove_leftovers, writing
 from metaverse_kit.backends import declared_options
 from metaverse_kit.backends.local.hub import LocalEventHub
 from metaverse_kit.backends.local.lake import LocalLake
@@ -26,7 +27,7 @@ from metaverse_kit.config import default_workspace_path
 from metaverse_kit.errors import ConfigurationError, SchemaNotFoundError
 from metaverse_kit.names import check_eventhub_name, check_namespace_name, check_schema_group_name
 
-__all__ = ["DEFAULTS", "OPTIONS", "create"]
+__all__ = ["DEFAULTS", "OPTIONS", "create", "read_settings"]
 
 #: Settings of a new workspace; the names mirror the Azure resources they stand for.
 DEFAULTS: dict[str, Any] = {
@@ -51,32 +52,62 @@ def _check_names(settings: dict[str, Any], where: str) -> None:
             check(settings[key], what=f"{key} {where}")
 
 
+def read_settings(root: Path) -> dict[str, Any] | None:
+    """The settings of the workspace at ``root`` (defaults filled in), None when it has none.
+
+    Reads only. Raises :class:`ConfigurationError` when ``workspace.json`` is not valid JSON.
+    """
+    saved = _read_settings(root / "workspace.json")
+    return None if saved is None else {**DEFAULTS, **saved}
+
+
+def _read_settings(settings_path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(settings_path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{settings_path} is not valid JSON: {exc}") from exc
+
+
 def _settings(path: Path, given: dict[str, Any]) -> dict[str, Any]:
     settings_path = path / "workspace.json"
-    with locked(path / ".workspace.lock"):
-        if settings_path.exists():
-            try:
-                saved = json.loads(settings_path.read_text("utf-8"))
-            except json.JSONDecodeError as exc:
-                raise ConfigurationError(f"{settings_path} is not valid JSON: {exc}") from exc
-            clash = {
-                k: (saved.get(k), v)
-                for k, v in given.items()
-                if v is not None and saved.get(k) != v
-            }
-            if clash:
-                details = ", ".join(
-                    f"{k}={new!r} (workspace has {old!r})" for k, (old, new) in clash.items()
-                )
-                raise ConfigurationError(
-                    f"The workspace at {path} was created with other settings: {details}"
-                )
-            merged = {**DEFAULTS, **saved}
-            _check_names(merged, f"in {settings_path}")
-            return merged
-        settings = {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
-        atomic_write(settings_path, json.dumps(settings, indent=2, sort_keys=True).encode())
-        return settings
+    # NOTE: an existing workspace is read without its lock (the file is replaced atomically),
+    # so a workspace the user cannot write still opens for reading.
+    saved = _read_settings(settings_path)
+    if saved is None:
+        with locked(path / ".workspace.lock"):
+            saved = _read_settings(settings_path)
+            if saved is None:
+                settings = {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+                atomic_write(settings_path, json.dumps(settings, indent=2, sort_keys=True).encode())
+                return settings
+    clash = {k: (saved.get(k), v) for k, v in given.items() if v is not None and saved.get(k) != v}
+    if clash:
+        details = ", ".join(
+            f"{k}={new!r} (workspace has {old!r})" for k, (old, new) in clash.items()
+        )
+        raise ConfigurationError(
+            f"The workspace at {path} was created with other settings: {details}"
+        )
+    merged = {**DEFAULTS, **saved}
+    _check_names(merged, f"in {settings_path}")
+    return merged
+
+
+def _tidy(root: Path, hub: LocalEventHub) -> None:
+    """Clear what killed processes left in a workspace this process can write.
+
+    Rolls back a send a killed process left half done and removes its temporary files; a
+    live writer's are never touched (see :func:`metaverse_kit._files.find_leftovers`). On a
+    workspace the user cannot write, nothing is done (``metaverse doctor`` lists them).
+    """
+    if not can_write(root):
+        return
+    if hub.pending() is not None:
+        hub.recover()
+    # NOTE: cache/ belongs to the replay cache, which cleans its own temporary files.
+    remove_leftovers(root, skip=("cache",))
 
 
 def create(
@@ -95,7 +126,10 @@ def create(
 
     A missing workspace is created with the built-in schemas registered in ``schema_group``.
     ``clock`` stamps enqueued times (tests and the demo use it to simulate a history).
-    Raises :class:`ConfigurationError` when the options contradict an existing workspace.
+    Opening a workspace rolls back a send a killed process left half done and removes the
+    temporary files of dead processes. A workspace the user cannot write opens for reading.
+    Raises :class:`ConfigurationError` when the options contradict an existing workspace and
+    :class:`ReadOnlyWorkspaceError` when a missing workspace cannot be created.
     """
     given = {
         "namespace": namespace,
@@ -111,7 +145,8 @@ def create(
     root = Path(path).expanduser() if path is not None else default_workspace_path()
     if root.exists() and not root.is_dir():
         raise ConfigurationError(f"The workspace path {root} is a file, not a folder")
-    root.mkdir(parents=True, exist_ok=True)
+    with writing(root.parent):
+        root.mkdir(parents=True, exist_ok=True)
     settings = _settings(root, given)
     registry = LocalSchemaRegistry(root / "registry")
     group = settings["schema_group"]
@@ -134,7 +169,9 @@ def create(
         clock=clock,
     )
     # NOTE: made up front so that replaying a workspace with no events yet gives an empty table.
-    (root / "lake").mkdir(exist_ok=True)
+    with contextlib.suppress(OSError):  # a read-only workspace without one
+        (root / "lake").mkdir(exist_ok=True)
+    _tidy(root, hub)
     lake = LocalLake(root / "lake")
     return BackendParts(
         name="local",

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from metaverse_kit.backends.protocols import CaptureFile
-from metaverse_kit.capture import parse_capture_path, select_files
+from metaverse_kit.capture import complete_length, parse_capture_path, select_files
 from metaverse_kit.errors import CaptureFileError, ConfigurationError
 
 __all__ = ["LocalLake"]
@@ -87,8 +87,15 @@ class LocalLake:
         return select_files(files, partitions=partitions, start=start, end=end)
 
     def read_bytes(self, file: CaptureFile) -> bytes:
-        """The whole content of one file."""
+        """The content of one file up to its last complete block.
+
+        A file the hub is appending to may end in a block cut short; it is left out, so a
+        replay never sees a torn block (see :func:`~metaverse_kit.capture.complete_length`).
+        """
         try:
-            return Path(file.path).read_bytes()
+            data = Path(file.path).read_bytes()
         except FileNotFoundError as exc:
             raise CaptureFileError(f"{file.path} disappeared while replaying") from exc
+        end = complete_length(data)
+        # PERF: the common case, a file ending with its last block, is returned without a copy.
+        return data if end == len(data) else data[:end]

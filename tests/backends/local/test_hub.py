@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 import metaverse_kit as mk
 from metaverse_kit.backends.local.hub import LocalEventHub
 from metaverse_kit.backends.protocols import OutgoingEvent
-from metaverse_kit.capture import read_header
+from metaverse_kit.capture import encode_blocks, read_header
 from tests.conftest import SimClock
 
 
@@ -125,68 +124,97 @@ def test_invalid_events_are_rejected_before_anything_is_written(workspace: mk.Wo
     assert not list((workspace.path / "lake").rglob("*.avro"))
 
 
-def test_a_crash_after_the_commit_point_is_finished_by_the_next_send(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hub = LocalEventHub(
+def _hub(tmp_path: Path, partitions: int = 4) -> LocalEventHub:
+    return LocalEventHub(
         tmp_path / "lake",
         tmp_path / "hub",
         namespace="n",
         eventhub="e",
-        partition_count=4,
+        partition_count=partitions,
         clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
     )
-    hub.send(_events(5), schema_ids=["s"] * 5)
-    real_replace = os.replace
-    calls = {"n": 0}
 
-    def crash_on_second_rename(src: str, dst: str) -> None:
-        if str(src).endswith(".pending"):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise OSError("simulated crash")
-        real_replace(src, dst)
 
-    monkeypatch.setattr(os, "replace", crash_on_second_rename)
-    with pytest.raises(OSError, match="simulated crash"):
-        hub.send(_events(10, key="b"), schema_ids=["s"] * 10)
-    monkeypatch.setattr(os, "replace", real_replace)
-    assert (tmp_path / "hub" / "journal.json").exists()
-    # The next hub to send finishes the committed renames first: nothing lost, nothing reused.
-    LocalEventHub(
-        tmp_path / "lake", tmp_path / "hub", namespace="n", eventhub="e", partition_count=4
-    ).send(_events(1, key="c"), schema_ids=["s"])
-    records = [
+def _lake_records(tmp_path: Path) -> list[dict]:
+    return [
         r
         for f in sorted((tmp_path / "lake").rglob("*.avro"))
         for r in fastavro.reader(io.BytesIO(f.read_bytes()))
     ]
-    assert len(records) == 16
-    ids = [r["Properties"]["message-id"] for r in records]
-    assert len(ids) == len(set(ids))
-    assert not list((tmp_path / "lake").rglob("*.pending"))
 
 
-def test_a_crash_before_the_commit_point_changes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hub = LocalEventHub(
-        tmp_path / "lake", tmp_path / "hub", namespace="n", eventhub="e", partition_count=2
-    )
-    hub.send(_events(3), schema_ids=["s"] * 3)
-    before = {f: f.read_bytes() for f in (tmp_path / "lake").rglob("*.avro")}
-    state = (tmp_path / "hub" / "partitions.json").read_text()
-    import metaverse_kit.backends.local.hub as hub_module
+def _killed_send(tmp_path: Path, hub: LocalEventHub, *, cut: int | None) -> Path:
+    """Leave what a send killed after its journal and part of its append leaves behind.
 
-    def fail(*args: object, **kwargs: object) -> bytes:
-        raise OSError("disk full")
+    ``cut``: how many bytes of the appended blocks made it (None: all of them).
+    """
+    (receipt,) = hub.send(_events(1, key="x"), schema_ids=["s"])
+    path = Path(receipt.location)
+    state = json.loads(hub.state_path.read_text())
+    part = state[receipt.partition]
+    records = [
+        {
+            "SequenceNumber": part["next_sequence"] + i,
+            "Offset": str(part["next_offset"]),
+            "EnqueuedTimeUtc": "1/1/2026 12:00:00 AM",
+            "SystemProperties": {"x-opt-enqueued-time": 1767225600000, "message-id": f"k{i}"},
+            "Properties": {},
+            "Body": b"killed",
+        }
+        for i in range(3)
+    ]
+    blocks, _ = encode_blocks(records, codec="null", sync=bytes.fromhex(part["sync"]))
+    journal = {
+        "format": 2,
+        "pid": 1,
+        "files": [
+            {
+                "partition": receipt.partition,
+                "path": path.relative_to(tmp_path / "lake").as_posix(),
+                "length": part["length"],
+                "new": False,
+            }
+        ],
+    }
+    hub.journal_path.write_text(json.dumps(journal))
+    with open(path, "ab") as f:
+        f.write(blocks if cut is None else blocks[:cut])
+    return path
 
-    monkeypatch.setattr(hub_module, "append_events", fail)
-    with pytest.raises(OSError, match="disk full"):
-        hub.send(_events(3, key="z"), schema_ids=["s"] * 3)
-    assert {f: f.read_bytes() for f in (tmp_path / "lake").rglob("*.avro")} == before
-    assert (tmp_path / "hub" / "partitions.json").read_text() == state
-    assert not [p for p in (tmp_path / "lake").rglob("*") if p.name.endswith(".pending")]
+
+def test_a_send_killed_mid_block_is_rolled_back_by_truncation(tmp_path: Path) -> None:
+    hub = _hub(tmp_path, partitions=1)
+    hub.send(_events(5), schema_ids=["s"] * 5)
+    path = _killed_send(tmp_path, hub, cut=40)
+    good = json.loads(hub.state_path.read_text())["0"]["length"]
+    assert path.stat().st_size == good + 40
+    # The next hub to send truncates the torn block first: nothing lost, nothing reused.
+    _hub(tmp_path, partitions=1).send(_events(2, key="c"), schema_ids=["s"] * 2)
+    records = _lake_records(tmp_path)
+    assert [r["SequenceNumber"] for r in records] == list(range(8))
+    assert hub.pending() is None
+
+
+def test_complete_blocks_of_a_killed_send_roll_the_numbers_forward(tmp_path: Path) -> None:
+    hub = _hub(tmp_path, partitions=1)
+    hub.send(_events(5), schema_ids=["s"] * 5)
+    _killed_send(tmp_path, hub, cut=None)
+    assert hub.recover() == []  # nothing to truncate: the killed send's block was whole
+    receipts = hub.send(_events(2, key="c"), schema_ids=["s"] * 2)
+    assert [r.sequence_number for r in receipts] == [9, 10]
+    records = _lake_records(tmp_path)
+    assert [r["SequenceNumber"] for r in records] == list(range(11))
+
+
+def test_appends_in_place_without_rewriting_the_file(tmp_path: Path) -> None:
+    hub = _hub(tmp_path, partitions=1)
+    (first,) = hub.send(_events(1), schema_ids=["s"])
+    path = Path(first.location)
+    inode, head = path.stat().st_ino, path.read_bytes()
+    hub.send(_events(3, key="b"), schema_ids=["s"] * 3)
+    assert path.stat().st_ino == inode  # the same file, grown: not a copy renamed over it
+    assert path.read_bytes().startswith(head)
+    assert len(_lake_records(tmp_path)) == 4
 
 
 def _emit_worker(path: str, worker: int, count: int) -> list[tuple[str, int]]:

@@ -1,0 +1,374 @@
+"""The local workspace's doctor: damaged Capture files, crash leftovers, stuck journal, outbox.
+
+``metaverse doctor`` runs :meth:`LocalDoctor.check`, which only reads (it works on a workspace
+the user cannot write), and with ``--repair`` :meth:`LocalDoctor.repair`, which:
+
+- rolls back a send a killed process left half done (the hub's stuck journal);
+- rewrites each damaged Capture file from its intact blocks (those whose framing, sync marker
+  and records all check out, including blocks after the damage, found again by their sync
+  marker), after moving the damaged original aside to ``<workspace>/quarantine/`` under its
+  path in the workspace; a file with no intact block is only moved aside;
+- rebuilds an unreadable hub state from the lake;
+- deletes the temporary files of dead processes (never a live writer's).
+
+Outbox entries are reported, not repaired: ``ws.outbox.retry()`` sends them and
+``ws.outbox.discard(ids)`` drops them. Findings use the shape of
+:mod:`metaverse_kit.backends.health`, which an Azure doctor reuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from metaverse_kit._files import Leftover, atomic_write, find_leftovers, remove_leftovers
+from metaverse_kit.backends.health import SEVERITIES, Finding
+from metaverse_kit.backends.local.factory import read_settings
+from metaverse_kit.backends.local.hub import LocalEventHub
+from metaverse_kit.capture import BlockScan, decode_block, read_header, scan_blocks
+from metaverse_kit.errors import CaptureFileError, ConfigurationError
+
+__all__ = ["LocalDoctor"]
+
+#: Top-level folders of a workspace the doctor leaves alone: the replay cache keeps and cleans
+#: its own files, and the quarantine holds what a repair set aside.
+_SKIP = ("cache", "quarantine")
+
+
+@dataclass(frozen=True)
+class _Damage:
+    """What is wrong with one Capture file, and what of it can be kept."""
+
+    path: Path
+    header: bytes  # empty when the header itself is unreadable
+    intact: list[tuple[int, int, int]]  # (start, end, records) of the blocks kept
+    blocks: int  # blocks found, intact or not
+    lost_bytes: int
+    reason: str
+    torn_only: bool  # nothing wrong but a block cut short at the end
+
+    @property
+    def kept(self) -> int:
+        return sum(n for _, _, n in self.intact)
+
+
+class LocalDoctor:
+    """Checks and repairs the local workspace at ``path`` (a folder with ``workspace.json``).
+
+    Raises :class:`ConfigurationError` when ``path`` holds no workspace.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.root = Path(path).expanduser()
+        settings = read_settings(self.root) if self.root.is_dir() else None
+        if settings is None:
+            raise ConfigurationError(
+                f"No workspace at {self.root} (no workspace.json); `metaverse init` creates one"
+            )
+        self.hub = LocalEventHub(
+            self.root / "lake",
+            self.root / "hub",
+            namespace=settings["namespace"],
+            eventhub=settings["eventhub"],
+            partition_count=settings["partition_count"],
+            window_seconds=settings["window_seconds"],
+            codec=settings["codec"],
+        )
+        self.quarantine = self.root / "quarantine"
+
+    def __repr__(self) -> str:
+        return f"LocalDoctor({str(self.root)!r})"
+
+    # -- checking -----------------------------------------------------------------------------
+
+    def check(self) -> list[Finding]:
+        """Everything found in the workspace, most severe first. Reads only."""
+        findings: list[Finding] = []
+        state = self._state(findings)
+        journal = self._journal(findings)
+        busy = self.hub.busy()
+        current = {part.get("file") for part in state.values()}
+        for damage in self._damaged(state):
+            relative = damage.path.relative_to(self.hub.lake_root).as_posix()
+            if damage.torn_only and (relative in journal or (busy and relative in current)):
+                continue  # a send in progress, or the stuck journal's to roll back
+            findings.append(
+                Finding(
+                    "error",
+                    "damaged-file",
+                    f"{damage.path} is damaged: {damage.reason}; {len(damage.intact)} of "
+                    f"{damage.blocks} blocks are intact ({damage.kept} events), "
+                    f"{damage.lost_bytes} bytes are unreadable",
+                    "`metaverse doctor --repair` writes the intact blocks to a repaired file in "
+                    f"its place and moves the damaged file to {self.quarantine}",
+                    str(damage.path),
+                    repairable=True,
+                )
+            )
+        findings.extend(self._leftovers())
+        findings.extend(self._outbox())
+        return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
+
+    def _state(self, findings: list[Finding]) -> dict[str, dict[str, Any]]:
+        try:
+            return self.hub.read_state()
+        except ConfigurationError as exc:
+            findings.append(
+                Finding(
+                    "error",
+                    "state",
+                    str(exc).split(";")[0],
+                    "`metaverse doctor --repair` rebuilds it from the lake's files",
+                    str(self.hub.state_path),
+                    repairable=True,
+                )
+            )
+            return {}
+
+    def _journal(self, findings: list[Finding]) -> set[str]:
+        """The files a stuck journal names (empty when there is none, or its send is live)."""
+        journal = self.hub.pending()
+        if journal is None:
+            return set()
+        if self.hub.busy():
+            return set()  # a send is writing right now: its journal is not stuck
+        names = [e["path"] for e in journal.get("files", [])] or [
+            final for _, final in journal.get("renames", [])
+        ]
+        findings.append(
+            Finding(
+                "warning",
+                "stuck-journal",
+                f"A send by process {journal.get('pid', '?')} was killed half done; the hub "
+                f"journal {self.hub.journal_path} names {len(names)} file(s) to roll back to "
+                "their last complete block",
+                "`metaverse doctor --repair`, the next emit or opening the workspace rolls it back",
+                str(self.hub.journal_path),
+                repairable=True,
+            )
+        )
+        return set(names)
+
+    def _capture_files(self) -> Iterator[Path]:
+        lake = self.hub.lake_root
+        if not lake.is_dir():
+            return
+        for folder, dirs, names in os.walk(lake):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                if name.endswith(".avro") and not name.startswith("."):
+                    yield Path(folder) / name
+
+    def _damaged(self, state: dict[str, dict[str, Any]]) -> Iterator[_Damage]:
+        lengths = {
+            part["file"]: int(part["length"])
+            for part in state.values()
+            if "file" in part and "length" in part
+        }
+        for path in self._capture_files():
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            relative = path.relative_to(self.hub.lake_root).as_posix()
+            damage = _examine(path, data)
+            expected = lengths.get(relative)
+            if damage is None and expected is not None and len(data) < expected:
+                _, _, start = read_header(data)
+                scan = scan_blocks(data, start, read_header(data)[1])
+                damage = _Damage(
+                    path,
+                    data[:start],
+                    [(b.start, b.end, b.count) for b in scan.blocks],
+                    len(scan.blocks),
+                    expected - len(data),
+                    f"it is {expected - len(data)} bytes shorter than the hub wrote it (its "
+                    "last blocks were cut off)",
+                    torn_only=False,
+                )
+            if damage is not None:
+                yield damage
+
+    def _leftovers(self) -> list[Finding]:
+        out = []
+        for leftover in find_leftovers(self.root, skip=_SKIP):
+            if leftover.alive:
+                out.append(
+                    Finding(
+                        "info",
+                        "leftover",
+                        f"{leftover.path} is being written by a live process"
+                        + (f" ({leftover.pid})" if leftover.pid else ""),
+                        "nothing to do: it goes away when that write ends",
+                        str(leftover.path),
+                    )
+                )
+            else:
+                out.append(
+                    Finding(
+                        "warning",
+                        "leftover",
+                        f"{leftover.path} ({_size(leftover)}) was left by a killed process"
+                        + (f" ({leftover.pid})" if leftover.pid else ""),
+                        "`metaverse doctor --repair` or opening the workspace deletes it",
+                        str(leftover.path),
+                        repairable=True,
+                    )
+                )
+        return out
+
+    def _outbox(self) -> list[Finding]:
+        from metaverse_kit.outbox import Outbox
+
+        outbox = Outbox(self.root / "outbox", self.hub)
+        try:
+            entries = outbox.list()
+        except ConfigurationError as exc:
+            return [
+                Finding(
+                    "error",
+                    "outbox",
+                    str(exc),
+                    "inspect the file by hand; ws.outbox.list() reads the others once it is gone",
+                    str(outbox.folder),
+                )
+            ]
+        batches: dict[str, list[Any]] = {}
+        for entry in entries:
+            batches.setdefault(entry.batch, []).append(entry)
+        out = []
+        for batch, waiting in batches.items():
+            error = waiting[0].last_error
+            out.append(
+                Finding(
+                    "warning",
+                    "outbox",
+                    f"{len(waiting)} event(s) emitted at {waiting[0].created:%Y-%m-%d %H:%M:%S} "
+                    f"UTC wait in the outbox ({outbox.folder / (batch + '.json')})"
+                    + (f"; last error: {error}" if error else "; never sent (a killed process?)"),
+                    "ws.outbox.retry() sends them again; ws.outbox.discard(message_ids) drops them",
+                    str(outbox.folder / f"{batch}.json"),
+                )
+            )
+        return out
+
+    # -- repairing ----------------------------------------------------------------------------
+
+    def repair(self) -> list[str]:
+        """Fix every repairable finding; one line per action (see the module docstring).
+
+        Holds the hub's lock throughout, so no emit writes meanwhile. Raises
+        :class:`ReadOnlyWorkspaceError` when the workspace cannot be written.
+        """
+        actions: list[str] = []
+        with self.hub.exclusive():
+            try:
+                self.hub.read_state()
+            except ConfigurationError:
+                broken = self.hub.state_path.with_name("partitions.json.unreadable")
+                os.replace(self.hub.state_path, broken)
+                actions.append(f"moved the unreadable hub state to {broken}")
+                actions.extend(self.hub.rebuild_state())
+            if self.hub.pending() is not None:
+                done = self.hub.recover(hold_lock=False)
+                actions.extend(done or ["cleared the stuck hub journal (nothing to roll back)"])
+            for damage in self._damaged(self.hub.read_state()):
+                actions.append(self._repair(damage))
+        actions.extend(
+            f"deleted {leftover.path} ({_size(leftover)}), left by a killed process"
+            for leftover in remove_leftovers(self.root, skip=_SKIP)
+        )
+        return actions
+
+    def _repair(self, damage: _Damage) -> str:
+        relative = damage.path.relative_to(self.root)
+        aside = self.quarantine / relative
+        n = 0
+        while aside.exists():
+            n += 1
+            aside = self.quarantine / relative.with_name(f"{relative.name}.{n}")
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        data = damage.path.read_bytes()
+        # NOTE: linked aside first, then replaced: at every moment the damaged bytes are under
+        # one name or the other, and a repair interrupted half way is simply run again.
+        try:
+            os.link(damage.path, aside)
+        except OSError:
+            shutil.copy2(damage.path, aside)
+        lake_relative = damage.path.relative_to(self.hub.lake_root).as_posix()
+        if damage.header:
+            repaired = damage.header + b"".join(data[s:e] for s, e, _ in damage.intact)
+            atomic_write(damage.path, repaired)
+            self.hub.file_rewritten(lake_relative)
+            return (
+                f"repaired {damage.path}: kept {len(damage.intact)} intact blocks "
+                f"({damage.kept} events); the damaged file is in {aside}"
+            )
+        damage.path.unlink()
+        self.hub.file_rewritten(lake_relative)
+        return f"moved {damage.path} to {aside}: nothing in it was readable"
+
+
+def _size(leftover: Leftover) -> str:
+    size = float(leftover.size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""  # pragma: no cover
+
+
+def _examine(path: Path, data: bytes) -> _Damage | None:
+    """What is wrong with one Capture file's bytes, or None when every block is intact."""
+    try:
+        meta, sync, start = read_header(data, where=str(path))
+        schema = fastavro.parse_schema(json.loads(meta["avro.schema"]))
+        codec = meta.get("avro.codec", b"null").decode()
+    except (CaptureFileError, KeyError, ValueError, TypeError) as exc:
+        reason = (
+            str(exc).replace(f"{path} ", "it ", 1)
+            if isinstance(exc, CaptureFileError)
+            else (f"its header has no usable schema ({exc})")
+        )
+        return _Damage(path, b"", [], 0, len(data), reason, torn_only=False)
+    scan = scan_blocks(data, start, sync, resync=True)
+    intact, bad = [], 0
+    for block in scan.blocks:
+        try:
+            decode_block(data, block, codec=codec, schema=schema)
+        except CaptureFileError:
+            bad += 1
+            continue
+        intact.append((block.start, block.end, block.count))
+    if not scan.damaged and not bad:
+        return None
+    lost = sum(e - s for s, e in scan.damaged) + sum(
+        b.end - b.start for b in scan.blocks if (b.start, b.end, b.count) not in intact
+    )
+    return _Damage(
+        path,
+        data[:start],
+        intact,
+        len(scan.blocks) + len(scan.damaged),
+        lost,
+        _reason(scan, bad),
+        torn_only=scan.tail == "torn" and len(scan.damaged) == 1 and not bad,
+    )
+
+
+def _reason(scan: BlockScan, bad: int) -> str:
+    parts = []
+    if scan.tail == "torn" and len(scan.damaged) == 1:
+        parts.append("it ends in a block cut short (a write that was killed)")
+    elif scan.damaged:
+        parts.append(f"{len(scan.damaged)} stretch(es) of bytes are no block")
+    if bad:
+        parts.append(f"{bad} block(s) do not decode")
+    return " and ".join(parts)

@@ -1,0 +1,23 @@
+"""The emit benchmark runs end to end (timing is not checked: it belongs in the benchmark)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_the_emit_benchmark_runs_and_prints_its_ratios() -> None:
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "emit.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("one-event emits: 300 into one window, first and last 30 timed")
+    assert [line.split()[0] for line in lines[2:4]] == ["append", "rewrite"]
+    assert "(target <= 1.2x)" in lines[4] and "faster than with the whole-file rewrite" in lines[4]
+    assert lines[5].startswith("batch: ws.emit of 300 MCEs") and "(target >= 0.5x)" in lines[5]
