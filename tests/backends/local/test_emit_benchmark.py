@@ -20,4 +20,7 @@ def test_the_emit_benchmark_runs_and_prints_its_ratios() -> None:
     assert lines[0].startswith("one-event emits: 300 into one window, first and last 30 timed")
     assert [line.split()[0] for line in lines[2:4]] == ["append", "rewrite"]
     assert "(target <= 1.2x)" in lines[4] and "faster than with the whole-file rewrite" in lines[4]
-    assert lines[5].startswith("batch: ws.emit of 300 MCEs") and "(target >= 0.5x)" in lines[5]
+    assert lines[5].startswith("batch emit of 300 built-in MCEs")
+    assert [line.split()[0] for line in lines[6:9]] == ["baseline", "checks+encode", "ws.emit"]
+    assert all(line.split()[-3].endswith("x") for line in lines[6:9])
+    assert "local hub send" in lines[9] and "target ws.emit >= 0.5x" in lines[10]
