@@ -1,4 +1,4 @@
-"""The ``metaverse`` command: set up a workspace, run the demo, manage schemas, emit, replay.
+"""The ``metaverse`` command: set up a workspace, the demo, schemas, emit, replay, ingest.
 
 Exit status: 0 on success; 2 on a user error (a one-line message, no traceback); 1 on anything
 unexpected. The workspace is ``--workspace PATH``, else ``$METAVERSE_HOME``, else ``./.metaverse``.
@@ -74,7 +74,55 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--until", help="ISO 8601 time")
     replay.add_argument("--partition", action="append", help="partition id (repeatable)")
     replay.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    _ingest_parser(sub)
     return p
+
+
+def _ingest_parser(sub: Any) -> None:
+    ingest = sub.add_parser(
+        "ingest",
+        help="read a source (database, files, registry, CSV of edits) and emit what changed",
+        description="Run a recipe (source: {type, config}, pipeline_name). Exit status 0 when "
+        "all went well, 1 when some entities failed, 2 for a bad recipe or an unreachable source.",
+    )
+    ingest.add_argument("recipe", type=Path, help="the recipe, a YAML file")
+    ingest.add_argument(
+        "--dry-run", action="store_true", help="emit nothing; print what would change, per entity"
+    )
+    ingest.add_argument(
+        "--replace",
+        action="store_true",
+        help="csv source: overwrite tags, owners and terms instead of adding to them",
+    )
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from metaverse_kit.ingest import load_recipe
+    from metaverse_kit.ingest.runner import Recipe, ingest
+
+    recipe = load_recipe(args.recipe)
+    if args.replace:
+        if recipe.source_type != "csv":
+            raise UsageError(f"--replace applies to the csv source, not {recipe.source_type!r}")
+        recipe = Recipe(
+            recipe.source_type,
+            {**recipe.config, "replace": True},
+            recipe.pipeline_name,
+            recipe.remove_unseen,
+        )
+
+    def show(change: Any) -> None:
+        if args.dry_run and change.kind != "unchanged":
+            from tqdm import tqdm
+
+            tqdm.write("\n".join(change.lines()))
+
+    with _connect(args) as ws:
+        report = ingest(
+            ws, recipe, dry_run=args.dry_run, progress=True, keep_events=False, on_change=show
+        )
+    print(report.summary())
+    return report.exit_status
 
 
 def _connect(args: argparse.Namespace) -> Any:
@@ -213,12 +261,13 @@ def _cmd_replay(args: argparse.Namespace) -> None:
         print(f"Wrote {table.num_rows} events to {out}")
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, Any] = {
     "init": _cmd_init,
     "demo": _cmd_demo,
     "schemas": _cmd_schemas,
     "emit": _cmd_emit,
     "replay": _cmd_replay,
+    "ingest": _cmd_ingest,
 }
 
 
@@ -230,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed the usage line
         return 0 if exc.code == 0 else 2
     try:
-        _COMMANDS[args.command](args)
+        status = _COMMANDS[args.command](args)
     except MetaverseError as exc:
         message = " ".join(line.strip() for line in str(exc).strip().splitlines())
         print(f"metaverse {args.command}: error: {message}", file=sys.stderr)
@@ -245,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         traceback.print_exc()
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":  # pragma: no cover
