@@ -59,7 +59,7 @@ def _diff(
     before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
 ) -> list[tuple[str, str, str | None, str | None, str]]:
     """(kind, field path, before, after, sentence) for each change from ``before`` to ``after``."""
-    out = []
+    out: list[tuple[str, str, str | None, str | None, str]] = []
     for path, f in after.items():
         old = before.get(path)
         if old is None:

@@ -24,18 +24,14 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from metaverse_kit.errors import EmitError, MetaverseError, ValidationError
 from metaverse_kit.events import aspects as A
-from metaverse_kit.events.avro import AvroSchema
-from metaverse_kit.events.builtin import mce_definition
 from metaverse_kit.events.urns import encode_urn_part
 from metaverse_kit.ingest.config import RecipeError, parse_config
+from metaverse_kit.ingest.diff import changed_paths
 from metaverse_kit.ingest.lake_state import FINGERPRINT_KEY, SOURCE_KEY, LakeState
 from metaverse_kit.ingest.report import AspectChange, EntityChange, IngestReport
 from metaverse_kit.ingest.source import (
@@ -169,41 +165,6 @@ def load_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
 
 
 # -- comparing and merging ----------------------------------------------------------------------
-
-
-@cache
-def _avro() -> AvroSchema:
-    return AvroSchema(mce_definition())
-
-
-@cache
-def _mapping(full_name: str) -> Any:
-    from metaverse_kit.history.arrow_types import arrow_mapping
-
-    return arrow_mapping(_avro(), full_name)
-
-
-def _arrow_value(full_name: str, value: dict[str, Any] | None) -> Any:
-    if value is None:
-        return None
-    mapping = _mapping(full_name)
-    converted = mapping.convert(value) if mapping.convert else value
-    return pa.array([converted], mapping.type).to_pylist()[0]
-
-
-def changed_paths(
-    full_name: str, before: dict[str, Any] | None, after: dict[str, Any] | None
-) -> tuple[str, ...]:
-    """The field paths that differ between two values of an aspect (builders' form)."""
-    from metaverse_kit.history import changed_fields
-
-    return tuple(
-        changed_fields(
-            _arrow_value(full_name, before),
-            _arrow_value(full_name, after),
-            _mapping(full_name).type,
-        )
-    )
 
 
 def pipeline_source_urn(pipeline_name: str) -> str:
