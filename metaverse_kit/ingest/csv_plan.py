@@ -12,17 +12,19 @@ earlier row of the same input left it: tags, owners and terms are added to those
 that changes nothing plans no aspect. These are pure functions of the rows and the lookup, so
 the ``csv`` source, a notebook or an app's bulk-edit upload (CSV or Excel rows) share them.
 
-Values planned for earlier rows are kept in a :class:`PlannedValues` store, which spills to a
-temporary SQLite file beyond ``max_in_memory`` entries, so memory stays flat however many rows
-come.
+Values planned for earlier rows are kept in a :class:`PlannedValues` store, which keeps the
+most recently used in memory and spills the others to a temporary SQLite file, so memory stays
+flat however many rows come.
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
 import sqlite3
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,14 +90,16 @@ def split_list(cell: str | None, delimiter: str = "|") -> list[str]:
 
 
 class PlannedValues:
-    """The values planned so far, by (urn, aspect): in memory, then in a temporary SQLite file.
+    """The values planned so far, by (urn, aspect): the most recent in memory, older ones on disk.
+
+    Past ``max_in_memory`` entries, the least recently used go to a temporary SQLite file.
 
     Close it (or use it as a context manager) to remove the file.
     """
 
-    def __init__(self, *, max_in_memory: int = 5_000) -> None:
+    def __init__(self, *, max_in_memory: int = 256) -> None:
         self.max_in_memory = max_in_memory
-        self._memory: dict[tuple[str, str], Any] = {}
+        self._memory: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._db: sqlite3.Connection | None = None
         self._folder: tempfile.TemporaryDirectory[str] | None = None
 
@@ -103,6 +107,7 @@ class PlannedValues:
         """(found, value) for that entity's aspect."""
         key = (urn, aspect)
         if key in self._memory:
+            self._memory.move_to_end(key)
             return True, self._memory[key]
         if self._db is not None:
             row = self._db.execute(
@@ -115,9 +120,12 @@ class PlannedValues:
     def set(self, urn: str, aspect: str, value: Any) -> None:
         """Remember the value planned for that entity's aspect."""
         key = (urn, aspect)
-        if key in self._memory or len(self._memory) < self.max_in_memory:
-            self._memory[key] = value
+        self._memory[key] = value
+        self._memory.move_to_end(key)
+        if len(self._memory) <= self.max_in_memory:
             return
+        # NOTE: rows about one entity usually come together: the least recently used goes to disk.
+        key, value = self._memory.popitem(last=False)
         if self._db is None:
             self._folder = tempfile.TemporaryDirectory(prefix="metaverse-plan-")
             self._db = sqlite3.connect(f"{self._folder.name}/planned.db")
@@ -207,11 +215,16 @@ def _field_info(
     stamp: dict,
     replace: bool,
 ) -> dict:
-    infos = [dict(i) for i in (value["editableSchemaFieldInfo"] if value else [])]
-    info = next((i for i in infos if i["fieldPath"] == path), None)
-    if info is None:
-        info = {"fieldPath": path, "description": None, "globalTags": None, "glossaryTerms": None}
-        infos.append(info)
+    # PERF: a shallow copy; only the one field's info is copied and changed.
+    infos = list(value["editableSchemaFieldInfo"]) if value else []
+    at = next((n for n, i in enumerate(infos) if i["fieldPath"] == path), None)
+    if at is None:
+        at = len(infos)
+        infos.append(
+            {"fieldPath": path, "description": None, "globalTags": None, "glossaryTerms": None}
+        )
+    old = infos[at]
+    info = infos[at] = dict(old)
     if description is not None:
         info["description"] = description
     if tags:
@@ -220,7 +233,7 @@ def _field_info(
     if terms is not None:
         held = info["glossaryTerms"][1] if info["glossaryTerms"] else None
         info["glossaryTerms"] = (_TERMS, _terms(held, terms, replace=replace))
-    if value is not None and infos == value["editableSchemaFieldInfo"]:
+    if value is not None and at < len(value["editableSchemaFieldInfo"]) and info == old:
         return value
     return {
         "created": value["created"] if value else dict(stamp),
@@ -228,6 +241,14 @@ def _field_info(
         "deleted": None,
         "editableSchemaFieldInfo": infos,
     }
+
+
+@functools.lru_cache(maxsize=4096)
+def _entity(urn: str) -> tuple[str, frozenset[str]]:
+    """(entity type, aspects its snapshot holds) of a URN; raises InvalidUrnError."""
+    # PERF: rows about one entity come in runs; parsing its URN once per run is enough.
+    snapshot_for_urn(urn)
+    return parse_urn(urn).entity_type, frozenset(A.allowed_aspects(urn))
 
 
 def plan_row(
@@ -239,9 +260,11 @@ def plan_row(
     actor: str = A.DEFAULT_ACTOR,
     now_ms: int | None = None,
     array_delimiter: str = "|",
+    diffs: bool = True,
 ) -> RowPlan:
     """Plan one row against ``latest(urn, aspect_full_name)`` (see the module docstring).
 
+    ``diffs=False`` leaves :attr:`RowPlan.changes` empty (the diffs cost more than the plan).
     Never raises for a bad row: its problems come back in :attr:`RowPlan.problems`.
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -255,9 +278,7 @@ def plan_row(
     if not urn:
         return RowPlan(line, None, problems=("resource: empty; it names the entity (a URN)",))
     try:
-        snapshot_for_urn(urn)
-        entity = parse_urn(urn).entity_type
-        allowed = set(A.allowed_aspects(urn))
+        entity, allowed = _entity(urn)
     except MetaverseError as exc:
         return RowPlan(line, urn, problems=(f"resource: {' '.join(str(exc).split())}",))
     sub = cell("subresource")
@@ -360,6 +381,8 @@ def plan_row(
         if after is before or after == before:
             continue
         aspects.append((name, after))
+        if not diffs:
+            continue
         changes.append(
             AspectChange(
                 A.aspect_name(name),
@@ -381,7 +404,8 @@ def plan_rows(
     now_ms: int | None = None,
     array_delimiter: str = "|",
     first_line: int = 2,
-    max_in_memory: int = 5_000,
+    max_in_memory: int = 256,
+    diffs: bool = True,
 ) -> Iterator[RowPlan]:
     """Plan each row in turn, each one seeing what the rows before it planned.
 
@@ -406,6 +430,7 @@ def plan_rows(
                 actor=actor,
                 now_ms=now,
                 array_delimiter=array_delimiter,
+                diffs=diffs,
             )
             for name, value in plan.aspects:
                 assert plan.urn is not None

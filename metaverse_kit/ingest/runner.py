@@ -352,6 +352,10 @@ class _Run:
         self.stopped = False
 
     def _record(self, change: EntityChange) -> None:
+        if not self.emitter.keep and change.aspects:
+            # NOTE: without kept events, kept changes keep their paths only: memory stays flat.
+            light = tuple(AspectChange(a.aspect, a.kind, a.changed_fields) for a in change.aspects)
+            change = EntityChange(change.urn, change.kind, light, change.where)
         self.report.record(change)
         if self.on_change is not None:
             self.on_change(change)

@@ -102,6 +102,8 @@ class CsvSource(Source):
             actor=self.config.actor,
             now_ms=self.context.now_ms,
             array_delimiter=self.config.array_delimiter,
+            # NOTE: the runner diffs what it emits, per entity; per-row diffs would be thrown away.
+            diffs=False,
         )
         try:
             for plan in plans:
