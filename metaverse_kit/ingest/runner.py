@@ -348,6 +348,7 @@ class _Run:
         self.source, self.lake, self.report = source, lake, report
         self.now_ms, self.on_change, self.emitter = now_ms, on_change, emitter
         self.seen: set[str] = set()
+        self.emitted: set[str] = set()
         self.source_urn = pipeline_source_urn(report.pipeline_name)
         self.stopped = False
 
@@ -372,8 +373,9 @@ class _Run:
         try:
             units = self.source.work_units()
             for unit in units:
-                self.seen.add(unit.urn)
-                self.report.entities_seen += 1
+                if unit.urn not in self.seen:
+                    self.seen.add(unit.urn)
+                    self.report.entities_seen += 1
                 self._unit(unit)
                 bar.update(1)
                 if self.stopped:
@@ -447,8 +449,9 @@ class _Run:
         if not to_emit:
             self._record(EntityChange(unit.urn, "unchanged", where=unit.where))
             return
-        removed = lake.removed(unit.urn)
-        kind = "added" if all(c.kind == "added" for c in changes) or removed else "changed"
+        first = all(c.kind == "added" for c in changes) and unit.urn not in self.emitted
+        kind = "added" if first or lake.removed(unit.urn) else "changed"
+        self.emitted.add(unit.urn)
         if self._emit(unit.urn, to_emit, unit.fingerprint, unit.where):
             self._record(EntityChange(unit.urn, kind, tuple(changes), unit.where))
 
