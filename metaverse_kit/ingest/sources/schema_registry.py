@@ -1,4 +1,4 @@
-"""The ``schema-registry`` source: the registry's own schemas as datasets, contracts in the catalogue.
+"""The ``schema-registry`` source: the registry's own schemas as datasets in the catalogue.
 
 One dataset per schema of a group (platform ``schema-registry``, name ``<group>.<full name>``);
 each version's fields become a SchemaMetadata (``version`` = the registry's version number,
