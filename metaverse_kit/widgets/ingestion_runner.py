@@ -48,7 +48,7 @@ def _input(field: ConfigField, value: Any) -> W.Widget:
     value = field.default if value is None else value
     common = {
         "description": field.name,
-        "description_tooltip": field.help or None,
+        "tooltip": field.help or None,
         "style": {"description_width": "140px"},
         "layout": W.Layout(width="560px"),
     }
