@@ -76,7 +76,9 @@ class LakeState:
         if as_of is None:
             last = pc.max(events.column("enqueued_time")).as_py()
             as_of = max(datetime.now(UTC), last) if last is not None else datetime.now(UTC)
-        state = history.state_as_of(events, as_of, include_removed=True)
+        # PERF: explode the events into aspects once; both questions below take that table.
+        exploded = history.aspects(events)
+        state = history.state_as_of(exploded, as_of, include_removed=True)
         self._state = state
         pipelines = _pipelines(events)
         sources = _property(events, SOURCE_KEY)
@@ -93,17 +95,13 @@ class LakeState:
             self._writers.append((pipelines[event], sources[event]))
             if removed:
                 self._removed.add(urn)
-        mask = pa.array(
-            [
-                p == pipeline_name and s == source_type
-                for p, s in zip(pipelines, sources, strict=True)
-            ]
-        )
-        own_events = events.filter(mask)
-        if not own_events.num_rows:
+        mine = [
+            p == pipeline_name and s == source_type for p, s in zip(pipelines, sources, strict=True)
+        ]
+        if not any(mine):
             return
-        fingerprints = _property(own_events, FINGERPRINT_KEY)
-        own = history.aspects(own_events)
+        fingerprints = _property(events, FINGERPRINT_KEY)
+        own = exploded.filter(pc.take(pa.array(mine), exploded.column("event_index")))
         last_event: dict[str, int] = {}
         for urn, kind, event in zip(
             own.column("urn").to_pylist(),
