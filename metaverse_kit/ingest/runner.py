@@ -382,8 +382,11 @@ class _Run:
                     break
         except SourceUnreachableError:
             raise
-        except MetaverseError as exc:
-            self.report.failures.add(self.report.source, f"the source stopped: {exc}")
+        except Exception as exc:  # a connection lost mid-run: report it, keep what was done
+            reason = " ".join(str(exc).split())[:300]
+            self.report.failures.add(
+                self.report.source, f"the source stopped: {type(exc).__name__}: {reason}"
+            )
         finally:
             bar.close()
 
@@ -393,8 +396,11 @@ class _Run:
             return list(found)
         except SourceUnreachableError:
             raise
-        except (MetaverseError, OSError, ValueError) as exc:
-            self.report.failures.add(unit.where or unit.urn, str(exc).splitlines()[0])
+        except Exception as exc:  # one entity that cannot be read must not stop the others
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            if not isinstance(exc, (MetaverseError, OSError, ValueError)):
+                message = f"{type(exc).__name__}: {message}"
+            self.report.failures.add(unit.where or unit.urn, message[:300])
             self._record(EntityChange(unit.urn, "failed", where=unit.where))
             return None
 

@@ -14,51 +14,21 @@ import json
 import os
 import shutil
 import socket
-import sqlite3
 import subprocess
 import tempfile
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import fastavro
 import pytest
+from ingest_helpers import SHOP_DDL, run_sql
 
 import metaverse_kit as mk
 from metaverse_kit.events.aspects import NOT_IN_DATAHUB_MCE
 
 DATAHUB_WHEEL = "acryl_datahub-1.7.0.17-py3-none-any.whl"
-
-SHOP_DDL = """
-CREATE TABLE customers (
-    id INTEGER PRIMARY KEY,
-    email TEXT NOT NULL,
-    name VARCHAR(80)
-);
-CREATE TABLE orders (
-    id INTEGER PRIMARY KEY,
-    customer_id INTEGER NOT NULL REFERENCES customers(id),
-    total NUMERIC(10, 2),
-    paid BOOLEAN,
-    placed_at TIMESTAMP
-);
-CREATE TABLE refunds (id INTEGER PRIMARY KEY, order_id INTEGER, amount REAL);
-CREATE VIEW big_orders AS SELECT id, total FROM orders WHERE total > 100;
-"""
-
-
-def sqlite_url(path: Path) -> str:
-    """The SQLAlchemy URL of a SQLite file."""
-    return f"sqlite:///{path}"
-
-
-def run_sql(path: Path, script: str) -> None:
-    """Run SQL statements against a SQLite file (the tests' own writes, not the source's)."""
-    with sqlite3.connect(path) as conn:
-        conn.executescript(script)
-    conn.close()
 
 
 @pytest.fixture
@@ -67,11 +37,6 @@ def shop_db(tmp_path: Path) -> Path:
     path = tmp_path / "shop.db"
     run_sql(path, SHOP_DDL)
     return path
-
-
-def sql_recipe(url: str, pipeline: str = "shop", **config: Any) -> dict[str, Any]:
-    """A recipe for the sql source."""
-    return {"source": {"type": "sql", "config": {"url": url, **config}}, "pipeline_name": pipeline}
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
@@ -155,16 +120,6 @@ def postgres_db(postgres_server: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
         admin.dispose()
-
-
-def run_postgres(url: str, script: str) -> None:
-    """Run SQL statements against a PostgreSQL database."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(script)
-    engine.dispose()
 
 
 # -- DataHub reads what we emit ------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_sql, sqlite_url
+from ingest_helpers import run_sql, sqlite_url
 
 import metaverse_kit as mk
 from metaverse_kit.cli import main

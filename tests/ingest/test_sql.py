@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
-from conftest import run_postgres, run_sql, sql_recipe, sqlite_url
+from ingest_helpers import run_postgres, run_sql, sql_recipe, sqlite_url
 
 import metaverse_kit as mk
 from metaverse_kit.events import aspects as A
