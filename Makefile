@@ -1,6 +1,7 @@
 # metaverse-kit: `make lab` to work in JupyterLab, `make test` to run everything CI runs.
 # Everything is installed into ./.venv and ./.cache; nothing outside the repository is touched
-# except Debian's chromium, which the browser tests need (installed with apt when missing).
+# except Debian's chromium and postgresql, which the browser and ingestion tests need (installed
+# with apt when missing).
 
 PYTHON ?= python3
 VENV := .venv
@@ -15,18 +16,18 @@ export METAVERSE_HOME ?= $(CURDIR)/.metaverse
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 LINTED := $(wildcard metaverse_kit tests benchmarks)
 
-.PHONY: help env workspace lab demo test test-deps lint chromium bench clean
+.PHONY: help env workspace lab demo test test-deps lint chromium postgresql bench clean
 
 help:
 	@echo "make lab    create .venv, install, prepare the local workspace, open JupyterLab"
-	@echo "make test   install what the tests need (Azurite, Chromium) and run the whole suite"
+	@echo "make test   install what the tests need (Azurite, Chromium, PostgreSQL), run the suite"
 	@echo "make demo   the whole flow headless in a fresh workspace"
-	@echo "make bench  replay and emit benchmarks (print ratios against their baselines)"
+	@echo "make bench  replay, emit and ingest benchmarks (print ratios against their baselines)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ingest]"
 	touch $(STAMP)
 
 env: $(STAMP)
@@ -43,10 +44,16 @@ demo: env
 bench: env
 	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/emit.py
+	$(BIN)/python benchmarks/ingest.py
 
 chromium:
 	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The ingestion tests start their own PostgreSQL server (initdb in a temporary folder).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 $(AZURITE):
 	mkdir -p $(CACHE)/node
@@ -55,7 +62,7 @@ $(AZURITE):
 $(DATAHUB_WHEEL): $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps acryl-datahub==1.7.0.17 -d $(CACHE)
 
-test-deps: env chromium $(AZURITE) $(DATAHUB_WHEEL)
+test-deps: env chromium postgresql $(AZURITE) $(DATAHUB_WHEEL)
 
 lint: env
 	$(BIN)/ruff check $(LINTED)

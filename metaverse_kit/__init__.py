@@ -58,6 +58,7 @@ from metaverse_kit.events.urns import (
 )
 from metaverse_kit.events.validation import validate
 from metaverse_kit.history.replay import duplicates_dropped, replay_batches, replay_capture
+from metaverse_kit.ingest import IngestReport, RecipeError, SourceUnreachableError, ingest
 from metaverse_kit.outbox import Outbox, OutboxEntry
 from metaverse_kit.workspace import Workspace, connect
 
@@ -72,6 +73,7 @@ __all__ = [
     "EmitError",
     "FieldProblem",
     "IncompatibleSchemaError",
+    "IngestReport",
     "InvalidUrnError",
     "LateEventWarning",
     "MetaverseError",
@@ -81,6 +83,7 @@ __all__ = [
     "OutboxEntry",
     "ReadOnlyWorkspaceError",
     "Receipt",
+    "RecipeError",
     "RegistryError",
     "Schema",
     "SchemaGroup",
@@ -88,6 +91,7 @@ __all__ = [
     "SchemaParseError",
     "SchemaProperties",
     "ServiceError",
+    "SourceUnreachableError",
     "TransientError",
     "TransientServiceError",
     "ValidationError",
@@ -101,6 +105,7 @@ __all__ = [
     "example_mce",
     "from_json",
     "history",
+    "ingest",
     "make_data_platform_urn",
     "make_dataset_urn",
     "make_group_urn",

@@ -1,4 +1,4 @@
-"""The ``metaverse`` command: set up a workspace, run the demo, manage schemas, emit, replay.
+"""The ``metaverse`` command: set up a workspace, the demo, schemas, emit, replay, ingest.
 
 Exit status: 0 on success; 2 on a user error (one line saying what to do, no traceback): a
 wrong argument, a bad input file, an invalid event or schema, a workspace that cannot be
@@ -56,12 +56,13 @@ class _Command:
     name: str
     help: str
     arguments: Callable[[argparse.ArgumentParser], None] | None
-    run: Callable[[argparse.Namespace], None]
+    run: Callable[[argparse.Namespace], int | None]
 
 
 _COMMANDS: dict[str, _Command] = {}
 
-Runner = Callable[[argparse.Namespace], None]
+#: A subcommand: returns None (or 0) on success, or its own exit status.
+Runner = Callable[[argparse.Namespace], int | None]
 
 
 def command(
@@ -387,6 +388,59 @@ def _doctor(args: argparse.Namespace) -> None:
     print(f"The workspace {doctor.root} is healthy.")
 
 
+# -- ingest --------------------------------------------------------------------------------------
+
+
+def _ingest_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Run a recipe (source: {type, config}, pipeline_name). Exit status 0 when all went well, "
+        "1 when some entities failed, 2 for a bad recipe or an unreachable source."
+    )
+    p.add_argument("recipe", type=Path, help="the recipe, a YAML file")
+    p.add_argument(
+        "--dry-run", action="store_true", help="emit nothing; print what would change, per entity"
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="csv source: overwrite tags, owners and terms instead of adding to them",
+    )
+
+
+@command(
+    "ingest",
+    "read a source (database, files, registry, CSV of edits) and emit what changed",
+    _ingest_arguments,
+)
+def _ingest(args: argparse.Namespace) -> int:
+    from metaverse_kit.ingest import load_recipe
+    from metaverse_kit.ingest.runner import Recipe, ingest
+
+    recipe = load_recipe(args.recipe)
+    if args.replace:
+        if recipe.source_type != "csv":
+            raise UsageError(f"--replace applies to the csv source, not {recipe.source_type!r}")
+        recipe = Recipe(
+            recipe.source_type,
+            {**recipe.config, "replace": True},
+            recipe.pipeline_name,
+            recipe.remove_unseen,
+        )
+
+    def show(change: Any) -> None:
+        if args.dry_run and change.kind != "unchanged":
+            from tqdm import tqdm
+
+            tqdm.write("\n".join(change.lines()))
+
+    with open_workspace(args) as ws:
+        report = ingest(
+            ws, recipe, dry_run=args.dry_run, progress=True, keep_events=False, on_change=show
+        )
+    print(report.summary())
+    return report.exit_status
+
+
 # -- running -------------------------------------------------------------------------------------
 
 _OS_HINTS = {
@@ -431,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if exc.code == 0 else 2
     name = args.command
     try:
-        _COMMANDS[name].run(args)
+        status = _COMMANDS[name].run(args)
     except MetaverseError as exc:
         message = _one_line(str(exc))
     except OSError as exc:
@@ -447,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         return 1
     else:
-        return 0
+        return status or 0
     print(f"metaverse {name}: error: {message}", file=sys.stderr)
     return 2
 

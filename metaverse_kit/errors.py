@@ -4,7 +4,8 @@
 
     MetaverseError
     ├── ConfigurationError          connect() arguments, config files, unknown backends
-    │   └── MissingDependencyError  a backend's extra is not installed (message has the pip line)
+    │   ├── MissingDependencyError  a backend's extra is not installed (message has the pip line)
+    │   └── RecipeError             an ingestion recipe or source config (``ingest.config``)
     ├── RegistryError               the schema registry said no
     │   ├── SchemaNotFoundError     no schema with that id / group / name / version
     │   └── IncompatibleSchemaError a new version breaks the group's compatibility mode
@@ -18,6 +19,7 @@
     │   └── MissingColumnError      the events table lacks a column (``.column``; ``history``)
     ├── EmitError                   events could not be sent (``.failures`` per event)
     ├── ReadOnlyWorkspaceError      a write to a workspace folder this user cannot write
+    ├── SourceUnreachableError      an ingestion source cannot be read at all (``ingest.source``)
     └── ServiceError                a backend service failed (translated from the SDK)
         └── TransientServiceError   ... in a way that may pass: throttled, connection lost
 

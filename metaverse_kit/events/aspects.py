@@ -28,6 +28,8 @@ from metaverse_kit.errors import FieldProblem, MetaverseError, ValidationError
 from metaverse_kit.events.builtin import mce_schema
 from metaverse_kit.events.urns import (
     InvalidUrnError,
+    encode_urn_part,
+    make_data_platform_urn,
     make_glossary_node_urn,
     make_group_urn,
     make_tag_urn,
@@ -43,7 +45,11 @@ __all__ = [
     "DEFAULT_ACTOR",
     "DEFAULT_OWNERSHIP_TYPE",
     "DEPRECATED_OWNERSHIP_TYPES",
+    "FIELD_TYPES",
+    "LINEAGE_TYPES",
+    "NOT_IN_DATAHUB_MCE",
     "OWNERSHIP_TYPES",
+    "UNKNOWN_STAMP",
     "Aspect",
     "UnknownAspectError",
     "allowed_aspects",
@@ -52,7 +58,9 @@ __all__ = [
     "corp_user_info",
     "dataset_deprecation",
     "dataset_properties",
+    "domains",
     "editable_dataset_properties",
+    "editable_schema_metadata",
     "example_mce",
     "global_tags",
     "glossary_term_info",
@@ -61,9 +69,14 @@ __all__ = [
     "institutional_memory",
     "mce",
     "ownership",
+    "schema_field",
+    "schema_metadata",
     "status",
+    "sub_types",
     "system_metadata",
     "tag_properties",
+    "upstream_lineage",
+    "view_properties",
 ]
 
 #: An aspect as it sits in a snapshot's ``aspects`` union: ``("full.Name", {...all fields...})``.
@@ -93,8 +106,38 @@ ASPECT_NAMES: Mapping[str, str] = MappingProxyType(
         _P + "tag.TagProperties": "tagProperties",
         _P + "metadata.key.GlossaryTermKey": "glossaryTermKey",
         _P + "glossary.GlossaryTermInfo": "glossaryTermInfo",
+        _P + "dataset.UpstreamLineage": "upstreamLineage",
+        _P + "schema.SchemaMetadata": "schemaMetadata",
+        _P + "schema.EditableSchemaMetadata": "editableSchemaMetadata",
+        _P + "dataset.ViewProperties": "viewProperties",
+        _P + "common.SubTypes": "subTypes",
+        _P + "domain.Domains": "domains",
     }
 )
+
+#: Aspects of the built-in schema that DataHub's own MCE schema has no branch for (DataHub sends
+#: them only in MetadataChangeProposals): an MCE carrying one is not readable by DataHub's schema.
+NOT_IN_DATAHUB_MCE = frozenset({_P + "common.SubTypes", _P + "domain.Domains"})
+
+#: DataHub's field types (``SchemaFieldDataType.type``), by the short name the builders take.
+FIELD_TYPES = (
+    "BooleanType",
+    "FixedType",
+    "StringType",
+    "BytesType",
+    "NumberType",
+    "DateType",
+    "TimeType",
+    "EnumType",
+    "NullType",
+    "MapType",
+    "ArrayType",
+    "UnionType",
+    "RecordType",
+)
+
+#: The symbols of DataHub's ``DatasetLineageType``.
+LINEAGE_TYPES = ("COPY", "TRANSFORMED", "VIEW")
 
 #: The symbols of DataHub's ``OwnershipType`` enum, in its order.
 OWNERSHIP_TYPES = (
@@ -452,6 +495,341 @@ def dataset_properties(
     }
     problems.check()
     return (_P + "dataset.DatasetProperties", value)
+
+
+# -- schema, lineage, views, sub-types, domains (what sources report) ----------------------------
+
+#: DataHub's default audit stamp (``created`` of SchemaMetadata, ``auditStamp`` of Upstream):
+#: sources keep it, so what they report does not change from one run to the next by itself.
+UNKNOWN_STAMP: Mapping[str, Any] = MappingProxyType(
+    {"time": 0, "actor": "urn:li:corpuser:unknown", "impersonator": None, "message": None}
+)
+_FIELD_TYPE_ALIASES = {t.removesuffix("Type").lower(): t for t in FIELD_TYPES}
+
+
+def _field_type(
+    problems: _Problems, path: str, value: Any, nested: Sequence[str] | None
+) -> dict[str, Any]:
+    name = value if value in FIELD_TYPES else _FIELD_TYPE_ALIASES.get(str(value).lower())
+    if name is None:
+        problems.add(
+            path,
+            f"{value!r} is not a DataHub field type; use one of {', '.join(FIELD_TYPES)} "
+            f"(or the same without 'Type', any case)",
+        )
+        name = "NullType"
+    items = [str(n) for n in nested] if nested is not None else None
+    if name == "ArrayType":
+        record: dict[str, Any] = {"nestedType": items}
+    elif name == "UnionType":
+        record = {"nestedTypes": items}
+    elif name == "MapType":
+        key, val = ([*items, None, None])[:2] if items else (None, None)
+        record = {"keyType": key, "valueType": val}
+    else:
+        record = {"_present": True}
+    return {"type": (_P + "schema." + name, record)}
+
+
+def schema_field(
+    field_path: str,
+    field_type: str,
+    *,
+    native_type: str,
+    nullable: bool = True,
+    description: str | None = None,
+    is_part_of_key: bool = False,
+    is_partitioning_key: bool | None = None,
+    nested: Sequence[str] | None = None,
+    tags: Iterable[str] = (),
+    json_props: str | None = None,
+) -> dict[str, Any]:
+    """Build one SchemaField record (a column) for :func:`schema_metadata`.
+
+    ``field_type`` is one of :data:`FIELD_TYPES` (``"NumberType"``, or ``"number"``);
+    ``native_type`` is the type as the source names it (``"VARCHAR(20)"``, ``"int64"``).
+    ``nested`` names the item types of an ``ArrayType`` or ``UnionType`` and the key and value
+    types of a ``MapType``. ``tags`` (names or ``urn:li:tag:`` URNs) become the field's
+    ``globalTags``. Raises :class:`ValidationError` listing every bad argument.
+    """
+    problems = _Problems("SchemaField record")
+    if not isinstance(field_path, str) or not field_path:
+        problems.add("fieldPath", f"expected a non-empty field path, got {field_path!r}")
+    for key, flag in (("nullable", nullable), ("isPartOfKey", is_part_of_key)):
+        if not isinstance(flag, bool):
+            problems.add(key, f"expected True or False, got {flag!r}")
+    if is_partitioning_key is not None and not isinstance(is_partitioning_key, bool):
+        problems.add(
+            "isPartitioningKey", f"expected True, False or None, got {is_partitioning_key!r}"
+        )
+    tag_list = [
+        {
+            "tag": problems.urn(f"globalTags.tags[{i}].tag", make_tag_urn, t),
+            "context": None,
+            "attribution": None,
+        }
+        for i, t in enumerate(problems.items_of("globalTags.tags", tags))
+    ]
+    value = {
+        "fieldPath": field_path,
+        "jsonPath": None,
+        "nullable": nullable,
+        "description": problems.text("description", description),
+        "label": None,
+        "created": None,
+        "lastModified": None,
+        "type": _field_type(problems, "type", field_type, nested),
+        "nativeDataType": problems.text("nativeDataType", native_type, optional=False),
+        "recursive": False,
+        "globalTags": (_P + "common.GlobalTags", {"tags": tag_list}) if tag_list else None,
+        "glossaryTerms": None,
+        "isPartOfKey": is_part_of_key,
+        "isPartitioningKey": is_partitioning_key,
+        "jsonProps": problems.text("jsonProps", json_props),
+    }
+    problems.check()
+    return value
+
+
+#: The records ``schema_metadata(platform_schema=...)`` takes by short name, with their field.
+_PLATFORM_SCHEMAS = {
+    "OtherSchema": "rawSchema",
+    "MySqlDDL": "tableSchema",
+    "OracleDDL": "tableSchema",
+    "PrestoDDL": "rawSchema",
+    "OrcSchema": "schema",
+    "BinaryJsonSchema": "schema",
+}
+
+
+def schema_metadata(
+    schema_name: str,
+    fields: Iterable[Mapping[str, Any]],
+    *,
+    platform: str,
+    version: int = 0,
+    primary_keys: Sequence[str] | None = None,
+    raw_schema: str = "",
+    schema_kind: str = "OtherSchema",
+    hash: str = "",
+) -> Aspect:
+    """Build a SchemaMetadata aspect: the columns of a dataset, as its source reports them.
+
+    ``fields`` are :func:`schema_field` records; ``platform`` a platform name or URN;
+    ``raw_schema`` the schema's text as the platform has it (a DDL statement, an Avro or
+    Arrow schema), kept in a ``schema_kind`` record (``OtherSchema``, ``MySqlDDL``, ...).
+    ``created`` and ``lastModified`` keep DataHub's default stamp, so the same columns give
+    the same aspect. Raises :class:`ValidationError` listing every bad argument (a field path
+    used twice, a primary key that is not a field).
+    """
+    problems = _Problems("SchemaMetadata aspect")
+    if not isinstance(schema_name, str) or not schema_name:
+        problems.add("schemaName", f"expected a non-empty schema name, got {schema_name!r}")
+    items = []
+    seen: set[str] = set()
+    for i, f in enumerate(problems.items_of("fields", fields)):
+        if not isinstance(f, Mapping) or "fieldPath" not in f:
+            problems.add(f"fields[{i}]", f"expected a schema_field(...) record, got {f!r:.60}")
+            continue
+        if f["fieldPath"] in seen:
+            problems.add(f"fields[{i}].fieldPath", f"{f['fieldPath']!r} appears more than once")
+        seen.add(f["fieldPath"])
+        items.append(dict(f))
+    keys = None if primary_keys is None else problems.items_of("primaryKeys", primary_keys)
+    for i, key in enumerate(keys or []):
+        if key not in seen:
+            problems.add(f"primaryKeys[{i}]", f"{key!r} is not one of the fields")
+    if isinstance(version, bool) or not isinstance(version, int):
+        problems.add("version", f"expected an int, got {version!r}")
+    if schema_kind not in _PLATFORM_SCHEMAS:
+        problems.add(
+            "platformSchema", f"expected one of {', '.join(_PLATFORM_SCHEMAS)}, got {schema_kind!r}"
+        )
+        schema_kind = "OtherSchema"
+    value = {
+        "schemaName": schema_name,
+        "platform": problems.urn("platform", make_data_platform_urn, platform),
+        "version": version,
+        "created": dict(UNKNOWN_STAMP),
+        "lastModified": dict(UNKNOWN_STAMP),
+        "deleted": None,
+        "dataset": None,
+        "cluster": None,
+        "hash": problems.text("hash", hash, optional=False),
+        "platformSchema": (
+            _P + "schema." + schema_kind,
+            {
+                _PLATFORM_SCHEMAS[schema_kind]: problems.text(
+                    "rawSchema", raw_schema, optional=False
+                )
+            },
+        ),
+        "fields": items,
+        "primaryKeys": None if keys is None else list(keys),
+        "foreignKeysSpecs": None,
+        "foreignKeys": None,
+    }
+    problems.check()
+    return (_P + "schema.SchemaMetadata", value)
+
+
+def editable_schema_metadata(
+    fields: Mapping[str, Mapping[str, Any]],
+    *,
+    actor: str = DEFAULT_ACTOR,
+    time_ms: int | None = None,
+) -> Aspect:
+    """Build an EditableSchemaMetadata aspect: what stewards say about columns.
+
+    ``fields`` maps a field path to ``{"description": ..., "tags": [...], "terms": [...]}``
+    (each key optional). ``actor`` and ``time_ms`` (default: now) stamp the aspect and each
+    field's terms. Raises :class:`ValidationError` listing every bad argument.
+    """
+    problems = _Problems("EditableSchemaMetadata aspect")
+    stamp = _stamp(problems, "lastModified", actor, time_ms)
+    infos = []
+    if not isinstance(fields, Mapping):
+        problems.add(
+            "editableSchemaFieldInfo", f"expected a mapping of field paths, got {fields!r}"
+        )
+        fields = {}
+    for i, (path, spec) in enumerate(fields.items()):
+        where = f"editableSchemaFieldInfo[{i}]"
+        if not isinstance(path, str) or not path:
+            problems.add(f"{where}.fieldPath", f"expected a field path, got {path!r}")
+        spec = spec if isinstance(spec, Mapping) else {}
+        unknown = sorted(set(spec) - {"description", "tags", "terms"})
+        if unknown:
+            problems.add(where, f"unknown keys {unknown}; use description, tags, terms")
+        tags = [
+            {
+                "tag": problems.urn(f"{where}.globalTags.tags[{j}].tag", make_tag_urn, t),
+                "context": None,
+                "attribution": None,
+            }
+            for j, t in enumerate(problems.items_of(f"{where}.globalTags", spec.get("tags", ())))
+        ]
+        terms = [
+            {
+                "urn": problems.urn(f"{where}.glossaryTerms.terms[{j}].urn", make_term_urn, t),
+                "actor": None,
+                "context": None,
+                "attribution": None,
+            }
+            for j, t in enumerate(
+                problems.items_of(f"{where}.glossaryTerms", spec.get("terms", ()))
+            )
+        ]
+        infos.append(
+            {
+                "fieldPath": path,
+                "description": problems.text(f"{where}.description", spec.get("description")),
+                "globalTags": (_P + "common.GlobalTags", {"tags": tags}) if tags else None,
+                "glossaryTerms": (
+                    (_P + "common.GlossaryTerms", {"terms": terms, "auditStamp": dict(stamp)})
+                    if terms
+                    else None
+                ),
+            }
+        )
+    problems.check()
+    value = {
+        "created": dict(stamp),
+        "lastModified": stamp,
+        "deleted": None,
+        "editableSchemaFieldInfo": infos,
+    }
+    return (_P + "schema.EditableSchemaMetadata", value)
+
+
+def upstream_lineage(upstreams: Iterable[str | tuple[str, str]]) -> Aspect:
+    """Build an UpstreamLineage aspect: the datasets this one is made from.
+
+    Each upstream is a dataset URN or a ``(urn, type)`` pair with ``type`` one of
+    :data:`LINEAGE_TYPES` (default ``TRANSFORMED``; a view's tables are ``VIEW``). The audit
+    stamps keep DataHub's default. Raises :class:`ValidationError` listing every bad upstream.
+    """
+    problems = _Problems("UpstreamLineage aspect")
+    items = []
+    for i, item in enumerate(problems.items_of("upstreams", upstreams)):
+        urn, kind = (item, "TRANSFORMED") if isinstance(item, str) else ((*tuple(item), ""))[:2]
+        problems.urn(f"upstreams[{i}].dataset", lambda u: parse_dataset_urn(u).urn, urn)
+        if kind not in LINEAGE_TYPES:
+            problems.add(f"upstreams[{i}].type", f"expected one of {LINEAGE_TYPES}, got {kind!r}")
+        items.append(
+            {
+                "auditStamp": dict(UNKNOWN_STAMP),
+                "created": None,
+                "dataset": urn,
+                "type": kind,
+                "properties": None,
+                "query": None,
+                "matchType": None,
+            }
+        )
+    problems.check()
+    return (_P + "dataset.UpstreamLineage", {"upstreams": items, "fineGrainedLineages": None})
+
+
+def view_properties(
+    view_logic: str, *, materialized: bool = False, language: str = "SQL"
+) -> Aspect:
+    """Build a ViewProperties aspect: a view's definition and whether it is materialized.
+
+    Raises :class:`ValidationError` listing every bad argument.
+    """
+    problems = _Problems("ViewProperties aspect")
+    if not isinstance(materialized, bool):
+        problems.add("materialized", f"expected True or False, got {materialized!r}")
+    value = {
+        "materialized": materialized,
+        "viewLogic": problems.text("viewLogic", view_logic, optional=False),
+        "formattedViewLogic": None,
+        "viewLanguage": problems.text("viewLanguage", language, optional=False),
+    }
+    problems.check()
+    return (_P + "dataset.ViewProperties", value)
+
+
+def sub_types(type_names: Iterable[str] | str) -> Aspect:
+    """Build a SubTypes aspect (``["View"]``, ``["Table"]``).
+
+    Not in DataHub's MCE schema (see :data:`NOT_IN_DATAHUB_MCE`). Raises
+    :class:`ValidationError` for anything but non-empty names.
+    """
+    problems = _Problems("SubTypes aspect")
+    names = problems.items_of("typeNames", type_names)
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            problems.add(f"typeNames[{i}]", f"expected a non-empty name, got {name!r}")
+    problems.check()
+    return (_P + "common.SubTypes", {"typeNames": list(names)})
+
+
+def _domain_urn(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidUrnError(f"A domain must be a non-empty name or URN, got {value!r}.")
+    if value.startswith("urn:li:"):
+        parsed = parse_urn(value)
+        if parsed.entity_type != "domain" or len(parsed.parts) != 1:
+            raise InvalidUrnError(f"Expected a domain name or 'urn:li:domain:...', got {value!r}.")
+        return value
+    return f"urn:li:domain:{encode_urn_part(value)}"
+
+
+def domains(domain_urns: Iterable[str] | str) -> Aspect:
+    """Build a Domains aspect from domain names or ``urn:li:domain:`` URNs.
+
+    Not in DataHub's MCE schema (see :data:`NOT_IN_DATAHUB_MCE`). Raises
+    :class:`ValidationError` listing every bad value.
+    """
+    problems = _Problems("Domains aspect")
+    urns = [
+        problems.urn(f"domains[{i}]", _domain_urn, d)
+        for i, d in enumerate(problems.items_of("domains", domain_urns))
+    ]
+    problems.check()
+    return (_P + "domain.Domains", {"domains": urns, "domainAssociations": None})
 
 
 def corp_user_info(

@@ -1,8 +1,9 @@
 """History: replaying the Capture lake into Arrow, and questions asked of it.
 
 The questions (each returns a :class:`pyarrow.Table`, see :mod:`metaverse_kit.history.questions`):
-:func:`aspects`, :func:`state_as_of`, :func:`audit_trail`, :func:`changes`; and
-:func:`latest_aspect` for the last value of one aspect of one entity.
+:func:`aspects`, :func:`state_as_of`, :func:`audit_trail`, :func:`changes`;
+:func:`latest_aspect` for the last value of one aspect of one entity; and
+:func:`schema_changes`, a dataset's column-level history (:mod:`.schema_history`).
 """
 
 from metaverse_kit.history.questions import (
@@ -19,10 +20,12 @@ from metaverse_kit.history.questions import (
     latest_aspect,
     state_as_of,
 )
+from metaverse_kit.history.schema_history import SCHEMA_CHANGE_KINDS, schema_changes
 
 __all__ = [
     "CHANGE_KINDS",
     "ITEM_KEYS",
+    "SCHEMA_CHANGE_KINDS",
     "WINDOW_CHANGE_KINDS",
     "HistoryInputError",
     "MissingColumnError",
@@ -32,5 +35,6 @@ __all__ = [
     "changed_fields",
     "changes",
     "latest_aspect",
+    "schema_changes",
     "state_as_of",
 ]

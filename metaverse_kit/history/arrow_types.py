@@ -12,8 +12,9 @@ already has the shape ``pyarrow.array`` takes, so most of a value is never walke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -21,7 +22,7 @@ import pyarrow as pa
 from metaverse_kit.errors import SchemaParseError
 from metaverse_kit.events.avro import AvroSchema, python_kinds
 
-__all__ = ["ArrowMapping", "arrow_mapping"]
+__all__ = ["ArrowMapping", "arrow_mapping", "from_arrow"]
 
 Converter = Callable[[Any], Any] | None
 
@@ -183,3 +184,59 @@ class _Mapper:
             raise SchemaParseError(f"A decoded value {v!r:.60} fits no branch of {names}")
 
         return ArrowMapping(struct, convert_union)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _millis(value: Any, per_second: int) -> Any:
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return (moment - _EPOCH) // timedelta(microseconds=1_000_000 // per_second)
+    return value
+
+
+def from_arrow(avro: AvroSchema, value: Any, t: Any) -> Any:
+    """Turn a value read from a replayed Arrow table back into the fastavro form of type ``t``.
+
+    Arrow writes a union of several branches as ``{"branch": "full.Name", "Name": {...}}``, a
+    map as a list of ``(key, value)`` pairs and timestamps as datetimes; this undoes all three,
+    so the value can be loaded into a form and emitted again unchanged.
+    """
+    r = avro.resolve(t)
+    if isinstance(r, list):
+        if value is None or isinstance(value, tuple):
+            return value
+        others = [b for b in r if b != "null"]
+        if len(others) == 1:
+            inner = from_arrow(avro, value, others[0])
+            if avro.kind(others[0]) == "record":
+                return (avro.branch_name(avro.resolve(others[0])), inner)
+            return inner
+        names = {avro.branch_name(avro.resolve(b)): b for b in others}
+        if isinstance(value, Mapping) and value.get(BRANCH_FIELD) in names:
+            name = value[BRANCH_FIELD]
+            inner = value.get(name.rpartition(".")[2], value.get(name))
+            branch = names[name]
+            converted = from_arrow(avro, inner, branch)
+            return (name, converted) if avro.kind(branch) == "record" else converted
+        return value
+    kind = avro.kind(r)
+    if kind == "record" and isinstance(value, Mapping):
+        types = {f["name"]: f["type"] for f in r["fields"]}
+        return {k: from_arrow(avro, v, types[k]) if k in types else v for k, v in value.items()}
+    if kind == "array" and isinstance(value, list):
+        return [from_arrow(avro, v, r["items"]) for v in value]
+    if kind == "map":
+        pairs = value.items() if isinstance(value, Mapping) else value
+        if isinstance(pairs, list) or isinstance(value, Mapping):
+            return {k: from_arrow(avro, v, r["values"]) for k, v in pairs}
+        return value
+    logical = r.get("logicalType") if isinstance(r, dict) else None
+    if logical == "timestamp-millis":
+        return _millis(value, 1000)
+    if logical == "timestamp-micros":
+        return _millis(value, 1_000_000)
+    if logical == "date" and isinstance(value, date):
+        return (value - date(1970, 1, 1)).days
+    return value

@@ -560,7 +560,7 @@ def _set(value: Any) -> bool:
 
 
 #: Fields that identify an item in a list of records (an owner, a tag, a term, a link).
-ITEM_KEYS = ("owner", "tag", "urn", "url")
+ITEM_KEYS = ("owner", "tag", "urn", "url", "fieldPath", "dataset")
 
 
 def _item_key(item_type: pa.DataType, old: list, new: list) -> str | None:
@@ -642,10 +642,11 @@ def changed_fields(
     """The paths of the fields that differ between two aspect records of Arrow type ``aspect_type``.
 
     Paths are dotted (``lastModified.actor``). Items of a list of records that name something
-    (an ``owner``, ``tag``, ``urn`` or ``url`` field, see :data:`ITEM_KEYS`, unique in both
-    lists) are matched by that name: ``owners[owner=urn:li:corpuser:okoro]`` for an owner
-    added or removed, ``owners[owner=urn:li:corpuser:jdoe].type`` for one field of it; the same
-    items in another order name the list itself. Other list items go by position
+    (an ``owner``, ``tag``, ``urn``, ``url``, ``fieldPath`` or ``dataset`` field, see
+    :data:`ITEM_KEYS`, unique in both lists) are matched by that name:
+    ``owners[owner=urn:li:corpuser:okoro]`` for an owner added or removed,
+    ``owners[owner=urn:li:corpuser:jdoe].type`` for one field of it; the same items in another
+    order name the list itself. Other list items go by position
     (``paths[2]``), map entries by key (``customProperties[team]``). A field that appears or
     disappears as a whole is named once, not field by field. With no ``previous`` (a first
     write), the top-level fields ``new`` sets are named. Equal records give ``[]``.

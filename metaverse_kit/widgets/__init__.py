@@ -15,6 +15,7 @@ _EXPORTS = {
     "EventComposer": "metaverse_kit.widgets.event_composer",
     "BatchEmitter": "metaverse_kit.widgets.batch_emitter",
     "HistoryExplorer": "metaverse_kit.widgets.history_explorer",
+    "IngestionRunner": "metaverse_kit.widgets.ingestion_runner",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 from importlib.resources import files
+from pathlib import Path
 
 import avro.schema
 import fastavro
 import pytest
 
+import metaverse_kit as mk
+from metaverse_kit.errors import SchemaNotFoundError
 from metaverse_kit.events import aspects as A
 from metaverse_kit.events.builtin import (
     MCE_FULL_NAME,
     builtin_schema_definitions,
     mce_definition,
     mce_schema,
+    mce_versions,
 )
+from metaverse_kit.events.compatibility import breaking_changes
 from metaverse_kit.events.urns import make_dataset_urn
+
+_TRIM = (
+    Path(__file__).resolve().parents[2] / "metaverse_kit" / "events" / "schemas" / "trim_datahub.py"
+)
+_spec = importlib.util.spec_from_file_location("trim_datahub", _TRIM)
+trim_datahub = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(trim_datahub)
+PRESENT_FIELD = trim_datahub.PRESENT_FIELD
 
 P = "com.linkedin.pegasus2avro."
 SNAPSHOT = P + "metadata.snapshot."
@@ -33,6 +48,13 @@ REQUIRED = {
         "dataset.DatasetDeprecation",
         "dataset.DatasetProperties",
         "metadata.key.DatasetKey",
+        # Version 2: what sources report.
+        "schema.SchemaMetadata",
+        "schema.EditableSchemaMetadata",
+        "dataset.UpstreamLineage",
+        "dataset.ViewProperties",
+        "common.SubTypes",
+        "domain.Domains",
     },
     SNAPSHOT + "CorpUserSnapshot": {
         "identity.CorpUserInfo",
@@ -133,15 +155,24 @@ def test_named_types_are_defined_once_at_first_use(our_types):
 # -- fidelity to DataHub's model -----------------------------------------------------------------
 
 
-def test_every_named_type_is_datahubs(our_types, datahub_types):
-    missing = sorted(set(our_types) - set(datahub_types))
-    assert not missing, f"not in DataHub's schema: {missing}"
+def test_every_named_type_is_datahubs(our_types, datahub_all_types):
+    missing = sorted(set(our_types) - set(datahub_all_types))
+    assert not missing, f"not in DataHub's schemas: {missing}"
 
 
-def test_records_match_datahub_field_by_field(our_types, datahub_types):
+def _without_present_field(name: str, ours: dict, theirs: dict) -> dict:
+    """Our record less the one field DataHub's fieldless records get (see trim_datahub.py)."""
+    if theirs.get("fields") == [] and ours.get("fields") != []:
+        assert ours["fields"] == [PRESENT_FIELD], name
+        return {**ours, "fields": []}
+    return ours
+
+
+def test_records_match_datahub_field_by_field(our_types, datahub_all_types):
     trimmed = {MCE_FULL_NAME, *REQUIRED}
     for name, ours in our_types.items():
-        theirs = datahub_types[name]
+        theirs = datahub_all_types[name]
+        ours = _without_present_field(name, ours, theirs)
         assert ours["type"] == theirs["type"], name
         if ours["type"] == "enum":
             assert ours["symbols"] == theirs["symbols"], name
@@ -169,8 +200,12 @@ def test_trimmed_unions_keep_datahubs_order(our_types, datahub_types):
     mce_theirs = _field(datahub_types[MCE_FULL_NAME], "proposedSnapshot")["type"]
     assert _is_subsequence(mce_ours, mce_theirs)
     for snapshot in REQUIRED:
+        mine = _aspect_union(our_types, snapshot)
+        outside = [a for a in mine if a in A.NOT_IN_DATAHUB_MCE]
+        # DataHub's own aspects in DataHub's order, then the ones its MCE does not carry.
+        assert mine[len(mine) - len(outside) :] == outside, snapshot
         assert _is_subsequence(
-            _aspect_union(our_types, snapshot), _aspect_union(datahub_types, snapshot)
+            mine[: len(mine) - len(outside)], _aspect_union(datahub_types, snapshot)
         ), snapshot
         # Apart from the trimmed union, the snapshot record is DataHub's.
         mine = {k: v for k, v in our_types[snapshot].items() if k != "fields"}
@@ -249,3 +284,157 @@ def test_datahub_schema_reads_our_events(kind, avro_roundtrip, datahub_parsed, s
 def test_our_events_roundtrip_unchanged(kind, avro_roundtrip):
     event = _events()[kind]
     assert avro_roundtrip(event) == event
+
+
+# -- versions: the file is DataHub's, and version 2 reads what version 1 wrote ----------------
+
+
+def test_schema_files_are_what_trim_datahub_writes(datahub_wheel):
+    folder = files("metaverse_kit.events").joinpath("schemas")
+    written = trim_datahub.schema_texts(datahub_wheel)
+    assert sorted(written) == ["MetadataChangeEvent.avsc", "MetadataChangeEvent.v1.avsc"]
+    for name, text in written.items():
+        assert folder.joinpath(name).read_text(encoding="utf-8") == text, name
+
+
+def test_versions_oldest_first_the_current_one_last():
+    assert mce_versions() == (1, 2)
+    v1 = files("metaverse_kit.events").joinpath("schemas", "MetadataChangeEvent.v1.avsc")
+    assert mce_definition(1) == json.dumps(json.loads(v1.read_text("utf-8")), separators=(",", ":"))
+    assert mce_definition(2) == mce_definition() == builtin_schema_definitions()[MCE_FULL_NAME]
+    assert mce_schema(1) != mce_schema()
+    for bad in (0, 3, "2", True):
+        with pytest.raises(SchemaNotFoundError, match="versions 1 to 2"):
+            mce_definition(bad)
+
+
+def test_version_2_follows_version_1_under_backward_compatibility(tmp_path):
+    assert breaking_changes(mce_definition(2), mce_definition(1), "Backward") == []
+    with mk.connect(path=tmp_path / "ws") as ws:
+        # A workspace made before version 2: the group holds version 1 only.
+        group = ws.registry.create_group("older", compatibility="Backward")
+        first = ws.registry.register_schema(group.name, mce_definition(1))
+        second = ws.registry.register_schema(group.name, mce_definition(2))
+    assert (first.version, second.version) == (1, 2)
+    assert first.name == second.name == MCE_FULL_NAME
+
+
+@pytest.mark.parametrize("kind", list(_events()))
+def test_events_written_with_version_1_read_under_version_2(kind, strip_names):
+    event = _events()[kind]
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(mce_schema(1)), event)
+    buf.seek(0)
+    read = fastavro.schemaless_reader(
+        buf,
+        fastavro.parse_schema(mce_schema(1)),
+        fastavro.parse_schema(mce_schema(2)),
+        return_record_name=False,
+    )
+    assert read == strip_names(event)
+
+
+def _source_event() -> dict:
+    view = make_dataset_urn("postgres", "shop.public.big_orders")
+    table = make_dataset_urn("postgres", "shop.public.orders")
+    fields = [
+        A.schema_field(
+            "id", "NumberType", native_type="INTEGER", nullable=False, is_part_of_key=True
+        ),
+        A.schema_field("tags", "ArrayType", native_type="TEXT[]", nested=["string"]),
+        A.schema_field(
+            "attrs",
+            "MapType",
+            native_type="JSONB",
+            nested=["string", "string"],
+            description="free-form",
+            tags=["pii"],
+        ),
+        A.schema_field("paid", "boolean", native_type="BOOLEAN"),
+    ]
+    return A.mce(
+        view,
+        [
+            A.dataset_properties(name="big_orders", description="Orders over 100"),
+            A.schema_metadata(
+                "big_orders",
+                fields,
+                platform="postgres",
+                primary_keys=["id"],
+                raw_schema="CREATE VIEW ...",
+                schema_kind="MySqlDDL",
+            ),
+            A.editable_schema_metadata(
+                {"id": {"description": "Key", "tags": ["pk"], "terms": ["Finance.Id"]}}, **STAMP
+            ),
+            A.view_properties("SELECT * FROM orders WHERE total > 100"),
+            A.upstream_lineage([(table, "VIEW")]),
+            A.status(False),
+        ],
+        system_metadata=A.system_metadata(run_id="sql-1", pipeline_name="shop"),
+    )
+
+
+def test_datahub_schema_reads_what_sources_report(avro_roundtrip, datahub_parsed, strip_names):
+    event = _source_event()
+    read = avro_roundtrip(event, reader=datahub_parsed, return_record_name=False)
+    expected = strip_names(event)
+    # DataHub's fieldless type records have no _present: Avro resolution skips it.
+    for f in expected["proposedSnapshot"]["aspects"][1]["fields"]:
+        f["type"]["type"].pop("_present", None)
+    assert read == expected
+    assert avro_roundtrip(event) == event
+
+
+def test_our_schema_reads_datahubs_fieldless_records(our_parsed, datahub_parsed):
+    event = _source_event()
+    for f in event["proposedSnapshot"][1]["aspects"][1][1]["fields"]:
+        f["type"]["type"][1].pop("_present", None)  # DataHub's records have no field
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, datahub_parsed, event)
+    buf.seek(0)
+    read = fastavro.schemaless_reader(buf, datahub_parsed, our_parsed, return_record_name=False)
+    types = [f["type"]["type"] for f in read["proposedSnapshot"]["aspects"][1]["fields"]]
+    assert types[0] == {"_present": True}  # the default fills in what DataHub's bytes lack
+    assert types[1] == {"nestedType": ["string"]}
+
+
+@pytest.mark.parametrize("aspect", [A.sub_types(["View"]), A.domains(["Sales"])])
+def test_subtypes_and_domains_are_read_by_their_own_datahub_schemas_only(
+    aspect, avro_roundtrip, datahub_parsed, datahub_aspect_schemas, our_types
+):
+    event = A.mce(make_dataset_urn("hive", "t"), [aspect])
+    assert avro_roundtrip(event) == event
+    # DataHub's MCE has no branch for them (DataHub sends them only in proposals) ...
+    with pytest.raises(Exception, match="schema mismatch"):
+        avro_roundtrip(event, reader=datahub_parsed, return_record_name=False)
+    # ... and their own .avsc reads the record exactly as we write it.
+    name = aspect[0]
+    short = name.rpartition(".")[2]
+    ours = fastavro.parse_schema({**our_types[name], "fields": mce_record_fields(name)})
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, ours, aspect[1])
+    buf.seek(0)
+    theirs = fastavro.parse_schema(datahub_aspect_schemas[short])
+    assert fastavro.schemaless_reader(buf, theirs, return_record_name=False) == aspect[1]
+
+
+def mce_record_fields(full_name: str) -> list:
+    """The fields of one record of our schema, with its named types written out in full."""
+    from metaverse_kit.events.avro import AvroSchema
+
+    avro = AvroSchema(mce_definition())
+
+    def expand(t):
+        r = avro.resolve(t)
+        if isinstance(r, list):
+            return [expand(b) for b in r]
+        if isinstance(r, dict) and r.get("type") == "record":
+            return {**r, "fields": [{**f, "type": expand(f["type"])} for f in r["fields"]]}
+        if isinstance(r, dict) and r.get("type") == "array":
+            return {**r, "items": expand(r["items"])}
+        if isinstance(r, dict) and r.get("type") == "map":
+            return {**r, "values": expand(r["values"])}
+        return r
+
+    return expand(full_name)["fields"]

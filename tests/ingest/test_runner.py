@@ -1,0 +1,258 @@
+"""The runner and the source protocol: configs, recipes, plugins, stewards' aspects, reports."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+import metaverse_kit as mk
+from metaverse_kit.events import aspects as A
+from metaverse_kit.ingest import (
+    RecipeError,
+    Source,
+    available_sources,
+    config_fields,
+    get_source,
+    load_recipe,
+    parse_config,
+    pipeline_source_urn,
+)
+
+TABLE = mk.make_dataset_urn("acme", "warehouse.orders")
+
+PLUGIN = """
+from dataclasses import dataclass, field
+from metaverse_kit.events import aspects as A
+from metaverse_kit.ingest import Source, WorkUnit
+
+@dataclass
+class AcmeConfig:
+    tags: list[str] = field(default_factory=list)
+    fail: int = 0
+    description: str = "From Acme"
+    skip: bool = False
+
+class AcmeSource(Source):
+    config_class = AcmeConfig
+    description = "Acme's catalogue"
+
+    def work_units(self):
+        if self.config.skip:
+            return
+        yield WorkUnit(
+            "{table}",
+            [A.dataset_properties(description=self.config.description),
+             A.global_tags(self.config.tags),
+             A.editable_dataset_properties("a source must not write this")],
+        )
+        for i in range(self.config.fail):
+            def broken(i=i):
+                raise ValueError(f"table {{i}} cannot be read")
+            yield WorkUnit(f"urn:li:dataset:(urn:li:dataPlatform:acme,t{{i}},PROD)", broken,
+                           where=f"table t{{i}}")
+"""
+
+
+@pytest.fixture
+def acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A third-party source installed the way pip installs one: a dist-info with an entry point."""
+    site = tmp_path / "site"
+    (site / "acme_metaverse").mkdir(parents=True)
+    (site / "acme_metaverse" / "__init__.py").write_text(PLUGIN.format(table=TABLE))
+    info = site / "acme_metaverse-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-metaverse\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[metaverse_kit.sources]\nacme = acme_metaverse:AcmeSource\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    return "acme"
+
+
+def _acme(**config) -> dict:
+    return {"source": {"type": "acme", "config": config}, "pipeline_name": "acme"}
+
+
+def test_third_party_sources_register_through_entry_points(workspace, acme):
+    assert available_sources()["acme"] is None
+    assert set(available_sources()) >= {"files", "sql", "schema-registry", "csv", "acme"}
+    assert get_source("acme").description == "Acme's catalogue"
+    report = mk.ingest(workspace, _acme(), progress=False)
+    assert report.entities_added == 1
+    with pytest.raises(RecipeError, match="unknown source 'nope'; known sources: files, sql"):
+        get_source("nope")
+    assert get_source("acme_metaverse:AcmeSource") is get_source("acme")
+    with pytest.raises(RecipeError, match="not a metaverse_kit Source subclass"):
+        get_source("pathlib:Path")
+
+
+def test_stewards_tags_survive_and_editable_aspects_are_theirs(workspace, acme):
+    mk.ingest(workspace, _acme(tags=["Certified"]), progress=False)
+    events = workspace.replay(progress=False)
+    tags = mk.history.latest_aspect(events, TABLE, "globalTags")["tags"]
+    assert [t["tag"] for t in tags] == ["urn:li:tag:Certified"]
+    assert tags[0]["attribution"]["source"] == pipeline_source_urn("acme")
+    assert mk.history.latest_aspect(events, TABLE, "editableDatasetProperties") is None
+
+    # A steward adds a tag and a description by hand.
+    current = [(t["tag"], t["attribution"]) for t in tags]
+    by_hand = A.global_tags(["PII"])[1]["tags"]
+    workspace.emit(
+        mk.mce(
+            TABLE,
+            [
+                (
+                    "com.linkedin.pegasus2avro.common.GlobalTags",
+                    {
+                        "tags": [
+                            {
+                                "tag": tag,
+                                "context": None,
+                                "attribution": (
+                                    "com.linkedin.pegasus2avro.common.MetadataAttribution",
+                                    {**attr, "sourceDetail": dict(attr["sourceDetail"] or {})},
+                                ),
+                            }
+                            for tag, attr in current
+                        ]
+                        + by_hand
+                    },
+                ),
+                A.editable_dataset_properties("Curated by the data team"),
+            ],
+        )
+    )
+    # The source now reports another tag instead of Certified, and a new description.
+    report = mk.ingest(workspace, _acme(tags=["Gold"], description="New"), progress=False)
+    assert report.aspects_kept_for_stewards == 2  # the editable one dropped, the tags merged
+    assert next(str(w) for w in report.warnings).endswith(
+        "editableDatasetProperties is the stewards' own: a source never writes it"
+    )
+    events = workspace.replay(progress=False)
+    tags = mk.history.latest_aspect(events, TABLE, "globalTags")["tags"]
+    assert [t["tag"] for t in tags] == ["urn:li:tag:PII", "urn:li:tag:Gold"]
+    assert tags[0]["attribution"] is None
+    assert (
+        mk.history.latest_aspect(events, TABLE, "editableDatasetProperties")["description"]
+        == "Curated by the data team"
+    )
+    assert mk.history.latest_aspect(events, TABLE, "datasetProperties")["description"] == "New"
+    # And nothing changes on a rerun.
+    assert (
+        mk.ingest(workspace, _acme(tags=["Gold"], description="New"), progress=False).events_emitted
+        == 0
+    )
+
+
+def test_failures_are_counted_and_capped_and_stop_removals(workspace, acme):
+    mk.ingest(workspace, _acme(fail=0), progress=False)
+    report = mk.ingest(workspace, _acme(fail=30), progress=False)
+    assert report.exit_status == 1
+    assert (report.failures.total, len(report.failures), report.failures.dropped) == (30, 20, 10)
+    assert str(next(iter(report.failures))) == "table t0: table 0 cannot be read"
+    assert "... and 10 more" in report.summary()
+    # The table itself was seen, so nothing is removed; nor would anything be, with failures.
+    assert report.entities_removed == 0
+
+
+def test_unseen_entities_are_removed_only_by_their_own_source_and_pipeline(workspace, acme):
+    mk.ingest(workspace, _acme(), progress=False)
+
+    @dataclass
+    class Empty:
+        pass
+
+    class Nothing(Source):
+        config_class = Empty
+
+        def work_units(self):
+            return iter(())
+
+    import sys
+    import types
+
+    module = types.ModuleType("nothing_source")
+    module.Nothing = Nothing
+    sys.modules["nothing_source"] = module
+    try:
+        # Another source type under the same pipeline name removes nothing of acme's.
+        other = {"source": {"type": "nothing_source:Nothing"}, "pipeline_name": "acme"}
+        assert mk.ingest(workspace, other, progress=False).entities_removed == 0
+    finally:
+        del sys.modules["nothing_source"]
+    # The same source under another pipeline name removes nothing either.
+    elsewhere = {"source": {"type": "acme", "config": {"skip": True}}, "pipeline_name": "b"}
+    assert mk.ingest(workspace, elsewhere, progress=False).entities_removed == 0
+    keep = {**_acme(skip=True), "remove_unseen": False}
+    assert mk.ingest(workspace, keep, progress=False).entities_removed == 0
+    gone = mk.ingest(workspace, _acme(skip=True), progress=False)
+    assert [(c.urn, c.kind) for c in gone.changes] == [(TABLE, "removed")]
+
+
+@dataclass
+class _Config:
+    url: str = field(metadata={"help": "where"})
+    mode: Literal["fast", "safe"] = "safe"
+    tags: list[str] = field(default_factory=list)
+    props: dict[str, str] = field(default_factory=dict)
+    limit: int | None = None
+    ratio: float = 0.5
+    on: bool = True
+
+
+def test_configs_are_checked_key_by_key():
+    fields = {f.name: f for f in config_fields(_Config)}
+    assert (fields["url"].required, fields["url"].help) == (True, "where")
+    assert fields["mode"].choices == ("fast", "safe") and fields["limit"].optional
+    assert parse_config(_Config, {"url": "x", "tags": "one", "ratio": 1}).tags == ["one"]
+    with pytest.raises(RecipeError) as info:
+        parse_config(
+            _Config,
+            {"mode": "slow", "tags": [1], "props": {"a": 1}, "limit": "3", "on": 1, "rate": 2},
+        )
+    assert info.value.problems == [
+        "source.config.rate: unknown key; did you mean 'ratio'? (known keys: url, mode, tags, "
+        "props, limit, ratio, on)",
+        "source.config.url: required (where)",
+        "source.config.mode: expected one of 'fast', 'safe', got 'slow'",
+        "source.config.tags: expected a list of text, got [1]",
+        "source.config.props: expected a mapping of text to text, got {'a': 1}",
+        "source.config.limit: expected a whole number, got '3'",
+        "source.config.on: expected true or false, got 1",
+    ]
+
+
+def test_recipes_from_yaml_with_environment_variables(tmp_path, monkeypatch):
+    path = tmp_path / "recipe.yml"
+    path.write_text(
+        textwrap.dedent("""
+        pipeline_name: shop
+        source:
+          type: sql
+          config:
+            url: postgresql://app:${SHOP_PASSWORD}@db/shop
+    """)
+    )
+    monkeypatch.setenv("SHOP_PASSWORD", "s3cret")
+    recipe = load_recipe(path)
+    assert recipe.config["url"] == "postgresql://app:s3cret@db/shop"
+    monkeypatch.delenv("SHOP_PASSWORD")
+    with pytest.raises(RecipeError, match="the environment variable SHOP_PASSWORD is not set"):
+        load_recipe(path)
+    path.write_text("source: [unclosed")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(path)
+    with pytest.raises(RecipeError) as info:
+        load_recipe({"source": {"type": "sql", "cfg": {}}, "sink": {}, "pipeline_name": ""})
+    assert info.value.problems == [
+        "sink: unknown key (events go to the workspace: use --workspace or mk.ingest(ws, ...)); "
+        "a recipe has source, pipeline_name, remove_unseen",
+        "source.cfg: unknown key; a source has type and config",
+        "pipeline_name: expected a non-empty name, got ''",
+    ]
+    with pytest.raises(RecipeError, match="cannot read the recipe"):
+        load_recipe(tmp_path / "missing.yml")
