@@ -21,6 +21,7 @@ from metaverse_kit.backends.protocols import (
 )
 from metaverse_kit.errors import (
     CaptureFileError,
+    CaptureFileWarning,
     ConfigurationError,
     DecodeError,
     EmitError,
@@ -53,7 +54,16 @@ from metaverse_kit.events.urns import (
     parse_urn,
 )
 from metaverse_kit.events.validation import validate
-from metaverse_kit.history.replay import duplicates_dropped, replay_batches, replay_capture
+from metaverse_kit.history.replay import (
+    ReplayOptions,
+    ReplayProgress,
+    ReplayStream,
+    SkippedPart,
+    duplicates_dropped,
+    replay_batches,
+    replay_capture,
+    skipped_files,
+)
 from metaverse_kit.outbox import Outbox, OutboxEntry
 from metaverse_kit.workspace import Workspace, connect
 
@@ -62,6 +72,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MCE_FULL_NAME",
     "CaptureFileError",
+    "CaptureFileWarning",
     "ConfigurationError",
     "DecodeError",
     "EmitError",
@@ -74,12 +85,16 @@ __all__ = [
     "OutboxEntry",
     "Receipt",
     "RegistryError",
+    "ReplayOptions",
+    "ReplayProgress",
+    "ReplayStream",
     "Schema",
     "SchemaGroup",
     "SchemaNotFoundError",
     "SchemaParseError",
     "SchemaProperties",
     "ServiceError",
+    "SkippedPart",
     "TransientError",
     "TransientServiceError",
     "ValidationError",
@@ -106,6 +121,7 @@ __all__ = [
     "parse_urn",
     "replay_batches",
     "replay_capture",
+    "skipped_files",
     "to_avro_json",
     "validate",
 ]

@@ -20,6 +20,9 @@
     └── ServiceError                a backend service failed (translated from the SDK)
         └── TransientServiceError   ... in a way that may pass: throttled, connection lost
 
+One warning, not an error: ``CaptureFileWarning`` says that a replay with
+``on_bad_file="skip"`` left damaged Capture files (or blocks of them) out, and how many.
+
 ``TransientError`` is a mixin: ``isinstance(exc, TransientError)`` says that trying the same
 call again later may succeed (throttling, a lost connection); every other error is terminal.
 """
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CaptureFileError",
+    "CaptureFileWarning",
     "ConfigurationError",
     "DecodeError",
     "EmitError",
@@ -122,6 +126,11 @@ class DecodeError(MetaverseError, ValueError):
 
 class CaptureFileError(MetaverseError, ValueError):
     """A file is not a readable Event Hubs Capture Avro archive; the message names the file."""
+
+
+class CaptureFileWarning(UserWarning):
+    """A replay skipped damaged Capture files or blocks (``on_bad_file="skip"``); the message
+    says how many, and ``metaverse_kit.skipped_files(table)`` lists them."""
 
 
 class EmitError(MetaverseError):

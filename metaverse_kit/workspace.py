@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import pyarrow as pa
 
@@ -38,6 +38,7 @@ from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.codec import content_type_for, encode_body
 
 if TYPE_CHECKING:
+    from metaverse_kit.history.replay import ReplayOptions, ReplayStream
     from metaverse_kit.outbox import Outbox
 
 __all__ = ["Workspace", "connect", "partition_key_of"]
@@ -280,7 +281,7 @@ class Workspace:
 
     # -- replay ---------------------------------------------------------------------------------
 
-    def _replay_cache(self, cache: bool | str | Path | None) -> bool | str | Path | None:
+    def _replay_cache(self, cache: Any) -> Any:
         """``cache=True`` means the workspace's own cache folder when it has a folder."""
         if cache is True and self.path is not None:
             return self.path / "cache" / "replay"
@@ -291,29 +292,26 @@ class Workspace:
         start: datetime | str | None = None,
         end: datetime | str | None = None,
         partitions: Sequence[str | int] | None = None,
-        *,
-        schema: Any = None,
-        progress: bool | None = None,
-        dedup: bool = True,
-        cache: bool | str | Path | None = True,
-    ) -> Iterator[pa.RecordBatch]:
-        """Stream the lake's history as RecordBatches (see :func:`metaverse_kit.replay_batches`).
+        **options: Unpack[ReplayOptions],
+    ) -> ReplayStream:
+        """Stream the lake's history as RecordBatches, one per Capture file.
 
-        ``cache=True`` keeps decoded files in ``<workspace>/cache/replay`` (the per-user cache
-        folder on backends without a workspace folder); ``False`` turns it off.
+        The options are :class:`~metaverse_kit.history.replay.ReplayOptions`; ``cache=True``
+        keeps decoded files in ``<workspace>/cache/replay`` (the per-user cache folder on
+        backends without a workspace folder), and ``schema=None`` reads with the newest MCE
+        version registered in this workspace's group.
         """
         from metaverse_kit.history.replay import replay_lake
 
+        options["cache"] = self._replay_cache(options.get("cache", True))
         return replay_lake(
             self.lake,
             registry=self.registry,
+            schema_group=self.schema_group,
             start=start,
             end=end,
             partitions=partitions,
-            schema=schema,
-            progress=progress,
-            dedup=dedup,
-            cache=self._replay_cache(cache),
+            **options,
         )
 
     def replay(
@@ -321,27 +319,10 @@ class Workspace:
         start: datetime | str | None = None,
         end: datetime | str | None = None,
         partitions: Sequence[str | int] | None = None,
-        *,
-        schema: Any = None,
-        progress: bool | None = None,
-        dedup: bool = True,
-        cache: bool | str | Path | None = True,
+        **options: Unpack[ReplayOptions],
     ) -> pa.Table:
-        """Replay the lake's history into an Arrow table (see ``replay_capture``).
+        """Replay the lake's history into an Arrow table (options as :meth:`replay_batches`).
 
-        Duplicates (same message id) are dropped unless ``dedup=False``; ``cache`` as in
-        :meth:`replay_batches`.
+        Duplicates (same message id) are dropped unless ``dedup=False``.
         """
-        from metaverse_kit.history.replay import replay_capture
-
-        return replay_capture(
-            self.lake,
-            registry=self.registry,
-            start=start,
-            end=end,
-            partitions=partitions,
-            schema=schema,
-            progress=progress,
-            dedup=dedup,
-            cache=self._replay_cache(cache),
-        )
+        return self.replay_batches(start, end, partitions, **options).to_table()

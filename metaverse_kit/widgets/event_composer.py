@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
@@ -33,6 +32,7 @@ from metaverse_kit.errors import (
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.jsonform import from_json, to_avro_json
 from metaverse_kit.events.validation import validate as validate_record
+from metaverse_kit.history.arrow_types import from_arrow
 from metaverse_kit.widgets._common import (
     WidgetController,
     esc,
@@ -47,62 +47,6 @@ if TYPE_CHECKING:
     from metaverse_kit.workspace import Workspace
 
 __all__ = ["EventComposer", "from_arrow"]
-
-_BRANCH = "branch"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _millis(value: Any, per_second: int) -> Any:
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return (moment - _EPOCH) // timedelta(microseconds=1_000_000 // per_second)
-    return value
-
-
-def from_arrow(avro: AvroSchema, value: Any, t: Any) -> Any:
-    """Turn a value read from a replayed Arrow table back into the fastavro form of type ``t``.
-
-    Arrow writes a union of several branches as ``{"branch": "full.Name", "Name": {...}}``, a
-    map as a list of ``(key, value)`` pairs and timestamps as datetimes; this undoes all three,
-    so the value can be loaded into a form and emitted again unchanged.
-    """
-    r = avro.resolve(t)
-    if isinstance(r, list):
-        if value is None or isinstance(value, tuple):
-            return value
-        others = [b for b in r if b != "null"]
-        if len(others) == 1:
-            inner = from_arrow(avro, value, others[0])
-            if avro.kind(others[0]) == "record":
-                return (avro.branch_name(avro.resolve(others[0])), inner)
-            return inner
-        names = {avro.branch_name(avro.resolve(b)): b for b in others}
-        if isinstance(value, Mapping) and value.get(_BRANCH) in names:
-            name = value[_BRANCH]
-            inner = value.get(name.rpartition(".")[2], value.get(name))
-            branch = names[name]
-            converted = from_arrow(avro, inner, branch)
-            return (name, converted) if avro.kind(branch) == "record" else converted
-        return value
-    kind = avro.kind(r)
-    if kind == "record" and isinstance(value, Mapping):
-        types = {f["name"]: f["type"] for f in r["fields"]}
-        return {k: from_arrow(avro, v, types[k]) if k in types else v for k, v in value.items()}
-    if kind == "array" and isinstance(value, list):
-        return [from_arrow(avro, v, r["items"]) for v in value]
-    if kind == "map":
-        pairs = value.items() if isinstance(value, Mapping) else value
-        if isinstance(pairs, list) or isinstance(value, Mapping):
-            return {k: from_arrow(avro, v, r["values"]) for k, v in pairs}
-        return value
-    logical = r.get("logicalType") if isinstance(r, dict) else None
-    if logical == "timestamp-millis":
-        return _millis(value, 1000)
-    if logical == "timestamp-micros":
-        return _millis(value, 1_000_000)
-    if logical == "date" and isinstance(value, date):
-        return (value - date(1970, 1, 1)).days
-    return value
 
 
 class EventComposer(WidgetController):

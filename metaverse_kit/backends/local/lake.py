@@ -19,7 +19,7 @@ class LocalLake:
 
     ``root`` may be a folder (every ``*.avro`` below it, at any depth), one file, or a list of
     files. Paths that follow the Capture path format are pruned by partition and time before
-    anything is opened.
+    anything is opened. Zero-byte files are empty archives: they are not listed.
     """
 
     def __init__(self, root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
@@ -73,6 +73,10 @@ class LocalLake:
         for path in self._candidates():
             info = parse_capture_path(path.as_posix())
             stat = path.stat()
+            if not stat.st_size:
+                # NOTE: a zero-byte file holds no event (Capture never writes one; a copy or an
+                # upload in progress does): an empty archive, skipped as the Azure lake does.
+                continue
             files.append(
                 CaptureFile(
                     path=str(path),
