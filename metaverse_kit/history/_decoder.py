@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from metaverse_kit.capture import zigzag
 from metaverse_kit.events.avro import AvroSchema
+from metaverse_kit.history.arrow_types import parsed
 
 __all__ = [
     "TEMP_PREFIX",
@@ -511,7 +512,7 @@ def decode_bodies(
     chunks = bodies.chunks if isinstance(bodies, pa.ChunkedArray) else [bodies]
     block = [_data_of(c) for c in chunks if len(c)]
     writer = _cleaned(definition)
-    avro = AvroSchema(writer)
+    avro = parsed(writer)
     with _as_file(_container(writer, n, block)) as path:
         table = _read(path, _reader_schema(writer, avro, path))
     if table.num_rows != n:

@@ -377,7 +377,7 @@ class _Union(_Node):
                     up(np.flatnonzero(here)),
                     path,
                     f"the writer's branch {w.names[i]} matches no branch of the reader's "
-                    f"{' | '.join(self.reader.names) or 'null'}",
+                    f"{' | '.join(unqualified(n) for n in self.reader.names) or 'null'}",
                 )
                 continue
             j, node = move
@@ -608,6 +608,70 @@ def _shape(avro: AvroSchema, t: Any, memo: dict[str, Any]) -> Any:
     return (kind, t.get("logicalType"), t.get("precision"), t.get("scale"))
 
 
+def _same_bytes(w: AvroSchema, wt: Any, r: AvroSchema, rt: Any, seen: set[tuple[str, str]]) -> bool:
+    """Whether every datum the writer's type encodes decodes, with the reader's type itself, to
+    what resolving it gives: the reader only appends union branches and enum symbols, widens
+    ``int`` to ``long`` or swaps ``string`` and ``bytes`` (same encodings), or renames through
+    aliases. Such writers' bodies are read natively with the reader schema, with no resolution."""
+    wr, rr = w.resolve(wt), r.resolve(rt)
+    if isinstance(wr, list) or isinstance(rr, list):
+        if not (isinstance(wr, list) and isinstance(rr, list)) or len(wr) > len(rr):
+            return False
+        return all(
+            reader_branch(w, b, r, rr) == i and _same_bytes(w, b, r, rr[i], seen)
+            for i, b in enumerate(wr)
+        )
+    wp, rp = _primitive(w, wr), _primitive(r, rr)
+    if wp is not None or rp is not None:
+        if wp is None or rp is None:
+            return False
+        if wp != rp and (wp, rp) not in _SAME_ENCODING:
+            return False
+        decimal = [x.get("logicalType") == "decimal" for x in (wr, rr) if isinstance(x, dict)]
+        if any(decimal):
+            return (
+                isinstance(wr, dict)
+                and isinstance(rr, dict)
+                and all(wr.get(k) == rr.get(k) for k in ("logicalType", "precision", "scale"))
+            )
+        return True
+    kind = w.kind(wr)
+    if kind != r.kind(rr):
+        return False
+    if kind in ("record", "enum", "fixed") and not names_match(wr, rr):
+        return False
+    if kind == "record":
+        key = (wr["name"], rr["name"])
+        if key in seen:
+            return True
+        seen.add(key)
+        names = {f["name"] for f in rr["fields"]}
+        return len(wr["fields"]) == len(rr["fields"]) and all(
+            _same_field(wf, rf, names) and _same_bytes(w, wf["type"], r, rf["type"], seen)
+            for wf, rf in zip(wr["fields"], rr["fields"], strict=True)
+        )
+    if kind == "enum":
+        return list(rr["symbols"][: len(wr["symbols"])]) == list(wr["symbols"])
+    if kind == "fixed":
+        return bool(wr.get("size") == rr.get("size"))
+    if kind == "array":
+        return _same_bytes(w, wr["items"], r, rr["items"], seen)
+    if kind == "map":
+        return _same_bytes(w, wr["values"], r, rr["values"], seen)
+    return False
+
+
+# Promotions whose two types share one binary encoding (a varint; a length and bytes).
+_SAME_ENCODING = (("int", "long"), ("string", "bytes"), ("bytes", "string"))
+
+
+def _same_field(wf: dict, rf: dict, reader_names: set[str]) -> bool:
+    """Whether the writer's field at a position is the reader's at the same position."""
+    if rf["name"] == wf["name"]:
+        return True
+    return wf["name"] in (rf.get("aliases") or []) and wf["name"] not in reader_names
+
+
 @dataclass
 class Resolution:
     """How bodies of one writer schema are read as the reader's (see the module docstring)."""
@@ -615,6 +679,9 @@ class Resolution:
     writer: str
     reader: str
     root: _Node
+    #: True when the writer's bodies read with the reader's schema itself give the resolved
+    #: values (see :func:`_same_bytes`): they are decoded together with the reader's own.
+    same_bytes: bool = False
 
     @property
     def identity(self) -> bool:
@@ -656,5 +723,8 @@ def resolution(writer_definition: str, reader_definition: str) -> Resolution:
     w_arrow = mapping_for(writer_definition).type
     r_arrow = mapping_for(reader_definition).type
     return Resolution(
-        writer_definition, reader_definition, compiler.node(w_root, r_root, w_arrow, r_arrow)
+        writer_definition,
+        reader_definition,
+        compiler.node(w_root, r_root, w_arrow, r_arrow),
+        same_bytes=_same_bytes(writer, w_root, reader, r_root, set()),
     )

@@ -36,7 +36,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -259,18 +259,21 @@ def _alive(pid: int) -> bool:
 
 
 def remove_leftovers(
-    folder: str | os.PathLike[str] | None = None, *, clock: Callable[[], float] = time.time
+    folder: str | os.PathLike[str] | None = None,
+    *,
+    temp_folders: Sequence[str | os.PathLike[str]] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> list[Path]:
     """Remove what replays killed mid-way left behind; return the paths removed.
 
     Looks in ``folder`` (a replay cache folder, such as ``<workspace>/cache/replay``; None:
-    none) for half-written entries, and in the native decoder's temporary folders (``/dev/shm``,
-    the temp folder) for its temporary copies. A file is removed only when the process that
-    wrote it (the pid in its name) is gone, so a replay running now is never disturbed; a
-    temporary entry from before names carried a pid is removed once an hour old. Files that
-    cannot be removed are left and not reported.
+    none) for half-written entries, and in the native decoder's temporary folders (``/dev/shm``
+    and the temp folder, or ``temp_folders``) for its temporary copies. A file is removed only
+    when the process that wrote it (the pid in its name) is gone, so a replay running now is
+    never disturbed; a temporary file from before names carried a pid is removed once an hour
+    old. Files that cannot be removed are left and not reported.
     """
-    from metaverse_kit.history._decoder import temp_folders
+    from metaverse_kit.history import _decoder
 
     removed: list[Path] = []
 
@@ -299,7 +302,7 @@ def remove_leftovers(
         for sub in root.iterdir() if root.is_dir() else []:
             for path in sub.iterdir() if sub.is_dir() else []:
                 consider(path, _ENTRY_TMP, _OLD_ENTRY_TMP)
-    for temp in temp_folders():
+    for temp in _decoder.temp_folders() if temp_folders is None else temp_folders:
         try:
             names = os.listdir(temp)
         except OSError:

@@ -365,10 +365,19 @@ def _enqueued_ms(
     ``EnqueuedTimeUtc`` text, parsed in bulk (older Capture files carry only the text)."""
     missing = ~has
     if missing.any():
-        # PERF: one Arrow strptime over the texts that need it, never one per event in Python.
+        # PERF: Arrow's strptime once per distinct text (events of one second share it), never
+        # once per event in Python.
         chosen = texts if missing.all() else texts.filter(pa.array(missing))
-        chosen = pc.utf8_trim_whitespace(chosen.cast(pa.string()))
-        parsed_ms = pc.strptime(chosen, format=_ENQUEUED_FORMAT, unit="ms", error_is_null=True)
+        distinct = chosen.cast(pa.string()).dictionary_encode()
+        parsed_ms = pc.take(
+            pc.strptime(
+                pc.utf8_trim_whitespace(distinct.dictionary),
+                format=_ENQUEUED_FORMAT,
+                unit="ms",
+                error_is_null=True,
+            ),
+            distinct.indices,
+        )
         if parsed_ms.null_count:
             bad = int(np.flatnonzero(missing)[np.flatnonzero(parsed_ms.is_null())[0]])
             raise _BadTimes(
@@ -607,9 +616,10 @@ def _decode_payloads(
         dictionary[int(code)].as_py(): np.flatnonzero(present & (codes == code))
         for code, _ in sorted(zip(*firsts, strict=True), key=lambda cf: cf[1])
     }
-    pieces: list[pa.Array] = []
-    index = np.full(n, -1, dtype=np.int64)
-    used = 0
+    # What to decode together: bodies of the reader's schema and of every writer whose bodies
+    # the reader's schema reads as they resolve (it only appended branches or symbols...) in
+    # one native call; every other writer version on its own, then resolved.
+    batches: dict[str, list[tuple[str, str, np.ndarray]]] = {}
     for schema_id, rows in groups.items():
         definition = schemas(schema_id)
         if definition is None:
@@ -622,8 +632,36 @@ def _decode_payloads(
                 f"{reader.name}; replay with schema= that schema to decode it"
             )
             continue
-        group = body if len(rows) == n else body.take(pa.array(rows))
-        values, group_errors = _decode_group(group, definition, payload, schema_id, native=native)
+        key = payload.definition if _reads_as_reader(definition, payload) else definition
+        batches.setdefault(key, []).append((schema_id, definition, rows))
+    pieces: list[pa.Array] = []
+    index = np.full(n, -1, dtype=np.int64)
+    used = 0
+    # (what to decode with, its members, whether to try the native reader)
+    work = [(key, members, native) for key, members in batches.items()]
+    while work:
+        key, members, try_native = work.pop(0)
+        rows = (
+            members[0][2] if len(members) == 1 else np.sort(np.concatenate([m[2] for m in members]))
+        )
+        group = body if len(rows) == n else _rows_of(body, rows)
+        attempted = try_native and key == payload.definition
+        together = _decode_native(group, key) if attempted else None
+        if together is not None:
+            values, group_errors = together, None
+        elif len(members) > 1:
+            # The native reader refused them together: each version on its own.
+            work[:0] = [(m[1], [m], try_native and m[1] != key) for m in members]
+            continue
+        else:
+            schema_id, definition, _ = members[0]
+            values, group_errors = _decode_group(
+                group,
+                definition,
+                payload,
+                schema_id,
+                native=try_native and not (attempted and definition == key),
+            )
         del group
         if group_errors is not None:
             failed = np.flatnonzero(group_errors.astype(bool))
@@ -665,6 +703,45 @@ def _same_record(writer: AvroSchema, reader: AvroSchema) -> bool:
     return names_match(w, r)
 
 
+def _rows_of(body: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
+    """The bodies at ``rows`` (ascending), as slices of ``body``'s chunks: nothing is copied.
+
+    PERF: a version's rows come in runs between the other versions' rows; the native reader
+    writes each run's bytes as they are (a take would copy every body first).
+    """
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = rows[np.concatenate([[0], breaks])]
+    ends = rows[np.concatenate([breaks - 1, [len(rows) - 1]])] + 1
+    pieces = []
+    at = 0
+    for chunk in body.chunks:
+        low, high = at, at + len(chunk)
+        a = np.maximum(starts, low)
+        b = np.minimum(ends, high)
+        for x, y in zip(a[a < b].tolist(), b[a < b].tolist(), strict=True):
+            pieces.append(chunk.slice(x - low, y - x))
+        at = high
+    return pa.chunked_array(pieces, pa.binary())
+
+
+def _reads_as_reader(definition: str, payload: PayloadSchema) -> bool:
+    """True when bodies of ``definition`` decode with the reader's schema as they resolve."""
+    if definition == payload.definition:
+        return True
+    try:
+        return resolution(definition, payload.definition).same_bytes
+    except ResolutionUnsupported:
+        return False
+
+
+def _decode_native(bodies: pa.Array | pa.ChunkedArray, definition: str) -> pa.Array | None:
+    """``bodies`` decoded natively with ``definition``, or None when the native reader cannot."""
+    try:
+        return _decoder.decode_bodies(bodies, definition, mapping_for(definition).type)
+    except _decoder.Unsupported:
+        return None
+
+
 def _decode_group(
     bodies: pa.Array | pa.ChunkedArray,
     definition: str,
@@ -683,13 +760,8 @@ def _decode_group(
         plan = resolution(definition, payload.definition)
     except ResolutionUnsupported:
         return _fastavro_resolved(bodies, definition, payload, schema_id)
-    values: pa.Array | None = None
     errors: np.ndarray | None = None
-    if native:
-        try:
-            values = _decoder.decode_bodies(bodies, definition, mapping_for(definition).type)
-        except _decoder.Unsupported:
-            values = None
+    values = _decode_native(bodies, definition) if native else None
     if values is None:
         values, errors = _fastavro_bodies(bodies, definition, schema_id)
     if plan.identity:

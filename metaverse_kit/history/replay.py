@@ -19,6 +19,7 @@ schema than the replay's) keep their raw ``body`` and say why in ``decode_error`
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -346,7 +347,7 @@ class ReplayStream(Iterator[pa.RecordBatch]):
                 f"file{'s' if files != 1 else ''} skipped (every intact block was kept); "
                 "mk.skipped_files(table) or stream.skipped_files lists them",
                 CaptureFileWarning,
-                stacklevel=3,
+                stacklevel=_caller_level(),
             )
 
     def close(self) -> None:
@@ -357,6 +358,17 @@ class ReplayStream(Iterator[pa.RecordBatch]):
 
 
 # -- deduplication ------------------------------------------------------------------------------
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this package: the user's line."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def _dedup(batch: pa.RecordBatch, seen: set[str]) -> tuple[pa.RecordBatch, int]:

@@ -246,3 +246,43 @@ def test_the_history_explorer_shows_what_it_skipped(
     with pytest.raises(mk.CaptureFileError, match="at byte"):
         strict.refresh(block=True)
     assert "CaptureFileError" in strict.status.value
+
+
+def test_older_files_read_their_time_from_the_text_and_an_unreadable_one_is_named(
+    tmp_path: Path,
+) -> None:
+    from metaverse_kit.capture import append_events, format_enqueued_time, parse_enqueued_time
+
+    base = {"Offset": "0", "Properties": {}, "SystemProperties": {}, "Body": b"{}"}
+    times = ["3/2/2026 8:00:00 AM", " 12/31/2025 11:59:59 PM ", "1/1/2026 12:00:01 AM"]
+    good = _place(
+        tmp_path,
+        "old",
+        append_events(
+            None, [{**base, "SequenceNumber": i, "EnqueuedTimeUtc": t} for i, t in enumerate(times)]
+        ),
+    )
+    for decoder in ("auto", "fastavro"):
+        table = mk.replay_capture(good, cache=False, decoder=decoder)
+        assert table["enqueued_time"].to_pylist() == [parse_enqueued_time(t) for t in times]
+        assert [format_enqueued_time(t) for t in table["enqueued_time"].to_pylist()] == [
+            t.strip() for t in times
+        ]
+    bad = _place(
+        tmp_path,
+        "bad",
+        append_events(
+            None,
+            [
+                {**base, "SequenceNumber": 7, "EnqueuedTimeUtc": "3/2/2026 8:00:00 AM"},
+                {**base, "SequenceNumber": 8, "EnqueuedTimeUtc": "yesterday at noon"},
+            ],
+        ),
+    )
+    with pytest.raises(mk.CaptureFileError, match=r"event 8 .*'yesterday at noon'"):
+        mk.replay_capture(bad, cache=False)
+    with pytest.warns(mk.CaptureFileWarning):
+        table = mk.replay_capture([good, bad], cache=False, on_bad_file="skip")
+    assert table.num_rows == 3
+    (part,) = mk.skipped_files(table)
+    assert part.path == str(bad) and part.offset is None and "EnqueuedTimeUtc" in part.reason
