@@ -414,18 +414,6 @@ def _run(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _best(
-    kind: str,
-    history: dict[str, Any],
-    cache: str,
-    repeat: int,
-    env: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """The fastest of ``repeat`` runs (each in a fresh process): the least disturbed one."""
-    runs = [_run(kind, history["lake"], history["registry"], cache, env) for _ in range(repeat)]
-    return min(runs, key=lambda r: r["seconds"])
-
-
 def main(argv: list[str] | None = None) -> int:
     """Generate the history, measure every way of replaying it, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -452,26 +440,34 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"history: {made['events']:,} events in {made['files']} Capture files "
             f"({size:.1f} MiB), made in {time.perf_counter() - t:.1f} s; each measurement in "
-            f"its own process on one CPU, best of {repeat}"
+            f"its own process on one CPU, best of {repeat} (taken in rounds)"
         )
-        results: list[tuple[str, dict[str, Any]]] = []
-        results.append(("baseline", _best("baseline", made, "-", repeat)))
-        results.append(("cold-nocache", _best("cold-nocache", made, "-", repeat)))
         # pyarrow's default allocator (mimalloc) hands freed pages back to the OS at once and
         # faults them in again; a table that keeps growing pays that in system time.
         keep = {"MIMALLOC_PURGE_DELAY": "-1"}
-        results.append(("cold-nocache*", _best("cold-nocache", made, "-", repeat, keep)))
-        colds = [
-            _run("cold", made["lake"], made["registry"], str(root / f"cache{i}"))
-            for i in range(repeat)
+        # (line, what is measured, history, cache folder or "-", extra environment)
+        jobs: list[tuple[str, str, dict[str, Any], str, dict[str, str] | None]] = [
+            ("baseline", "baseline", made, "-", None),
+            ("cold-nocache", "cold-nocache", made, "-", None),
+            ("cold-nocache*", "cold-nocache", made, "-", keep),
+            ("cold", "cold", made, "{cache}", None),
+            ("warm", "warm", made, str(root / "cache0"), None),
+            (f"stream@{made['events']:,}", "stream", made, "-", None),
+            (f"stream@{longer['events']:,}", "stream", longer, "-", None),
+            ("evolved", "cold-nocache", evolved, "-", None),
+            ("evolved-fields", "cold-nocache", fielded, "-", None),
+            ("older", "cold-nocache", older, "-", None),
         ]
-        results.append(("cold", min(colds, key=lambda r: r["seconds"])))
-        results.append(("warm", _best("warm", made, str(root / "cache0"), repeat)))
-        results.append((f"stream@{made['events']:,}", _best("stream", made, "-", repeat)))
-        results.append((f"stream@{longer['events']:,}", _best("stream", longer, "-", repeat)))
-        results.append(("evolved", _best("cold-nocache", evolved, "-", repeat)))
-        results.append(("evolved-fields", _best("cold-nocache", fielded, "-", repeat)))
-        results.append(("older", _best("cold-nocache", older, "-", repeat)))
+        runs: dict[str, list[dict[str, Any]]] = {}
+        # NOTE: round after round of every line, not every round of one line after another:
+        # on a shared machine a burst of load then slows one round of each, not all of one.
+        for i in range(repeat):
+            for line, kind, history, cache, env in jobs:
+                cache = cache.format(cache=root / f"cache{i}")
+                runs.setdefault(line, []).append(
+                    _run(kind, history["lake"], history["registry"], cache, env)
+                )
+        results = [(line, min(runs[line], key=lambda r: r["seconds"])) for line, *_ in jobs]
         rate = {k: r["rows"] / r["seconds"] for k, r in results}
         for kind, r in results:
             if r["undecoded"]:

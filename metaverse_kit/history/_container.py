@@ -163,9 +163,6 @@ def _not_capture(meta: dict[str, bytes]) -> str | None:
             f"an Avro file of {name} records, not a Capture archive "
             f"(no {', '.join(sorted(missing))})"
         )
-    codec = meta.get("avro.codec", b"null")
-    if codec not in (b"null", b"deflate", b""):
-        return f"the Avro codec {codec.decode('utf-8', 'replace')!r} is not one Capture writes"
     return None
 
 

@@ -314,22 +314,17 @@ def read_envelope(
         return Envelope(None, damage)
     data = _container.joined(found.intact())
     try:
-        columns = _read_columns(data, where, native=_native(decoder))
-    except _Undecodable:
-        # Framing was whole, yet the records do not decode: find the damaged blocks.
-        good, more = _container.blocks_that_decode(found)
-        damage.extend(more)
-        _check_damage(damage, item.path, on_bad_file)
-        if not good:
-            return Envelope(None, damage)
-        data = _container.joined(found.intact(good))
         try:
-            columns = _read_columns(data, where, native=False)
-        except _Undecodable as exc:
-            damage.append(_container.Damage(None, str(exc)))
+            columns = _read_columns(data, where, native=_native(decoder))
+        except _Undecodable:
+            # Framing was whole, yet the records do not decode: find the damaged blocks.
+            good, more = _container.blocks_that_decode(found)
+            damage.extend(more)
             _check_damage(damage, item.path, on_bad_file)
-            return Envelope(None, damage)
-    except _BadTimes as exc:
+            if not good:
+                return Envelope(None, damage)
+            columns = _read_columns(_container.joined(found.intact(good)), where, native=False)
+    except (_Undecodable, _BadTimes) as exc:
         damage.append(_container.Damage(None, str(exc)))
         _check_damage(damage, item.path, on_bad_file)
         return Envelope(None, damage)
@@ -337,6 +332,7 @@ def read_envelope(
 
 
 def _check_damage(damage: list[_container.Damage], path: str, on_bad_file: str) -> None:
+    damage.sort(key=lambda d: -1 if d.offset is None else d.offset)
     if damage and on_bad_file == "raise":
         raise SkippedPart(path, damage[0].reason, 0, damage[0].offset).error()
 
@@ -644,7 +640,7 @@ def _decode_payloads(
         rows = (
             members[0][2] if len(members) == 1 else np.sort(np.concatenate([m[2] for m in members]))
         )
-        group = body if len(rows) == n else _rows_of(body, rows)
+        group = body if len(rows) == n else body.take(pa.array(rows))
         attempted = try_native and key == payload.definition
         together = _decode_native(group, key) if attempted else None
         if together is not None:
@@ -701,27 +697,6 @@ def _same_record(writer: AvroSchema, reader: AvroSchema) -> bool:
     if not (isinstance(w, dict) and isinstance(r, dict) and "name" in w and "name" in r):
         return writer.canonical_text == reader.canonical_text
     return names_match(w, r)
-
-
-def _rows_of(body: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
-    """The bodies at ``rows`` (ascending), as slices of ``body``'s chunks: nothing is copied.
-
-    PERF: a version's rows come in runs between the other versions' rows; the native reader
-    writes each run's bytes as they are (a take would copy every body first).
-    """
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = rows[np.concatenate([[0], breaks])]
-    ends = rows[np.concatenate([breaks - 1, [len(rows) - 1]])] + 1
-    pieces = []
-    at = 0
-    for chunk in body.chunks:
-        low, high = at, at + len(chunk)
-        a = np.maximum(starts, low)
-        b = np.minimum(ends, high)
-        for x, y in zip(a[a < b].tolist(), b[a < b].tolist(), strict=True):
-            pieces.append(chunk.slice(x - low, y - x))
-        at = high
-    return pa.chunked_array(pieces, pa.binary())
 
 
 def _reads_as_reader(definition: str, payload: PayloadSchema) -> bool:

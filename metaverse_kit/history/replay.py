@@ -257,6 +257,15 @@ class _Step:
     dropped: int
 
 
+def _steps_of(batches: Iterator[pa.RecordBatch]) -> Callable[[bool], Iterator[_Step]]:
+    def steps(_: bool) -> Iterator[_Step]:
+        for batch in batches:
+            dropped = int((batch.schema.metadata or {}).get(DUPLICATES_DROPPED_KEY, b"0"))
+            yield _Step(batch, tuple(skipped_files(batch)), dropped)
+
+    return steps
+
+
 class ReplayStream(Iterator[pa.RecordBatch]):
     """The batches of a replay, one per Capture file, and what it dropped or skipped so far.
 
@@ -271,16 +280,21 @@ class ReplayStream(Iterator[pa.RecordBatch]):
 
     def __init__(
         self,
-        make: Callable[[bool], Iterator[_Step]],
+        make: Callable[[bool], Iterator[_Step]] | Iterator[pa.RecordBatch],
         *,
         files: Sequence[CaptureFile] = (),
         schema: pa.Schema | None = None,
         dedup: bool = True,
     ) -> None:
+        if not callable(make):
+            # A stream of batches made elsewhere: taken as they are (each says what it dropped).
+            make, dedup = _steps_of(make), False
         self._make = make
         self._steps: Iterator[_Step] | None = None
         self._dedup = dedup
         self._done = False
+        self._schema_unknown = schema is None
+        #: The Arrow schema of every batch (the envelope's when the stream was made without one).
         self.schema = schema if schema is not None else pa.schema(ENVELOPE_FIELDS)
         #: The Capture files this replay reads, in replay order.
         self.files: list[CaptureFile] = list(files)
@@ -325,7 +339,10 @@ class ReplayStream(Iterator[pa.RecordBatch]):
             self._take(step)
             if step.batch is not None:
                 batches.append(step.batch.replace_schema_metadata(None))
-        table = pa.Table.from_batches(batches, schema=self.schema)
+        schema = self.schema
+        if self._schema_unknown and batches:
+            schema = batches[0].schema
+        table = pa.Table.from_batches(batches, schema=schema)
         if fresh and self._dedup:
             table, dropped = _dedup_table(table)
             self.duplicates_dropped += dropped
