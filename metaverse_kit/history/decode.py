@@ -586,9 +586,11 @@ def _decode_payloads(
 ) -> tuple[pa.Array, np.ndarray | None, list[pa.Array]]:
     """Decode the bodies: (bodies left undecoded, decode errors or None, payload columns).
 
-    Bodies are grouped by schema id (``ids``, a string array); each group is decoded with its
-    writer schema and resolved to the reader (:func:`_decode_group`). The errors are an object
-    array of messages (None where decoded), or None when no event has one.
+    Bodies are grouped by schema id (``ids``, a string array). The reader's own bodies and
+    those of writers whose bytes the reader's schema reads as they resolve are decoded together,
+    natively; each other writer's group is decoded with its own schema and resolved to the
+    reader (:func:`_decode_group`); the groups are then put back in event order. The errors are
+    an object array of messages (None where decoded), or None when no event has one.
     """
     pool = _decoder.pool()
     n = len(body)
