@@ -13,7 +13,19 @@ on 2-3), then measures each way of reading it in its own subprocess pinned to on
 - ``warm``: ``replay_capture`` again, every file in the cache;
 - ``stream``: ``replay_batches(cache=False)``, batches dropped as they come, on the history
   and on one 4 times longer, to show that its memory does not grow with the history (but for
-  deduplication's set of message ids, about 110 bytes per event).
+  deduplication's set of message ids, about 110 bytes per event);
+- ``evolved``: ``replay_capture(cache=False)`` of the same history where the newest version
+  of the MCE schema (registered after the built-in one) adds two dataset aspects and an owner
+  type, as the next version of our schema will, and 10% of the events, spread through every
+  file, were still written with the previous version (the built-in). The newest version is the
+  reader. Target: 30x the baseline, like one version;
+- ``evolved-fields``: the same, but the previous version also lacks a field
+  (TagAssociation's ``context``) and an aspect in the middle of the union, so its bodies are
+  decoded with their own schema and resolved to the reader column by column, then interleaved
+  with the others in event order;
+- ``older``: ``replay_capture(cache=False)`` of the same history written as older Capture
+  files are, with no ``x-opt-enqueued-time`` (the time is the ``EnqueuedTimeUtc`` text only).
+  Target: at least 0.8 times the rate of ``cold-nocache`` on current files.
 
 Prints events per second of CPU time (user + system, all threads: on a shared machine the
 wall-clock time also counts other processes' turns; it is printed too), the ratio to the
@@ -27,6 +39,7 @@ Run: ``make bench`` or ``.venv/bin/python benchmarks/replay.py``;
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -77,29 +90,147 @@ def _aspects(rng: random.Random, i: int) -> list[Any]:
     return [m() for m in rng.sample(makers, rng.randint(1, 4))]
 
 
-def make_history(root: Path, events: int, *, seed: int = 7) -> dict[str, Any]:
-    """Write a Capture tree of ``events`` MCEs under ``root/lake`` and a registry under ``root``.
+def grown_version(definition: str) -> str:
+    """The next version of the built-in MCE schema: two dataset aspects and an owner type more
+    (appended, as a schema grows), Backward compatible with the built-in one."""
+    schema = json.loads(definition)
 
-    Returns what the measurements need: the lake folder, the registry folder, the file count.
+    def walk(t: Any) -> None:
+        if isinstance(t, dict):
+            if t.get("name") == "DatasetSnapshot":
+                aspects = next(f for f in t["fields"] if f["name"] == "aspects")["type"]
+                aspects["items"] += [
+                    {
+                        "type": "record",
+                        "name": "Certification",
+                        "namespace": "com.example",
+                        "fields": [
+                            {"name": "levels", "type": {"type": "array", "items": "string"}}
+                        ],
+                    },
+                    {
+                        "type": "record",
+                        "name": "Quality",
+                        "namespace": "com.example",
+                        "fields": [{"name": "score", "type": "double"}],
+                    },
+                ]
+            if t.get("name") == "OwnershipType":
+                t["symbols"] = [*t["symbols"], "AUDITOR"]
+            for v in t.values():
+                if isinstance(v, (dict, list)):
+                    walk(v)
+        elif isinstance(t, list):
+            for v in t:
+                walk(v)
+
+    walk(schema)
+    return json.dumps(schema, separators=(",", ":"))
+
+
+def previous_version(definition: str) -> str:
+    """The MCE schema a lagging producer still writes with: the built-in one without
+    TagAssociation's ``context`` field and without the DatasetDeprecation aspect."""
+    schema = json.loads(definition)
+
+    def walk(t: Any) -> None:
+        if isinstance(t, list):
+            for b in t:
+                walk(b)
+            t[:] = [
+                b for b in t if not (isinstance(b, dict) and b.get("name") == "DatasetDeprecation")
+            ]
+        elif isinstance(t, dict):
+            if t.get("name") == "TagAssociation":
+                t["fields"] = [f for f in t["fields"] if f["name"] != "context"]
+            for v in t.values():
+                if isinstance(v, (dict, list)):
+                    walk(v)
+
+    walk(schema)
+    return json.dumps(schema, separators=(",", ":"))
+
+
+def _as_previous(record: Any) -> Any:
+    """A record of the built-in schema as a producer on the previous version writes it."""
+    snapshot = record["proposedSnapshot"][1]
+    aspects = []
+    for name, value in snapshot["aspects"]:
+        if name.endswith("DatasetDeprecation"):
+            continue  # a producer on the previous version has no such aspect
+        if name.endswith("GlobalTags"):
+            value = {
+                "tags": [{k: v for k, v in t.items() if k != "context"} for t in value["tags"]]
+            }
+        aspects.append((name, value))
+    return {
+        **record,
+        "proposedSnapshot": (record["proposedSnapshot"][0], {**snapshot, "aspects": aspects}),
+    }
+
+
+@functools.cache
+def _event_pool(n: int, seed: int) -> list[tuple[str, bytes, bytes]]:
+    """``n`` distinct encoded events: (urn, body, the body a previous-version producer writes).
+
+    PERF: encoding validates every record, which is slow; the histories reuse one pool.
     """
     import metaverse_kit as mk
+    from metaverse_kit.events.builtin import mce_definition
+    from metaverse_kit.events.codec import encode_body
+
+    rng = random.Random(seed)
+    definition = mce_definition()
+    older = previous_version(definition)
+    pool: list[tuple[str, bytes, bytes]] = []
+    for i in range(n):
+        urn = mk.make_dataset_urn("hive", f"db.table_{rng.randrange(DATASETS)}")
+        record = mk.mce(urn, _aspects(rng, i))
+        old = encode_body(_as_previous(record), older)
+        pool.append((urn, encode_body(record, definition), old))
+    return pool
+
+
+def make_history(
+    root: Path,
+    events: int,
+    *,
+    seed: int = 7,
+    previous: float = 0.0,
+    fields: bool = False,
+    enqueued_ms: bool = True,
+) -> dict[str, Any]:
+    """Write a Capture tree of ``events`` MCEs under ``root/lake`` and a registry under ``root``.
+
+    ``previous`` is the share of events written with the previous version: the built-in one,
+    with :func:`grown_version` registered after it as the newest; or, with ``fields``,
+    :func:`previous_version`, with the built-in one as the newest. ``enqueued_ms=False`` writes
+    older Capture files, whose system properties carry no ``x-opt-enqueued-time``.
+    Returns what the measurements need: the lake folder, the registry folder, the file count.
+    """
     from metaverse_kit.backends.local.hub import partition_for_key
     from metaverse_kit.backends.local.registry import LocalSchemaRegistry
     from metaverse_kit.capture import append_events, capture_path, format_enqueued_time
     from metaverse_kit.events.builtin import mce_definition
-    from metaverse_kit.events.codec import content_type_for, encode_body
+    from metaverse_kit.events.codec import content_type_for
 
-    rng = random.Random(seed)
+    rng = random.Random(seed + 1)
     registry = LocalSchemaRegistry(root / "registry")
     definition = mce_definition()
     registry.create_group(GROUP)
-    schema_id = registry.register_schema(GROUP, definition).id
-    content_type = content_type_for(schema_id)
-    # Encoding validates every record, which is slow; a pool of distinct events is reused.
-    pool: list[tuple[str, bytes]] = []
-    for i in range(min(events, 4000)):
-        urn = mk.make_dataset_urn("hive", f"db.table_{rng.randrange(DATASETS)}")
-        pool.append((urn, encode_body(mk.mce(urn, _aspects(rng, i)), definition)))
+    older_type = ""
+    if previous and fields:
+        older_type = content_type_for(
+            registry.register_schema(GROUP, previous_version(definition)).id
+        )
+    content_type = content_type_for(registry.register_schema(GROUP, definition).id)
+    if previous and not fields:
+        # The built-in one is the previous version; the same records encode the same in both.
+        older_type = content_type
+        content_type = content_type_for(
+            registry.register_schema(GROUP, grown_version(definition)).id
+        )
+    pool = _event_pool(min(events, 4000), seed)
     per_partition = max(1, events // PARTITIONS)
     per_file = 2500
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -120,22 +251,28 @@ def make_history(root: Path, events: int, *, seed: int = 7) -> dict[str, Any]:
             for block in range(first, last, BATCH):
                 records = []
                 for seq in range(block, min(last, block + BATCH)):
-                    urn, body = in_partition[seq % len(in_partition)]
+                    urn, body, old_body = in_partition[seq % len(in_partition)]
+                    kind = content_type
+                    if previous and rng.random() < previous:
+                        body, kind = (old_body if fields else body), older_type
                     when = window + timedelta(milliseconds=(seq - first) * 100)
                     ms = int(when.timestamp() * 1000)
                     mid = f"{p:x}{seq:031x}"
+                    system: dict[str, Any] = {
+                        "x-opt-enqueued-time": ms,
+                        "x-opt-partition-key": urn,
+                        "content-type": kind,
+                        "message-id": mid,
+                    }
+                    if not enqueued_ms:
+                        del system["x-opt-enqueued-time"]
                     records.append(
                         {
                             "SequenceNumber": seq,
                             "Offset": str(offset),
                             "EnqueuedTimeUtc": format_enqueued_time(when),
-                            "SystemProperties": {
-                                "x-opt-enqueued-time": ms,
-                                "x-opt-partition-key": urn,
-                                "content-type": content_type,
-                                "message-id": mid,
-                            },
-                            "Properties": {"content-type": content_type, "message-id": mid},
+                            "SystemProperties": system,
+                            "Properties": {"content-type": kind, "message-id": mid},
                             "Body": body,
                         }
                     )
@@ -232,6 +369,7 @@ def _measure(kind: str, lake: str, registry_root: str, cache: str) -> dict[str, 
     cpu = _cpu_seconds()
     user = _user_seconds()
     t = time.perf_counter()
+    undecoded = 0
     if kind == "baseline":
         rows, nbytes = _baseline(lake, registry_root)
     elif kind in ("cold", "warm", "cold-nocache"):
@@ -239,6 +377,7 @@ def _measure(kind: str, lake: str, registry_root: str, cache: str) -> dict[str, 
             lake, registry=registry, cache=False if kind == "cold-nocache" else cache
         )
         rows, nbytes = table.num_rows, table.nbytes
+        undecoded = rows - table["decode_error"].null_count
     elif kind == "stream":
         rows = nbytes = 0
         for batch in mk.replay_batches(lake, registry=registry, cache=False):
@@ -258,6 +397,7 @@ def _measure(kind: str, lake: str, registry_root: str, cache: str) -> dict[str, 
         "wall": seconds,
         "table_mb": nbytes / 2**20,
         "peak_mb": _rss_mb() - base,
+        "undecoded": undecoded,
     }
 
 
@@ -272,18 +412,6 @@ def _run(
         env={**os.environ, **(env or {})},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _best(
-    kind: str,
-    history: dict[str, Any],
-    cache: str,
-    repeat: int,
-    env: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """The fastest of ``repeat`` runs (each in a fresh process): the least disturbed one."""
-    runs = [_run(kind, history["lake"], history["registry"], cache, env) for _ in range(repeat)]
-    return min(runs, key=lambda r: r["seconds"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,28 +433,45 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         made = make_history(root / "long", events)
         longer = make_history(root / "longer", events * 4)
+        evolved = make_history(root / "evolved", events, previous=0.1)
+        fielded = make_history(root / "evolved-fields", events, previous=0.1, fields=True)
+        older = make_history(root / "older", events, enqueued_ms=False)
         size = sum(f.stat().st_size for f in Path(made["lake"]).rglob("*.avro")) / 2**20
         print(
             f"history: {made['events']:,} events in {made['files']} Capture files "
             f"({size:.1f} MiB), made in {time.perf_counter() - t:.1f} s; each measurement in "
-            f"its own process on one CPU, best of {repeat}"
+            f"its own process on one CPU, best of {repeat} (taken in rounds)"
         )
-        results: list[tuple[str, dict[str, Any]]] = []
-        results.append(("baseline", _best("baseline", made, "-", repeat)))
-        results.append(("cold-nocache", _best("cold-nocache", made, "-", repeat)))
         # pyarrow's default allocator (mimalloc) hands freed pages back to the OS at once and
         # faults them in again; a table that keeps growing pays that in system time.
         keep = {"MIMALLOC_PURGE_DELAY": "-1"}
-        results.append(("cold-nocache*", _best("cold-nocache", made, "-", repeat, keep)))
-        colds = [
-            _run("cold", made["lake"], made["registry"], str(root / f"cache{i}"))
-            for i in range(repeat)
+        # (line, what is measured, history, cache folder or "-", extra environment)
+        jobs: list[tuple[str, str, dict[str, Any], str, dict[str, str] | None]] = [
+            ("baseline", "baseline", made, "-", None),
+            ("cold-nocache", "cold-nocache", made, "-", None),
+            ("cold-nocache*", "cold-nocache", made, "-", keep),
+            ("cold", "cold", made, "{cache}", None),
+            ("warm", "warm", made, str(root / "cache0"), None),
+            (f"stream@{made['events']:,}", "stream", made, "-", None),
+            (f"stream@{longer['events']:,}", "stream", longer, "-", None),
+            ("evolved", "cold-nocache", evolved, "-", None),
+            ("evolved-fields", "cold-nocache", fielded, "-", None),
+            ("older", "cold-nocache", older, "-", None),
         ]
-        results.append(("cold", min(colds, key=lambda r: r["seconds"])))
-        results.append(("warm", _best("warm", made, str(root / "cache0"), repeat)))
-        results.append((f"stream@{made['events']:,}", _best("stream", made, "-", repeat)))
-        results.append((f"stream@{longer['events']:,}", _best("stream", longer, "-", repeat)))
+        runs: dict[str, list[dict[str, Any]]] = {}
+        # NOTE: round after round of every line, not every round of one line after another:
+        # on a shared machine a burst of load then slows one round of each, not all of one.
+        for i in range(repeat):
+            for line, kind, history, cache, env in jobs:
+                cache = cache.format(cache=root / f"cache{i}")
+                runs.setdefault(line, []).append(
+                    _run(kind, history["lake"], history["registry"], cache, env)
+                )
+        results = [(line, min(runs[line], key=lambda r: r["seconds"])) for line, *_ in jobs]
         rate = {k: r["rows"] / r["seconds"] for k, r in results}
+        for kind, r in results:
+            if r["undecoded"]:
+                print(f"!! {kind}: {r['undecoded']:,} events were not decoded")
         base = rate["baseline"]
         print(
             f"{'what':<15}{'events':>9}{'cpu s':>8}{'user s':>8}{'wall s':>8}{'events/s':>11}"
@@ -350,6 +495,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{by_user['cold-nocache'] / by_user['baseline']:.1f}x, "
             f"warm / cold {by_user['warm'] / by_user['cold-nocache']:.1f}x "
             "(the system time of page faults varies a lot from run to run on a shared VM)"
+        )
+        print(
+            f"evolved (10% previous version, newest as reader) / baseline: "
+            f"{rate['evolved'] / base:.1f}x (target 30x), "
+            f"{rate['evolved-fields'] / base:.1f}x when fields must be resolved; "
+            f"older files (no x-opt-enqueued-time) / current: "
+            f"{rate['older'] / rate['cold-nocache']:.2f}x (target 0.8x)"
         )
         print("stream: 'table MiB' is its largest batch; its peak should not grow with the history")
         print("*: the same with MIMALLOC_PURGE_DELAY=-1 (pyarrow's allocator keeps freed pages)")

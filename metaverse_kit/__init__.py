@@ -21,6 +21,7 @@ from metaverse_kit.backends.protocols import (
 )
 from metaverse_kit.errors import (
     CaptureFileError,
+    CaptureFileWarning,
     ConfigurationError,
     DamagedFileWarning,
     DecodeError,
@@ -57,7 +58,16 @@ from metaverse_kit.events.urns import (
     parse_urn,
 )
 from metaverse_kit.events.validation import validate
-from metaverse_kit.history.replay import duplicates_dropped, replay_batches, replay_capture
+from metaverse_kit.history.replay import (
+    ReplayOptions,
+    ReplayProgress,
+    ReplayStream,
+    SkippedPart,
+    duplicates_dropped,
+    replay_batches,
+    replay_capture,
+    skipped_files,
+)
 from metaverse_kit.ingest import IngestReport, RecipeError, SourceUnreachableError, ingest
 from metaverse_kit.outbox import Outbox, OutboxEntry
 from metaverse_kit.workspace import Workspace, connect
@@ -67,6 +77,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MCE_FULL_NAME",
     "CaptureFileError",
+    "CaptureFileWarning",
     "ConfigurationError",
     "DamagedFileWarning",
     "DecodeError",
@@ -85,12 +96,16 @@ __all__ = [
     "Receipt",
     "RecipeError",
     "RegistryError",
+    "ReplayOptions",
+    "ReplayProgress",
+    "ReplayStream",
     "Schema",
     "SchemaGroup",
     "SchemaNotFoundError",
     "SchemaParseError",
     "SchemaProperties",
     "ServiceError",
+    "SkippedPart",
     "SourceUnreachableError",
     "TransientError",
     "TransientServiceError",
@@ -119,6 +134,7 @@ __all__ = [
     "parse_urn",
     "replay_batches",
     "replay_capture",
+    "skipped_files",
     "to_avro_json",
     "validate",
 ]

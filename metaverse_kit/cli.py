@@ -326,6 +326,11 @@ def _replay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", help="ISO 8601 time")
     p.add_argument("--partition", action="append", help="partition id (repeatable)")
     p.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    p.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="skip damaged Capture files and blocks (every intact block is kept)",
+    )
 
 
 @command("replay", "replay the lake into a Parquet file", _replay_arguments)
@@ -340,13 +345,35 @@ def _replay(args: argparse.Namespace) -> None:
     if out.suffix.lower() != ".parquet":
         raise UsageError(f"--out must name a .parquet file, not {out}")
     with open_workspace(args) as ws:
-        table = ws.replay(args.since, args.until, args.partition)
+        table = _replay_table(ws, args)
 
         buf = io.BytesIO()
         pq.write_table(table, buf)
         # NOTE: written whole and moved into place, so a failed run never leaves half a file.
         atomic_write(out, buf.getvalue())
         print(f"Wrote {table.num_rows} events to {out}")
+
+
+def _replay_table(ws: Any, args: argparse.Namespace) -> Any:
+    """The replay of ``metaverse replay``; with --skip-bad-files, what was skipped is listed."""
+    import warnings
+
+    from metaverse_kit.errors import CaptureFileWarning
+    from metaverse_kit.history.decode import skipped_files
+
+    with warnings.catch_warnings():
+        # NOTE: the parts skipped are listed below, one line each, instead of a warning.
+        warnings.simplefilter("ignore", CaptureFileWarning)
+        table = ws.replay(
+            args.since,
+            args.until,
+            args.partition,
+            on_bad_file="skip" if args.skip_bad_files else "raise",
+        )
+    for part in skipped_files(table):
+        where = "whole file" if part.offset is None else f"from byte {part.offset}"
+        print(f"skipped {part.path} ({where}): {part.reason}", file=sys.stderr)
+    return table
 
 
 # -- doctor --------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from metaverse_kit.backends.protocols import Receipt
 from metaverse_kit.events import aspects as a
 from metaverse_kit.events.urns import make_dataset_urn, make_group_urn, make_user_urn
+from metaverse_kit.history.arrow_types import union_branch
 from metaverse_kit.workspace import Workspace
 
 __all__ = ["HISTORY_START", "aspect_counts", "emit_sample_history", "latest_aspects", "summary"]
@@ -249,12 +250,14 @@ def _aspect_rows(events: pa.Table) -> Iterator[tuple[str, str, Any, int]]:
         return
     snapshots = events.column("proposedSnapshot").to_pylist()
     for i, snap in enumerate(snapshots):
-        if not snap:
+        held = union_branch(snap)
+        if held is None:
             continue
-        inner = snap[snap["branch"].rpartition(".")[2]]
+        inner = held[1]
         for aspect in inner["aspects"]:
-            name = aspect["branch"]
-            yield inner["urn"], name, aspect[name.rpartition(".")[2]], i
+            name, value = union_branch(aspect) or (None, None)
+            if name is not None:
+                yield inner["urn"], name, value, i
 
 
 def aspect_counts(events: pa.Table) -> Counter[str]:

@@ -24,6 +24,7 @@
         └── TransientServiceError   ... in a way that may pass: throttled, connection lost
 
     MetaverseWarning (a UserWarning)
+    ├── CaptureFileWarning          a replay with on_bad_file="skip" left damaged parts out
     ├── DamagedFileWarning          a damaged Capture file was set aside; events went to another
     └── LateEventWarning            an event older than a write already in the lake was sent
 
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CaptureFileError",
+    "CaptureFileWarning",
     "ConfigurationError",
     "DamagedFileWarning",
     "DecodeError",
@@ -171,6 +173,11 @@ class ReadOnlyWorkspaceError(MetaverseError, PermissionError):
 
 class MetaverseWarning(UserWarning):
     """Root of the warnings metaverse-kit gives: something to look at, nothing lost."""
+
+
+class CaptureFileWarning(MetaverseWarning):
+    """A replay skipped damaged Capture files or blocks (``on_bad_file="skip"``); the message
+    says how many, and ``metaverse_kit.skipped_files(table)`` lists them."""
 
 
 class DamagedFileWarning(MetaverseWarning):

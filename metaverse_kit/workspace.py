@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import pyarrow as pa
 
@@ -35,6 +35,7 @@ from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.codec import content_type_for, encode_bodies
 
 if TYPE_CHECKING:
+    from metaverse_kit.history.replay import ReplayOptions, ReplayStream
     from metaverse_kit.outbox import Outbox
 
 __all__ = ["Workspace", "connect", "partition_key_of"]
@@ -55,7 +56,14 @@ def connect(
     if path is not None:
         options["path"] = path
     check_options(name, factory, options)
-    return Workspace(factory.create(**options))
+    ws = Workspace(factory.create(**options))
+    if ws.path is not None:
+        from metaverse_kit.history.cache import remove_leftovers
+
+        # NOTE: the backend's factory removes the hub's leftovers of dead processes; the
+        # replay's (cache entries, the native reader's temporary copies) are history's to know.
+        remove_leftovers(ws.path / "cache" / "replay")
+    return ws
 
 
 def _event_list(events: Any) -> list[Any]:
@@ -319,7 +327,7 @@ class Workspace:
 
     # -- replay ---------------------------------------------------------------------------------
 
-    def _replay_cache(self, cache: bool | str | Path | None) -> bool | str | Path | None:
+    def _replay_cache(self, cache: Any) -> Any:
         """``cache=True`` means the workspace's own cache folder when it has a folder.
 
         A workspace this user cannot write caches in the per-user cache folder instead.
@@ -335,29 +343,26 @@ class Workspace:
         start: datetime | str | None = None,
         end: datetime | str | None = None,
         partitions: Sequence[str | int] | None = None,
-        *,
-        schema: Any = None,
-        progress: bool | None = None,
-        dedup: bool = True,
-        cache: bool | str | Path | None = True,
-    ) -> Iterator[pa.RecordBatch]:
-        """Stream the lake's history as RecordBatches (see :func:`metaverse_kit.replay_batches`).
+        **options: Unpack[ReplayOptions],
+    ) -> ReplayStream:
+        """Stream the lake's history as RecordBatches, one per Capture file.
 
-        ``cache=True`` keeps decoded files in ``<workspace>/cache/replay`` (the per-user cache
-        folder on backends without a workspace folder); ``False`` turns it off.
+        The options are :class:`~metaverse_kit.history.replay.ReplayOptions`; ``cache=True``
+        keeps decoded files in ``<workspace>/cache/replay`` (the per-user cache folder on
+        backends without a workspace folder), and ``schema=None`` reads with the newest MCE
+        version registered in this workspace's group.
         """
         from metaverse_kit.history.replay import replay_lake
 
+        options["cache"] = self._replay_cache(options.get("cache", True))
         return replay_lake(
             self.lake,
             registry=self.registry,
+            schema_group=self.schema_group,
             start=start,
             end=end,
             partitions=partitions,
-            schema=schema,
-            progress=progress,
-            dedup=dedup,
-            cache=self._replay_cache(cache),
+            **options,
         )
 
     def replay(
@@ -365,27 +370,10 @@ class Workspace:
         start: datetime | str | None = None,
         end: datetime | str | None = None,
         partitions: Sequence[str | int] | None = None,
-        *,
-        schema: Any = None,
-        progress: bool | None = None,
-        dedup: bool = True,
-        cache: bool | str | Path | None = True,
+        **options: Unpack[ReplayOptions],
     ) -> pa.Table:
-        """Replay the lake's history into an Arrow table (see ``replay_capture``).
+        """Replay the lake's history into an Arrow table (options as :meth:`replay_batches`).
 
-        Duplicates (same message id) are dropped unless ``dedup=False``; ``cache`` as in
-        :meth:`replay_batches`.
+        Duplicates (same message id) are dropped unless ``dedup=False``.
         """
-        from metaverse_kit.history.replay import replay_capture
-
-        return replay_capture(
-            self.lake,
-            registry=self.registry,
-            start=start,
-            end=end,
-            partitions=partitions,
-            schema=schema,
-            progress=progress,
-            dedup=dedup,
-            cache=self._replay_cache(cache),
-        )
+        return self.replay_batches(start, end, partitions, **options).to_table()

@@ -13,13 +13,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
+from metaverse_kit.backends.protocols import Lake
 from metaverse_kit.errors import ConfigurationError, MissingDependencyError
 
-__all__ = ["available_backends", "check_options", "declared_options", "load_backend"]
+__all__ = ["available_backends", "check_options", "declared_options", "load_backend", "open_lake"]
 
 _BUILTIN = {
     "local": ("metaverse_kit.backends.local.factory", ()),
@@ -104,3 +106,30 @@ def check_options(name: str, factory: ModuleType, options: Mapping[str, Any]) ->
             f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for the "
             f"{name} backend; it takes {', '.join(declared)}"
         )
+
+
+def open_lake(location: Any, *, storage_options: dict[str, Any] | None = None) -> Lake:
+    """The lake a location names: a :class:`Lake` as it is; an ``abfss://``, ``abfs://`` or
+    ``az://`` URL the Azure backend's (``storage_options`` as fsspec takes them); a folder, a
+    file or a list of files the local backend's.
+
+    Raises :class:`ConfigurationError` for anything else, and for ``storage_options`` with a
+    local location.
+    """
+    if isinstance(location, Lake):
+        return location
+    if isinstance(location, str) and location.startswith(("abfs://", "abfss://", "az://")):
+        factory = load_backend("azure")
+        return factory.lake_from_url(location, storage_options=storage_options or {})
+    if storage_options:
+        raise ConfigurationError("storage_options apply only to abfs:// and abfss:// locations")
+    from metaverse_kit.backends.local.lake import LocalLake
+
+    if isinstance(location, (str, os.PathLike)):
+        return LocalLake(location)
+    if isinstance(location, Iterable):
+        return LocalLake(list(location))
+    raise ConfigurationError(
+        "A Capture location is a folder, a file, a list of files, an abfss:// URL or a Lake; "
+        f"got {type(location).__name__}"
+    )

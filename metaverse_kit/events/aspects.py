@@ -28,7 +28,6 @@ from metaverse_kit.errors import FieldProblem, MetaverseError, ValidationError
 from metaverse_kit.events.builtin import mce_schema
 from metaverse_kit.events.urns import (
     InvalidUrnError,
-    encode_urn_part,
     make_data_platform_urn,
     make_glossary_node_urn,
     make_group_urn,
@@ -47,7 +46,6 @@ __all__ = [
     "DEPRECATED_OWNERSHIP_TYPES",
     "FIELD_TYPES",
     "LINEAGE_TYPES",
-    "NOT_IN_DATAHUB_MCE",
     "OWNERSHIP_TYPES",
     "UNKNOWN_STAMP",
     "Aspect",
@@ -58,7 +56,6 @@ __all__ = [
     "corp_user_info",
     "dataset_deprecation",
     "dataset_properties",
-    "domains",
     "editable_dataset_properties",
     "editable_schema_metadata",
     "example_mce",
@@ -72,7 +69,6 @@ __all__ = [
     "schema_field",
     "schema_metadata",
     "status",
-    "sub_types",
     "system_metadata",
     "tag_properties",
     "upstream_lineage",
@@ -110,14 +106,8 @@ ASPECT_NAMES: Mapping[str, str] = MappingProxyType(
         _P + "schema.SchemaMetadata": "schemaMetadata",
         _P + "schema.EditableSchemaMetadata": "editableSchemaMetadata",
         _P + "dataset.ViewProperties": "viewProperties",
-        _P + "common.SubTypes": "subTypes",
-        _P + "domain.Domains": "domains",
     }
 )
-
-#: Aspects of the built-in schema that DataHub's own MCE schema has no branch for (DataHub sends
-#: them only in MetadataChangeProposals): an MCE carrying one is not readable by DataHub's schema.
-NOT_IN_DATAHUB_MCE = frozenset({_P + "common.SubTypes", _P + "domain.Domains"})
 
 #: DataHub's field types (``SchemaFieldDataType.type``), by the short name the builders take.
 FIELD_TYPES = (
@@ -497,7 +487,7 @@ def dataset_properties(
     return (_P + "dataset.DatasetProperties", value)
 
 
-# -- schema, lineage, views, sub-types, domains (what sources report) ----------------------------
+# -- schema, lineage, views (what sources report) ----------------------------------------------
 
 #: DataHub's default audit stamp (``created`` of SchemaMetadata, ``auditStamp`` of Upstream):
 #: sources keep it, so what they report does not change from one run to the next by itself.
@@ -789,47 +779,6 @@ def view_properties(
     }
     problems.check()
     return (_P + "dataset.ViewProperties", value)
-
-
-def sub_types(type_names: Iterable[str] | str) -> Aspect:
-    """Build a SubTypes aspect (``["View"]``, ``["Table"]``).
-
-    Not in DataHub's MCE schema (see :data:`NOT_IN_DATAHUB_MCE`). Raises
-    :class:`ValidationError` for anything but non-empty names.
-    """
-    problems = _Problems("SubTypes aspect")
-    names = problems.items_of("typeNames", type_names)
-    for i, name in enumerate(names):
-        if not isinstance(name, str) or not name:
-            problems.add(f"typeNames[{i}]", f"expected a non-empty name, got {name!r}")
-    problems.check()
-    return (_P + "common.SubTypes", {"typeNames": list(names)})
-
-
-def _domain_urn(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidUrnError(f"A domain must be a non-empty name or URN, got {value!r}.")
-    if value.startswith("urn:li:"):
-        parsed = parse_urn(value)
-        if parsed.entity_type != "domain" or len(parsed.parts) != 1:
-            raise InvalidUrnError(f"Expected a domain name or 'urn:li:domain:...', got {value!r}.")
-        return value
-    return f"urn:li:domain:{encode_urn_part(value)}"
-
-
-def domains(domain_urns: Iterable[str] | str) -> Aspect:
-    """Build a Domains aspect from domain names or ``urn:li:domain:`` URNs.
-
-    Not in DataHub's MCE schema (see :data:`NOT_IN_DATAHUB_MCE`). Raises
-    :class:`ValidationError` listing every bad value.
-    """
-    problems = _Problems("Domains aspect")
-    urns = [
-        problems.urn(f"domains[{i}]", _domain_urn, d)
-        for i, d in enumerate(problems.items_of("domains", domain_urns))
-    ]
-    problems.check()
-    return (_P + "domain.Domains", {"domains": urns, "domainAssociations": None})
 
 
 def corp_user_info(

@@ -15,10 +15,33 @@ from typing import Any
 
 from metaverse_kit.errors import SchemaParseError
 
-__all__ = ["PRIMITIVES", "AvroSchema", "FieldInfo", "parse_definition", "python_kinds"]
+__all__ = [
+    "PRIMITIVES",
+    "PROMOTIONS",
+    "AvroSchema",
+    "FieldInfo",
+    "branch_index",
+    "dict_branches",
+    "kind_branches",
+    "names_match",
+    "parse_definition",
+    "python_kinds",
+    "reader_branch",
+    "types_match",
+    "unqualified",
+]
 
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
+
+#: What a writer's primitive may be read as besides itself (Avro's schema resolution).
+PROMOTIONS: dict[str, tuple[str, ...]] = {
+    "int": ("long", "float", "double"),
+    "long": ("float", "double"),
+    "float": ("double",),
+    "string": ("bytes",),
+    "bytes": ("string",),
+}
 
 
 def parse_definition(definition: str | dict | list) -> Any:
@@ -190,6 +213,48 @@ class AvroSchema:
             return str(t["type"])
         return str(t.get("name", t["type"]))
 
+    def default_value(self, t: Any, default: Any) -> Any:
+        """A field's ``default`` (Avro's JSON form) as the value of type ``t`` fastavro reads.
+
+        Bytes and fixed defaults are strings of code points 0-255 (one byte each); a record's
+        default is completed with its fields' own defaults; a union's default belongs to its
+        first branch (a ``null`` default to its ``null`` branch), and a record branch is named
+        as a ``("full.Name", {...})`` tuple, as ``return_record_name=True`` reads it.
+        """
+        r = self.resolve(t)
+        if isinstance(r, list):
+            if default is None or not r:
+                return None
+            first = next((b for b in r if b != "null"), r[0])
+            value = self.default_value(first, default)
+            return (
+                (self.branch_name(self.resolve(first)), value)
+                if self.kind(first) == "record"
+                else value
+            )
+        kind = self.kind(r)
+        if kind == "record" and isinstance(default, dict):
+            out = {}
+            for f in r["fields"]:
+                if f["name"] in default:
+                    out[f["name"]] = self.default_value(f["type"], default[f["name"]])
+                elif "default" in f:
+                    out[f["name"]] = self.default_value(f["type"], f["default"])
+            return out
+        if kind == "array" and isinstance(default, list):
+            return [self.default_value(r["items"], d) for d in default]
+        if kind == "map" and isinstance(default, dict):
+            return {k: self.default_value(r["values"], d) for k, d in default.items()}
+        if kind in ("bytes", "fixed") and isinstance(default, str):
+            return default.encode("latin-1", errors="replace")
+        if (
+            kind in ("float", "double")
+            and isinstance(default, int)
+            and not isinstance(default, bool)
+        ):
+            return float(default)
+        return default
+
     def nullable(self, t: Any) -> bool:
         """True when the type is a union with a ``null`` branch."""
         return isinstance(t, list) and any(b == "null" for b in t)
@@ -243,3 +308,110 @@ class AvroSchema:
                 yield from self._walk_inner(resolved["items"], f"{path}[]", seen)
             elif kind == "map":
                 yield from self._walk_inner(resolved["values"], f"{path}{{}}", seen)
+
+
+# -- unions and schema resolution ---------------------------------------------------------------
+#
+# The one home of "which branch of a union": by the name a value carries, by what a plain value
+# can be, and, when a writer's data is read with another (reader) schema, which reader branch a
+# writer's type resolves to. Validation, the forms, the JSON forms and the replay all ask here.
+
+
+def unqualified(name: str) -> str:
+    """The last part of a full name (``com.linkedin.Ownership`` -> ``Ownership``)."""
+    return name.rpartition(".")[2]
+
+
+def branch_index(avro: AvroSchema, branches: list, name: str) -> int | None:
+    """The position of the union branch called ``name`` (its full name, short name or type)."""
+    names = [avro.branch_name(avro.resolve(b)) for b in branches]
+    if name in names:
+        return names.index(name)
+    shorts = [unqualified(n) for n in names]
+    return shorts.index(name) if shorts.count(name) == 1 else None
+
+
+def dict_branches(avro: AvroSchema, branches: list, value: dict) -> list[int]:
+    """The branches a plain dict can be: maps, and records it gives every required field of
+    and no unknown one. Several means the dict alone does not say which record it is."""
+    fits = []
+    for i, b in enumerate(branches):
+        r = avro.resolve(b)
+        kind = avro.kind(r)
+        if kind == "map":
+            fits.append(i)
+        elif kind == "record":
+            fields = {f["name"] for f in r["fields"]}
+            required = {f["name"] for f in r["fields"] if "default" not in f}
+            if set(value) <= fields and required <= set(value):
+                fits.append(i)
+    return fits
+
+
+def kind_branches(avro: AvroSchema, branches: list, value: Any) -> list[int]:
+    """The branches a plain, non-dict value can be a datum of: its own kinds first (a Python
+    int is a long or an int), then the wider ones it is promoted to (an int to float/double)."""
+    kinds = python_kinds(value)
+    exact = [i for i, b in enumerate(branches) if avro.kind(b) in kinds]
+    wider = (
+        [i for i, b in enumerate(branches) if avro.kind(b) in ("float", "double")]
+        if "long" in kinds
+        else []
+    )
+    return exact + [i for i in wider if i not in exact]
+
+
+def names_match(writer: dict, reader: dict) -> bool:
+    """True when a writer's named type resolves to a reader's of the same kind: their
+    unqualified names are equal, or the reader lists the writer's name among its aliases."""
+    if _kind_of(writer) != _kind_of(reader):
+        return False
+    w_name, r_name = writer["name"], reader["name"]
+    aliases = reader.get("aliases") or []
+    return (
+        unqualified(w_name) == unqualified(r_name)
+        or w_name in aliases
+        or unqualified(w_name) in aliases
+    )
+
+
+def _kind_of(t: dict) -> str:
+    return "record" if t["type"] == "error" else str(t["type"])
+
+
+def _base_kind(avro: AvroSchema, t: Any) -> str:
+    """The kind of a type with a logical type's annotation ignored (``long`` for timestamps)."""
+    kind = avro.kind(t)
+    r = avro.resolve(t)
+    if isinstance(r, dict) and r.get("type") in PRIMITIVES:
+        return str(r["type"])
+    return kind
+
+
+def types_match(writer: AvroSchema, wt: Any, reader: AvroSchema, rt: Any) -> bool:
+    """Whether a writer's (non-union) type "matches" a reader's, as Avro's union resolution
+    picks a reader branch: equal or promotable primitives, arrays and maps whose items match,
+    named types whose names match (see :func:`names_match`), fixed of the same size."""
+    w, r = writer.resolve(wt), reader.resolve(rt)
+    if isinstance(w, list) or isinstance(r, list):
+        return True
+    wk, rk = _base_kind(writer, w), _base_kind(reader, r)
+    if wk in PRIMITIVES or rk in PRIMITIVES:
+        return wk == rk or rk in PROMOTIONS.get(wk, ())
+    if wk != rk:
+        return False
+    if wk == "array":
+        return types_match(writer, w["items"], reader, r["items"])
+    if wk == "map":
+        return types_match(writer, w["values"], reader, r["values"])
+    if wk == "fixed" and w.get("size") != r.get("size"):
+        return False
+    return names_match(w, r)
+
+
+def reader_branch(writer: AvroSchema, wt: Any, reader: AvroSchema, branches: list) -> int | None:
+    """The reader union branch a writer's type resolves to: the first one it matches."""
+    for i, b in enumerate(branches):
+        if types_match(writer, wt, reader, b):
+            return i
+    return None

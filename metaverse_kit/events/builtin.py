@@ -3,7 +3,7 @@
 Today there is one schema, the MetadataChangeEvent, in two versions: a trimmed copy of DataHub's
 MCE schema that keeps the snapshots and aspects stewards set (datasets, users, groups, tags,
 glossary terms) and, from version 2 on, what sources report about datasets (SchemaMetadata,
-EditableSchemaMetadata, UpstreamLineage, ViewProperties, SubTypes, Domains). Every record is
+EditableSchemaMetadata, UpstreamLineage, ViewProperties). Every record is
 DataHub's own, field for field (see ``schemas/trim_datahub.py``, which writes the files from
 DataHub's wheel, for the one deliberate difference), so DataHub's schema can read what we write.
 Each version can read what the previous one wrote (the registry's Backward compatibility).

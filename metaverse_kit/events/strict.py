@@ -61,6 +61,18 @@ def schema_name(definition: str, name: str | None = None) -> str:
     return check_schema_name(name)
 
 
+def _reason(exc: Exception) -> str:
+    """The avro package's message without the schema text it quotes (a DataHub-sized schema
+    made a one-line error hundreds of kilobytes long): its last clause says what is wrong."""
+    text = str(exc)
+    if len(text) <= 300:
+        return text
+    # NOTE: nested messages read "... not a valid Avro schema: <inner reason> (known names: ...)".
+    text = text.split(" (known names:")[0]
+    inner = text.rpartition("not a valid Avro schema: ")[2]
+    return inner if len(inner) <= 300 else inner[:297] + "..."
+
+
 @lru_cache(maxsize=256)
 def _check(definition: str) -> None:
     import avro.errors
@@ -74,7 +86,7 @@ def _check(definition: str) -> None:
             json.dumps(parsed), validate_enum_symbols=True, validate_names=True
         )
     except (avro.errors.AvroException, avro.errors.SchemaParseException) as exc:
-        raise SchemaParseError(f"Not a valid Avro schema: {exc}") from None
+        raise SchemaParseError(f"Not a valid Avro schema: {_reason(exc)}") from None
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         # NOTE: the avro package lets some malformed shapes escape as Python errors.
         raise SchemaParseError(f"Not a valid Avro schema: {type(exc).__name__}: {exc}") from None

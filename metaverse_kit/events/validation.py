@@ -15,7 +15,7 @@ from typing import Any
 
 from metaverse_kit.errors import FieldProblem, ValidationError
 from metaverse_kit.events import semantics
-from metaverse_kit.events.avro import AvroSchema
+from metaverse_kit.events.avro import AvroSchema, dict_branches
 
 __all__ = ["normalize", "validate"]
 
@@ -174,17 +174,7 @@ class _Checker:
 
     def union_dict(self, v: dict, branches: list, path: str) -> Any:
         avro = self.avro
-        candidates = []
-        for b in branches:
-            r = avro.resolve(b)
-            kind = avro.kind(r)
-            if kind == "map":
-                candidates.append(b)
-            elif kind == "record":
-                fields = {f["name"]: f for f in r["fields"]}
-                required = {n for n, f in fields.items() if "default" not in f}
-                if set(v) <= set(fields) and required <= set(v):
-                    candidates.append(b)
+        candidates = [branches[i] for i in dict_branches(avro, branches, v)]
         if len(candidates) == 1:
             b = candidates[0]
             out = self.value(v, b, path)

@@ -1,5 +1,9 @@
 """History: replaying the Capture lake into Arrow, and questions asked of it.
 
+Replaying: :mod:`metaverse_kit.history.replay` (``replay_lake`` and the verbs around it) over the
+pure decode layer :mod:`metaverse_kit.history.decode` (Capture bytes -> Arrow, with schema
+resolution and damaged files).
+
 The questions (each returns a :class:`pyarrow.Table`, see :mod:`metaverse_kit.history.questions`):
 :func:`aspects`, :func:`state_as_of`, :func:`audit_trail`, :func:`changes`;
 :func:`latest_aspect` for the last value of one aspect of one entity; and

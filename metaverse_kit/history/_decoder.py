@@ -38,13 +38,20 @@ import pyarrow.compute as pc
 
 from metaverse_kit.capture import zigzag
 from metaverse_kit.events.avro import AvroSchema
+from metaverse_kit.history.arrow_types import parsed
 
 __all__ = [
+    "TEMP_PREFIX",
     "Unsupported",
     "available",
     "compact_nulls",
     "decode_bodies",
+    "lookup",
+    "own",
+    "pool",
+    "property_text",
     "read_envelope",
+    "temp_folders",
 ]
 
 _MAGIC = b"Obj\x01"
@@ -55,7 +62,7 @@ _local = threading.local()
 _BATCH_ROWS = 8192
 
 
-def _pool() -> pa.MemoryPool:
+def pool() -> pa.MemoryPool:
     """Where the arrays replay returns are allocated: the C library's allocator.
 
     PERF: pyarrow's default pool (mimalloc) backs its arenas with transparent huge pages and
@@ -76,14 +83,14 @@ def compact_nulls(n: int, t: pa.DataType) -> pa.Array:
     then writes that whole buffer for each of them, so a cache entry would grow by the
     size of every all-null union branch times its nesting. A copy is compact.
     """
-    shared = pa.nulls(n, t, memory_pool=_pool())
+    shared = pa.nulls(n, t, memory_pool=pool())
     if not (pa.types.is_nested(t) and n):
         return shared
-    return pa.concat_arrays([shared], memory_pool=_pool())
+    return pa.concat_arrays([shared], memory_pool=pool())
 
 
-def _own(a: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """A copy of ``a`` in :func:`_pool`: nothing of DataFusion's output outlives a call.
+def own(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A copy of ``a`` in :func:`pool`: nothing of DataFusion's output outlives a call.
 
     PERF: an array imported from DataFusion keeps its whole record batch alive (all columns,
     with the spare capacity of its builders) for as long as any one buffer of it is used, in
@@ -93,7 +100,7 @@ def _own(a: pa.Array | pa.ChunkedArray) -> pa.Array:
     chunks = a.chunks if isinstance(a, pa.ChunkedArray) else [a]
     if not chunks:
         return pa.array([], a.type)
-    return pa.concat_arrays(chunks, memory_pool=_pool())
+    return pa.concat_arrays(chunks, memory_pool=pool())
 
 
 class Unsupported(Exception):
@@ -122,13 +129,25 @@ def _context() -> Any:
     return ctx
 
 
+#: How the temporary files of a native read start: ``mk-replay-<pid>-<random>.avro``. The pid
+#: lets :func:`metaverse_kit.history.cache.remove_leftovers` tell a dead process's leftover
+#: (killed mid-read) from a file a running replay still reads.
+TEMP_PREFIX = "mk-replay-"
+
+
 def _tmpdir() -> str | None:
     shm = "/dev/shm"
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
 
+def temp_folders() -> list[str]:
+    """Where native reads put their temporary files: ``/dev/shm`` (when usable), the temp folder."""
+    shm = _tmpdir()
+    return [*([shm] if shm else []), tempfile.gettempdir()]
+
+
 def _write_temp(data: bytes | list[Any], folder: str | None) -> str:
-    fd, path = tempfile.mkstemp(prefix="mk-replay-", suffix=".avro", dir=folder)
+    fd, path = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".avro", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             for part in [data] if isinstance(data, bytes) else data:
@@ -174,10 +193,20 @@ def _inferred_schema(path: str) -> pa.Schema:
 # -- the envelope ---------------------------------------------------------------------------
 
 
-def _text_values(values: pa.Array) -> pa.Array:
-    """Property values as text, as ``replay._text`` renders them one by one."""
-    from metaverse_kit.history.replay import _text
+def property_text(value: Any) -> str | None:
+    """A Capture property value as text: bytes as UTF-8 (``0x<hex>`` when they are not)."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return "0x" + bytes(value).hex()
+    return str(value)
 
+
+def _text_values(values: pa.Array) -> pa.Array:
+    """Property values as text, as :func:`property_text` renders them one by one."""
     t = values.type
     if pa.types.is_null(t):
         return pa.nulls(len(values), pa.string())
@@ -188,7 +217,7 @@ def _text_values(values: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(t):
         return values.dictionary_decode().cast(pa.string())
     # doubles, booleans and bytes are rare in properties; render them exactly as Python does.
-    return pa.array([_text(v) for v in values.to_pylist()], pa.string())
+    return pa.array([property_text(v) for v in values.to_pylist()], pa.string())
 
 
 def _union_gather(union: pa.Array, parts: list[pa.Array]) -> pa.Array:
@@ -203,7 +232,7 @@ def _union_gather(union: pa.Array, parts: list[pa.Array]) -> pa.Array:
     if not parts:
         return pa.array([], pa.string())
     gathered = pa.concat_arrays(parts)
-    return pc.take(gathered, pa.array(base[child_of[codes]] + offsets), memory_pool=_pool())
+    return pc.take(gathered, pa.array(base[child_of[codes]] + offsets), memory_pool=pool())
 
 
 def _strings_map(column: pa.Array) -> pa.MapArray:
@@ -217,16 +246,16 @@ def _strings_map(column: pa.Array) -> pa.MapArray:
         parts = [_text_values(items.field(i)) for i in range(items.type.num_fields)]
         text = _union_gather(items, parts)
     else:
-        text = _own(_text_values(items))
+        text = own(_text_values(items))
     return pa.MapArray.from_arrays(
-        _own(column.offsets), _own(column.keys), text, type=_STRINGS, pool=_pool()
+        own(column.offsets), own(column.keys), text, type=_STRINGS, pool=pool()
     )
 
 
-def _lookup(strings: pa.MapArray, key: str) -> pa.Array:
+def lookup(strings: pa.MapArray, key: str) -> pa.Array:
     """The value of ``key`` in each row's map (the last one, as a dict keeps), empty as null."""
     found = pc.map_lookup(strings, pa.scalar(key), "last")
-    return pc.if_else(pc.equal(found, ""), pa.scalar(None, pa.string()), found, memory_pool=_pool())
+    return pc.if_else(pc.equal(found, ""), pa.scalar(None, pa.string()), found, memory_pool=pool())
 
 
 def _long_entry(column: pa.Array, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -301,7 +330,7 @@ def read_envelope(data: bytes) -> dict[str, Any]:
     Returns ``sequence_number``, ``offset``, ``enqueued_text`` (EnqueuedTimeUtc), ``body``,
     ``properties`` and ``system_properties`` (``map<string, string>``), and
     ``enqueued_ms`` / ``has_enqueued_ms`` (numpy: ``x-opt-enqueued-time`` when it is a long).
-    All but ``enqueued_text`` and ``body`` are copies (see :func:`_own`): keep those two only
+    All but ``enqueued_text`` and ``body`` are copies (see :func:`own`): keep those two only
     as long as the bodies take to decode.
     Raises :class:`Unsupported` for anything but a readable Capture archive.
     """
@@ -322,8 +351,8 @@ def read_envelope(data: bytes) -> dict[str, Any]:
         raise Unsupported("properties are not maps")
     ms, has_ms = _long_entry(system, "x-opt-enqueued-time")
     return {
-        "sequence_number": _own(table.column("SequenceNumber").chunk(0).cast(pa.int64())),
-        "offset": _own(table.column("Offset").chunk(0).cast(pa.string())),
+        "sequence_number": own(table.column("SequenceNumber").chunk(0).cast(pa.int64())),
+        "offset": own(table.column("Offset").chunk(0).cast(pa.string())),
         "enqueued_text": table.column("EnqueuedTimeUtc").chunk(0),
         "body": table.column("Body").chunk(0).cast(pa.binary()),
         "system_properties": _strings_map(system),
@@ -368,6 +397,8 @@ def _with_avro_metadata(avro: AvroSchema, inferred: pa.Schema) -> pa.Schema:
     """DataFusion's inferred schema with the Avro metadata its reader puts on named types."""
 
     def field(f: pa.Field, t: Any) -> pa.Field:
+        if pa.types.is_null(f.type):
+            return f
         return pa.field(f.name, typ(f.type, t), f.nullable, _named_metadata(avro, t))
 
     def typ(at: pa.DataType, t: Any) -> pa.DataType:
@@ -376,10 +407,14 @@ def _with_avro_metadata(avro: AvroSchema, inferred: pa.Schema) -> pa.Schema:
             others = [b for b in r if b != "null"]
             if len(others) == 1:
                 return typ(at, others[0])
-            if not pa.types.is_union(at) or at.num_fields != len(others):
+            if not pa.types.is_union(at):
+                return at
+            # The reader keeps a child for "null" among several branches, or leaves it out.
+            branches = r if at.num_fields == len(r) else others
+            if at.num_fields != len(branches):
                 return at
             return pa.dense_union(
-                [field(at.field(i), b) for i, b in enumerate(others)], list(at.type_codes)
+                [field(at.field(i), b) for i, b in enumerate(branches)], list(at.type_codes)
             )
         if isinstance(r, str):
             return at
@@ -472,12 +507,12 @@ def decode_bodies(
                 decode_bodies(bodies.slice(at, _BATCH_ROWS), definition, target)
                 for at in range(0, n, _BATCH_ROWS)
             ],
-            memory_pool=_pool(),
+            memory_pool=pool(),
         )
     chunks = bodies.chunks if isinstance(bodies, pa.ChunkedArray) else [bodies]
     block = [_data_of(c) for c in chunks if len(c)]
     writer = _cleaned(definition)
-    avro = AvroSchema(writer)
+    avro = parsed(writer)
     with _as_file(_container(writer, n, block)) as path:
         table = _read(path, _reader_schema(writer, avro, path))
     if table.num_rows != n:
@@ -515,32 +550,30 @@ def _conform(avro: AvroSchema, a: pa.Array, t: Any, target: pa.DataType) -> pa.A
             for i, f in enumerate(r["fields"])
         ]
         return pa.StructArray.from_arrays(
-            children, fields=list(target), mask=mask, memory_pool=_pool()
+            children, fields=list(target), mask=mask, memory_pool=pool()
         )
     if kind == "array":
         if not pa.types.is_list(a.type):
             raise Unsupported(f"array read as {a.type}")
         values = _conform(avro, a.values, r["items"], target.value_type)
-        return pa.ListArray.from_arrays(
-            _own(a.offsets), values, type=target, mask=mask, pool=_pool()
-        )
+        return pa.ListArray.from_arrays(own(a.offsets), values, type=target, mask=mask, pool=pool())
     if kind == "map":
         if not pa.types.is_map(a.type):
             raise Unsupported(f"map read as {a.type}")
         items = _conform(avro, a.items, r["values"], target.item_type)
         return pa.MapArray.from_arrays(
-            _own(a.offsets), _own(a.keys), items, type=target, mask=mask, pool=_pool()
+            own(a.offsets), own(a.keys), items, type=target, mask=mask, pool=pool()
         )
     if kind == "enum" and pa.types.is_dictionary(a.type):
-        return _cast(pc.take(a.dictionary, a.indices, memory_pool=_pool()), target, own=False)
+        return _cast(pc.take(a.dictionary, a.indices, memory_pool=pool()), target, copy=False)
     return _cast(a, target)
 
 
-def _cast(a: pa.Array, target: pa.DataType, *, own: bool = True) -> pa.Array:
+def _cast(a: pa.Array, target: pa.DataType, *, copy: bool = True) -> pa.Array:
     if a.type == target:
-        return _own(a) if own else a
+        return own(a) if copy else a
     try:
-        return a.cast(target, memory_pool=_pool())
+        return a.cast(target, memory_pool=pool())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise Unsupported(f"cannot cast {a.type} to {target}") from exc
 
@@ -572,20 +605,20 @@ def _union(avro: AvroSchema, a: pa.Array, others: list[Any], target: pa.DataType
         if not np.array_equal(offsets[here], np.arange(len(conformed))):
             # Child rows not used once each in order (no writer we know does this): gather.
             take = np.where(here, offsets, 0)
-            fields.append(pc.take(conformed, pa.array(take, mask=~here), memory_pool=_pool()))
+            fields.append(pc.take(conformed, pa.array(take, mask=~here), memory_pool=pool()))
         else:
             fields.append(_expand(conformed, here))
     missing = branch_index < 0
     branch = pc.take(
         pa.array(names, pa.string()),
         pa.array(np.where(missing, 0, branch_index), mask=missing),
-        memory_pool=_pool(),
+        memory_pool=pool(),
     )
     return pa.StructArray.from_arrays(
         [branch, *fields],
         fields=list(target),
         mask=pa.array(missing) if missing.any() else None,
-        memory_pool=_pool(),
+        memory_pool=pool(),
     )
 
 
@@ -659,4 +692,4 @@ def _expand(a: pa.Array, here: np.ndarray, spread: _Spread | None = None) -> pa.
             bitmap, nulls = spread.validity(a)
             return pa.Array.from_buffers(t, n, [bitmap, pa.py_buffer(values)], nulls)
     index = np.cumsum(here) - 1
-    return pc.take(a, pa.array(np.where(here, index, 0), mask=~here), memory_pool=_pool())
+    return pc.take(a, pa.array(np.where(here, index, 0), mask=~here), memory_pool=pool())

@@ -8,10 +8,16 @@ Arrow counterparts (timestamps in UTC, dates, decimals).
 
 Converters are compiled once per schema into closures, and are ``None`` wherever a decoded value
 already has the shape ``pyarrow.array`` takes, so most of a value is never walked in Python.
+
+This module is the one home of a union's Arrow shape, both ways: :func:`arrow_mapping` builds it,
+:func:`union_branch` and :func:`branch_type` read it, and :func:`from_arrow` turns a value read
+from a table back into the fastavro form (the ``branch`` unwrapped into a ``("full.Name", {...})``
+tuple), so nothing else needs to know how a union is laid out in a table.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -20,9 +26,18 @@ from typing import Any
 import pyarrow as pa
 
 from metaverse_kit.errors import SchemaParseError
-from metaverse_kit.events.avro import AvroSchema, python_kinds
+from metaverse_kit.events.avro import AvroSchema, dict_branches, kind_branches
 
-__all__ = ["ArrowMapping", "arrow_mapping", "from_arrow"]
+__all__ = [
+    "BRANCH_FIELD",
+    "ArrowMapping",
+    "arrow_mapping",
+    "branch_type",
+    "from_arrow",
+    "mapping_for",
+    "parsed",
+    "union_branch",
+]
 
 Converter = Callable[[Any], Any] | None
 
@@ -48,6 +63,7 @@ _LOGICAL: dict[tuple[str, str], pa.DataType] = {
     ("string", "uuid"): pa.string(),
 }
 
+#: The field of a union's struct that names the branch a row holds (full name or primitive type).
 BRANCH_FIELD = "branch"
 
 
@@ -65,6 +81,19 @@ def arrow_mapping(avro: AvroSchema, t: Any = None) -> ArrowMapping:
     Raises :class:`SchemaParseError` for a recursive type, which no Arrow type can hold.
     """
     return _Mapper(avro).map(avro.root if t is None else t, ())
+
+
+# PERF: DataHub-sized schemas take tens of milliseconds to parse and map; once per definition.
+@functools.lru_cache(maxsize=64)
+def parsed(definition: str) -> AvroSchema:
+    """The parsed schema of a definition (JSON text), parsed once per process."""
+    return AvroSchema(definition)
+
+
+@functools.lru_cache(maxsize=64)
+def mapping_for(definition: str) -> ArrowMapping:
+    """:func:`arrow_mapping` of a definition's root, computed once per process."""
+    return arrow_mapping(parsed(definition))
 
 
 class _Mapper:
@@ -177,19 +206,53 @@ class _Mapper:
                 name, inner = v
                 short, c = by_name[name]
                 return {BRANCH_FIELD: name, short: inner if c is None else c(inner)}
-            possible = python_kinds(v)
-            for kind, name, short, c in kinds:
-                if kind in possible:
-                    return {BRANCH_FIELD: name, short: v if c is None else c(v)}
-            raise SchemaParseError(f"A decoded value {v!r:.60} fits no branch of {names}")
+            fits = (
+                dict_branches(avro, others, v)
+                if isinstance(v, dict)
+                else kind_branches(avro, others, v)
+            )
+            if not fits:
+                raise SchemaParseError(f"A decoded value {v!r:.60} fits no branch of {names}")
+            _, name, short, c = kinds[fits[0]]
+            return {BRANCH_FIELD: name, short: v if c is None else c(v)}
 
         return ArrowMapping(struct, convert_union)
+
+
+# -- reading the union shape back ----------------------------------------------------------------
+
+
+def union_branch(value: Mapping[str, Any] | None) -> tuple[str, Any] | None:
+    """The branch a union value read from a table holds, and the value inside it.
+
+    ``{"branch": "com.linkedin...Ownership", "Ownership": {...}, ...}`` gives
+    ``("com.linkedin...Ownership", {...})``; None (or a value without a branch) gives None.
+    """
+    if not value:
+        return None
+    name = value.get(BRANCH_FIELD)
+    if name is None:
+        return None
+    short = name.rpartition(".")[2]
+    return name, value.get(short, value.get(name))
+
+
+def branch_type(union: pa.StructType, name: str) -> pa.DataType:
+    """The Arrow type of the branch called ``name`` (full or short name) in a union's struct.
+
+    Raises ``KeyError`` when the union has no such branch.
+    """
+    for candidate in (name.rpartition(".")[2], name):
+        index = union.get_field_index(candidate)
+        if index >= 0 and candidate != BRANCH_FIELD:
+            return union.field(index).type
+    raise KeyError(name)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _millis(value: Any, per_second: int) -> Any:
+def _ticks(value: Any, per_second: int) -> Any:
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         return (moment - _EPOCH) // timedelta(microseconds=1_000_000 // per_second)
@@ -199,9 +262,10 @@ def _millis(value: Any, per_second: int) -> Any:
 def from_arrow(avro: AvroSchema, value: Any, t: Any) -> Any:
     """Turn a value read from a replayed Arrow table back into the fastavro form of type ``t``.
 
-    Arrow writes a union of several branches as ``{"branch": "full.Name", "Name": {...}}``, a
-    map as a list of ``(key, value)`` pairs and timestamps as datetimes; this undoes all three,
-    so the value can be loaded into a form and emitted again unchanged.
+    Undoes what the mapping does: a union of several branches (``{"branch": "full.Name",
+    "Name": {...}}``) becomes ``("full.Name", {...})`` for a record branch and the plain value
+    otherwise; a map's list of ``(key, value)`` pairs a dict; timestamps and dates their
+    numbers. The result can be validated and emitted again unchanged.
     """
     r = avro.resolve(t)
     if isinstance(r, list):
@@ -214,9 +278,9 @@ def from_arrow(avro: AvroSchema, value: Any, t: Any) -> Any:
                 return (avro.branch_name(avro.resolve(others[0])), inner)
             return inner
         names = {avro.branch_name(avro.resolve(b)): b for b in others}
-        if isinstance(value, Mapping) and value.get(BRANCH_FIELD) in names:
-            name = value[BRANCH_FIELD]
-            inner = value.get(name.rpartition(".")[2], value.get(name))
+        held = union_branch(value) if isinstance(value, Mapping) else None
+        if held is not None and held[0] in names:
+            name, inner = held
             branch = names[name]
             converted = from_arrow(avro, inner, branch)
             return (name, converted) if avro.kind(branch) == "record" else converted
@@ -234,9 +298,9 @@ def from_arrow(avro: AvroSchema, value: Any, t: Any) -> Any:
         return value
     logical = r.get("logicalType") if isinstance(r, dict) else None
     if logical == "timestamp-millis":
-        return _millis(value, 1000)
+        return _ticks(value, 1000)
     if logical == "timestamp-micros":
-        return _millis(value, 1_000_000)
+        return _ticks(value, 1_000_000)
     if logical == "date" and isinstance(value, date):
         return (value - date(1970, 1, 1)).days
     return value

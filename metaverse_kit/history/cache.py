@@ -14,8 +14,12 @@ of piling up new ones. An entry is used only when everything it was made from st
 
 Anything else (a missing, truncated or foreign file, another Arrow schema) is treated as a
 miss and the file is decoded again, so the cache can make a replay faster but never change
-its answer. Writes go to a temporary file in the same folder, then ``os.replace``, so a reader
-never sees half an entry and two processes filling the cache at once do no harm.
+its answer. An entry of a damaged Capture file replayed with ``on_bad_file="skip"`` remembers
+what was skipped (a replay that raises on damaged files then raises from it too). Writes go to a
+temporary file in the same folder (``.<entry>.<pid>.<random>.tmp``), then ``os.replace``, so a
+reader never sees half an entry and two processes filling the cache at once do no harm; a
+process killed mid-write leaves its temporary file, which :func:`remove_leftovers` removes once
+that process is gone (with the native decoder's own temporary files).
 
 Where: ``<workspace>/cache/replay`` for ``ws.replay`` on a local workspace; otherwise the
 per-user folder ``$XDG_CACHE_HOME/metaverse-kit/replay`` (``~/.cache/metaverse-kit/replay``).
@@ -29,8 +33,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,11 +50,15 @@ __all__ = [
     "ReplayCache",
     "default_cache_dir",
     "open_cache",
+    "remove_leftovers",
     "schema_fingerprint",
 ]
 
 #: Bumped whenever what a replay puts in a table changes; older entries are then ignored.
-FORMAT_VERSION = 2
+#: 3: bodies of other schema versions are resolved to the reader (defaults, not nulls).
+FORMAT_VERSION = 3
+# Schema metadata key of a decoded batch that lists what of its file was skipped (see decode).
+_SKIPPED_KEY = b"metaverse.skipped_files"
 
 # An entry: _MAGIC, the length of the JSON that follows (4 bytes, little-endian), that JSON
 # (what the entry was made from), zero padding to a multiple of 64 bytes, then one Arrow IPC
@@ -127,6 +137,9 @@ class ReplayCache:
             reader = pa.BufferReader(data.slice(start))
             pa.ipc.read_message(reader)  # the stream's schema: the fingerprint vouches for it
             batch = pa.ipc.read_record_batch(pa.ipc.read_message(reader), arrow_schema)
+            skipped = info.get("skipped") if isinstance(info, dict) else None
+            if skipped:
+                batch = batch.replace_schema_metadata({_SKIPPED_KEY: json.dumps(skipped).encode()})
         except FileNotFoundError:
             return None
         except Exception as exc:  # a torn or foreign file is a miss, never an error
@@ -161,12 +174,17 @@ class ReplayCache:
         ids = {sid for sid in pc.unique(batch.column("schema_id")).to_pylist() if sid is not None}
         info = self._expected(file, fingerprint)
         info["schemas"] = {sid: _definition_hash(schemas(sid)) for sid in sorted(ids)}
+        skipped = (batch.schema.metadata or {}).get(_SKIPPED_KEY)
+        if skipped:
+            info["skipped"] = json.loads(skipped)
         header = _header(info)
         path = self.entry_path(file, fingerprint)
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{path.stem}.{os.getpid()}.", suffix=_TMP_SUFFIX, dir=path.parent
+            )
             os.close(fd)
             # PERF: Arrow's own file writes the buffers directly, not through Python's io.
             with pa.OSFile(tmp, "wb") as sink:
@@ -214,3 +232,81 @@ def open_cache(cache: bool | str | os.PathLike[str] | ReplayCache | None) -> Rep
         f"cache= takes True (the per-user cache folder), False (no cache) or a folder path; "
         f"got {type(cache).__name__}"
     )
+
+
+# -- leftovers of dead processes ----------------------------------------------------------------
+
+_TMP_SUFFIX = ".tmp"
+# ".<entry>.<pid>.<random>.tmp" (entries), "mk-replay-<pid>-<random>.avro" (native reads)
+_ENTRY_TMP = re.compile(r"^\.[0-9a-f]{64}\.(?P<pid>\d+)\..+\.tmp$")
+_OLD_ENTRY_TMP = re.compile(r"^\.[0-9a-f]{64}\.[^.]+\.tmp$")
+_READ_TMP = re.compile(r"^mk-replay-(?P<pid>\d+)-.+\.avro$")
+_OLD_READ_TMP = re.compile(r"^mk-replay-[a-z0-9_]{8}\.avro$")
+# A temporary file without a pid (written before they carried one) is a leftover after this.
+_OLD_AGE_S = 3600.0
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_leftovers(
+    folder: str | os.PathLike[str] | None = None,
+    *,
+    temp_folders: Sequence[str | os.PathLike[str]] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> list[Path]:
+    """Remove what replays killed mid-way left behind; return the paths removed.
+
+    Looks in ``folder`` (a replay cache folder, such as ``<workspace>/cache/replay``; None:
+    none) for half-written entries, and in the native decoder's temporary folders (``/dev/shm``
+    and the temp folder, or ``temp_folders``) for its temporary copies. A file is removed only
+    when the process that wrote it (the pid in its name) is gone, so a replay running now is
+    never disturbed; a temporary file from before names carried a pid is removed once an hour
+    old. Files that cannot be removed are left and not reported.
+    """
+    from metaverse_kit.history import _decoder
+
+    removed: list[Path] = []
+
+    def drop(path: Path) -> None:
+        try:
+            path.unlink()
+        except OSError:
+            return
+        removed.append(path)
+
+    def consider(path: Path, current: re.Pattern[str], legacy: re.Pattern[str]) -> None:
+        m = current.match(path.name)
+        if m:
+            if not _alive(int(m["pid"])):
+                drop(path)
+        elif legacy.match(path.name):
+            try:
+                old = clock() - path.stat().st_mtime > _OLD_AGE_S
+            except OSError:
+                return
+            if old:
+                drop(path)
+
+    if folder is not None:
+        root = Path(folder).expanduser()
+        for sub in root.iterdir() if root.is_dir() else []:
+            for path in sub.iterdir() if sub.is_dir() else []:
+                consider(path, _ENTRY_TMP, _OLD_ENTRY_TMP)
+    for temp in _decoder.temp_folders() if temp_folders is None else temp_folders:
+        try:
+            names = os.listdir(temp)
+        except OSError:
+            continue
+        for name in names:
+            consider(Path(temp) / name, _READ_TMP, _OLD_READ_TMP)
+    return removed

@@ -71,6 +71,7 @@ from metaverse_kit._time import utc_time
 from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.errors import MetaverseError
 from metaverse_kit.events.aspects import ASPECT_NAMES
+from metaverse_kit.history.arrow_types import BRANCH_FIELD, branch_type, union_branch
 
 __all__ = [
     "CHANGE_KINDS",
@@ -78,19 +79,22 @@ __all__ = [
     "WINDOW_CHANGE_KINDS",
     "HistoryInputError",
     "MissingColumnError",
+    "as_utc",
     "aspect_record",
     "aspects",
     "audit_trail",
     "changed_fields",
     "changes",
+    "in_replay_order",
     "latest_aspect",
     "state_as_of",
+    "time_scalar",
 ]
 
 #: The kinds in the ``change`` column of :func:`aspects` and :func:`audit_trail`.
 CHANGE_KINDS = ("upsert", "soft_delete", "delete")
 
-_BRANCH = "branch"
+_BRANCH = BRANCH_FIELD
 _STATUS = "com.linkedin.pegasus2avro.common.Status"
 _REQUIRED = ("enqueued_time", "partition", "sequence_number", "proposedSnapshot")
 _ASPECT_COLUMNS = ("urn", "aspect", "aspect_type", "value", "change", "enqueued_time")
@@ -157,17 +161,23 @@ def _require(table: pa.Table, columns: Iterable[str]) -> None:
         )
 
 
-def _as_utc(value: Any, what: str) -> datetime:
+def as_utc(value: Any, what: str) -> datetime:
+    """``value`` (a datetime, ISO 8601 text or a date) as an aware UTC datetime; naive is UTC.
+
+    ``what`` names the argument in the :class:`HistoryInputError` raised when it is not a time.
+    """
     return utc_time(value, what, error=HistoryInputError, dates=True)
 
 
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
-def _time_scalar(
+def time_scalar(
     when: datetime, column: pa.ChunkedArray | pa.Array, *, round_up: bool = False
 ) -> pa.Scalar:
-    """``when`` in the column's unit: rounded down for ``<=``/``>``, up for ``>=``/``<``.
+    """``when`` as a scalar of a timestamp column's type, to compare the column with.
+
+    Rounded down for ``<=``/``>``, up (``round_up``) for ``>=``/``<``.
 
     So a time between two milliseconds compares as it should against millisecond stamps.
     """
@@ -367,7 +377,13 @@ def _write_time(table: pa.Table) -> pa.ChunkedArray | pa.Array:
     return pc.coalesce(table.column("emitted_time").cast(enqueued.type), enqueued)
 
 
-def _in_replay_order(table: pa.Table) -> pa.Table:
+def in_replay_order(table: pa.Table) -> pa.Table:
+    """``table`` (events or aspects) sorted in replay order: the write's emit time where known
+    (else its enqueued time), then enqueued time, partition (numerically), sequence number, and
+    the aspect's position in its event.
+
+    Returned as it is when already in that order. Raises :class:`MissingColumnError`.
+    """
     _require(table, _REQUIRED[:3])
     position = (
         table.column("aspect_index")
@@ -389,6 +405,10 @@ def _in_replay_order(table: pa.Table) -> pa.Table:
     if pc.all(pc.equal(order, _arange(table.num_rows).cast(order.type))).as_py() is not False:
         return table
     return table.take(order)
+
+
+# NOTE: the module's own code still spells these the private way.
+_as_utc, _time_scalar, _in_replay_order = as_utc, time_scalar, in_replay_order
 
 
 def _aspects_of(events: Any) -> pa.Table:
@@ -422,13 +442,10 @@ def aspect_record(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
     Returns the aspect record as a dict (``{"owners": [...], ...}``), or None for None.
     """
-    if value is None:
+    held = union_branch(value)
+    if held is None:
         return None
-    branch = value.get(_BRANCH)
-    if branch is None:
-        return None
-    short = branch.rpartition(".")[2]
-    inner = value.get(short, value.get(branch))
+    inner = held[1]
     return inner if isinstance(inner, dict) else None
 
 
@@ -663,11 +680,7 @@ def changed_fields(
 
 
 def _record_type(value_type: pa.StructType, branch: str) -> pa.DataType:
-    short = branch.rpartition(".")[2]
-    index = value_type.get_field_index(short)
-    if index < 0:
-        index = value_type.get_field_index(branch)
-    return value_type.field(index).type
+    return branch_type(value_type, branch)
 
 
 # -- audit trail ---------------------------------------------------------------------------------

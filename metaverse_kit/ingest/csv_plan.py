@@ -2,7 +2,8 @@
 
 A row names an entity (``resource``, a URN) and, for a dataset, maybe one of its columns
 (``subresource``, a field path), and what to set: ``glossary_terms``, ``tags``, ``owners`` (with
-one ``ownership_type`` for them), ``description``, ``domain``. Lists are written
+one ``ownership_type`` for them), ``description``, ``domain`` (refused: DataHub's MCE has no
+Domains aspect). Lists are written
 ``[a|b]`` (brackets optional), items as names or URNs. An empty cell changes nothing.
 
 Each row is applied to the latest value of each aspect it touches, as :func:`plan_rows` is
@@ -55,7 +56,6 @@ _TERMS = _P + "common.GlossaryTerms"
 _OWNERSHIP = _P + "common.Ownership"
 _EDITABLE_DATASET = _P + "dataset.EditableDatasetProperties"
 _EDITABLE_SCHEMA = _P + "schema.EditableSchemaMetadata"
-_DOMAINS = _P + "domain.Domains"
 
 Latest = Callable[[str, str], "dict[str, Any] | None"]
 
@@ -313,21 +313,18 @@ def plan_row(
     elif cell("ownership_type"):
         problems.append("ownership_type: set, but the row has no owners")
     description = cell("description") or None
-    domain = cell("domain")
-    domains = None
-    if domain:
-        try:
-            domains = A.domains([domain])
-        except ValidationError as exc:
-            problems.extend(f"domain: {p.message}" for p in exc.problems)
+    if cell("domain"):
+        # NOTE: refused, not dropped: the row says what it could not apply.
+        problems.append(
+            "domain: DataHub's MCE has no Domains aspect (DataHub sets domains with proposals, "
+            "which this platform does not carry); leave the column empty"
+        )
     if sub and entity != "dataset":
         problems.append(f"subresource: only datasets have columns, not a {entity}")
     if sub and ownership is not None:
         problems.append("owners: a column has no owners; leave owners empty on subresource rows")
-    if sub and domains is not None:
-        problems.append("domain: a column has no domain; leave domain empty on subresource rows")
-    if not sub and entity != "dataset" and (description or domains):
-        problems.append(f"description, domain: only for datasets here, not a {entity}")
+    if not sub and entity != "dataset" and description:
+        problems.append(f"description: only for datasets here, not a {entity}")
     wanted = {
         _TAGS: bool(tags) and not sub,
         _TERMS: terms is not None and not sub,
@@ -372,10 +369,6 @@ def plan_row(
                     **({"created": before["created"], "name": before["name"]} if before else {}),
                 }
                 planned.append((_EDITABLE_DATASET, before, after))
-        if domains is not None:
-            before = latest(urn, _DOMAINS)
-            if before is None or before["domains"] != domains[1]["domains"]:
-                planned.append((_DOMAINS, before, domains[1]))
     aspects, changes = [], []
     for name, before, after in planned:
         if after is before or after == before:

@@ -257,13 +257,6 @@ class _Emitter:
             self.report.events.extend(events)
 
 
-def _split(aspects: list[A.Aspect]) -> list[list[A.Aspect]]:
-    """Aspects DataHub's MCE can read, then (in an MCE of their own) those it cannot."""
-    inside = [a for a in aspects if a[0] not in A.NOT_IN_DATAHUB_MCE]
-    outside = [a for a in aspects if a[0] in A.NOT_IN_DATAHUB_MCE]
-    return [group for group in (inside, outside) if group]
-
-
 def ingest(
     ws: Workspace,
     recipe: Recipe | Mapping[str, Any] | str | Path,
@@ -472,7 +465,7 @@ class _Run:
             properties=props,
         )
         try:
-            events = [A.mce(urn, group, system_metadata=meta) for group in _split(aspects)]
+            events = [A.mce(urn, aspects, system_metadata=meta)]
         except (ValidationError, MetaverseError) as exc:
             self.report.failures.add(where or urn, " ".join(str(exc).split()))
             self._record(EntityChange(urn, "failed", where=where))

@@ -28,7 +28,7 @@ from typing import Any
 import ipywidgets as W
 
 from metaverse_kit.errors import FieldProblem, ValidationError
-from metaverse_kit.events.avro import AvroSchema, python_kinds
+from metaverse_kit.events.avro import AvroSchema, branch_index, dict_branches, kind_branches
 from metaverse_kit.events.urns import (
     DEFAULT_ENV,
     FABRIC_TYPES,
@@ -74,29 +74,7 @@ URN_KINDS: dict[str, tuple[Callable[..., str], tuple[str, ...]]] = {
 
 def default_value(avro: AvroSchema, default: Any, t: Any) -> Any:
     """Turn a field's ``default`` (Avro JSON) into the fastavro form of type ``t``."""
-    r = avro.resolve(t)
-    if isinstance(r, list):
-        if default is None or not r:
-            return None
-        first = r[0]  # NOTE: Avro says a union's default belongs to its first branch.
-        value = default_value(avro, default, first)
-        return (avro.branch_name(avro.resolve(first)), value) if _is_record(avro, first) else value
-    kind = avro.kind(r)
-    if kind == "record" and isinstance(default, dict):
-        out = {}
-        for f in r["fields"]:
-            if f["name"] in default:
-                out[f["name"]] = default_value(avro, default[f["name"]], f["type"])
-            elif "default" in f:
-                out[f["name"]] = default_value(avro, f["default"], f["type"])
-        return out
-    if kind == "array" and isinstance(default, list):
-        return [default_value(avro, d, r["items"]) for d in default]
-    if kind == "map" and isinstance(default, dict):
-        return {k: default_value(avro, d, r["values"]) for k, d in default.items()}
-    if kind in ("bytes", "fixed") and isinstance(default, str):
-        return default.encode("latin-1", errors="replace")
-    return default
+    return avro.default_value(t, default)
 
 
 def blank_value(avro: AvroSchema, t: Any, _seen: tuple[str, ...] = ()) -> Any:
@@ -174,23 +152,14 @@ def pick_branch(avro: AvroSchema, branches: list, value: Any, path: str) -> tupl
             return names.index("null"), None
         raise _load_error(path, f"must not be null (one of {', '.join(names)})")
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-        wanted = value[0]
-        for i, n in enumerate(names):
-            if wanted in (n, n.rpartition(".")[2]):
-                return i, value[1]
-        raise _load_error(path, f"{wanted!r} is not a branch of this union ({', '.join(names)})")
+        index = branch_index(avro, branches, value[0])
+        if index is None:
+            raise _load_error(
+                path, f"{value[0]!r} is not a branch of this union ({', '.join(names)})"
+            )
+        return index, value[1]
     if isinstance(value, dict):
-        fits = []
-        for i, b in enumerate(branches):
-            r = avro.resolve(b)
-            kind = avro.kind(r)
-            if kind == "map":
-                fits.append(i)
-            elif kind == "record":
-                fields = {f["name"] for f in r["fields"]}
-                required = {f["name"] for f in r["fields"] if "default" not in f}
-                if set(value) <= fields and required <= set(value):
-                    fits.append(i)
+        fits = dict_branches(avro, branches, value)
         if len(fits) == 1:
             return fits[0], value
         which = (
@@ -201,13 +170,10 @@ def pick_branch(avro: AvroSchema, branches: list, value: Any, path: str) -> tupl
             f"a dict with fields {', '.join(map(repr, value))} fits {which}; "
             f'name the branch with a ("full.Name", {{...}}) tuple',
         )
-    wanted_kinds = python_kinds(value)
-    if "long" in wanted_kinds:
-        # NOTE: a whole number typed into a form may fill a float or double branch too.
-        wanted_kinds += ("float", "double")
-    for i, b in enumerate(branches):
-        if avro.kind(b) in wanted_kinds:
-            return i, value
+    # NOTE: a whole number typed into a form may fill a float or double branch too.
+    fits = kind_branches(avro, branches, value)
+    if fits:
+        return fits[0], value
     raise _load_error(path, f"{value!r:.60} fits no branch of {', '.join(names)}")
 
 

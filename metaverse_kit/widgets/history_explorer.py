@@ -40,6 +40,8 @@ import pyarrow.compute as pc
 
 from metaverse_kit.errors import ConfigurationError, MetaverseError
 from metaverse_kit.history import questions as q
+from metaverse_kit.history.decode import check_options
+from metaverse_kit.history.replay import ReplayProgress, SkippedPart
 from metaverse_kit.widgets._common import Quiet, WidgetController, esc, html_table
 
 if TYPE_CHECKING:
@@ -94,20 +96,30 @@ class _Load:
     events: int = 0
     undecoded: int = 0
     files: int = 0
+    skipped: list[SkippedPart] = field(default_factory=list)
 
 
-def _replay(ws: Workspace, load: _Load, report: Callable[[int, int, int, int], None]) -> None:
+def _replay(
+    ws: Workspace,
+    load: _Load,
+    report: Callable[[int, int, int, int], None],
+    on_bad_file: str,
+) -> None:
     """Replay ``load.range`` batch by batch, exploding aspects as it goes (runs in a thread)."""
     r = load.range
-    files = ws.lake.list_files(partitions=r.partitions, start=r.start, end=r.end)
-    sizes = {f.path: f.size for f in files}
-    total = sum(sizes.values())
-    seen: set[str] = set()
-    done = 0
     pieces: list[pa.Table] = []
     offset = 0
-    report(0, total, 0, len(files))
-    stream = ws.replay_batches(r.start, r.end, r.partitions, progress=False)
+
+    def on_file(p: ReplayProgress) -> None:
+        report(p.bytes_done, p.bytes_total, p.files_done, p.files_total)
+
+    stream = ws.replay_batches(
+        r.start, r.end, r.partitions, progress=False, on_bad_file=on_bad_file, on_file=on_file
+    )
+    # NOTE: the widget lists what was skipped itself; a warning from this thread would go astray.
+    stream.warn_on_skip = False
+    total = sum(f.size for f in stream.files)
+    report(0, total, 0, len(stream.files))
     try:
         for batch in stream:
             if load.cancelled.is_set():
@@ -125,22 +137,16 @@ def _replay(ws: Workspace, load: _Load, report: Callable[[int, int, int, int], N
             load.undecoded += batch.num_rows - int(
                 pc.sum(pc.is_null(batch.column("decode_error"))).as_py() or 0
             )
-            for path in pc.unique(batch.column("capture_file")).to_pylist():
-                if path not in seen:
-                    seen.add(path)
-                    done += sizes.get(path, 0)
-            report(done, total, len(seen), len(files))
     finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+        stream.close()
     load.events = offset
-    load.files = len(files)
+    load.files = len(stream.files)
+    load.skipped = list(stream.skipped_files)
     if pieces:
-        load.aspects = q._in_replay_order(pa.concat_tables(pieces))
+        load.aspects = q.in_replay_order(pa.concat_tables(pieces))
     else:
-        load.aspects = q.aspects(ws.replay(r.start, r.end, r.partitions, progress=False))
-    report(total, total, len(files), len(files))
+        load.aspects = q.aspects(stream.schema.empty_table())
+    report(total, total, len(stream.files), len(stream.files))
 
 
 # -- value helpers -------------------------------------------------------------------------------
@@ -291,6 +297,9 @@ class HistoryExplorer(WidgetController):
     Raises :class:`~metaverse_kit.history.HistoryInputError` for a start or end that is not a
     time or a partition the hub does not have, :class:`~metaverse_kit.ConfigurationError` for a
     ``page_size`` below 1; replay errors show in the widget and are raised again by :meth:`wait`.
+    ``on_bad_file``: ``"skip"`` (default) replays around damaged Capture files (keeping their
+    intact blocks) and lists what it skipped below the status line (:attr:`skipped_files`);
+    ``"raise"`` stops at the first and shows the error.
     """
 
     def __init__(
@@ -301,10 +310,13 @@ class HistoryExplorer(WidgetController):
         end: Any = None,
         partition: str | int | None = None,
         page_size: int = 20,
+        on_bad_file: str = "skip",
     ) -> None:
         if page_size < 1:
             raise ConfigurationError(f"page_size must be at least 1, not {page_size}")
+        check_options(decoder="auto", on_bad_file=on_bad_file)
         self._ws = ws
+        self._on_bad_file = on_bad_file
         self._quiet = Quiet()
         self._lock = threading.RLock()
         self._main: _Load | None = None
@@ -317,8 +329,8 @@ class HistoryExplorer(WidgetController):
         self._trail: pa.Table | None = None
         self._entity: str | None = None
         self.chart_spec: dict[str, Any] = {}
-        start_utc = q._as_utc(start, "start") if start is not None else None
-        end_utc = q._as_utc(end, "end") if end is not None else None
+        start_utc = q.as_utc(start, "start") if start is not None else None
+        end_utc = q.as_utc(end, "end") if end is not None else None
 
         # Filters that replay.
         self.start_time = W.DatetimePicker(description="From", value=start_utc)
@@ -344,6 +356,7 @@ class HistoryExplorer(WidgetController):
         self.reload_button = W.Button(description="Reload", icon="refresh", tooltip="Replay again")
         self.progress = W.FloatProgress(value=0, min=0, max=1, description="Replay")
         self.status = W.HTML()
+        self.skipped_html = W.HTML()
         # Events tab.
         self.chart = W.Output()
         self.events_html = W.HTML()
@@ -397,7 +410,9 @@ class HistoryExplorer(WidgetController):
     def _build(self) -> W.Widget:
         ranges = W.HBox([self.start_time, self.end_time, self.partition, self.reload_button])
         filters = W.HBox([self.entity_type, self.platform, self.aspect, self.urn_text])
-        box = W.VBox([ranges, filters, W.HBox([self.progress, self.status]), self.tabs])
+        box = W.VBox(
+            [ranges, filters, W.HBox([self.progress, self.status]), self.skipped_html, self.tabs]
+        )
         if self._main is None:
             self.refresh()
         return box
@@ -491,6 +506,12 @@ class HistoryExplorer(WidgetController):
             if finished is not None and finished.error is not None:
                 raise finished.error
 
+    @property
+    def skipped_files(self) -> list[SkippedPart]:
+        """The damaged files and blocks the current replay skipped (see ``mk.skipped_files``)."""
+        self.wait()
+        return [] if self._main is None else list(self._main.skipped)
+
     def select_entity(self, urn: str) -> None:
         """Show ``urn`` in the entity view: its audit trail, each change with its diff."""
         if not isinstance(urn, str) or not urn.startswith("urn:"):
@@ -505,7 +526,7 @@ class HistoryExplorer(WidgetController):
 
     def set_as_of(self, when: Any) -> None:
         """Move the "state as of" slider to the last stop at or before ``when``."""
-        moment = q._as_utc(when, "when")
+        moment = q.as_utc(when, "when")
         stops = [v for _, v in self.as_of.options if v is not _NO_TIME and v <= moment]
         if not stops:
             raise q.HistoryInputError(
@@ -518,8 +539,8 @@ class HistoryExplorer(WidgetController):
     def _range(self) -> _Range:
         start = self.start_time.value
         end = self.end_time.value
-        start = q._as_utc(start, "start") if start is not None else None
-        end = q._as_utc(end, "end") if end is not None else None
+        start = q.as_utc(start, "start") if start is not None else None
+        end = q.as_utc(end, "end") if end is not None else None
         if start is not None and end is not None and start > end:
             raise q.HistoryInputError(f"From ({start}) is after To ({end})")
         part = self.partition.value or None
@@ -535,7 +556,7 @@ class HistoryExplorer(WidgetController):
 
         def run() -> None:
             try:
-                _replay(self._ws, load, report)
+                _replay(self._ws, load, report, self._on_bad_file)
                 if not load.cancelled.is_set():
                     on_done(load)
             except BaseException as exc:  # shown in the widget, raised again by wait()
@@ -579,9 +600,25 @@ class HistoryExplorer(WidgetController):
             self._refresh_options()
             self._apply_filters()
             self._show_entity()
+            skipped = len(load.skipped)
+            parts = f"; {skipped} damaged part{'s' if skipped != 1 else ''} skipped"
             self.status.value = esc(
                 f"{load.events} events from {load.files} Capture files"
                 + (f"; {load.undecoded} could not be decoded" if load.undecoded else "")
+                + (parts if skipped else "")
+            )
+            rows = [
+                (p.path, "whole file" if p.offset is None else p.offset, p.reason, p.events_kept)
+                for p in load.skipped
+            ]
+            self.skipped_html.value = (
+                html_table(
+                    ("Capture file", "from byte", "why", "events kept"),
+                    rows,
+                    caption="Skipped (damaged): every intact block of these files was replayed",
+                )
+                if rows
+                else ""
             )
 
     def _ensure_base(self, *, block: bool) -> None:
@@ -636,11 +673,9 @@ class HistoryExplorer(WidgetController):
         conditions = []
         times = table.column("enqueued_time")
         if r is not None and r.start is not None:
-            conditions.append(
-                pc.greater_equal(times, q._time_scalar(r.start, times, round_up=True))
-            )
+            conditions.append(pc.greater_equal(times, q.time_scalar(r.start, times, round_up=True)))
         if r is not None and r.end is not None:
-            conditions.append(pc.less_equal(times, q._time_scalar(r.end, times)))
+            conditions.append(pc.less_equal(times, q.time_scalar(r.end, times)))
         if r is not None and r.partitions is not None:
             conditions.append(pc.is_in(table.column("partition"), pa.array(r.partitions)))
         for widget, column in (

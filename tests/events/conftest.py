@@ -118,30 +118,6 @@ def datahub_types(datahub_schema: dict) -> dict[str, dict]:
     return index_named_types(datahub_schema)
 
 
-#: Aspects our MCE carries that DataHub's MCE has no branch for, by their own .avsc file.
-OUTSIDE_DATAHUB_MCE = ("SubTypes", "Domains")
-
-
-@pytest.fixture(scope="session")
-def datahub_aspect_schemas(datahub_wheel: Path) -> dict[str, dict]:
-    """DataHub's own schemas of the aspects in :data:`OUTSIDE_DATAHUB_MCE`, by short name."""
-    with zipfile.ZipFile(datahub_wheel) as wheel:
-        return {
-            name: json.loads(wheel.read(f"datahub/metadata/schemas/{name}.avsc"))
-            for name in OUTSIDE_DATAHUB_MCE
-        }
-
-
-@pytest.fixture(scope="session")
-def datahub_all_types(datahub_types: dict, datahub_aspect_schemas: dict) -> dict[str, dict]:
-    """DataHub's named types: those of its MCE, plus those of the aspects it carries elsewhere."""
-    out = dict(datahub_types)
-    for schema in datahub_aspect_schemas.values():
-        for name, t in index_named_types(schema).items():
-            out.setdefault(name, t)
-    return out
-
-
 @pytest.fixture(scope="session")
 def datahub_parsed(datahub_schema: dict) -> Any:
     """DataHub's MCE schema parsed by fastavro."""

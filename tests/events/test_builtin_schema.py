@@ -53,8 +53,6 @@ REQUIRED = {
         "schema.EditableSchemaMetadata",
         "dataset.UpstreamLineage",
         "dataset.ViewProperties",
-        "common.SubTypes",
-        "domain.Domains",
     },
     SNAPSHOT + "CorpUserSnapshot": {
         "identity.CorpUserInfo",
@@ -155,8 +153,8 @@ def test_named_types_are_defined_once_at_first_use(our_types):
 # -- fidelity to DataHub's model -----------------------------------------------------------------
 
 
-def test_every_named_type_is_datahubs(our_types, datahub_all_types):
-    missing = sorted(set(our_types) - set(datahub_all_types))
+def test_every_named_type_is_datahubs(our_types, datahub_types):
+    missing = sorted(set(our_types) - set(datahub_types))
     assert not missing, f"not in DataHub's schemas: {missing}"
 
 
@@ -168,10 +166,10 @@ def _without_present_field(name: str, ours: dict, theirs: dict) -> dict:
     return ours
 
 
-def test_records_match_datahub_field_by_field(our_types, datahub_all_types):
+def test_records_match_datahub_field_by_field(our_types, datahub_types):
     trimmed = {MCE_FULL_NAME, *REQUIRED}
     for name, ours in our_types.items():
-        theirs = datahub_all_types[name]
+        theirs = datahub_types[name]
         ours = _without_present_field(name, ours, theirs)
         assert ours["type"] == theirs["type"], name
         if ours["type"] == "enum":
@@ -200,12 +198,10 @@ def test_trimmed_unions_keep_datahubs_order(our_types, datahub_types):
     mce_theirs = _field(datahub_types[MCE_FULL_NAME], "proposedSnapshot")["type"]
     assert _is_subsequence(mce_ours, mce_theirs)
     for snapshot in REQUIRED:
-        mine = _aspect_union(our_types, snapshot)
-        outside = [a for a in mine if a in A.NOT_IN_DATAHUB_MCE]
-        # DataHub's own aspects in DataHub's order, then the ones its MCE does not carry.
-        assert mine[len(mine) - len(outside) :] == outside, snapshot
+        # Only DataHub's own aspects, in DataHub's order: DataHub's full MCE schema can follow
+        # ours in a Backward group and reads every event we write.
         assert _is_subsequence(
-            mine[: len(mine) - len(outside)], _aspect_union(datahub_types, snapshot)
+            _aspect_union(our_types, snapshot), _aspect_union(datahub_types, snapshot)
         ), snapshot
         # Apart from the trimmed union, the snapshot record is DataHub's.
         mine = {k: v for k, v in our_types[snapshot].items() if k != "fields"}
@@ -397,26 +393,6 @@ def test_our_schema_reads_datahubs_fieldless_records(our_parsed, datahub_parsed)
     types = [f["type"]["type"] for f in read["proposedSnapshot"]["aspects"][1]["fields"]]
     assert types[0] == {"_present": True}  # the default fills in what DataHub's bytes lack
     assert types[1] == {"nestedType": ["string"]}
-
-
-@pytest.mark.parametrize("aspect", [A.sub_types(["View"]), A.domains(["Sales"])])
-def test_subtypes_and_domains_are_read_by_their_own_datahub_schemas_only(
-    aspect, avro_roundtrip, datahub_parsed, datahub_aspect_schemas, our_types
-):
-    event = A.mce(make_dataset_urn("hive", "t"), [aspect])
-    assert avro_roundtrip(event) == event
-    # DataHub's MCE has no branch for them (DataHub sends them only in proposals) ...
-    with pytest.raises(Exception, match="schema mismatch"):
-        avro_roundtrip(event, reader=datahub_parsed, return_record_name=False)
-    # ... and their own .avsc reads the record exactly as we write it.
-    name = aspect[0]
-    short = name.rpartition(".")[2]
-    ours = fastavro.parse_schema({**our_types[name], "fields": mce_record_fields(name)})
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, ours, aspect[1])
-    buf.seek(0)
-    theirs = fastavro.parse_schema(datahub_aspect_schemas[short])
-    assert fastavro.schemaless_reader(buf, theirs, return_record_name=False) == aspect[1]
 
 
 def mce_record_fields(full_name: str) -> list:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 import metaverse_kit as mk
@@ -33,3 +36,60 @@ class CountingLake:
 def counting_lake(workspace: mk.Workspace) -> CountingLake:
     """The workspace's lake, counting the files it is asked to read."""
     return CountingLake(workspace.lake)  # type: ignore[arg-type]
+
+
+# -- schema versions of the built-in MCE ---------------------------------------------------------
+
+
+def _named(t: Any, short: str) -> dict:
+    """The inline definition of the named type ``short`` in a parsed schema."""
+    if isinstance(t, dict):
+        if t.get("name") == short and t.get("type") in ("record", "enum", "fixed"):
+            return t
+        for v in t.values():
+            if isinstance(v, (dict, list)):
+                try:
+                    return _named(v, short)
+                except KeyError:
+                    pass
+    if isinstance(t, list):
+        for v in t:
+            try:
+                return _named(v, short)
+            except KeyError:
+                pass
+    raise KeyError(short)
+
+
+def _dataset_aspects(schema: dict) -> list:
+    snapshot = _named(schema, "DatasetSnapshot")
+    return next(f for f in snapshot["fields"] if f["name"] == "aspects")["type"]["items"]
+
+
+def mce_versions() -> tuple[str, str, str]:
+    """Three versions of the built-in MCE schema, each Backward compatible with the one before.
+
+    v1: the built-in (a new workspace registers it). v2: GlobalTags gains ``origin`` (default
+    ``"steward"``), OwnershipType the symbol ``AUDITOR``, datasets the aspect
+    ``com.example.Quality`` (``score``: float). v3: Quality's ``score`` is a double and it gains
+    ``checked`` (default false).
+    """
+    v1 = mk.mce_schema()
+    v2 = mk.mce_schema()
+    _named(v2, "GlobalTags")["fields"].append(
+        {"name": "origin", "type": "string", "default": "steward"}
+    )
+    _named(v2, "OwnershipType")["symbols"].append("AUDITOR")
+    quality = {
+        "type": "record",
+        "name": "Quality",
+        "namespace": "com.example",
+        "fields": [{"name": "score", "type": "float"}],
+    }
+    _dataset_aspects(v2).append(quality)
+    v3 = json.loads(json.dumps(v2))
+    _named(v3, "Quality")["fields"] = [
+        {"name": "score", "type": "double"},
+        {"name": "checked", "type": "boolean", "default": False},
+    ]
+    return tuple(json.dumps(v, separators=(",", ":")) for v in (v1, v2, v3))  # type: ignore[return-value]

@@ -18,7 +18,7 @@ def test_the_benchmark_runs_and_prints_its_ratios() -> None:
     ).stdout
     lines = out.splitlines()
     assert lines[0].startswith("history: 2,000 events in ")
-    rows = lines[2:9]
+    rows = lines[2:12]
     kinds = [line.split()[0] for line in rows]
     assert kinds == [
         "baseline",
@@ -28,6 +28,11 @@ def test_the_benchmark_runs_and_prints_its_ratios() -> None:
         "warm",
         "stream@2,000",
         "stream@8,000",
+        "evolved",
+        "evolved-fields",
+        "older",
     ]
     assert all(line.split()[1] in ("2,000", "8,000") for line in rows)
     assert "x without the cache" in out and "(target 30x)" in out and "(target 10x)" in out
+    assert "when fields must be resolved" in out and "(target 0.8x)" in out
+    assert "were not decoded" not in out

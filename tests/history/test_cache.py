@@ -153,3 +153,81 @@ def test_cache_entries_are_no_larger_than_their_rows(
     on_disk = sum(p.stat().st_size for p in entries)
     # Uncompressed IPC: the buffers, plus the schema (~400 fields, ~65 KB) and footer per entry.
     assert on_disk <= 1.2 * table.nbytes + 70_000 * len(entries), (on_disk, table.nbytes)
+
+
+def test_leftovers_of_a_killed_replay_are_removed_and_nothing_else(
+    workspace: mk.Workspace, clock: SimClock, tmp_path: Path
+) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from metaverse_kit.history import _decoder
+    from metaverse_kit.history.cache import remove_leftovers
+
+    for i in range(6):
+        workspace.emit(mk.mce(mk.make_dataset_urn("hive", f"t{i}"), [mk.aspects.status(False)]))
+        clock.advance(minutes=10)
+    folder = Path(workspace.path or ".") / "cache" / "replay"
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    # A replay killed at random points while it fills the cache.
+    code = (
+        "import metaverse_kit as mk, sys\n"
+        "ws = mk.connect(path=sys.argv[1])\n"
+        "while True:\n"
+        "    ws.replay(cache=sys.argv[2], progress=False)\n"
+        "    import shutil; shutil.rmtree(sys.argv[2], ignore_errors=True)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(workspace.path), str(folder)])
+    deadline = time.monotonic() + 60
+    while not folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 0.3))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    # What such a process leaves: a half-written entry and a native read's temporary copy.
+    (folder / "ab").mkdir(parents=True, exist_ok=True)
+    dead = folder / "ab" / f".{'a' * 64}.{child.pid}.k3j2x9q1.tmp"
+    dead.write_bytes(b"half an entry")
+    alive = folder / "ab" / f".{'b' * 64}.{os.getpid()}.z8y7x6w5.tmp"
+    alive.write_bytes(b"being written right now")
+    entry = folder / "ab" / f"{'c' * 64}.arrow"
+    entry.write_bytes(b"a finished entry")
+    read_dead = shm / f"mk-replay-{child.pid}-abcd1234.avro"
+    read_dead.write_bytes(b"Obj\x01")
+    read_alive = shm / f"mk-replay-{os.getpid()}-efgh5678.avro"
+    read_alive.write_bytes(b"Obj\x01")
+    stranger = shm / "someone-elses.avro"
+    stranger.write_bytes(b"not ours")
+    removed = remove_leftovers(folder, temp_folders=[shm, *_decoder.temp_folders()])
+    assert dead in removed and read_dead in removed
+    assert not dead.exists() and not read_dead.exists()
+    assert alive.exists() and entry.exists() and read_alive.exists() and stranger.exists()
+    assert list(folder.rglob(f"*.{child.pid}.*.tmp")) == []
+    for temp in _decoder.temp_folders():
+        assert list(Path(temp).glob(f"mk-replay-{child.pid}-*")) == []
+    # The cache still serves replays afterwards.
+    assert workspace.replay(cache=folder).num_rows == workspace.replay(cache=False).num_rows
+
+
+def test_opening_a_workspace_removes_the_replay_leftovers_of_dead_processes(
+    workspace: mk.Workspace,
+) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True
+    )
+    dead_pid = int(gone.stdout)  # a process that has exited
+    folder = Path(workspace.path or ".") / "cache" / "replay" / "ab"
+    folder.mkdir(parents=True)
+    dead = folder / f".{'a' * 64}.{dead_pid}.k3j2x9q1.tmp"
+    dead.write_bytes(b"half an entry")
+    alive = folder / f".{'b' * 64}.{os.getpid()}.z8y7x6w5.tmp"
+    alive.write_bytes(b"being written right now")
+    mk.connect(path=workspace.path).close()
+    assert not dead.exists() and alive.exists()

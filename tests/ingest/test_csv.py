@@ -58,7 +58,6 @@ def test_rows_add_to_what_the_lake_holds(sampled, tmp_path):
                 "ownership_type": "DATA_STEWARD",
                 "glossary_terms": "[CustomerEmail]",
                 "description": "Everyone who bought",
-                "domain": "Sales",
             },
             {
                 "resource": CUSTOMERS,
@@ -71,8 +70,8 @@ def test_rows_add_to_what_the_lake_holds(sampled, tmp_path):
     )
     report = mk.ingest(sampled, _recipe(path), progress=False)
     assert report.exit_status == 0, report.summary()
-    # One entity, consecutive rows: one MCE of DataHub-readable aspects, one with Domains.
-    assert report.events_emitted == 2
+    # One entity, consecutive rows: one MCE.
+    assert report.events_emitted == 1
     tags = [t["tag"] for t in _latest(sampled, CUSTOMERS, "globalTags")["tags"]]
     assert tags == ["urn:li:tag:PII", "urn:li:tag:Raw", "urn:li:tag:Sensitive"]
     owners = _latest(sampled, CUSTOMERS, "ownership")["owners"]
@@ -80,7 +79,6 @@ def test_rows_add_to_what_the_lake_holds(sampled, tmp_path):
         *((o["owner"], o["type"]) for o in before),
         ("urn:li:corpuser:mchen", "DATA_STEWARD"),
     ]
-    assert _latest(sampled, CUSTOMERS, "domains")["domains"] == ["urn:li:domain:Sales"]
     described = _latest(sampled, CUSTOMERS, "editableDatasetProperties")
     assert described["description"] == "Everyone who bought"
     columns = {
@@ -207,3 +205,13 @@ def test_a_csv_of_100000_rows_streams_in_bounded_memory(tmp_path):
     assert (small["entities"], small["events"], small["failures"]) == (200, 200, 0)
     assert (big["entities"], big["events"], big["failures"]) == (2_000, 2_000, 0)
     assert big["grew_kib"] < small["grew_kib"] + 25 * 1024, (small, big)
+
+
+def test_a_domain_is_refused_with_the_reason_not_dropped(sampled, tmp_path):
+    path = _write(
+        tmp_path / "edits.csv",
+        [{"resource": CUSTOMERS, "tags": "[Sensitive]", "domain": "Sales"}],
+    )
+    report = mk.ingest(sampled, _recipe(path), progress=False)
+    assert report.events_emitted == 0 and report.exit_status == 1
+    assert any("DataHub's MCE has no Domains aspect" in str(f) for f in report.failures)

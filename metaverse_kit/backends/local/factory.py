@@ -172,7 +172,7 @@ def create(
     with contextlib.suppress(OSError):  # a read-only workspace without one
         (root / "lake").mkdir(exist_ok=True)
     _tidy(root, hub)
-    lake = LocalLake(root / "lake")
+    lake = LocalLake(root / "lake", appending=hub.appending_files)
     return BackendParts(
         name="local",
         registry=registry,

@@ -133,6 +133,7 @@ class LocalEventHub:
         path_segment(namespace, what="namespace")
         path_segment(eventhub, what="event hub name")
         self.lake_root = Path(lake_root)
+        self._appending: tuple[tuple[int, int, int], dict[str, int]] | None = None
         self.state_root = Path(state_root)
         self.namespace = namespace
         self.name = eventhub
@@ -181,6 +182,29 @@ class LocalEventHub:
                 f"The hub state {self.state_path} is unreadable; `metaverse doctor --repair` "
                 "rebuilds it from the lake"
             ) from None
+
+    def appending_files(self) -> dict[str, int]:
+        """The files the hub appends to (each partition's current file, as a path in the lake),
+        with their committed length: the end of the last block a send completed.
+
+        Only bytes past that length can be a block still being written; the local lake trims
+        such a torn tail from these files alone, so a file cut short anywhere else (or below its
+        committed length) is reported as damage.
+        """
+        try:
+            stat = self.state_path.stat()
+        except FileNotFoundError:
+            return {}
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        # PERF: the lake asks once per file it reads; the state is parsed once per change.
+        if self._appending is None or self._appending[0] != key:
+            files = {
+                str(self.lake_root / part["file"]): int(part.get("length", 0))
+                for part in self.read_state().values()
+                if isinstance(part.get("file"), str)
+            }
+            self._appending = (key, files)
+        return self._appending[1]
 
     def _part(self, state: dict[str, dict[str, Any]], partition: str) -> dict[str, Any]:
         return state.setdefault(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -19,10 +19,21 @@ class LocalLake:
 
     ``root`` may be a folder (every ``*.avro`` below it, at any depth), one file, or a list of
     files. Paths that follow the Capture path format are pruned by partition and time before
-    anything is opened.
+    anything is opened. Zero-byte files are empty archives: they are not listed.
+
+    ``appending`` (a workspace's lake: its hub's ``appending_files``) names the files a hub may
+    be appending to right now, with their committed length; a torn block past that length is
+    left out (it is being written). Every other file is read whole, so a truncated copy is
+    reported as damage by the replay.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        appending: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
+        self._appending = appending
         if isinstance(root, (str, os.PathLike)):
             self._paths: list[Path] | None = None
             self.root = str(root)
@@ -73,6 +84,10 @@ class LocalLake:
         for path in self._candidates():
             info = parse_capture_path(path.as_posix())
             stat = path.stat()
+            if not stat.st_size:
+                # NOTE: a zero-byte file holds no event (Capture never writes one; a copy or an
+                # upload in progress does): an empty archive, skipped as the Azure lake does.
+                continue
             files.append(
                 CaptureFile(
                     path=str(path),
@@ -87,15 +102,19 @@ class LocalLake:
         return select_files(files, partitions=partitions, start=start, end=end)
 
     def read_bytes(self, file: CaptureFile) -> bytes:
-        """The content of one file up to its last complete block.
+        """The content of one file; of a file the hub is appending to, up to its last whole block.
 
-        A file the hub is appending to may end in a block cut short; it is left out, so a
-        replay never sees a torn block (see :func:`~metaverse_kit.capture.complete_length`).
+        A file being appended to may end in a block cut short; it is left out, so a replay
+        never sees a torn block (see :func:`~metaverse_kit.capture.complete_length`). Any other
+        file is returned whole: a block cut short there is damage, for the replay to report.
         """
         try:
             data = Path(file.path).read_bytes()
         except FileNotFoundError as exc:
             raise CaptureFileError(f"{file.path} disappeared while replaying") from exc
+        committed = None if self._appending is None else self._appending().get(file.path)
+        if committed is None or len(data) < committed:
+            return data
         end = complete_length(data)
         # PERF: the common case, a file ending with its last block, is returned without a copy.
         return data if end == len(data) else data[:end]

@@ -7,9 +7,10 @@ Run by hand when the built-in schema grows (the tests check that the files are w
 
 Each version keeps some snapshots of DataHub's ``MetadataChangeEvent.avsc`` and some aspects of
 each, in DataHub's order, with DataHub's definitions (docs and annotations included); a named
-type whose first definition was trimmed away is defined where it is first used instead. Aspects
-that DataHub's MCE does not carry (``SubTypes``, ``Domains``: DataHub sends them only in
-proposals) are appended from their own ``.avsc`` files.
+type whose first definition was trimmed away is defined where it is first used instead. Only
+aspects DataHub's MCE carries are kept: ``SubTypes`` and ``Domains``, which DataHub sends only in
+proposals (MCPs), are left out, so that DataHub's full MCE schema stays a Backward-compatible
+next version of ours (a group can move to it, and it reads every event we write).
 
 One deliberate difference, from version 2 on: a record without fields (``BooleanType``,
 ``Schemaless``...) gets one field, ``_present`` (boolean, default true). DataFusion's Avro reader,
@@ -93,7 +94,7 @@ VERSIONS: dict[int, dict[str, Any]] = {
                 "dataset.ViewProperties",
             ],
         },
-        "append": {_S + "DatasetSnapshot": ["SubTypes", "Domains"]},
+        "append": {},
         "present_field": True,
         "file": "MetadataChangeEvent.avsc",
     },

@@ -74,18 +74,36 @@ def test_a_file_that_is_not_capture_is_never_appended_to(
 
 def test_readers_stop_at_the_last_complete_block(workspace: mk.Workspace) -> None:
     _emit(workspace, 2)
+    state = Path(workspace.path or ".") / "hub" / "partitions.json"
+    committed = state.read_bytes()
     path = Path(_emit(workspace, 3)[0].location)
     whole = path.read_bytes()
     _, sync, start = read_header(whole)
     blocks = scan_blocks(whole, start, sync).blocks
     assert len(blocks) == 2
+    # A file caught in the middle of an append: the hub's state still has the length before
+    # it, and the torn block past that length is left out.
+    state.write_bytes(committed)
     for cut in (1, 10, blocks[1].end - blocks[1].start - 1):
-        # A file caught in the middle of an append: the torn block is left out.
         path.write_bytes(whole[: blocks[1].start + cut])
         assert complete_length(path.read_bytes()) == blocks[1].start
         assert workspace.replay(cache=False, progress=False).num_rows == 2
     path.write_bytes(whole)
     assert workspace.replay(cache=False, progress=False).num_rows == 5
+
+
+def test_a_file_cut_below_its_committed_length_is_damage(workspace: mk.Workspace) -> None:
+    _emit(workspace, 2)
+    path = Path(_emit(workspace, 3)[0].location)
+    whole = path.read_bytes()
+    _, sync, start = read_header(whole)
+    blocks = scan_blocks(whole, start, sync).blocks
+    # Cut inside a block the hub had committed: not an append in flight, but a damaged file.
+    path.write_bytes(whole[: blocks[1].start + 10])
+    with pytest.raises(mk.CaptureFileError, match=rf"cannot be read at byte {blocks[1].start}"):
+        workspace.replay(cache=False, progress=False)
+    with pytest.warns(mk.CaptureFileWarning):
+        assert workspace.replay(cache=False, progress=False, on_bad_file="skip").num_rows == 2
 
 
 def test_doctor_keeps_every_intact_block_and_quarantines_the_file(

@@ -1,0 +1,205 @@
+"""Avro object container files as blocks: which are intact, which are damaged, and where.
+
+A Capture archive is a header (magic, metadata, a 16-byte sync marker) followed by blocks, each
+``<record count><byte size><bytes><sync marker>``. A copy of a lake can hold files cut short
+(an upload in progress, a full disk), with flipped bits, or that are not archives at all. The
+scan here walks the blocks without decoding them; a block whose framing is wrong (a count or
+size that cannot be, bytes missing, no sync marker where it must be) is a damaged part, and
+the walk resynchronises on the next sync marker after it, as Avro's own readers do
+(``DataFileReader.sync``), so every intact block after the damage is kept.
+
+Damage inside a block's bytes that leaves its framing whole (a flipped bit in a record) is found
+when the block is decoded (see :func:`blocks_that_decode`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from metaverse_kit.capture import read_header, read_varint
+from metaverse_kit.errors import CaptureFileError
+
+__all__ = ["Block", "Damage", "Scan", "blocks_that_decode", "joined", "scan"]
+
+_MAGIC = b"Obj\x01"
+_CAPTURE_FIELDS = frozenset({"SequenceNumber", "EnqueuedTimeUtc", "Body"})
+
+
+@dataclass(frozen=True)
+class Block:
+    """An intact block: its byte range (sync marker included) and its record count."""
+
+    start: int
+    end: int
+    count: int
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A part of a file that cannot be read: where it starts (None: the whole file) and why."""
+
+    offset: int | None
+    reason: str
+
+
+@dataclass
+class Scan:
+    """A container's header and blocks, split into intact blocks and damaged parts."""
+
+    data: bytes
+    header_end: int = 0
+    codec: str = "null"
+    blocks: list[Block] = field(default_factory=list)
+    damage: list[Damage] = field(default_factory=list)
+
+    @property
+    def whole(self) -> bool:
+        """True when nothing was damaged."""
+        return not self.damage
+
+    def intact(self, blocks: list[Block] | None = None) -> bytes | list[Any]:
+        """The file made of its header and ``blocks`` (default: the intact ones).
+
+        The file itself when nothing was left out; otherwise the parts to write one after
+        another (memoryviews into the original bytes: nothing is copied).
+        """
+        chosen = self.blocks if blocks is None else blocks
+        if self.whole and blocks is None:
+            return self.data
+        view = memoryview(self.data)
+        return [view[: self.header_end], *(view[b.start : b.end] for b in chosen)]
+
+
+def joined(parts: bytes | list[Any]) -> bytes:
+    """The bytes of :meth:`Scan.intact`'s parts, end to end."""
+    return parts if isinstance(parts, bytes) else b"".join(parts)
+
+
+def scan(data: bytes, *, where: str) -> Scan:
+    """Walk ``data``'s blocks. A file that is not an Avro container, or not a Capture archive
+    (its records lack ``SequenceNumber``, ``EnqueuedTimeUtc`` or ``Body``), is one damaged
+    part covering the whole file. Zero bytes are an empty archive (nothing damaged)."""
+    out = Scan(data)
+    if not data:
+        return out
+    if not data.startswith(_MAGIC):
+        out.damage.append(Damage(None, "not an Avro container file (no 'Obj\\x01' at its start)"))
+        return out
+    try:
+        meta, sync, pos = read_header(data, where=where)
+    except CaptureFileError:
+        out.damage.append(Damage(None, "the Avro header is truncated or corrupt"))
+        return out
+    problem = _not_capture(meta)
+    if problem:
+        out.damage.append(Damage(None, problem))
+        return out
+    out.header_end = pos
+    out.codec = meta.get("avro.codec", b"null").decode("utf-8", "replace") or "null"
+    n = len(data)
+    while pos < n:
+        start = pos
+        block, why, end = _frame(data, pos, sync)
+        if block is not None:
+            out.blocks.append(block)
+            pos = block.end
+            continue
+        out.damage.append(Damage(start, why))
+        # Resynchronise. When only the sync marker after a block of sane size is damaged, the
+        # next block starts right after it; otherwise after the next sync marker, as Avro's
+        # own readers do.
+        if end is not None and end + 16 < n and _frame(data, end + 16, sync)[0] is not None:
+            pos = end + 16
+            continue
+        found = data.find(sync, start)
+        if found < 0:
+            break
+        pos = found + 16
+    return out
+
+
+def _frame(data: bytes, pos: int, sync: bytes) -> tuple[Block | None, str, int | None]:
+    """The block framed at ``pos``, or None with why not (and where its bytes end, if sane)."""
+    n = len(data)
+    try:
+        count, at = read_varint(data, pos)
+        size, at = read_varint(data, at)
+    except IndexError:
+        return None, "the file ends inside a block header (truncated)", None
+    end = at + size
+    if count < 0 or size < 0:
+        return None, f"a block header says {count} records in {size} bytes", None
+    if end + 16 > n:
+        return (
+            None,
+            f"a block of {size} bytes is cut short: the file ends {end + 16 - n} bytes "
+            "early (truncated)",
+            None,
+        )
+    if data[end : end + 16] != sync:
+        return None, "the block does not end with the file's sync marker", end
+    return Block(pos, end + 16, count), "", end
+
+
+def _not_capture(meta: dict[str, bytes]) -> str | None:
+    """Why a container is not a Capture archive, or None when it is one."""
+    try:
+        schema = json.loads(meta.get("avro.schema", b"").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "the Avro header's schema is not readable JSON"
+    fields = (
+        {f.get("name") for f in schema.get("fields", []) if isinstance(f, dict)}
+        if isinstance(schema, dict)
+        else set()
+    )
+    missing = _CAPTURE_FIELDS - fields
+    if missing:
+        name = schema.get("name", "?") if isinstance(schema, dict) else "?"
+        return (
+            f"an Avro file of {name} records, not a Capture archive "
+            f"(no {', '.join(sorted(missing))})"
+        )
+    return None
+
+
+def blocks_that_decode(found: Scan) -> tuple[list[Block], list[Damage]]:
+    """Which intact-looking blocks really decode (with fastavro, block by block).
+
+    Used only once a whole-file read has failed: finds the blocks whose bytes are damaged
+    while their framing is whole (a deflate stream that does not inflate, records that do
+    not fill their block exactly).
+    """
+    import fastavro
+
+    good: list[Block] = []
+    damage: list[Damage] = []
+    view = memoryview(found.data)
+    header = bytes(view[: found.header_end])
+    for block in found.blocks:
+        one = header + bytes(view[block.start : block.end])
+        try:
+            if found.codec == "deflate":
+                _inflates(one[len(header) :])
+            records = sum(1 for _ in fastavro.reader(io.BytesIO(one)))
+        except Exception as exc:  # fastavro raises many types for damaged input
+            damage.append(Damage(block.start, f"the block's records do not decode: {exc}"))
+            continue
+        if records != block.count:
+            damage.append(
+                Damage(
+                    block.start, f"the block holds {records} records, its header says {block.count}"
+                )
+            )
+            continue
+        good.append(block)
+    return good, damage
+
+
+def _inflates(block: bytes) -> None:
+    _, at = read_varint(block, 0)
+    size, at = read_varint(block, at)
+    zlib.decompress(block[at : at + size], -15)

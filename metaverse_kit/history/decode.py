@@ -1,0 +1,897 @@
+"""The decode layer: Capture archives' bytes + a schema lookup + a reader schema -> RecordBatches.
+
+This module is pure: its functions depend only on their arguments (file bytes, where they came
+from, a mapping or function from schema id to definition, the reader schema and two options),
+touch no registry, lake or cache, and return Arrow data. It is what a replay runs on one
+machine (:mod:`metaverse_kit.history.replay` lists, prunes, caches and deduplicates around it)
+and what a distributed engine ships to its workers (a Spark ``mapInArrow`` or Dask
+``from_map`` function calls :func:`decode_file` on each file's bytes)::
+
+    from metaverse_kit.history.decode import decode_file, output_schema
+
+    schema = output_schema(reader_definition)             # from the reader alone
+    done = decode_file(data, path=path, schemas={schema_id: definition, ...},
+                       reader=reader_definition, on_bad_file="skip")
+    done.batch                                            # a RecordBatch of `schema`
+    done.skipped                                          # SkippedPart records
+
+What it does, per archive:
+
+1. **Container** (:mod:`._container`): the blocks are walked; a damaged part (truncated, bad
+   framing, not a Capture archive at all) raises :class:`CaptureFileError` naming the file and
+   the byte offset, or with ``on_bad_file="skip"`` is left out and recorded as a
+   :class:`SkippedPart`, every intact block being kept. Zero bytes are an empty archive.
+2. **Envelope**: sequence number, offset, enqueued time, properties... read natively
+   (:mod:`._decoder`, DataFusion) or with fastavro; ``x-opt-enqueued-time`` when the event has
+   it, else the ``EnqueuedTimeUtc`` text, parsed in bulk (one Arrow ``strptime`` per file).
+3. **Bodies**, grouped by the schema id of their content type: each writer version's group is
+   decoded with its own schema (natively, fastavro event by event for what the native reader
+   cannot read), then resolved to the reader's Arrow type column by column (:mod:`._resolve`:
+   defaults, dropped fields, promotions, enum symbols, union branches, aliases). An event whose
+   writer cannot be resolved gets a ``decode_error`` naming the first failing field path, and
+   keeps its raw ``body``; so do events that are not registry Avro, name an unknown schema id, or
+   another schema altogether. No row has a null payload without a ``decode_error``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metaverse_kit.backends.protocols import CaptureFile
+from metaverse_kit.capture import parse_capture_path
+from metaverse_kit.errors import CaptureFileError, ConfigurationError
+from metaverse_kit.events.avro import AvroSchema, names_match
+from metaverse_kit.events.codec import parsed_schema, schema_id_from_content_type
+from metaverse_kit.history import _container, _decoder
+from metaverse_kit.history._resolve import ResolutionUnsupported, resolution
+from metaverse_kit.history.arrow_types import ArrowMapping, mapping_for, parsed
+
+__all__ = [
+    "BAD_FILE_CHOICES",
+    "DECODERS",
+    "ENVELOPE_FIELDS",
+    "SKIPPED_KEY",
+    "CaptureBytes",
+    "DecodedFile",
+    "Envelope",
+    "PayloadSchema",
+    "SchemaLookup",
+    "Schemas",
+    "SkippedPart",
+    "assemble",
+    "check_options",
+    "decode_capture_file",
+    "decode_capture_files",
+    "decode_file",
+    "decode_files",
+    "output_schema",
+    "payload_schema",
+    "read_envelope",
+    "skipped_files",
+    "skipped_metadata",
+    "with_skipped",
+]
+
+#: The ``decoder=`` choices: the native reader with fastavro where it cannot ("auto", "fast"),
+#: or fastavro only. Every choice gives the same table.
+DECODERS = ("auto", "fast", "fastavro")
+#: The ``on_bad_file=`` choices: raise :class:`CaptureFileError`, or skip the damaged part.
+BAD_FILE_CHOICES = ("raise", "skip")
+#: Schema metadata key of a batch (or table) under which the parts skipped are kept, as JSON.
+SKIPPED_KEY = b"metaverse.skipped_files"
+
+_PROPS = pa.map_(pa.string(), pa.string())
+ENVELOPE_FIELDS: list[pa.Field] = [
+    pa.field("namespace", pa.string()),
+    pa.field("eventhub", pa.string()),
+    pa.field("partition", pa.string()),
+    pa.field("sequence_number", pa.int64(), nullable=False),
+    pa.field("offset", pa.string()),
+    pa.field("enqueued_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+    pa.field("partition_key", pa.string()),
+    pa.field("content_type", pa.string()),
+    pa.field("schema_id", pa.string()),
+    pa.field("message_id", pa.string()),
+    pa.field("properties", _PROPS),
+    pa.field("system_properties", _PROPS),
+    pa.field("capture_file", pa.string()),
+    pa.field("body", pa.binary()),
+    pa.field("decode_error", pa.string()),
+]
+
+SchemaLookup = Callable[[str], str | None]
+#: A schema id -> definition lookup: a function (None when unknown) or a mapping.
+Schemas = SchemaLookup | Mapping[str, str | None]
+
+# Capture's EnqueuedTimeUtc: M/d/yyyy h:mm:ss AM/PM, in UTC.
+_ENQUEUED_FORMAT = "%m/%d/%Y %I:%M:%S %p"
+
+
+@dataclass(frozen=True)
+class PayloadSchema:
+    """The reader schema: payload columns are typed by it, and every body is read as it.
+
+    Bodies written with another schema of the same name (an older or newer version, or a
+    schema whose name the reader lists among its aliases) are decoded with their own writer
+    schema and resolved to this one by Avro's rules (see :mod:`._resolve`).
+    """
+
+    definition: str
+
+    @property
+    def avro(self) -> AvroSchema:
+        """The parsed schema."""
+        return parsed(self.definition)
+
+    @property
+    def name(self) -> str | None:
+        """The schema's full name."""
+        return self.avro.name
+
+    def mapping(self) -> ArrowMapping:
+        """The Arrow type of the whole record and its converter (computed once per schema)."""
+        return mapping_for(self.definition)
+
+    def arrow_fields(self) -> list[pa.Field]:
+        """The payload columns: the top-level fields of the record."""
+        mapping = self.mapping()
+        return (
+            list(mapping.type)
+            if pa.types.is_struct(mapping.type)
+            else [pa.field("payload", mapping.type)]
+        )
+
+    def arrow_schema(self) -> pa.Schema:
+        """Envelope and payload columns together, as every replay returns them."""
+        return pa.schema(ENVELOPE_FIELDS + self.arrow_fields())
+
+
+def payload_schema(reader: PayloadSchema | AvroSchema | str | dict | None) -> PayloadSchema | None:
+    """The reader as a :class:`PayloadSchema`: a definition (JSON text or parsed), an
+    :class:`AvroSchema`, a :class:`PayloadSchema`, or None for the envelope columns only."""
+    if reader is None or isinstance(reader, PayloadSchema):
+        return reader
+    if isinstance(reader, AvroSchema):
+        return PayloadSchema(reader.canonical_text)
+    if isinstance(reader, str):
+        return PayloadSchema(reader)
+    return PayloadSchema(AvroSchema(reader).canonical_text)
+
+
+def output_schema(reader: PayloadSchema | AvroSchema | str | dict | None) -> pa.Schema:
+    """The Arrow schema of every batch decoded with ``reader`` (None: the envelope only)."""
+    payload = payload_schema(reader)
+    return payload.arrow_schema() if payload else pa.schema(ENVELOPE_FIELDS)
+
+
+@dataclass(frozen=True)
+class CaptureBytes:
+    """One Capture archive to decode: its bytes, its path (for messages) and what is known of it."""
+
+    data: bytes
+    path: str = ""
+    file: CaptureFile | None = None
+
+
+@dataclass(frozen=True)
+class SkippedPart:
+    """A file, or a block of one, left out of a replay made with ``on_bad_file="skip"``.
+
+    ``path`` is the file; ``offset`` the byte where the damaged part starts (None when the
+    whole file was skipped); ``reason`` what was wrong; ``events_kept`` how many events of
+    that file were read from its intact blocks and replayed.
+    """
+
+    path: str
+    reason: str
+    events_kept: int = 0
+    offset: int | None = None
+
+    def error(self) -> CaptureFileError:
+        """The :class:`CaptureFileError` a replay with ``on_bad_file="raise"`` raises for it."""
+        where = f"at byte {self.offset}" if self.offset is not None else "as a whole"
+        return CaptureFileError(
+            f"{self.path or 'a Capture file'} cannot be read {where}: {self.reason}. "
+            "To replay everything else (keeping the file's intact blocks), pass "
+            "on_bad_file='skip' (metaverse replay --skip-bad-files)."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain data (what a table's metadata keeps)."""
+        return {
+            "path": self.path,
+            "offset": self.offset,
+            "reason": self.reason,
+            "events_kept": self.events_kept,
+        }
+
+
+@dataclass(frozen=True)
+class DecodedFile:
+    """What decoding one archive gave: its batch and the parts of it that were skipped."""
+
+    batch: pa.RecordBatch
+    skipped: tuple[SkippedPart, ...] = ()
+
+
+def skipped_files(table: pa.Table | pa.RecordBatch) -> list[SkippedPart]:
+    """The parts of files a replay made with ``on_bad_file="skip"`` left out (see
+    :class:`SkippedPart`); empty when nothing was skipped or the table does not say."""
+    raw = (table.schema.metadata or {}).get(SKIPPED_KEY)
+    if not raw:
+        return []
+    return [SkippedPart(**item) for item in json.loads(raw)]
+
+
+def skipped_metadata(skipped: Sequence[SkippedPart]) -> bytes:
+    """The schema metadata value (under :data:`SKIPPED_KEY`) that :func:`skipped_files` reads."""
+    return json.dumps([s.to_dict() for s in skipped]).encode()
+
+
+def with_skipped(batch: pa.RecordBatch, skipped: Sequence[SkippedPart]) -> pa.RecordBatch:
+    """``batch`` whose schema metadata records ``skipped`` (see :func:`skipped_files`)."""
+    metadata = dict(batch.schema.metadata or {})
+    if skipped:
+        metadata[SKIPPED_KEY] = skipped_metadata(skipped)
+    else:
+        metadata.pop(SKIPPED_KEY, None)
+    return batch.replace_schema_metadata(metadata or None)
+
+
+def check_options(*, decoder: str, on_bad_file: str) -> None:
+    """Raise :class:`ConfigurationError` for a ``decoder`` or ``on_bad_file`` not offered."""
+    if decoder not in DECODERS:
+        raise ConfigurationError(
+            f"decoder= takes {', '.join(map(repr, DECODERS))}; got {decoder!r}"
+        )
+    if on_bad_file not in BAD_FILE_CHOICES:
+        raise ConfigurationError(
+            f"on_bad_file= takes {', '.join(map(repr, BAD_FILE_CHOICES))}; got {on_bad_file!r}"
+        )
+
+
+def _native(decoder: str) -> bool:
+    return decoder != "fastavro" and _decoder.available()
+
+
+def _lookup_of(schemas: Schemas) -> SchemaLookup:
+    if isinstance(schemas, Mapping):
+        return schemas.get
+    return schemas
+
+
+# -- the envelope -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Columns:
+    """The envelope columns of one file, whichever decoder read them."""
+
+    sequence_number: pa.Array
+    offset: pa.Array
+    enqueued_time: pa.Array
+    partition_key: pa.Array
+    content_type: pa.Array
+    schema_ids: pa.Array  # string
+    message_id: pa.Array
+    properties: pa.Array
+    system_properties: pa.Array
+    body: pa.Array
+
+
+@dataclass
+class Envelope:
+    """One archive's envelope columns (None when it holds no event) and its damaged parts."""
+
+    columns: _Columns | None
+    damage: list[_container.Damage] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        """How many events the archive's intact blocks hold."""
+        return 0 if self.columns is None else len(self.columns.sequence_number)
+
+
+def read_envelope(
+    item: CaptureBytes, *, decoder: str = "auto", on_bad_file: str = "raise"
+) -> Envelope:
+    """Read one archive's envelope, leaving damaged parts out (``on_bad_file="skip"``) or
+    raising :class:`CaptureFileError` at the first (``"raise"``)."""
+    where = item.path or "the Capture file"
+    found = _container.scan(item.data, where=where)
+    damage = list(found.damage)
+    _check_damage(damage, item.path, on_bad_file)
+    if not any(b.count for b in found.blocks):
+        return Envelope(None, damage)
+    data = _container.joined(found.intact())
+    try:
+        try:
+            columns = _read_columns(data, where, native=_native(decoder))
+        except _Undecodable:
+            # Framing was whole, yet the records do not decode: find the damaged blocks.
+            good, more = _container.blocks_that_decode(found)
+            damage.extend(more)
+            _check_damage(damage, item.path, on_bad_file)
+            if not good:
+                return Envelope(None, damage)
+            columns = _read_columns(_container.joined(found.intact(good)), where, native=False)
+    except (_Undecodable, _BadTimes) as exc:
+        damage.append(_container.Damage(None, str(exc)))
+        _check_damage(damage, item.path, on_bad_file)
+        return Envelope(None, damage)
+    return Envelope(columns, damage)
+
+
+def _check_damage(damage: list[_container.Damage], path: str, on_bad_file: str) -> None:
+    damage.sort(key=lambda d: -1 if d.offset is None else d.offset)
+    if damage and on_bad_file == "raise":
+        raise SkippedPart(path, damage[0].reason, 0, damage[0].offset).error()
+
+
+class _Undecodable(Exception):
+    """The records of an archive whose framing is whole do not decode."""
+
+
+class _BadTimes(Exception):
+    """An event has neither x-opt-enqueued-time nor a readable EnqueuedTimeUtc."""
+
+
+def _read_columns(data: bytes, where: str, *, native: bool) -> _Columns:
+    if native:
+        try:
+            return _columns_native(data, where)
+        except _decoder.Unsupported:
+            pass
+    return _columns_fastavro(data, where)
+
+
+def _enqueued_ms(
+    ms: np.ndarray, has: np.ndarray, texts: pa.Array, seqs: pa.Array, where: str
+) -> pa.Array:
+    """Epoch milliseconds of each event: ``x-opt-enqueued-time`` where ``has``, else the
+    ``EnqueuedTimeUtc`` text, parsed in bulk (older Capture files carry only the text)."""
+    missing = ~has
+    if missing.any():
+        # PERF: Arrow's strptime once per distinct text (events of one second share it), never
+        # once per event in Python.
+        chosen = texts if missing.all() else texts.filter(pa.array(missing))
+        distinct = chosen.cast(pa.string()).dictionary_encode()
+        parsed_ms = pc.take(
+            pc.strptime(
+                pc.utf8_trim_whitespace(distinct.dictionary),
+                format=_ENQUEUED_FORMAT,
+                unit="ms",
+                error_is_null=True,
+            ),
+            distinct.indices,
+        )
+        if parsed_ms.null_count:
+            bad = int(np.flatnonzero(missing)[np.flatnonzero(parsed_ms.is_null())[0]])
+            raise _BadTimes(
+                f"event {seqs[bad].as_py()} has no x-opt-enqueued-time and an unreadable "
+                f"EnqueuedTimeUtc {texts[bad].as_py()!r}"
+            )
+        ms = ms.copy()
+        ms[missing] = parsed_ms.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return pa.array(ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+
+
+def _columns_native(data: bytes, where: str) -> _Columns:
+    cols = _decoder.read_envelope(data)
+    system, app = cols["system_properties"], cols["properties"]
+    pool = _decoder.pool()
+    content_type = pc.coalesce(
+        _decoder.lookup(system, "content-type"),
+        _decoder.lookup(app, "content-type"),
+        _decoder.lookup(system, "x-opt-content-type"),
+        memory_pool=pool,
+    )
+    # Few distinct content types per file: parse each once.
+    encoded = content_type.dictionary_encode()
+    ids = pc.take(
+        pa.array(
+            [schema_id_from_content_type(c) for c in encoded.dictionary.to_pylist()], pa.string()
+        ),
+        encoded.indices,
+        memory_pool=pool,
+    )
+    return _Columns(
+        sequence_number=cols["sequence_number"],
+        offset=cols["offset"],
+        enqueued_time=_enqueued_ms(
+            cols["enqueued_ms"],
+            cols["has_enqueued_ms"],
+            cols["enqueued_text"],
+            cols["sequence_number"],
+            where,
+        ),
+        partition_key=pc.map_lookup(
+            system, pa.scalar("x-opt-partition-key"), "last", memory_pool=pool
+        ),
+        content_type=content_type,
+        schema_ids=ids,
+        message_id=pc.coalesce(
+            _decoder.lookup(system, "message-id"),
+            _decoder.lookup(app, "message-id"),
+            memory_pool=pool,
+        ),
+        properties=app,
+        system_properties=system,
+        body=cols["body"],
+    )
+
+
+def _props(values: dict | None) -> list[tuple[str, str | None]]:
+    return [(k, _decoder.property_text(v)) for k, v in (values or {}).items()]
+
+
+def _columns_fastavro(data: bytes, where: str) -> _Columns:
+    try:
+        records: list[Any] = list(fastavro.reader(io.BytesIO(data)))
+    except Exception as exc:  # fastavro raises many types for damaged input
+        raise _Undecodable(f"the records do not decode: {exc}") from exc
+    text = _decoder.property_text
+    seq, offsets, times, has, texts, keys, ctypes, ids, mids = ([] for _ in range(9))
+    props, sysprops = [], []
+    for r in records:
+        system = r.get("SystemProperties") or {}
+        app = r.get("Properties") or {}
+        seq.append(r["SequenceNumber"])
+        offsets.append(r.get("Offset"))
+        ms = system.get("x-opt-enqueued-time")
+        known = isinstance(ms, int) and not isinstance(ms, bool)
+        times.append(ms if known else 0)
+        has.append(known)
+        texts.append(r.get("EnqueuedTimeUtc"))
+        keys.append(text(system.get("x-opt-partition-key")))
+        ct = text(
+            system.get("content-type")
+            or app.get("content-type")
+            or system.get("x-opt-content-type")
+        )
+        ctypes.append(ct)
+        ids.append(schema_id_from_content_type(ct))
+        mids.append(text(system.get("message-id") or app.get("message-id")))
+        props.append(_props(app))
+        sysprops.append(_props(system))
+    sequence_number = pa.array(seq, pa.int64())
+    return _Columns(
+        sequence_number=sequence_number,
+        offset=pa.array(offsets, pa.string()),
+        enqueued_time=_enqueued_ms(
+            np.asarray(times, dtype=np.int64),
+            np.asarray(has, dtype=bool),
+            pa.array(texts, pa.string()),
+            sequence_number,
+            where,
+        ),
+        partition_key=pa.array(keys, pa.string()),
+        content_type=pa.array(ctypes, pa.string()),
+        schema_ids=pa.array(ids, pa.string()),
+        message_id=pa.array(mids, pa.string()),
+        properties=pa.array(props, _PROPS),
+        system_properties=pa.array(sysprops, _PROPS),
+        body=pa.array([r.get("Body") for r in records], pa.binary()),
+    )
+
+
+# -- the bodies -------------------------------------------------------------------------------
+
+
+def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=schema)
+
+
+def _file_from_path(path: str) -> CaptureFile | None:
+    info = parse_capture_path(path)
+    if info is None:
+        return None
+    return CaptureFile(
+        path=path,
+        size=0,
+        version="",
+        namespace=info.namespace,
+        eventhub=info.eventhub,
+        partition=info.partition,
+        window_start=info.window_start,
+    )
+
+
+def assemble(
+    items: Sequence[CaptureBytes],
+    envelopes: Sequence[Envelope],
+    *,
+    reader: PayloadSchema | AvroSchema | str | dict | None,
+    schemas: Schemas,
+    decoder: str = "auto",
+) -> list[DecodedFile]:
+    """Decode the bodies of all ``envelopes`` together; one :class:`DecodedFile` per item.
+
+    Decoding bodies of many archives at once spreads a native call's fixed cost (planning,
+    walking a DataHub-sized schema) over the many small files Capture writes. ``items`` give
+    each file's path (and what is known of it); their bytes are no longer needed.
+    """
+    payload = payload_schema(reader)
+    lookup = _lookup_of(schemas)
+    schema = output_schema(payload)
+    present = [e.columns for e in envelopes if e.columns is not None]
+    bodies: pa.Array | None = None
+    errors: np.ndarray | None = None
+    payload_columns: list[pa.Array] = []
+    if present:
+        # PERF: the bodies of the files stay apart (chunks): the decoder reads them in place.
+        body: Any = pa.chunked_array([c.body for c in present], pa.binary())
+        ids = pa.concat_arrays([c.schema_ids for c in present])
+        bodies, errors, payload_columns = _decode_payloads(
+            body, ids, payload, lookup, native=_native(decoder)
+        )
+        del body
+    pool = _decoder.pool()
+    out = []
+    at = 0
+    for item, envelope in zip(items, envelopes, strict=True):
+        skipped = tuple(
+            SkippedPart(item.path, d.reason, envelope.events, d.offset) for d in envelope.damage
+        )
+        columns = envelope.columns
+        if columns is None or bodies is None:
+            out.append(DecodedFile(with_skipped(_empty_batch(schema), skipped), skipped))
+            continue
+        info = item.file or _file_from_path(item.path)
+        n = len(columns.sequence_number)
+
+        def constant(value: str | None, n: int = n) -> pa.Array:
+            return pa.repeat(pa.scalar(value, pa.string()), n, memory_pool=pool)
+
+        arrays: list[Any] = [
+            constant(info.namespace if info else None),
+            constant(info.eventhub if info else None),
+            constant(info.partition if info else None),
+            columns.sequence_number,
+            columns.offset,
+            columns.enqueued_time,
+            columns.partition_key,
+            columns.content_type,
+            columns.schema_ids,
+            columns.message_id,
+            columns.properties,
+            columns.system_properties,
+            constant(item.path or None),
+            bodies.slice(at, n),
+            constant(None) if errors is None else pa.array(errors[at : at + n], pa.string()),
+            *[c.slice(at, n) for c in payload_columns],
+        ]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        out.append(DecodedFile(with_skipped(batch, skipped) if skipped else batch, skipped))
+        at += n
+    return out
+
+
+def _decode_payloads(
+    body: pa.Array | pa.ChunkedArray,
+    ids: pa.Array,
+    payload: PayloadSchema | None,
+    schemas: SchemaLookup,
+    *,
+    native: bool,
+) -> tuple[pa.Array, np.ndarray | None, list[pa.Array]]:
+    """Decode the bodies: (bodies left undecoded, decode errors or None, payload columns).
+
+    Bodies are grouped by schema id (``ids``, a string array). The reader's own bodies and
+    those of writers whose bytes the reader's schema reads as they resolve are decoded together,
+    natively; each other writer's group is decoded with its own schema and resolved to the
+    reader (:func:`_decode_group`); the groups are then put back in event order. The errors are
+    an object array of messages (None where decoded), or None when no event has one.
+    """
+    pool = _decoder.pool()
+    n = len(body)
+    if payload is None:
+        return _decoder.own(body), None, []
+    errors = np.full(n, None, dtype=object)
+    reader = payload.avro
+    mapping = payload.mapping()
+    valid = pc.is_valid(body)
+    present = (valid.combine_chunks() if isinstance(valid, pa.ChunkedArray) else valid).to_numpy(
+        zero_copy_only=False
+    )
+    encoded = ids.dictionary_encode()
+    dictionary = encoded.dictionary
+    codes = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
+    errors[~present] = "the event has no body"
+    errors[present & (codes < 0)] = "not registry Avro (no avro/binary+<schema id> content type)"
+    # In order of first appearance, as the events come.
+    firsts = np.unique(codes[present & (codes >= 0)], return_index=True)
+    groups = {
+        dictionary[int(code)].as_py(): np.flatnonzero(present & (codes == code))
+        for code, _ in sorted(zip(*firsts, strict=True), key=lambda cf: cf[1])
+    }
+    # What to decode together: bodies of the reader's schema and of every writer whose bodies
+    # the reader's schema reads as they resolve (it only appended branches or symbols...) in
+    # one native call; every other writer version on its own, then resolved.
+    batches: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+    for schema_id, rows in groups.items():
+        definition = schemas(schema_id)
+        if definition is None:
+            errors[rows] = f"unknown schema id {schema_id}"
+            continue
+        writer = parsed(definition)
+        if definition != payload.definition and not _same_record(writer, reader):
+            errors[rows] = (
+                f"written with schema {writer.name}, not the replay's "
+                f"{reader.name}; replay with schema= that schema to decode it"
+            )
+            continue
+        key = payload.definition if _reads_as_reader(definition, payload) else definition
+        batches.setdefault(key, []).append((schema_id, definition, rows))
+    pieces: list[pa.Array] = []
+    index = np.full(n, -1, dtype=np.int64)
+    used = 0
+    # (what to decode with, its members, whether to try the native reader)
+    work = [(key, members, native) for key, members in batches.items()]
+    while work:
+        key, members, try_native = work.pop(0)
+        rows = (
+            members[0][2] if len(members) == 1 else np.sort(np.concatenate([m[2] for m in members]))
+        )
+        group = body if len(rows) == n else body.take(pa.array(rows))
+        attempted = try_native and key == payload.definition
+        together = _decode_native(group, key) if attempted else None
+        if together is not None:
+            values, group_errors = together, None
+        elif len(members) > 1:
+            # The native reader refused them together: each version on its own.
+            work[:0] = [(m[1], [m], try_native and m[1] != key) for m in members]
+            continue
+        else:
+            schema_id, definition, _ = members[0]
+            values, group_errors = _decode_group(
+                group,
+                definition,
+                payload,
+                schema_id,
+                native=try_native and not (attempted and definition == key),
+            )
+        del group
+        if group_errors is not None:
+            failed = np.flatnonzero(group_errors.astype(bool))
+            errors[rows[failed]] = group_errors[failed]
+        pieces.append(values)
+        index[rows] = used + np.arange(len(rows))
+        used += len(rows)
+    decoded_rows = (index >= 0) & ~errors.astype(bool)
+    if not pieces:
+        values = _decoder.compact_nulls(n, mapping.type)
+    elif len(pieces) == 1 and used == n and bool((index == np.arange(n)).all()):
+        values = pieces[0]
+    else:
+        values = pc.take(
+            pa.concat_arrays(pieces, memory_pool=pool),
+            pa.array(index, mask=index < 0),
+            memory_pool=pool,
+        )
+    if decoded_rows.all():
+        # NOTE: a fresh all-null array; if_else would keep the decoded bodies' bytes alive.
+        out = pa.nulls(n, pa.binary(), memory_pool=pool)
+    elif decoded_rows.any():
+        out = _decoder.own(pc.if_else(pa.array(decoded_rows), pa.scalar(None, pa.binary()), body))
+    else:
+        out = _decoder.own(body)
+    # Messages are never empty: bool() is False only where there is none.
+    has_errors = bool(errors.astype(bool).any())
+    if not pa.types.is_struct(mapping.type):
+        return out, errors if has_errors else None, [values]
+    # NOTE: flatten(), unlike field(i), carries the null rows of undecoded events into each column.
+    return out, errors if has_errors else None, list(values.flatten(memory_pool=pool))
+
+
+def _same_record(writer: AvroSchema, reader: AvroSchema) -> bool:
+    """True when a writer's root may be read as the reader's (same name, or an alias)."""
+    w, r = writer.root_type, reader.root_type
+    if not (isinstance(w, dict) and isinstance(r, dict) and "name" in w and "name" in r):
+        return writer.canonical_text == reader.canonical_text
+    return names_match(w, r)
+
+
+def _reads_as_reader(definition: str, payload: PayloadSchema) -> bool:
+    """True when bodies of ``definition`` decode with the reader's schema as they resolve."""
+    if definition == payload.definition:
+        return True
+    try:
+        return resolution(definition, payload.definition).same_bytes
+    except ResolutionUnsupported:
+        return False
+
+
+def _decode_native(bodies: pa.Array | pa.ChunkedArray, definition: str) -> pa.Array | None:
+    """``bodies`` decoded natively with ``definition``, or None when the native reader cannot."""
+    try:
+        return _decoder.decode_bodies(bodies, definition, mapping_for(definition).type)
+    except _decoder.Unsupported:
+        return None
+
+
+def _decode_group(
+    bodies: pa.Array | pa.ChunkedArray,
+    definition: str,
+    payload: PayloadSchema,
+    schema_id: str,
+    *,
+    native: bool,
+) -> tuple[pa.Array, np.ndarray | None]:
+    """One writer version's bodies as the reader's type: (values, errors or None).
+
+    Decoded with the writer's schema (natively, or with fastavro event by event where the
+    native reader cannot), then resolved to the reader (:mod:`._resolve`). A failed event is
+    null in ``values`` and has its message in ``errors``.
+    """
+    try:
+        plan = resolution(definition, payload.definition)
+    except ResolutionUnsupported:
+        return _fastavro_resolved(bodies, definition, payload, schema_id)
+    errors: np.ndarray | None = None
+    values = _decode_native(bodies, definition) if native else None
+    if values is None:
+        values, errors = _fastavro_bodies(bodies, definition, schema_id)
+    if plan.identity:
+        return values, errors
+    try:
+        resolved, failures = plan.apply(values)
+    except ResolutionUnsupported:
+        return _fastavro_resolved(bodies, definition, payload, schema_id)
+    if failures is not None:
+        prefix = (
+            f"written with schema {schema_id}, which cannot be read as the replay's "
+            f"{payload.name}: "
+        )
+        if errors is None:
+            errors = np.full(len(bodies), None, dtype=object)
+        for i in np.flatnonzero(failures.astype(bool)).tolist():
+            if errors[i] is None:
+                errors[i] = prefix + failures[i]
+    return resolved, errors
+
+
+def _python_bodies(bodies: pa.Array | pa.ChunkedArray) -> list[Any]:
+    return bodies.to_pylist()
+
+
+def _fastavro_bodies(
+    bodies: pa.Array | pa.ChunkedArray, definition: str, schema_id: str
+) -> tuple[pa.Array, np.ndarray | None]:
+    """Decode event by event with fastavro and the writer's own schema."""
+    return _fastavro(bodies, definition, None, mapping_for(definition), schema_id)
+
+
+def _fastavro_resolved(
+    bodies: pa.Array | pa.ChunkedArray, definition: str, payload: PayloadSchema, schema_id: str
+) -> tuple[pa.Array, np.ndarray | None]:
+    """Decode event by event with fastavro's own resolution to the reader (what the Arrow
+    resolution does not do itself, such as a decimal read with another scale)."""
+    return _fastavro(bodies, definition, payload.definition, payload.mapping(), schema_id)
+
+
+def _fastavro(
+    bodies: pa.Array | pa.ChunkedArray,
+    definition: str,
+    reader: str | None,
+    mapping: ArrowMapping,
+    schema_id: str,
+) -> tuple[pa.Array, np.ndarray | None]:
+    writer = parsed_schema(definition)
+    read_as = None if reader is None else parsed_schema(reader)
+    values: list[Any] = []
+    errors = np.full(len(bodies), None, dtype=object)
+    for i, data in enumerate(_python_bodies(bodies)):
+        buf = io.BytesIO(data)
+        try:
+            value = fastavro.schemaless_reader(buf, writer, read_as, return_record_name=True)
+        except Exception as exc:  # a corrupt body must not stop the replay of the others
+            errors[i] = f"body does not decode with schema {schema_id}: {exc}"
+            values.append(None)
+            continue
+        if buf.tell() != len(data):
+            errors[i] = f"body has {len(data) - buf.tell()} bytes left after decoding"
+            values.append(None)
+            continue
+        values.append(value if mapping.convert is None else mapping.convert(value))
+    array = pa.array(values, mapping.type, memory_pool=_decoder.pool())
+    return array, errors if errors.astype(bool).any() else None
+
+
+# -- whole files --------------------------------------------------------------------------------
+
+
+def decode_files(
+    items: Sequence[CaptureBytes],
+    *,
+    reader: PayloadSchema | AvroSchema | str | dict | None,
+    schemas: Schemas,
+    decoder: str = "auto",
+    on_bad_file: str = "raise",
+) -> list[DecodedFile]:
+    """Decode several Capture archives; one :class:`DecodedFile` per archive, in order.
+
+    ``reader`` types the payload columns (a definition, or None for the envelope only);
+    ``schemas`` maps a schema id to its definition (a dict or a function; None when unknown).
+    ``decoder``: ``"auto"`` (the native reader, fastavro where it cannot), ``"fast"`` (the
+    same) or ``"fastavro"``; all give the same batches. ``on_bad_file``: ``"raise"`` raises
+    :class:`CaptureFileError` naming the file and byte offset of the first damaged part;
+    ``"skip"`` keeps every intact block and records what it left out. A pure function.
+    """
+    check_options(decoder=decoder, on_bad_file=on_bad_file)
+    envelopes = [read_envelope(i, decoder=decoder, on_bad_file=on_bad_file) for i in items]
+    return assemble(items, envelopes, reader=reader, schemas=schemas, decoder=decoder)
+
+
+def decode_file(
+    data: bytes,
+    *,
+    path: str = "",
+    file: CaptureFile | None = None,
+    reader: PayloadSchema | AvroSchema | str | dict | None,
+    schemas: Schemas,
+    decoder: str = "auto",
+    on_bad_file: str = "raise",
+) -> DecodedFile:
+    """Decode one Capture archive's bytes (see :func:`decode_files`). A pure function."""
+    return decode_files(
+        [CaptureBytes(data, path, file)],
+        reader=reader,
+        schemas=schemas,
+        decoder=decoder,
+        on_bad_file=on_bad_file,
+    )[0]
+
+
+def decode_capture_file(
+    data: bytes,
+    *,
+    payload: PayloadSchema | None,
+    schemas: Schemas,
+    path: str = "",
+    file: CaptureFile | None = None,
+    decoder: str = "auto",
+    on_bad_file: str = "raise",
+) -> pa.RecordBatch:
+    """Decode one Capture archive's bytes into a RecordBatch of envelope and payload columns.
+
+    ``payload`` is the reader schema (None: the envelope only); ``schemas`` maps a schema id to
+    its definition. Raises :class:`CaptureFileError` naming ``path`` when the bytes are not a
+    readable Capture archive (with ``on_bad_file="skip"``, what was skipped is in the batch's
+    metadata: :func:`skipped_files`). See :func:`decode_file`, which returns both.
+    """
+    return decode_file(
+        data,
+        path=path,
+        file=file,
+        reader=payload,
+        schemas=schemas,
+        decoder=decoder,
+        on_bad_file=on_bad_file,
+    ).batch
+
+
+def decode_capture_files(
+    items: Sequence[CaptureBytes],
+    *,
+    payload: PayloadSchema | None,
+    schemas: Schemas,
+    decoder: str = "auto",
+    on_bad_file: str = "raise",
+) -> list[pa.RecordBatch]:
+    """Decode several Capture archives; one RecordBatch per archive (see :func:`decode_files`)."""
+    return [
+        d.batch
+        for d in decode_files(
+            items, reader=payload, schemas=schemas, decoder=decoder, on_bad_file=on_bad_file
+        )
+    ]
