@@ -74,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--until", help="ISO 8601 time")
     replay.add_argument("--partition", action="append", help="partition id (repeatable)")
     replay.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+
+    tail = sub.add_parser("tail", help="print events as they arrive, one line each (Ctrl-C stops)")
+    tail.add_argument(
+        "--since",
+        default="latest",
+        help="'latest' (default: from now on), 'earliest', or an ISO 8601 time",
+    )
+    tail.add_argument("--partition", action="append", help="partition id (repeatable)")
+    tail.add_argument("--consumer-group", default="$Default", help="default: $Default")
+    tail.add_argument(
+        "--checkpoint", metavar="NAME", help="store progress under NAME and resume from it"
+    )
     return p
 
 
@@ -213,12 +225,31 @@ def _cmd_replay(args: argparse.Namespace) -> None:
         print(f"Wrote {table.num_rows} events to {out}")
 
 
+def _cmd_tail(args: argparse.Namespace) -> None:
+    from metaverse_kit.history.tail import event_lines
+
+    with (
+        _connect(args) as ws,
+        ws.tail(
+            start=args.since,
+            partitions=args.partition,
+            consumer_group=args.consumer_group,
+            checkpoint=args.checkpoint,
+        ) as tail,
+    ):
+        print(f"Following {ws!r} from {args.since}; Ctrl-C stops.", file=sys.stderr, flush=True)
+        for batch in tail:
+            for line in event_lines(batch):
+                print(line, flush=True)
+
+
 _COMMANDS = {
     "init": _cmd_init,
     "demo": _cmd_demo,
     "schemas": _cmd_schemas,
     "emit": _cmd_emit,
     "replay": _cmd_replay,
+    "tail": _cmd_tail,
 }
 
 

@@ -38,6 +38,7 @@ from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.codec import content_type_for, encode_body
 
 if TYPE_CHECKING:
+    from metaverse_kit.history.tail import Tail
     from metaverse_kit.outbox import Outbox
 
 __all__ = ["Workspace", "connect", "partition_key_of"]
@@ -344,4 +345,41 @@ class Workspace:
             progress=progress,
             dedup=dedup,
             cache=self._replay_cache(cache),
+        )
+
+    # -- live -----------------------------------------------------------------------------------
+
+    def tail(
+        self,
+        *,
+        start: Any = "latest",
+        partitions: Sequence[str | int] | None = None,
+        consumer_group: str = "$Default",
+        checkpoint: str | None = None,
+        schema: Any = None,
+        dedup: bool = True,
+    ) -> Tail:
+        """Follow the hub: RecordBatches of events as they arrive, with ``replay()``'s columns.
+
+        ``start`` is ``"latest"`` (what arrives from now on), ``"earliest"``, a time, or a
+        mapping of partition id to one of those or a sequence number; ``partitions`` limits
+        the partitions followed. ``checkpoint`` names where progress is stored (on Azure a
+        blob container of the lake's storage account; locally ``<workspace>/checkpoints``) so
+        that a tail opened again with it resumes where the last one stopped. Use it in a
+        ``with`` block, or call ``close()``. See :mod:`metaverse_kit.history.tail`. Raises
+        :class:`ConfigurationError` for a wrong option.
+        """
+        from metaverse_kit.history.tail import open_tail
+
+        return open_tail(
+            self._parts.open_consumer,
+            hub=self.hub,
+            registry=self.registry,
+            backend=self.backend,
+            start=start,
+            partitions=partitions,
+            consumer_group=consumer_group,
+            checkpoint=checkpoint,
+            schema=schema,
+            dedup=dedup,
         )
