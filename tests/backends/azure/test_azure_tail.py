@@ -15,11 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import metaverse_kit as mk
+from metaverse_kit.capture import append_events, capture_path, format_enqueued_time
 from metaverse_kit.history.replay import PayloadSchema
 from metaverse_kit.history.tail import Tail
+from metaverse_kit.widgets import HistoryExplorer
 from tests.backends.azure._amqp_endpoint import LoopbackEventHubs
 from tests.backends.azure._registry_service import FakeCredential, RegistryTransport
 from tests.backends.azure.conftest import Azurite
@@ -159,17 +162,7 @@ def test_checkpoints_in_blob_storage_resume_after_a_restart(
 ) -> None:
     from azure.storage.blob import ContainerClient
 
-    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
-    with mk.connect(
-        "azure",
-        path=tmp_path / "state",
-        credential=credential,
-        registry_transport=registry_transport,
-        lake="abfs://main/",
-        retry_total=0,
-        retry_backoff_factor=0.01,
-        send_timeout=5,
-    ) as ws:
+    with _lake_workspace(azurite, credential, registry_transport, tmp_path / "state") as ws:
         ws.emit([mk.mce(_urn(i), [mk.aspects.status(False)]) for i in range(4)])
         with ws.tail(start="earliest", checkpoint="tail-checkpoints") as tail:
             assert _read_until(tail, 4).num_rows == 4
@@ -186,3 +179,84 @@ def test_checkpoints_in_blob_storage_resume_after_a_restart(
         names = [b.name for b in container.list_blobs()]
     assert any("/$default/checkpoint/" in n for n in names), names
     assert loopback.secret not in " ".join(names)
+
+
+def _lake_workspace(
+    azurite: Azurite,
+    credential: FakeCredential,
+    registry_transport: RegistryTransport,
+    state: Path,
+) -> mk.Workspace:
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
+    return mk.connect(
+        "azure",
+        path=state,
+        credential=credential,
+        registry_transport=registry_transport,
+        lake="abfs://main/",
+        retry_total=0,
+        retry_backoff_factor=0.01,
+        send_timeout=5,
+    )
+
+
+@pytest.mark.azurite
+def test_a_live_row_is_replaced_by_its_captured_copy(
+    azure_ws: mk.Workspace,
+    loopback: LoopbackEventHubs,
+    azurite: Azurite,
+    credential: FakeCredential,
+    registry_transport: RegistryTransport,
+    tmp_path: Path,
+) -> None:
+    from azure.storage.blob import ContainerClient
+
+    container = ContainerClient.from_connection_string(azurite.connection_string, "main")
+    if container.exists():
+        container.delete_container()
+    container.create_container()
+    ws = _lake_workspace(azurite, credential, registry_transport, tmp_path / "lake-state")
+    explorer = HistoryExplorer(ws, live=True)
+    try:
+        explorer.refresh(block=True)
+        assert explorer.events.num_rows == 0
+        urn = _urn(42)
+        ws.emit(mk.mce(urn, [mk.aspects.ownership(["jdoe"])]))
+        deadline = time.monotonic() + ARRIVAL_TIMEOUT
+        while explorer.events.num_rows == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert explorer.events["source"].to_pylist() == ["live"]
+        assert "not yet captured" in explorer.live_status.value
+        # Capture closes its window and writes the event into the lake...
+        (event,) = loopback.events
+        when = datetime.fromtimestamp(event.enqueued_ms / 1000, UTC)
+        record = {
+            "SequenceNumber": event.sequence_number,
+            "Offset": str(event.offset),
+            "EnqueuedTimeUtc": format_enqueued_time(when),
+            "SystemProperties": {
+                "x-opt-enqueued-time": event.enqueued_ms,
+                "x-opt-partition-key": event.partition_key,
+                "content-type": event.content_type,
+                "message-id": event.message_id,
+            },
+            "Properties": {},
+            "Body": event.body,
+        }
+        path = capture_path("ehns", "eh-loopback", event.partition, when.replace(second=0))
+        container.upload_blob(path, append_events(None, [record]))
+        # ...and the feed's next look at the lake swaps the live row for the captured one.
+        explorer.live.recheck = 0.2
+        deadline = time.monotonic() + ARRIVAL_TIMEOUT
+        while explorer.events["source"].to_pylist() != ["captured"]:
+            assert time.monotonic() < deadline, explorer.events["source"].to_pylist()
+            time.sleep(0.05)
+        row = explorer.events.to_pylist()[0]
+        assert (row["urn"], row["message_id"]) == (urn, event.message_id)
+        assert (
+            explorer.live.rows.filter(pc.equal(explorer.live.rows["source"], "live")).num_rows == 0
+        )
+    finally:
+        explorer.close()
+        ws.close()
+        container.close()
