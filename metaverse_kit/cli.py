@@ -86,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--checkpoint", metavar="NAME", help="store progress under NAME and resume from it"
     )
+
+    doctor = sub.add_parser(
+        "doctor", help="check that the Azure identity in use can do what the toolkit does"
+    )
+    doctor.add_argument(
+        "--write",
+        action="store_true",
+        help="also register the built-in schema and send one probe event (marked as such)",
+    )
     return p
 
 
@@ -243,6 +252,40 @@ def _cmd_tail(args: argparse.Namespace) -> None:
                 print(line, flush=True)
 
 
+def _cmd_doctor(args: argparse.Namespace) -> None:
+    from metaverse_kit.config import default_backend
+    from metaverse_kit.workspace import connect
+
+    if default_backend(workspace=args.workspace) != "azure":
+        raise UsageError(
+            "this checks an Azure workspace and this one is local: set METAVERSE_BACKEND=azure "
+            '(or backend = "azure" in config.toml) and the [azure] settings'
+        )
+    import logging
+
+    from metaverse_kit.backends.azure.doctor import diagnose, format_findings
+    from metaverse_kit.backends.azure.factory import LazyDefaultCredential
+
+    # NOTE: DefaultAzureCredential logs every credential it tried; the finding says what to do.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
+    credential = LazyDefaultCredential()
+    with connect("azure", path=args.workspace, credential=credential) as ws:
+        changes = "; --write: registers the built-in schema, sends one probe event" * args.write
+        print(f"Checking {ws!r} with DefaultAzureCredential{changes}", flush=True)
+        findings = diagnose(
+            registry=ws.registry,
+            hub=ws.hub,
+            lake=ws.lake,
+            schema_group=ws.schema_group,
+            credential=credential,
+            write=args.write,
+        )
+    print(format_findings(findings))
+    errors = sum(f.severity == "error" for f in findings)
+    if errors:
+        raise UsageError(f"{errors} check(s) failed; the fixes are listed above")
+
+
 _COMMANDS = {
     "init": _cmd_init,
     "demo": _cmd_demo,
@@ -250,6 +293,7 @@ _COMMANDS = {
     "emit": _cmd_emit,
     "replay": _cmd_replay,
     "tail": _cmd_tail,
+    "doctor": _cmd_doctor,
 }
 
 
