@@ -87,6 +87,22 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint", metavar="NAME", help="store progress under NAME and resume from it"
     )
 
+    app = sub.add_parser("app", help="serve the steward app (Voila) on 127.0.0.1 with a token")
+    app.add_argument("--port", type=int, default=8866, help="default: 8866")
+    app.add_argument(
+        "--workspace",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="the workspace the app works on (as the global --workspace)",
+    )
+    app.add_argument("--token", help="the token visitors must give (default: a random one)")
+    app.add_argument("--theme", choices=("light", "dark"), default="light")
+    app.add_argument(
+        "--planner",
+        metavar="MODULE:FUNCTION",
+        help="the Bulk edit tab's row planner (default: $METAVERSE_PLANNER)",
+    )
+
     doctor = sub.add_parser(
         "doctor", help="check that the Azure identity in use can do what the toolkit does"
     )
@@ -252,6 +268,27 @@ def _cmd_tail(args: argparse.Namespace) -> None:
                 print(line, flush=True)
 
 
+def _cmd_app(args: argparse.Namespace) -> None:
+    from metaverse_kit.app import AppServer, app_command, new_token, serve
+    from metaverse_kit.config import app_planner, default_workspace_path
+
+    workspace = Path(args.workspace) if args.workspace else default_workspace_path()
+    server = AppServer(
+        port=args.port,
+        token=args.token or new_token(),
+        workspace=workspace.resolve(),
+        planner=args.planner or app_planner(),
+        theme=args.theme,
+    )
+    app_command(server)  # NOTE: checks Voila and the options before anything is printed
+    with _connect(args) as ws:
+        print(f"Steward app for {ws!r}", flush=True)
+    print(f"Open {server.url}  (127.0.0.1 only; Ctrl-C stops)", flush=True)
+    status = serve(server)
+    if status:
+        raise UsageError(f"Voila exited with status {status}; its messages are above")
+
+
 def _cmd_doctor(args: argparse.Namespace) -> None:
     from metaverse_kit.config import default_backend
     from metaverse_kit.workspace import connect
@@ -294,6 +331,7 @@ _COMMANDS = {
     "replay": _cmd_replay,
     "tail": _cmd_tail,
     "doctor": _cmd_doctor,
+    "app": _cmd_app,
 }
 
 
