@@ -117,9 +117,13 @@ def new_token() -> str:
 
 
 def serve(server: AppServer) -> int:
-    """Run the app until interrupted; returns Voila's exit status."""
+    """Run the app until interrupted (Ctrl-C or SIGTERM); returns Voila's exit status."""
+    import signal
+
     command = app_command(server)
     process = subprocess.Popen(command, env=app_environment(server))
+    # NOTE: stopping this process (a service manager's SIGTERM) stops Voila and its kernels too.
+    previous = signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:
         return process.wait()
     except KeyboardInterrupt:
@@ -129,3 +133,5 @@ def serve(server: AppServer) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -285,7 +285,7 @@ def _cmd_app(args: argparse.Namespace) -> None:
         print(f"Steward app for {ws!r}", flush=True)
     print(f"Open {server.url}  (127.0.0.1 only; Ctrl-C stops)", flush=True)
     status = serve(server)
-    if status:
+    if status > 0:  # NOTE: negative: Voila was stopped by a signal, as asked
         raise UsageError(f"Voila exited with status {status}; its messages are above")
 
 

@@ -194,7 +194,9 @@ class StewardApp(WidgetController):
             else set()
         )
         # Aspects the entity has come first: those are the ones a steward edits.
-        self.template_aspect.options = sorted(allowed, key=lambda a: (a not in have, a))
+        options = sorted(allowed, key=lambda a: (a not in have, a))
+        self.template_aspect.options = options
+        self.template_aspect.value = options[0] if options else None
 
     def _load_template(self, *_: Any) -> None:
         urn, aspect = self.template_urn.value, self.template_aspect.value
