@@ -376,45 +376,6 @@ def _replay_table(ws: Any, args: argparse.Namespace) -> Any:
     return table
 
 
-# -- doctor --------------------------------------------------------------------------------------
-
-
-def _doctor_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--repair",
-        action="store_true",
-        help="keep the intact blocks of damaged files (the originals go to quarantine/), roll "
-        "back a killed send, delete crash leftovers",
-    )
-
-
-@command(
-    "doctor",
-    "check the local workspace: damaged files, crash leftovers, a stuck journal, outbox",
-    _doctor_arguments,
-)
-def _doctor(args: argparse.Namespace) -> None:
-    """Exit 0 when nothing needs attention, 2 (one line on stderr) when something does."""
-    from metaverse_kit.backends.local.doctor import LocalDoctor
-    from metaverse_kit.config import default_workspace_path
-
-    doctor = LocalDoctor(Path(args.workspace) if args.workspace else default_workspace_path())
-    if args.repair:
-        for action in doctor.repair():
-            print(f"repaired: {action}")
-    findings = doctor.check()
-    for finding in findings:
-        print(finding)
-    problems = [f for f in findings if f.severity != "info"]
-    if problems:
-        fixable = sum(f.repairable for f in problems)
-        hint = (
-            f"; `metaverse doctor --repair` fixes {fixable}" if fixable and not args.repair else ""
-        )
-        raise UsageError(f"{len(problems)} problem(s) in {doctor.root} need attention{hint}")
-    print(f"The workspace {doctor.root} is healthy.")
-
-
 # -- ingest --------------------------------------------------------------------------------------
 
 
@@ -466,6 +427,162 @@ def _ingest(args: argparse.Namespace) -> int:
         )
     print(report.summary())
     return report.exit_status
+
+
+# -- doctor --------------------------------------------------------------------------------------
+
+
+def _doctor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="local: keep the intact blocks of damaged files (the originals go to quarantine/), "
+        "roll back a killed send, delete crash leftovers",
+    )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="Azure: also register the built-in schema and send one probe event (marked as such)",
+    )
+
+
+@command(
+    "doctor",
+    "check the workspace: locally damaged files, crash leftovers, a stuck journal, the outbox; "
+    "on Azure each role the toolkit needs",
+    _doctor_arguments,
+)
+def _doctor(args: argparse.Namespace) -> None:
+    """Exit 0 when nothing needs attention, 2 (one line on stderr) when something does."""
+    from metaverse_kit.config import default_backend
+
+    if default_backend(workspace=args.workspace) == "azure":
+        if args.repair:
+            raise UsageError("--repair applies to a local workspace; on Azure use --write or none")
+        _doctor_azure(args)
+    else:
+        if args.write:
+            raise UsageError("--write checks an Azure workspace; this one is local")
+        _doctor_local(args)
+
+
+def _doctor_local(args: argparse.Namespace) -> None:
+    from metaverse_kit.backends.local.doctor import LocalDoctor
+    from metaverse_kit.config import default_workspace_path
+
+    doctor = LocalDoctor(Path(args.workspace) if args.workspace else default_workspace_path())
+    if args.repair:
+        for action in doctor.repair():
+            print(f"repaired: {action}")
+    findings = doctor.check()
+    for finding in findings:
+        print(finding)
+    problems = [f for f in findings if f.severity != "info"]
+    if problems:
+        fixable = sum(f.repairable for f in problems)
+        hint = (
+            f"; `metaverse doctor --repair` fixes {fixable}" if fixable and not args.repair else ""
+        )
+        raise UsageError(f"{len(problems)} problem(s) in {doctor.root} need attention{hint}")
+    print(f"The workspace {doctor.root} is healthy.")
+
+
+def _doctor_azure(args: argparse.Namespace) -> None:
+    import logging
+
+    from metaverse_kit.backends.azure.doctor import diagnose, format_findings
+    from metaverse_kit.backends.azure.factory import LazyDefaultCredential
+    from metaverse_kit.workspace import connect
+
+    # NOTE: DefaultAzureCredential logs every credential it tried; the finding says what to do.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
+    credential = LazyDefaultCredential()
+    with connect("azure", path=args.workspace, credential=credential) as ws:
+        changes = "; --write: registers the built-in schema, sends one probe event" * args.write
+        print(f"Checking {ws!r} with DefaultAzureCredential{changes}", flush=True)
+        findings = diagnose(
+            registry=ws.registry,
+            hub=ws.hub,
+            lake=ws.lake,
+            schema_group=ws.schema_group,
+            credential=credential,
+            write=args.write,
+        )
+    print(format_findings(findings))
+    errors = sum(f.severity == "error" for f in findings)
+    if errors:
+        raise UsageError(f"{errors} check(s) failed; the fixes are listed above")
+
+
+# -- tail ----------------------------------------------------------------------------------------
+
+
+def _tail_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--since",
+        default="latest",
+        help="'latest' (default: from now on), 'earliest', or an ISO 8601 time",
+    )
+    p.add_argument("--partition", action="append", help="partition id (repeatable)")
+    p.add_argument("--consumer-group", default="$Default", help="default: $Default")
+    p.add_argument(
+        "--checkpoint", metavar="NAME", help="store progress under NAME and resume from it"
+    )
+
+
+@command("tail", "print events as they arrive, one line each (Ctrl-C stops)", _tail_arguments)
+def _tail(args: argparse.Namespace) -> None:
+    from metaverse_kit.history.tail import event_lines
+
+    with (
+        open_workspace(args) as ws,
+        ws.tail(
+            start=args.since,
+            partitions=args.partition,
+            consumer_group=args.consumer_group,
+            checkpoint=args.checkpoint,
+        ) as tail,
+    ):
+        print(f"Following {ws!r} from {args.since}; Ctrl-C stops.", file=sys.stderr, flush=True)
+        for batch in tail:
+            for line in event_lines(batch):
+                print(line, flush=True)
+
+
+# -- app -----------------------------------------------------------------------------------------
+
+
+def _app_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=8866, help="default: 8866")
+    p.add_argument("--token", help="the token visitors must give (default: a random one)")
+    p.add_argument("--theme", choices=("light", "dark"), default="light")
+    p.add_argument(
+        "--planner",
+        metavar="MODULE:FUNCTION",
+        help="the Bulk edit tab's row planner (default: $METAVERSE_PLANNER)",
+    )
+
+
+@command("app", "serve the steward app (Voila) on 127.0.0.1 with a token", _app_arguments)
+def _app(args: argparse.Namespace) -> None:
+    from metaverse_kit.app import AppServer, app_command, new_token, serve
+    from metaverse_kit.config import app_planner, default_workspace_path
+
+    workspace = Path(args.workspace) if args.workspace else default_workspace_path()
+    server = AppServer(
+        port=args.port,
+        token=args.token or new_token(),
+        workspace=workspace.resolve(),
+        planner=args.planner or app_planner(),
+        theme=args.theme,
+    )
+    app_command(server)  # NOTE: checks Voila and the options before anything is printed
+    with open_workspace(args) as ws:
+        print(f"Steward app for {ws!r}", flush=True)
+    print(f"Open {server.url}  (127.0.0.1 only; Ctrl-C stops)", flush=True)
+    status = serve(server)
+    if status > 0:  # NOTE: negative: Voila was stopped by a signal, as asked
+        raise UsageError(f"Voila exited with status {status}; its messages are above")
 
 
 # -- running -------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ Environment variables
 ``CONNECTION_STRING``                 an Event Hubs connection string (the original framework's);
                                       used instead of a credential for sending only
 ``AZURE_STORAGE_CONNECTION_STRING``   a storage connection string for the lake
+``METAVERSE_PLANNER``                 the steward app's row planner, ``package.module:function``
+                                      (``metaverse app --planner`` sets it for its kernels)
 ====================================  ===========================================================
 
 Config file
@@ -57,6 +59,7 @@ from metaverse_kit.names import check_eventhub_name, check_schema_group_name, na
 __all__ = [
     "DEFAULT_WORKSPACE",
     "AzureSettings",
+    "app_planner",
     "azure_settings",
     "config_files",
     "default_backend",
@@ -227,3 +230,8 @@ def azure_settings(
         connection_string=env.get("CONNECTION_STRING", "").strip() or None,
         storage_connection_string=env.get("AZURE_STORAGE_CONNECTION_STRING", "").strip() or None,
     )
+
+
+def app_planner(environ: Mapping[str, str] | None = None) -> str | None:
+    """The steward app's row planner, ``package.module:function`` (``$METAVERSE_PLANNER``)."""
+    return _env(environ).get("METAVERSE_PLANNER", "").strip() or None

@@ -36,6 +36,7 @@ from metaverse_kit.events.codec import content_type_for, encode_bodies
 
 if TYPE_CHECKING:
     from metaverse_kit.history.replay import ReplayOptions, ReplayStream
+    from metaverse_kit.history.tail import Tail
     from metaverse_kit.outbox import Outbox
 
 __all__ = ["Workspace", "connect", "partition_key_of"]
@@ -377,3 +378,41 @@ class Workspace:
         Duplicates (same message id) are dropped unless ``dedup=False``.
         """
         return self.replay_batches(start, end, partitions, **options).to_table()
+
+    # -- live -----------------------------------------------------------------------------------
+
+    def tail(
+        self,
+        *,
+        start: Any = "latest",
+        partitions: Sequence[str | int] | None = None,
+        consumer_group: str = "$Default",
+        checkpoint: str | None = None,
+        schema: Any = None,
+        dedup: bool = True,
+    ) -> Tail:
+        """Follow the hub: RecordBatches of events as they arrive, with ``replay()``'s columns.
+
+        ``start`` is ``"latest"`` (what arrives from now on), ``"earliest"``, a time, or a
+        mapping of partition id to one of those or a sequence number; ``partitions`` limits
+        the partitions followed. ``checkpoint`` names where progress is stored (on Azure a
+        blob container of the lake's storage account; locally ``<workspace>/checkpoints``) so
+        that a tail opened again with it resumes where the last one stopped. Use it in a
+        ``with`` block, or call ``close()``. See :mod:`metaverse_kit.history.tail`. Raises
+        :class:`ConfigurationError` for a wrong option.
+        """
+        from metaverse_kit.history.tail import open_tail
+
+        return open_tail(
+            self._parts.open_consumer,
+            hub=self.hub,
+            registry=self.registry,
+            backend=self.backend,
+            schema_group=self.schema_group,
+            start=start,
+            partitions=partitions,
+            consumer_group=consumer_group,
+            checkpoint=checkpoint,
+            schema=schema,
+            dedup=dedup,
+        )

@@ -1,4 +1,4 @@
-"""The three boundaries every backend implements: a schema registry, an event hub, a lake.
+"""The boundaries every backend implements: a schema registry, an event hub, a lake, a consumer.
 
 Each backend folder (``local/``, ``azure/``) has ``registry.py``, ``hub.py``, ``lake.py`` and a
 ``factory.py`` that builds the three from keyword options. Everything above the backends (the
@@ -33,6 +33,8 @@ __all__ = [
     "BackendFactory",
     "BackendParts",
     "CaptureFile",
+    "EventChunk",
+    "EventConsumer",
     "EventHub",
     "Lake",
     "OutgoingEvent",
@@ -41,6 +43,7 @@ __all__ = [
     "SchemaGroup",
     "SchemaProperties",
     "SchemaRegistry",
+    "StartPosition",
 ]
 
 #: The compatibility modes of an Azure Schema Registry group, spelled as the service does.
@@ -235,12 +238,68 @@ class Lake(Protocol):
         ...
 
 
+#: Where a consumer starts in one partition: ``"earliest"``, ``"latest"``, a time (the events
+#: enqueued at or after it, an aware UTC datetime) or a sequence number (that event and after).
+StartPosition = int | str | datetime
+
+
+@dataclass(frozen=True)
+class EventChunk:
+    """Events a consumer received from one partition, as a Capture archive (Avro container).
+
+    Both backends hand over the bytes Capture writes, so one decoder reads the lake, the tail
+    and anything copied from Azure. ``path`` is the Capture file the events were read from, ""
+    when they were received from the hub before Capture wrote them (``file`` then says which
+    namespace, event hub and partition). Rows enqueued before ``min_time`` or numbered below
+    ``min_sequence`` are before the consumer's start position: the reader drops them.
+    """
+
+    data: bytes
+    partition: str
+    path: str = ""
+    file: CaptureFile | None = None
+    min_sequence: int | None = None
+    min_time: datetime | None = None
+
+
+@runtime_checkable
+class EventConsumer(Protocol):
+    """Follows an event hub: hands over the events of its partitions as they arrive.
+
+    Opened by a backend's ``open_consumer(positions={partition id: StartPosition},
+    consumer_group=..., checkpoint=...)`` for the partitions in ``positions`` (a stored
+    checkpoint wins over the position); a context manager. :meth:`close` may be called from
+    another thread and wakes a :meth:`receive` that is waiting.
+    """
+
+    def receive(self, *, timeout: float) -> list[EventChunk]:
+        """The events that arrived since the last call, waiting up to ``timeout`` seconds.
+
+        Returns [] when none came in time or the consumer was closed. Raises
+        :class:`~metaverse_kit.errors.ServiceError` when the hub refused or lost the stream.
+        """
+        ...
+
+    def checkpoint(self) -> None:
+        """Record every event received so far as handled (when opened with a checkpoint name).
+
+        A consumer opened again with the same checkpoint name and consumer group resumes after
+        them. Without a checkpoint name it does nothing.
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop receiving and release connections and threads; safe to call twice."""
+        ...
+
+
 @dataclass
 class BackendParts:
     """What a backend's ``factory.create()`` hands the workspace.
 
-    Its registry, hub and lake, the schema group events are registered in, and a secret-free
-    description (backend, namespace, event hub, lake) for reprs and widgets.
+    Its registry, hub and lake, the schema group events are registered in, a secret-free
+    description (backend, namespace, event hub, lake) for reprs and widgets, and how to open a
+    consumer of the hub.
     """
 
     name: str
@@ -250,6 +309,9 @@ class BackendParts:
     schema_group: str
     description: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    #: ``open_consumer(*, positions, consumer_group, checkpoint) -> EventConsumer`` (see
+    #: :class:`EventConsumer`); None when the backend cannot follow its hub.
+    open_consumer: Callable[..., EventConsumer] | None = None
 
 
 @runtime_checkable

@@ -9,6 +9,10 @@
     explorer.aspect.value = "ownership"                # filters, as a user sets them
     explorer.events                                    # the filtered (event, aspect) rows
     explorer.select_entity(urn)                        # its audit trail and per-change diffs
+    explorer = HistoryExplorer(ws, live=True)          # plus what the hub receives now
+
+With ``live=True`` a :class:`~metaverse_kit.widgets.live_feed.LiveFeed` follows the hub and its
+rows join the events shown, each marked captured or live (see that module); ``close()`` stops it.
 
 What is replayed: the time range and the partition are passed to ``ws.replay_batches``, so the
 lake prunes files by path before opening them. A narrower range or one partition of what is
@@ -311,6 +315,7 @@ class HistoryExplorer(WidgetController):
         partition: str | int | None = None,
         page_size: int = 20,
         on_bad_file: str = "skip",
+        live: bool = False,
     ) -> None:
         if page_size < 1:
             raise ConfigurationError(f"page_size must be at least 1, not {page_size}")
@@ -404,15 +409,17 @@ class HistoryExplorer(WidgetController):
         self.entity_urn.observe(self._on_entity, names="value")
         self.tabs.observe(self._on_tab, names="selected_index")
         self.reload_button.on_click(lambda _: self.refresh())
+        self.live: Any = None
+        if live:
+            self.live = self._start_live()
 
     # -- layout ---------------------------------------------------------------------------------
 
     def _build(self) -> W.Widget:
         ranges = W.HBox([self.start_time, self.end_time, self.partition, self.reload_button])
         filters = W.HBox([self.entity_type, self.platform, self.aspect, self.urn_text])
-        box = W.VBox(
-            [ranges, filters, W.HBox([self.progress, self.status]), self.skipped_html, self.tabs]
-        )
+        status = [self.progress, self.status] + ([self.live_status] if self.live else [])
+        box = W.VBox([ranges, filters, W.HBox(status), self.skipped_html, self.tabs])
         if self._main is None:
             self.refresh()
         return box
@@ -471,6 +478,7 @@ class HistoryExplorer(WidgetController):
                     "aspect": r["aspect"],
                     "change": r["change"],
                     "value": brief(r["aspect"], q.aspect_record(r["value"])),
+                    "source": r.get("source", "captured"),
                 }
             )
         return out
@@ -533,6 +541,37 @@ class HistoryExplorer(WidgetController):
                 f"{moment.isoformat()} is before the first event of the range shown"
             )
         self.as_of.value = stops[-1]
+
+    def close(self) -> None:
+        """Stop the live feed (with ``live=True``) and close the widget."""
+        if self.live is not None:
+            self.live.close()
+        if "widget" in self.__dict__:
+            self.widget.close()
+
+    def _start_live(self) -> Any:
+        from metaverse_kit.widgets.live_feed import LiveFeed
+
+        self.live_status = W.HTML("<i>live: following the hub…</i>")
+        return LiveFeed(self._ws, on_change=self._live_changed)
+
+    def _live_changed(self) -> None:
+        """Rows arrived or were captured (called from the feed's thread: values only)."""
+        feed = self.live
+        if feed is None:
+            return
+        if feed.error is not None:
+            self.live_status.value = f"<b>✖ live: {esc(feed.error)}</b>"
+            return
+        rows = feed.rows
+        waiting = int(pc.sum(pc.equal(rows.column("source"), "live")).as_py() or 0)
+        self.live_status.value = esc(
+            f"live: {rows.num_rows} aspect writes received"
+            + (f", {waiting} not yet captured" if waiting else "")
+        )
+        with self._lock:
+            self._refresh_options()
+            self._apply_filters()
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -647,7 +686,10 @@ class HistoryExplorer(WidgetController):
 
     def _loaded(self) -> pa.Table | None:
         main = self._main
-        return None if main is None or main.aspects is None else main.aspects
+        loaded = None if main is None or main.aspects is None else main.aspects
+        if loaded is not None and self.live is not None:
+            return self.live.merged(loaded)
+        return loaded
 
     def _refresh_options(self) -> None:
         table = self._loaded()
@@ -741,6 +783,10 @@ class HistoryExplorer(WidgetController):
             for r in self.page_rows
         ]
         headers = ["Enqueued (UTC)", "Partition", "Seq", "URN", "Aspect", "Change", "Value"]
+        if self.live is not None:
+            headers.append("Source")
+            sources = [page["source"] for page in self.page_rows]
+            rows = [(*row, source) for row, source in zip(rows, sources, strict=True)]  # type: ignore[misc]
         self.events_html.value = (
             "<div class='jp-RenderedHTMLCommon'>" + html_table(headers, rows) + "</div>"
             if rows

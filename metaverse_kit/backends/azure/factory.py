@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from metaverse_kit.backends import declared_options
+from metaverse_kit.backends.azure.consumer import consumer_opener
 from metaverse_kit.backends.azure.hub import AzureEventHub
 from metaverse_kit.backends.azure.lake import AzureLake
 from metaverse_kit.backends.azure.registry import AzureSchemaRegistry
@@ -235,6 +236,17 @@ def create(
             "state": str(state),
         },
         path=state,
+        open_consumer=consumer_opener(
+            fully_qualified_namespace=hub.namespace,
+            eventhub=hub.name,
+            credential=credential,
+            connection_string=settings.connection_string if not explicit_hub else None,
+            lake_url=lake_url,
+            storage_connection_string=settings.storage_connection_string,
+            retry_total=retry_total,
+            retry_backoff_factor=retry_backoff_factor,
+            partition_ids=hub.partition_ids,
+        ),
     )
 
 

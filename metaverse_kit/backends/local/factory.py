@@ -5,12 +5,14 @@ Layout::
     <workspace>/workspace.json   the settings below, fixed when the workspace is created
     <workspace>/registry/        the schema registry (see ``registry.py``)
     <workspace>/hub/             partition state, lock and journal of the event hub
+    <workspace>/checkpoints/     named checkpoints of consumers (``ws.tail(checkpoint=...)``)
     <workspace>/lake/<namespace>/<eventhub>/<partition>/<YYYY>/<MM>/<DD>/<HH>/<mm>/<ss>.avro
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -19,6 +21,7 @@ from typing import Any
 
 from metaverse_kit._files import atomic_write, can_write, locked, remove_leftovers, writing
 from metaverse_kit.backends import declared_options
+from metaverse_kit.backends.local.consumer import LocalEventConsumer
 from metaverse_kit.backends.local.hub import LocalEventHub
 from metaverse_kit.backends.local.lake import LocalLake
 from metaverse_kit.backends.local.registry import LocalSchemaRegistry
@@ -188,6 +191,14 @@ def create(
             "partitions": settings["partition_count"],
         },
         path=root,
+        open_consumer=functools.partial(
+            LocalEventConsumer,
+            root / "lake",
+            root / "hub",
+            namespace=settings["namespace"],
+            eventhub=settings["eventhub"],
+            checkpoint_root=root / "checkpoints",
+        ),
     )
 
 

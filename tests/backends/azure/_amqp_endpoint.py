@@ -2,10 +2,14 @@
 
 The real ``EventHubProducerClient`` connects to it with a ``UseDevelopmentEmulator=true``
 connection string (plain AMQP, SASL ANONYMOUS), puts its token on ``$cbs``, reads partition ids
-on ``$management`` and sends batches on a sender link. Frames are decoded and encoded with the
-SDK's own codec (``_pyamqp._decode`` / ``_encode``) and performatives, always full length,
-because azure-eventhub 5.15.1 reads performative fields by position
-(see ``shared/notes/eventhubs-loopback.md``).
+on ``$management`` and sends batches on a sender link. The real ``EventHubConsumerClient``
+attaches receiver links to ``<hub>/ConsumerGroups/<group>/Partitions/<id>`` with the selector
+filter of its starting position (offset, sequence number or enqueued time, ``>`` or ``>=``),
+grants credit with flow frames, and gets each stored event as a transfer carrying the
+annotations the service sets (sequence number, offset, enqueued time, partition key).
+Frames are decoded and encoded with the SDK's own codec (``_pyamqp._decode`` / ``_encode``)
+and performatives, always full length, because azure-eventhub 5.15.1 reads performative fields
+by position (see ``shared/notes/eventhubs-loopback.md``).
 
 Switches (attributes, changeable between sends) make it misbehave on purpose:
 
@@ -16,12 +20,17 @@ Switches (attributes, changeable between sends) make it misbehave on purpose:
 - ``hold``: event transfers are stored but never settled (the sender waits; tests kill it);
 - ``cbs_status``: the status code CBS answers put-token with (202; 401 refuses the token).
 
-Everything accepted is in ``events`` (body, properties, application properties, annotations).
+Everything accepted is in ``events`` (body, properties, application properties, annotations)
+and in its partition's log (``log``), numbered as the service numbers it. ``publish()`` stores
+an event directly (with a chosen enqueued time); receivers attached for a consumer group not
+in ``consumer_groups`` are refused (``amqp:not-found``); ``receivers`` records every receiver
+attach (group, partition, selector).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import struct
 import threading
@@ -40,6 +49,8 @@ from azure.eventhub._pyamqp.message import Message, Properties
 from azure.eventhub._pyamqp.outcomes import Accepted, Rejected
 from azure.eventhub._pyamqp.types import TYPE, VALUE, AMQPTypes
 
+from metaverse_kit.backends.local.hub import partition_for_key
+
 _BATCH_FORMAT = 0x80013700
 _SECRET = "bG9vcGJhY2sta2V5LW5vdC1hLXJlYWwtc2VjcmV0"
 
@@ -54,6 +65,10 @@ class ReceivedEvent:
     application_properties: dict[str, Any]
     partition_key: str | None
     target: str
+    partition: str = ""
+    sequence_number: int = -1
+    offset: int = -1
+    enqueued_ms: int = 0
 
 
 @dataclass
@@ -63,6 +78,57 @@ class _Link:
     client_is_sender: bool
     address: str
     delivery_count: int = 0
+
+
+_SELECTOR = re.compile(
+    r"amqp\.annotation\.x-opt-(offset|sequence-number|enqueued-time) (>=|>) '([^']*)'"
+)
+_RECEIVER = re.compile(r"/ConsumerGroups/([^/]+)/Partitions/([^/]+)$")
+
+
+@dataclass
+class _Receiver:
+    """A receiver link of a client: where it reads, from which position, with what credit."""
+
+    conn: socket.socket
+    session: _Session
+    link: _Link
+    partition: str
+    selector: str
+    cursor: int = 0
+    credit: int = 0
+    delivery_count: int = 0
+
+    def wants(self, event: ReceivedEvent) -> bool:
+        m = _SELECTOR.search(self.selector)
+        if m is None:
+            return True
+        kind, op, text = m.groups()
+        if kind == "offset":
+            if text in ("-1", "@latest"):
+                return True  # NOTE: @latest is applied by the cursor set at attach time
+            value, own = int(text), event.offset
+        elif kind == "sequence-number":
+            value, own = int(text), event.sequence_number
+        else:
+            value, own = int(text), event.enqueued_ms
+        return own >= value if op == ">=" else own > value
+
+
+def _strings(value: Any) -> list[str]:
+    """Every text inside a decoded AMQP value (the filter of a source is nested deep)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return [bytes(value).decode("utf-8")]
+        except UnicodeDecodeError:
+            return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(k) + _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 @dataclass
@@ -109,6 +175,12 @@ class LoopbackEventHubs:
         self.cbs_status = 202
         self.hold = False
         self.events: list[ReceivedEvent] = []
+        self.log: dict[str, list[ReceivedEvent]] = {p: [] for p in partitions}
+        self.consumer_groups: set[str] = {"$Default"}
+        self.receivers: list[tuple[str, str, str]] = []
+        self._receivers: list[_Receiver] = []
+        self._wire = threading.RLock()
+        self._round_robin = 0
         self.tokens: list[tuple[str, str]] = []
         self.transfers = 0
         self.connections = 0
@@ -175,7 +247,8 @@ class LoopbackEventHubs:
 
     def _send(self, conn: socket.socket, channel: int, frame: Any, frame_type: bytes = b"\x00"):
         header, body = encode_frame(frame, frame_type=frame_type)
-        conn.sendall(header + struct.pack(">H", channel) + (body or b""))
+        with self._wire:
+            conn.sendall(header + struct.pack(">H", channel) + (body or b""))
 
     def _frame(self, conn: socket.socket) -> tuple[int, int, list[Any]] | None:
         header = self._read(conn, 8)
@@ -204,6 +277,8 @@ class LoopbackEventHubs:
         except Exception as exc:  # a bug here must show in the test, not hang it
             self.errors.append(repr(exc))
         finally:
+            with self._wire:
+                self._receivers = [r for r in self._receivers if r.conn is not conn]
             with contextlib.suppress(OSError):
                 conn.close()
 
@@ -238,13 +313,19 @@ class LoopbackEventHubs:
         elif code == 0x12:  # attach
             self._attach(conn, sessions[channel], f)
         elif code == 0x13:  # flow
-            pass
+            self._flow(sessions[channel], f)
         elif code == 0x14:  # transfer
             return self._transfer(conn, sessions[channel], f)
         elif code == 0x15:  # disposition
             pass
         elif code == 0x16:  # detach
             session = sessions.get(channel)
+            with self._wire:
+                self._receivers = [
+                    r
+                    for r in self._receivers
+                    if not (r.session is session and r.link.handle == f[0])
+                ]
             if session is not None and f[0] in session.links:
                 with contextlib.suppress(OSError):
                     self._send(conn, channel, perf.DetachFrame(f[0], True, None))
@@ -291,32 +372,149 @@ class LoopbackEventHubs:
                 session.channel,
                 perf.FlowFrame(0, 65536, session.next_outgoing_id, 65536, handle, 0, 1000),
             )
+            return
+        m = _RECEIVER.search(address)
+        if m is None:
+            return
+        group, partition = m[1], m[2]
+        selector = next((t for t in _strings(f[5]) if _SELECTOR.search(t)), "")
+        with self._wire:
+            self.receivers.append((group, partition, selector))
+            if group not in self.consumer_groups or partition not in self.log:
+                what = "consumer group" if group not in self.consumer_groups else "partition"
+                error = AMQPError(
+                    b"amqp:not-found",
+                    f"The messaging entity '{address}' could not be found: no {what} "
+                    f"{group if what == 'consumer group' else partition}".encode(),
+                    None,
+                )
+                self._send(conn, session.channel, perf.DetachFrame(handle, True, error))
+                return
+            receiver = _Receiver(conn, session, session.links[handle], partition, selector)
+            if "'@latest'" in selector:
+                receiver.cursor = len(self.log[partition])
+            self._receivers.append(receiver)
+
+    def _flow(self, session: _Session, f: list) -> None:
+        handle = f[4]
+        with self._wire:
+            for r in self._receivers:
+                if r.session is session and r.link.handle == handle:
+                    r.credit = (f[5] or 0) + (f[6] or 0) - r.delivery_count
+                    self._pump(r)
+
+    def _pump(self, r: _Receiver) -> None:
+        """Send ``r`` the events it has credit for (holding ``_wire``)."""
+        log = self.log[r.partition]
+        while r.credit > 0 and r.cursor < len(log):
+            event = log[r.cursor]
+            r.cursor += 1
+            if not r.wants(event):
+                continue
+            annotations: dict[bytes, Any] = {
+                b"x-opt-sequence-number": {TYPE: AMQPTypes.long, VALUE: event.sequence_number},
+                b"x-opt-offset": {TYPE: AMQPTypes.string, VALUE: str(event.offset)},
+                b"x-opt-enqueued-time": {TYPE: AMQPTypes.timestamp, VALUE: event.enqueued_ms},
+            }
+            if event.partition_key is not None:
+                annotations[b"x-opt-partition-key"] = {
+                    TYPE: AMQPTypes.string,
+                    VALUE: event.partition_key,
+                }
+            message = Message(
+                message_annotations=annotations,
+                properties=Properties(message_id=event.message_id, content_type=event.content_type),
+                application_properties=dict(event.application_properties) or None,
+                data=[event.body],
+            )
+            try:
+                self._deliver(r.conn, r.session, r.link, message)
+            except OSError:
+                return
+            r.credit -= 1
+            r.delivery_count += 1
+
+    def publish(
+        self,
+        partition: str,
+        body: bytes,
+        *,
+        enqueued_ms: int | None = None,
+        message_id: str | None = None,
+        content_type: str | None = None,
+        partition_key: str | None = None,
+        application_properties: dict[str, Any] | None = None,
+    ) -> ReceivedEvent:
+        """Store an event in ``partition`` as if a producer sent it; receivers get it."""
+        event = ReceivedEvent(
+            body=body,
+            message_id=message_id or uuid.uuid4().hex,
+            content_type=content_type,
+            application_properties=dict(application_properties or {}),
+            partition_key=partition_key,
+            target=f"{self.eventhub}/Partitions/{partition}",
+        )
+        with self._lock:
+            self._store(event, partition, enqueued_ms)
+        return event
+
+    def _store(self, event: ReceivedEvent, partition: str, enqueued_ms: int | None) -> None:
+        """Number ``event`` in ``partition``'s log as the service does, and feed receivers."""
+        with self._wire:
+            log = self.log[partition]
+            last = log[-1] if log else None
+            event.partition = partition
+            event.sequence_number = len(log)
+            event.offset = 0 if last is None else last.offset + len(last.body) + 96
+            event.enqueued_ms = (
+                enqueued_ms
+                if enqueued_ms is not None
+                else max(int(time.time() * 1000), last.enqueued_ms if last else 0)
+            )
+            log.append(event)
+            for r in self._receivers:
+                if r.partition == partition:
+                    self._pump(r)
+
+    def _partition_of(self, target: str, key: str | None) -> str:
+        m = re.search(r"/Partitions/([^/]+)$", target)
+        if m:
+            return m[1]
+        if key:
+            return self.partitions[partition_for_key(key, len(self.partitions))]
+        self._round_robin += 1
+        return self.partitions[self._round_robin % len(self.partitions)]
+
+    def _deliver(self, conn: socket.socket, session: _Session, link: _Link, message: Message):
+        """Send ``message`` on ``link`` as one settled transfer (the client receives it)."""
+        payload = bytearray()
+        encode_payload(payload, message)
+        with self._wire:
+            self._send(
+                conn,
+                session.channel,
+                perf.TransferFrame(
+                    handle=link.handle,
+                    delivery_id=session.next_outgoing_id,
+                    delivery_tag=uuid.uuid4().bytes,
+                    message_format=0,
+                    settled=True,
+                    more=False,
+                    rcv_settle_mode=None,
+                    state=None,
+                    resume=None,
+                    aborted=None,
+                    batchable=None,
+                    payload=bytes(payload),
+                ),
+            )
+            session.next_outgoing_id += 1
+            link.delivery_count += 1
 
     def _reply(self, conn: socket.socket, session: _Session, node: str, message: Message) -> None:
         for link in session.links.values():
             if not link.client_is_sender and link.address == node:
-                payload = bytearray()
-                encode_payload(payload, message)
-                self._send(
-                    conn,
-                    session.channel,
-                    perf.TransferFrame(
-                        handle=link.handle,
-                        delivery_id=session.next_outgoing_id,
-                        delivery_tag=uuid.uuid4().bytes,
-                        message_format=0,
-                        settled=True,
-                        more=False,
-                        rcv_settle_mode=None,
-                        state=None,
-                        resume=None,
-                        aborted=None,
-                        batchable=None,
-                        payload=bytes(payload),
-                    ),
-                )
-                session.next_outgoing_id += 1
-                link.delivery_count += 1
+                self._deliver(conn, session, link, message)
                 return
         self.errors.append(f"no receiver link on {node}")
 
@@ -388,19 +586,18 @@ class LoopbackEventHubs:
             for message in inner:
                 props = message.properties
                 annotations = message.message_annotations or {}
-                self.events.append(
-                    ReceivedEvent(
-                        body=b"".join(bytes(d) for d in message.data or []),
-                        message_id=_text(props.message_id) if props else None,
-                        content_type=_text(props.content_type) if props else None,
-                        application_properties={
-                            _text(k) or "": v
-                            for k, v in (message.application_properties or {}).items()
-                        },
-                        partition_key=_text(annotations.get(b"x-opt-partition-key")),
-                        target=link.address,
-                    )
+                event = ReceivedEvent(
+                    body=b"".join(bytes(d) for d in message.data or []),
+                    message_id=_text(props.message_id) if props else None,
+                    content_type=_text(props.content_type) if props else None,
+                    application_properties={
+                        _text(k) or "": v for k, v in (message.application_properties or {}).items()
+                    },
+                    partition_key=_text(annotations.get(b"x-opt-partition-key")),
+                    target=link.address,
                 )
+                self.events.append(event)
+                self._store(event, self._partition_of(link.address, event.partition_key), None)
             if self.drop_after_accept > 0:
                 self.drop_after_accept -= 1
                 conn.close()

@@ -1,0 +1,397 @@
+"""The local consumer: follows the local hub's own writes to its Capture files.
+
+Reading: :func:`new_events` is the one place that reads what the hub wrote: for a partition it
+lists the Capture files of the newest time windows (a walk pruned by the date folders), reads
+each through the lake, and hands over the complete Avro blocks after the position already
+reached, as a small Capture archive (the file's header followed by those blocks). A block is
+complete when its sync marker follows it, so a block being written is left for the next call.
+
+Waking up: the hub renames its state files into ``<workspace>/hub/`` at every commit. On Linux
+an inotify watch on that folder (through ``ctypes``, no extra package) wakes the consumer then,
+so an idle tail sleeps in ``select`` and costs nothing; a check every ``safety_interval``
+seconds covers a missed wake-up. Without inotify (macOS, an exhausted watch table) it looks
+every ``fallback_interval`` seconds instead, which is a listing of a few folders.
+
+Checkpoints (``checkpoint="name"``) are kept in ``<workspace>/checkpoints/<consumer group>/
+<name>.json``: the newest window and the byte position reached in each of its files, per
+partition, so a tail opened again with the same name resumes after what it handed out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import select
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from metaverse_kit._files import atomic_write
+from metaverse_kit.backends.local.lake import LocalLake
+from metaverse_kit.backends.protocols import EventChunk, StartPosition
+from metaverse_kit.capture import (
+    CAPTURE_MAX_WINDOW,
+    parse_capture_path,
+    read_header,
+    read_varint,
+)
+from metaverse_kit.errors import CaptureFileError, ConfigurationError
+
+__all__ = ["LocalEventConsumer", "PartitionCursor", "new_events"]
+
+# inotify(7): the events a commit of the hub causes in its state folder.
+_IN_CLOSE_WRITE = 0x008
+_IN_MOVED_TO = 0x080
+_IN_CREATE = 0x100
+_IN_DELETE = 0x200
+_WATCHED = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+
+
+@dataclass
+class PartitionCursor:
+    """How far a consumer has read one partition.
+
+    ``window`` is the start of the newest time window read (None: nothing read yet, every
+    file is new); ``files`` maps the path of each file of that window or later to the byte
+    position reached in it, and ``sizes`` to the size it had then. Rows numbered below
+    ``min_sequence`` or enqueued before ``min_time`` are before the start position.
+    """
+
+    window: datetime | None = None
+    files: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    min_sequence: int | None = None
+    min_time: datetime | None = None
+
+
+def _files_since(partition_root: Path, since: datetime | None) -> list[Path]:
+    """The ``<YYYY>/<MM>/<DD>/<HH>/<mm>/<ss>.avro`` files below a partition folder whose time
+    window starts at or after ``since``; folders wholly before it are not opened."""
+    floor = (
+        None
+        if since is None
+        else (since.year, since.month, since.day, since.hour, since.minute, since.second)
+    )
+    found: list[Path] = []
+
+    def walk(folder: Path, prefix: tuple[int, ...]) -> None:
+        try:
+            names = sorted(os.listdir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        depth = len(prefix)
+        for name in names:
+            if name.startswith("."):
+                continue
+            stem = name[:-5] if depth == 5 and name.endswith(".avro") else name
+            if not stem.isdigit():
+                continue
+            key = (*prefix, int(stem))
+            if floor is not None and key < floor[: depth + 1]:
+                continue
+            if depth == 5:
+                found.append(folder / name)
+            else:
+                walk(folder / name, key)
+
+    walk(partition_root, ())
+    return found
+
+
+def _new_blocks(data: bytes, position: int, where: str) -> tuple[bytes, int]:
+    """A Capture archive of the complete blocks of ``data`` after ``position``, and where they end.
+
+    Returns ``(b"", position)`` when there is no new complete block. A file that became
+    shorter than ``position`` (replaced) is read again from its first block.
+    """
+    _, sync, first = read_header(data, where=where)
+    start = first if position < first or position > len(data) else position
+    pos = start
+    while pos < len(data):
+        try:
+            _, at = read_varint(data, pos)
+            size, at = read_varint(data, at)
+        except IndexError:
+            break
+        end = at + size + len(sync)
+        if size < 0 or end > len(data) or data[end - len(sync) : end] != sync:
+            break
+        pos = end
+    if pos == start:
+        return b"", pos
+    return data[:first] + data[start:pos], pos
+
+
+def new_events(
+    lake_root: Path, *, namespace: str, eventhub: str, partition: str, cursor: PartitionCursor
+) -> list[EventChunk]:
+    """The events of ``partition`` written after ``cursor``, one chunk per Capture file; moves it.
+
+    Reads through :class:`LocalLake` (so a lake that reads a file only up to its committed
+    length is honoured); files whose size did not change since the last call are not read.
+    """
+    root = lake_root / namespace / eventhub / partition
+    paths = _files_since(root, cursor.window)
+    if not paths:
+        return []
+    lake = LocalLake(paths)
+    chunks: list[EventChunk] = []
+    for file in lake.list_files():
+        if cursor.sizes.get(file.path) == file.size:
+            continue
+        try:
+            data = lake.read_bytes(file)
+        except CaptureFileError:
+            continue  # NOTE: replaced between the listing and the read; the next call sees it.
+        chunk, end = _new_blocks(data, cursor.files.get(file.path, 0), file.path)
+        cursor.files[file.path] = end
+        cursor.sizes[file.path] = file.size
+        if file.window_start is not None and (
+            cursor.window is None or file.window_start > cursor.window
+        ):
+            cursor.window = file.window_start
+        if chunk:
+            chunks.append(
+                EventChunk(
+                    chunk,
+                    partition,
+                    file.path,
+                    file,
+                    min_sequence=cursor.min_sequence,
+                    min_time=cursor.min_time,
+                )
+            )
+    if cursor.window is not None:
+        for path in [p for p in cursor.files if _window_of(p) < cursor.window]:
+            del cursor.files[path]
+            cursor.sizes.pop(path, None)
+    return chunks
+
+
+def _window_of(path: str) -> datetime:
+    info = parse_capture_path(path)
+    if info is None:  # pragma: no cover - only paths found by _files_since get here
+        raise CaptureFileError(f"{path} does not follow the Capture path format")
+    return info.window_start
+
+
+# -- waking up ------------------------------------------------------------------------------
+
+
+def _inotify(folder: Path) -> int | None:
+    """An inotify descriptor watching ``folder``, or None where inotify is unavailable."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        init, add = libc.inotify_init1, libc.inotify_add_watch
+    except (OSError, AttributeError):
+        return None
+    fd = init(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        return None
+    if add(fd, os.fsencode(folder), _WATCHED) < 0:
+        os.close(fd)
+        return None
+    return int(fd)
+
+
+class _Wakeup:
+    """Sleeps until the hub commits (inotify), ``interrupt()`` is called, or time passes."""
+
+    def __init__(self, folder: Path, *, fallback_interval: float) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._watch = _inotify(folder)
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._fallback = fallback_interval
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def uses_inotify(self) -> bool:
+        """Whether commits wake the consumer (else it looks every ``fallback_interval`` s)."""
+        return self._watch is not None
+
+    def wait(self, timeout: float) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            fds = [self._read] if self._watch is None else [self._read, self._watch]
+            if self._watch is None:
+                timeout = min(timeout, self._fallback)
+            ready, _, _ = select.select(fds, [], [], max(timeout, 0))
+            for fd in ready:
+                # PERF: one read drains every queued event; a burst of commits is one wake-up.
+                with contextlib.suppress(BlockingIOError):
+                    os.read(fd, 65536)
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write, b"\0")
+
+    def close(self) -> None:
+        self.interrupt()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._read, self._write, self._watch):
+                if fd is not None:
+                    os.close(fd)
+
+
+# -- the consumer ----------------------------------------------------------------------------
+
+
+class LocalEventConsumer:
+    """Follows the partitions of a local hub from their start positions (see the module notes).
+
+    ``positions`` maps each partition id to follow to its :data:`StartPosition`. ``lake_root``
+    is the hub's Capture folder, ``state_root`` the folder it commits in (watched), and
+    ``checkpoint_root`` where named checkpoints are kept. Raises :class:`ConfigurationError`
+    for a checkpoint file that is not the consumer's.
+    """
+
+    def __init__(
+        self,
+        lake_root: Path,
+        state_root: Path,
+        *,
+        namespace: str,
+        eventhub: str,
+        positions: Mapping[str, StartPosition],
+        consumer_group: str = "$Default",
+        checkpoint: str | None = None,
+        checkpoint_root: Path | None = None,
+        fallback_interval: float = 1.0,
+        safety_interval: float = 10.0,
+    ) -> None:
+        self.lake_root = Path(lake_root)
+        self.namespace = namespace
+        self.eventhub = eventhub
+        self.consumer_group = consumer_group
+        self.safety_interval = safety_interval
+        self._checkpoint_path = (
+            None
+            if checkpoint is None
+            else Path(checkpoint_root or self.lake_root.parent / "checkpoints")
+            / consumer_group
+            / f"{checkpoint}.json"
+        )
+        # NOTE: watching starts before the start positions are read, so nothing committed in
+        # between can be missed: it is either read now or wakes the first wait.
+        self._wakeup = _Wakeup(Path(state_root), fallback_interval=fallback_interval)
+        self._closed = False
+        saved = self._load_checkpoint()
+        self._cursors = {
+            str(p): saved[str(p)] if str(p) in saved else self._cursor_at(str(p), position)
+            for p, position in positions.items()
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalEventConsumer(eventhub={self.eventhub!r}, partitions="
+            f"{sorted(self._cursors)}, consumer_group={self.consumer_group!r})"
+        )
+
+    def __enter__(self) -> LocalEventConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def uses_inotify(self) -> bool:
+        """Whether the hub's commits wake this consumer (False: it looks every second)."""
+        return self._wakeup.uses_inotify
+
+    def _cursor_at(self, partition: str, position: StartPosition) -> PartitionCursor:
+        if position == "earliest":
+            return PartitionCursor()
+        if isinstance(position, int):
+            return PartitionCursor(min_sequence=position)
+        if isinstance(position, datetime):
+            return PartitionCursor(window=position - CAPTURE_MAX_WINDOW, min_time=position)
+        # "latest": skip what the newest window's files hold now.
+        root = self.lake_root / self.namespace / self.eventhub / partition
+        paths = _files_since(root, None)
+        cursor = PartitionCursor()
+        if paths:
+            cursor.window = _window_of(str(paths[-1]))
+            self._read(partition, cursor)
+        return cursor
+
+    def _read(self, partition: str, cursor: PartitionCursor) -> list[EventChunk]:
+        return new_events(
+            self.lake_root,
+            namespace=self.namespace,
+            eventhub=self.eventhub,
+            partition=partition,
+            cursor=cursor,
+        )
+
+    def receive(self, *, timeout: float) -> list[EventChunk]:
+        """The events written since the last call; waits up to ``timeout`` s for a commit."""
+        deadline = time.monotonic() + max(timeout, 0)
+        while not self._closed:
+            chunks = [c for p, cursor in self._cursors.items() for c in self._read(p, cursor)]
+            if chunks or self._closed:
+                return chunks
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            self._wakeup.wait(min(remaining, self.safety_interval))
+        return []
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _load_checkpoint(self) -> dict[str, PartitionCursor]:
+        path = self._checkpoint_path
+        if path is None:
+            return {}
+        try:
+            saved = json.loads(path.read_text("utf-8"))
+            return {
+                p: PartitionCursor(
+                    window=datetime.fromisoformat(c["window"]) if c["window"] else None,
+                    files={str(self.lake_root / k): int(v) for k, v in c["files"].items()},
+                )
+                for p, c in saved["partitions"].items()
+            }
+        except FileNotFoundError:
+            return {}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"The checkpoint file {path} is damaged ({exc}); delete it to start from the "
+                "start position again"
+            ) from None
+
+    def checkpoint(self) -> None:
+        """Save how far every partition was read (when opened with a checkpoint name)."""
+        if self._checkpoint_path is None or self._closed:
+            return
+        state = {
+            "eventhub": self.eventhub,
+            "partitions": {
+                p: {
+                    "window": c.window.isoformat() if c.window else None,
+                    "files": {
+                        os.path.relpath(k, self.lake_root): v for k, v in sorted(c.files.items())
+                    },
+                }
+                for p, c in sorted(self._cursors.items())
+            },
+        }
+        atomic_write(self._checkpoint_path, json.dumps(state, indent=1).encode())
+
+    def close(self) -> None:
+        """Stop: a waiting :meth:`receive` returns [] at once. Safe from another thread."""
+        self._closed = True
+        self._wakeup.close()

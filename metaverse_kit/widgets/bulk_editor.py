@@ -1,0 +1,406 @@
+"""BulkEditor: a steward's bulk edit from a CSV or Excel sheet, row by row, with per-row results.
+
+Upload a sheet; every row is planned by a **row planner** (a function given to the editor):
+it reads the row, looks up the entity's latest values in the lake, and says what event the row
+makes, the diff against those latest values, or why the row is refused. The editor shows each
+row's validation and diff, emits the valid rows (through :class:`BatchEmitter`, in chunks, each
+row's outcome kept), and offers the per-row results as a CSV download::
+
+    editor = BulkEditor(ws)                      # DataHub csv-enricher's columns
+    editor = BulkEditor(ws, planner=my_planner)  # my_planner(ws, rows) -> [RowPlan, ...]
+    editor.load("edits.csv", data)               # or the upload button
+    editor.plans                                 # one RowPlan per row
+    editor.emit()                                # [RowResult(...), ...]
+    editor.results_csv()                         # what the download link holds
+
+The planner's contract is :data:`RowPlanner`; the sheet's columns are whatever it reads. The
+default, :func:`csv_enricher_planner`, reads DataHub csv-enricher's layout with the planner the
+``csv`` ingestion source uses (:mod:`metaverse_kit.ingest.csv_plan`): one home for what a row
+means, whether it comes from ``metaverse ingest`` or from this upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as W
+
+from metaverse_kit.errors import ConfigurationError, MetaverseError
+from metaverse_kit.widgets._common import WidgetController, esc, html_table, message_html
+
+if TYPE_CHECKING:
+    from metaverse_kit.widgets.batch_emitter import RowResult
+    from metaverse_kit.workspace import Workspace
+
+__all__ = ["BulkEditor", "RowPlan", "RowPlanner", "csv_enricher_planner", "read_sheet"]
+
+_MAX_SHOWN = 500
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """What one row of a sheet makes: its event, or why it is refused; the diff it makes.
+
+    ``row`` is the row's number in the sheet (1 is the first row under the header); ``event``
+    is the MCE to emit (None when refused); ``problems`` says why a row is refused (empty when
+    valid); ``diff`` holds ``(field path, latest value, new value)`` for what changes.
+    """
+
+    row: int
+    urn: str | None
+    event: Mapping[str, Any] | None
+    problems: tuple[str, ...] = ()
+    diff: tuple[tuple[str, Any, Any], ...] = ()
+
+    @property
+    def valid(self) -> bool:
+        """Whether the row makes an event and has no problem."""
+        return self.event is not None and not self.problems
+
+    @property
+    def unchanged(self) -> bool:
+        """Whether the row is fine but changes nothing (the lake already holds what it sets)."""
+        return self.event is None and not self.problems
+
+
+#: ``planner(ws, rows) -> plans``: one :class:`RowPlan` per row (a dict of column -> text).
+RowPlanner = Callable[["Workspace", Sequence[Mapping[str, str]]], Iterable[RowPlan]]
+
+_EDITS = ("glossary_terms", "tags", "owners", "ownership_type", "description", "domain")
+
+
+def _at(record: Any, path: str) -> Any:
+    """The value at a changed-field path (``tags[tag=urn:li:tag:PII]``, ``owners``, ``a.b``) of
+    an aspect record, for showing: an item named in brackets shows as its name, a list of
+    named items as their names; None where the record has nothing there."""
+    import re
+
+    from metaverse_kit.history.questions import ITEM_KEYS
+
+    def named(value: Any) -> Any:
+        if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            key = next((k for k in ITEM_KEYS if k in value[0]), None)
+            return [v.get(key) for v in value] if key else value
+        return value
+
+    value = record
+    segments = re.findall(r"[^.\[\]]+(?:\[[^\]]*\])?", path)
+    for n, segment in enumerate(segments, start=1):
+        m = re.fullmatch(r"([^\[]+)(?:\[(?:([^=\]]+)=)?([^\]]*)\])?", segment)
+        if m is None or not isinstance(value, Mapping):
+            return None
+        value = value.get(m[1])
+        if m[3] is None or not isinstance(value, list):
+            continue
+        if m[2] is None:  # by position: paths[2]
+            index = int(m[3]) if m[3].isdigit() else -1
+            value = value[index] if 0 <= index < len(value) else None
+            continue
+        found = [v for v in value if isinstance(v, Mapping) and str(v.get(m[2])) == m[3]]
+        if not found:
+            return None
+        # NOTE: an item named by the path shows as its name; a field inside it as that field.
+        value = m[3] if n == len(segments) else found[0]
+    return named(value)
+
+
+def csv_enricher_planner(ws: Workspace, rows: Sequence[Mapping[str, str]]) -> list[RowPlan]:
+    """The toolkit's row planner: DataHub csv-enricher's columns, against the lake's latest values.
+
+    ``resource, subresource, glossary_terms, tags, owners, ownership_type, description,
+    domain``; each row is applied, as the ``csv`` ingestion source applies it, to the latest
+    value of each aspect it touches (tags, owners and terms added to those there). A row that
+    sets nothing is refused; one whose values the lake already holds is unchanged.
+    """
+    from metaverse_kit.events.aspects import mce
+    from metaverse_kit.ingest.csv_plan import plan_rows
+    from metaverse_kit.ingest.lake_state import LakeState
+
+    state = LakeState(ws.replay(progress=False), pipeline_name="steward-app", source_type="csv")
+    plans = []
+    for row, plan in zip(rows, plan_rows(rows, state.latest, first_line=1), strict=True):
+        if plan.problems:
+            plans.append(RowPlan(plan.line, plan.urn, None, plan.problems))
+        elif not any((row.get(k) or "").strip() for k in _EDITS):
+            sets = "glossary_terms, tags, owners or description"
+            plans.append(
+                RowPlan(plan.line, plan.urn, None, (f"the row sets nothing: fill {sets}",))
+            )
+        elif not plan.aspects:
+            plans.append(RowPlan(plan.line, plan.urn, None))
+        else:
+            assert plan.urn is not None
+            diff = tuple(
+                (f"{c.aspect}.{path}", _at(c.before, path), _at(c.after, path))
+                for c in plan.changes
+                for path in c.changed_fields
+            )
+            plans.append(RowPlan(plan.line, plan.urn, mce(plan.urn, list(plan.aspects)), (), diff))
+    return plans
+
+
+def read_sheet(name: str, data: bytes) -> list[dict[str, str]]:
+    """The rows of a CSV (UTF-8) or Excel (``.xlsx``, first sheet) file: column -> text.
+
+    The first row names the columns. Raises :class:`ConfigurationError` naming the file when
+    it is not one of those, has no header, or is not readable.
+    """
+    lower = name.lower()
+    if lower.endswith(".csv"):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"{name} is not UTF-8 text (byte {exc.start}): save it as CSV UTF-8"
+            ) from None
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames:
+            raise ConfigurationError(f"{name} is empty: the first row must name the columns")
+        return [
+            {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            for row in reader
+        ]
+    if lower.endswith((".xlsx", ".xlsm")):
+        try:
+            from openpyxl import load_workbook
+        except ImportError:
+            from metaverse_kit.errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                "Reading Excel sheets", ["openpyxl"], extra="app"
+            ) from None
+        try:
+            book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many types for a damaged file
+            raise ConfigurationError(f"{name} is not a readable Excel workbook: {exc}") from None
+        try:
+            rows = list(book.worksheets[0].iter_rows(values_only=True))
+        finally:
+            book.close()
+        if not rows or not any(rows[0]):
+            raise ConfigurationError(f"{name} is empty: the first row must name the columns")
+        header = [str(h).strip() if h is not None else "" for h in rows[0]]
+        return [
+            {
+                h: ("" if v is None else str(v).strip())
+                for h, v in zip(header, values, strict=False)
+                if h
+            }
+            for values in rows[1:]
+            if any(v not in (None, "") for v in values)
+        ]
+    raise ConfigurationError(f"{name}: upload a .csv or an .xlsx file")
+
+
+class BulkEditor(WidgetController):
+    """Plan, check, emit and report a sheet of edits (see the module notes).
+
+    ``planner`` is a :data:`RowPlanner`; ``chunk_size`` rows are sent per call to the hub.
+    ``on_emitted(urns)`` is called with the urns of the rows sent. Raises
+    :class:`ConfigurationError` when ``planner`` is not callable.
+    """
+
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        planner: RowPlanner = csv_enricher_planner,
+        chunk_size: int = 100,
+        on_emitted: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        if not callable(planner):
+            raise ConfigurationError(f"planner must be a function, not {type(planner).__name__}")
+        self.ws = ws
+        self.planner = planner
+        self.chunk_size = chunk_size
+        self.on_emitted = on_emitted
+        self.name = ""
+        self.plans: list[RowPlan] = []
+        self.results: list[RowResult] = []
+        self.upload = W.FileUpload(
+            accept=".csv,.xlsx", multiple=False, description="Upload CSV or Excel"
+        )
+        self.upload.layout.width = "auto"
+        self.emit_button = W.Button(
+            description="Emit valid rows",
+            icon="paper-plane",
+            button_style="primary",
+            disabled=True,
+        )
+        self.summary = W.HTML("")
+        self.table = W.HTML("")
+        self.download = W.HTML("")
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="Sent")
+        self.progress.layout.visibility = "hidden"
+        self.upload.observe(self._uploaded, names="value")
+        self.emit_button.on_click(self._emit_clicked)
+
+    def _build(self) -> W.Widget:
+        return W.VBox(
+            [
+                W.HBox([self.upload, self.emit_button]),
+                self.progress,
+                self.summary,
+                self.download,
+                self.table,
+            ]
+        )
+
+    # -- what it does ---------------------------------------------------------------------------
+
+    def load(self, name: str, data: bytes) -> list[RowPlan]:
+        """Read a sheet and plan every row; show and return the plans.
+
+        Raises :class:`ConfigurationError` for a file that cannot be read (also shown), and
+        what the planner raises.
+        """
+        rows = read_sheet(name, data)
+        if not rows:
+            raise ConfigurationError(f"{name} has a header but no row to apply")
+        self.name = name
+        self.plans = list(self.planner(self.ws, rows))
+        if len(self.plans) != len(rows):
+            raise ConfigurationError(
+                f"the row planner returned {len(self.plans)} plans for {len(rows)} rows"
+            )
+        self.results = []
+        valid = sum(p.valid for p in self.plans)
+        unchanged = sum(p.unchanged for p in self.plans)
+        refused = len(self.plans) - valid - unchanged
+        self.summary.value = message_html(
+            f"{name}: {len(rows)} rows, {valid} valid"
+            + (f", {unchanged} unchanged" if unchanged else "")
+            + (f", {refused} refused (reasons below)" if refused else ""),
+            ok=not refused,
+        )
+        self.emit_button.description = f"Emit {valid} valid rows"
+        self.emit_button.disabled = valid == 0
+        self.download.value = ""
+        self._show()
+        return self.plans
+
+    def emit(self) -> list[RowResult]:
+        """Send the valid rows' events; one result per row of the sheet, shown and returned.
+
+        Refused rows are ``invalid`` with their problems; a row whose send failed is
+        ``failed`` with the reason (its event waits in the workspace's outbox).
+        """
+        from metaverse_kit.widgets.batch_emitter import BatchEmitter, RowResult
+
+        valid = [p for p in self.plans if p.valid]
+        self.progress.layout.visibility = "visible"
+        sender = BatchEmitter(
+            self.ws,
+            [{"event": p.event} for p in valid],
+            build=lambda r: r["event"],
+            chunk_size=self.chunk_size,
+        )
+        sender.progress = self.progress
+        sent = {p.row: r for p, r in zip(valid, sender.emit(), strict=True)}
+        self.results = [
+            RowResult(p.row, p.urn, sent[p.row].status, sent[p.row].error, sent[p.row].receipt)
+            if p.row in sent
+            else RowResult(p.row, p.urn, "unchanged", "the lake already holds what it sets")
+            if p.unchanged
+            else RowResult(p.row, p.urn, "invalid", "; ".join(p.problems) or "no event")
+            for p in self.plans
+        ]
+        statuses = ("sent", "invalid", "unchanged")
+        counts = {s: sum(r.status == s for r in self.results) for s in statuses}
+        failed = len(self.results) - sum(counts.values())
+        self.summary.value = message_html(
+            f"{counts['sent']} emitted, {counts['invalid']} refused"
+            + (f", {counts['unchanged']} unchanged" if counts["unchanged"] else "")
+            + (f", {failed} failed to send (kept in the outbox)" if failed else ""),
+            ok=not (counts["invalid"] or failed),
+        )
+        self.emit_button.disabled = True
+        encoded = base64.b64encode(self.results_csv().encode()).decode()
+        stem = self.name.rsplit(".", 1)[0] or "bulk-edit"
+        self.download.value = (
+            f"<a download='{esc(stem)}-results.csv' href='data:text/csv;base64,{encoded}'>"
+            "⬇ Download the per-row results (CSV)</a>"
+        )
+        self._show()
+        if self.on_emitted is not None:
+            self.on_emitted([r.urn for r in self.results if r.status == "sent" and r.urn])
+        return self.results
+
+    def results_csv(self) -> str:
+        """The per-row results as CSV text: row, urn, status, reason, partition, sequence."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["row", "urn", "status", "reason", "partition", "sequence_number"])
+        for r in self.results:
+            writer.writerow(
+                [
+                    r.row,
+                    r.urn or "",
+                    r.status,
+                    r.error,
+                    "" if r.partition is None else r.partition,
+                    "" if r.sequence_number is None else r.sequence_number,
+                ]
+            )
+        return out.getvalue()
+
+    # -- the widget -----------------------------------------------------------------------------
+
+    def _show(self) -> None:
+        by_row = {r.row: r for r in self.results}
+        ordered = sorted(self.plans, key=lambda p: (p.valid, p.row))
+        rows = []
+        for p in ordered[:_MAX_SHOWN]:
+            result = by_row.get(p.row)
+            status = (
+                result.status
+                if result
+                else "valid"
+                if p.valid
+                else "unchanged"
+                if p.unchanged
+                else "refused"
+            )
+            reason = "; ".join(p.problems) if p.problems else (result.error if result else "")
+            changes = "; ".join(
+                f"{path}: {_short(old)} → {_short(new)}" for path, old, new in p.diff
+            )
+            rows.append([p.row, p.urn or "", status, reason, changes or "—"])
+        more = len(ordered) - _MAX_SHOWN
+        self.table.value = (
+            "<div class='jp-RenderedHTMLCommon'>"
+            + html_table(["row", "urn", "status", "reason", "change (latest → new)"], rows)
+            + (f"<i>{more} more rows in the download</i>" if more > 0 else "")
+            + "</div>"
+        )
+
+    def _uploaded(self, change: dict) -> None:
+        files = change["new"]
+        if not files:
+            return
+        item = files[0]
+        try:
+            self.load(str(item["name"]), bytes(item["content"]))
+        except MetaverseError as exc:
+            self.summary.value = message_html(f"Not loaded: {exc}", ok=False)
+
+    def _emit_clicked(self, *_: Any) -> None:
+        try:
+            self.emit()
+        except MetaverseError as exc:
+            self.summary.value = message_html(f"Not emitted: {exc}", ok=False)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (list, tuple)):
+        text = ", ".join(str(v) for v in value) or "(none)"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,241 @@
+"""The live tail on the local hub: other processes' emits, start positions, checkpoints, close."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import metaverse_kit as mk
+from metaverse_kit.backends.local.consumer import LocalEventConsumer
+from metaverse_kit.history.replay import PayloadSchema
+from metaverse_kit.history.tail import Tail
+from tests.conftest import SimClock
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "metaverse_kit.cli"]
+# Generous: a child process has to start Python and import the toolkit first.
+ARRIVAL_TIMEOUT = 60.0
+
+
+def _read_until(tail: Tail, wanted: int, *, timeout: float = ARRIVAL_TIMEOUT) -> pa.Table:
+    """Read batches until ``wanted`` events came (or fail after ``timeout`` seconds)."""
+    batches: list[pa.RecordBatch] = []
+    deadline = time.monotonic() + timeout
+    while sum(b.num_rows for b in batches) < wanted:
+        if time.monotonic() > deadline:
+            got = sum(b.num_rows for b in batches)
+            pytest.fail(f"only {got} of {wanted} events arrived within {timeout:.0f} s")
+        batches.extend(tail.read(0.5))
+    return pa.Table.from_batches(batches)
+
+
+def _ordered(table: pa.Table) -> pa.Table:
+    order = pc.sort_indices(
+        table, sort_keys=[("partition", "ascending"), ("sequence_number", "ascending")]
+    )
+    return table.take(order).replace_schema_metadata(None)
+
+
+def _emit_history(ws: mk.Workspace, clock: SimClock) -> None:
+    urns = [mk.make_dataset_urn("hive", f"db.t{i}") for i in range(5)]
+    for step in range(4):
+        ws.emit([mk.mce(u, [mk.aspects.status(step % 2 == 0)]) for u in urns])
+        clock.advance(minutes=7)
+
+
+def test_emits_from_another_process_arrive(tmp_path: Path) -> None:
+    with mk.connect(path=tmp_path / "ws") as ws, ws.tail() as tail:
+        assert tail.read(0.2) == []  # "latest": nothing old, nothing new yet
+        child = subprocess.run(
+            [*CLI, "--workspace", str(ws.path), "emit", "--example"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert child.returncode == 0, child.stderr
+        got = _read_until(tail, 1)
+    assert got.num_rows == 1
+    row = got.to_pylist()[0]
+    assert row["partition_key"] == "urn:li:corpuser:datahub"
+    assert f"sequence number {row['sequence_number']}" in child.stdout
+    assert row["decode_error"] is None and row["capture_file"].endswith(".avro")
+    # The same columns as a replay, with the payload decoded.
+    assert got.schema.remove_metadata() == PayloadSchema(mk.mce_definition()).arrow_schema()
+    assert row["proposedSnapshot"]["CorpUserSnapshot"]["urn"] == "urn:li:corpuser:datahub"
+
+
+def test_a_waiting_tail_is_woken_by_the_hub_not_by_polling(tmp_path: Path) -> None:
+    with mk.connect(path=tmp_path / "ws") as ws:
+        consumer = LocalEventConsumer(
+            ws.path / "lake",
+            ws.path / "hub",
+            namespace="metaverse-local",
+            eventhub="metaverse",
+            positions=dict.fromkeys(ws.hub.partition_ids(), "latest"),
+            safety_interval=3600,
+        )
+        with consumer:
+            if sys.platform.startswith("linux"):
+                assert consumer.uses_inotify
+            # The receive waits up to an hour; only the hub's commit can end it early.
+            emitter = threading.Timer(0.3, lambda: ws.emit(mk.example_mce()))
+            emitter.start()
+            chunks = consumer.receive(timeout=3600 if consumer.uses_inotify else 5)
+            emitter.join()
+    assert len(chunks) == 1 and chunks[0].path.endswith(".avro")
+
+
+def test_start_positions(workspace: mk.Workspace, clock: SimClock) -> None:
+    _emit_history(workspace, clock)
+    replayed = _ordered(workspace.replay(progress=False))
+    total = replayed.num_rows
+    assert total == 20
+
+    with workspace.tail(start="earliest") as tail:
+        everything = _ordered(_read_until(tail, total))
+    assert everything.equals(replayed)
+
+    since = replayed["enqueued_time"][10].as_py()
+    with workspace.tail(start=since) as tail:
+        later = _ordered(_read_until(tail, 1))
+        later = pa.concat_tables([later, *[pa.Table.from_batches([b]) for b in tail.read(0.3)]])
+    expected = replayed.filter(pc.greater_equal(replayed["enqueued_time"], since))
+    assert _ordered(later).equals(expected)
+
+    partition = replayed["partition"][0].as_py()
+    in_partition = replayed.filter(pc.equal(replayed["partition"], partition))
+    with workspace.tail(start={partition: 2}) as tail:
+        got = _ordered(_read_until(tail, in_partition.num_rows - 2))
+        assert tail.read(0.3) == []  # the other partitions start at "latest"
+    assert got["sequence_number"].to_pylist() == list(range(2, in_partition.num_rows))
+
+    with workspace.tail(start="latest", partitions=[partition]) as tail:
+        assert tail.read(0.2) == []
+        urn = in_partition["partition_key"][0].as_py()
+        receipts = workspace.emit(mk.mce(urn, [mk.aspects.status(True)]))
+        (new,) = _read_until(tail, 1).to_pylist()
+    assert (new["partition"], new["sequence_number"]) == (
+        receipts[0].partition,
+        receipts[0].sequence_number,
+    )
+
+
+def test_close_from_another_thread_leaves_nothing_running(tmp_path: Path) -> None:
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with mk.connect(path=tmp_path / "ws") as ws:
+        threads_before, fds_before = set(threading.enumerate()), fds()
+        tail = ws.tail()
+        seen: list[int] = []
+        reader = threading.Thread(target=lambda: seen.extend(b.num_rows for b in tail))
+        reader.start()
+        ws.emit(mk.example_mce())
+        deadline = time.monotonic() + ARRIVAL_TIMEOUT
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tail.close()  # wakes the reader waiting for the next events
+        reader.join(timeout=30)
+        assert not reader.is_alive()
+        assert seen == [1]
+        assert set(threading.enumerate()) == threads_before
+        if os.path.isdir("/proc/self/fd"):
+            assert fds() == fds_before
+        tail.close()  # twice is harmless
+        assert list(tail) == []
+
+
+def test_a_named_checkpoint_resumes_after_what_was_handed_out(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    _emit_history(workspace, clock)
+    with workspace.tail(start="earliest", checkpoint="nightly") as tail:
+        first = _read_until(tail, 20)
+    assert first.num_rows == 20
+    workspace.emit([mk.mce(mk.make_dataset_urn("hive", "db.new"), [mk.aspects.status(False)])])
+    with workspace.tail(start="earliest", checkpoint="nightly") as tail:
+        resumed = _read_until(tail, 1)
+        assert tail.read(0.3) == []
+    assert resumed["partition_key"].to_pylist() == [
+        "urn:li:dataset:(urn:li:dataPlatform:hive,db.new,PROD)"
+    ]
+    assert (workspace.path / "checkpoints" / "$Default" / "nightly.json").exists()
+    # Another consumer group keeps its own progress; a failure inside the block keeps the
+    # batch being handled unmarked, so it comes again.
+    with (
+        pytest.raises(RuntimeError),
+        workspace.tail(start="earliest", checkpoint="nightly", consumer_group="audit") as tail,
+    ):
+        assert _read_until(tail, 21).num_rows == 21
+        raise RuntimeError("the handler failed")
+    with workspace.tail(start="earliest", checkpoint="nightly", consumer_group="audit") as tail:
+        assert _read_until(tail, 21).num_rows == 21
+
+
+def test_a_block_being_written_is_left_for_later(workspace: mk.Workspace) -> None:
+    with workspace.tail() as tail:
+        (receipt,) = workspace.emit(mk.example_mce())
+        assert _read_until(tail, 1).num_rows == 1
+        path = Path(receipt.location or "")
+        intact = path.read_bytes()
+        path.write_bytes(intact + b"\x02\xfe\x01 half a block")  # as a writer mid-append leaves it
+        assert tail.read(0.3) == []
+        path.write_bytes(intact)
+        workspace.emit(mk.example_mce())
+        assert _read_until(tail, 1).num_rows == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"start": "yesterday"}, "'earliest', 'latest', a time"),
+        ({"start": 5}, "A sequence number starts one partition"),
+        ({"start": {"0": -1}}, "0 or more"),
+        ({"start": {"9": 0}}, "no partition 9"),
+        ({"partitions": ["0", "7"]}, "no partition 7"),
+        ({"partitions": []}, "names no partition"),
+        ({"checkpoint": "Not_A_Container"}, "must name a blob container"),
+        ({"consumer_group": "a/b"}, "not a consumer group name"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_opens(
+    workspace: mk.Workspace, options: dict, message: str
+) -> None:
+    with pytest.raises(mk.ConfigurationError, match=message):
+        workspace.tail(**options)
+
+
+def test_the_cli_prints_one_line_per_event_until_interrupted(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    _emit_history(workspace, clock)
+    process = subprocess.Popen(
+        [*CLI, "--workspace", str(workspace.path), "tail", "--since", "earliest"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(20)]
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    assert all("  partition " in line and "status" in line for line in lines), lines
+    assert all(line.rstrip().endswith("(captured)") for line in lines)
+    assert sum("urn:li:dataset:(urn:li:dataPlatform:hive,db.t0,PROD)" in x for x in lines) == 4
