@@ -325,7 +325,14 @@ def _replay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
     p.add_argument("--until", help="ISO 8601 time")
     p.add_argument("--partition", action="append", help="partition id (repeatable)")
-    p.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="a .parquet file to write, or a folder: a dataset partitioned by event date, to "
+        "which each run appends the Capture files that are new",
+    )
+    p.add_argument("--format", choices=["parquet"], default="parquet", help="output format")
     p.add_argument(
         "--skip-bad-files",
         action="store_true",
@@ -333,7 +340,11 @@ def _replay_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("replay", "replay the lake into a Parquet file", _replay_arguments)
+@command(
+    "replay",
+    "replay the lake into a Parquet file, or append it to a Parquet dataset",
+    _replay_arguments,
+)
 def _replay(args: argparse.Namespace) -> None:
     import io
 
@@ -343,7 +354,12 @@ def _replay(args: argparse.Namespace) -> None:
 
     out: Path = args.out
     if out.suffix.lower() != ".parquet":
-        raise UsageError(f"--out must name a .parquet file, not {out}")
+        if out.suffix:
+            raise UsageError(
+                f"--out must name a .parquet file, or a folder for a Parquet dataset, not {out}"
+            )
+        _replay_to_dataset(args)
+        return
     with open_workspace(args) as ws:
         table = _replay_table(ws, args)
 
@@ -374,6 +390,28 @@ def _replay_table(ws: Any, args: argparse.Namespace) -> Any:
         where = "whole file" if part.offset is None else f"from byte {part.offset}"
         print(f"skipped {part.path} ({where}): {part.reason}", file=sys.stderr)
     return table
+
+
+def _replay_to_dataset(args: argparse.Namespace) -> None:
+    """``metaverse replay --out DIR``: append what is new in the lake to a Parquet dataset."""
+    from metaverse_kit.history.export import export_parquet
+
+    ranges = [f"--{n}" for n in ("since", "until", "partition") if getattr(args, n)]
+    if ranges:
+        raise UsageError(
+            f"{', '.join(ranges)} cannot be used with a dataset folder: each run appends the "
+            f"whole history that is new; filter when you read it (or --out a .parquet file)"
+        )
+    with open_workspace(args) as ws:
+        report = export_parquet(
+            ws.lake,
+            args.out,
+            registry=ws.registry,
+            on_bad_file="skip" if args.skip_bad_files else "raise",
+        )
+    print(report)
+    for skipped in report.skipped:
+        print(f"  skipped {skipped['path']}: {skipped['reason']}")
 
 
 # -- ingest --------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Every function takes the events table of :meth:`Workspace.replay` or
 :func:`~metaverse_kit.replay_capture` (envelope columns plus the decoded MCE payload), the same
 table read back from a Parquet file (a path is accepted too), or the table :func:`aspects`
 returned (so a notebook or a widget explodes the history once and asks many questions). Each
-returns a :class:`pyarrow.Table`.
+returns a :class:`pyarrow.Table`. :func:`state_as_of`, :func:`audit_trail` and :func:`changes`
+also take a pyspark DataFrame (``spark_replay``'s, or a Parquet export read by Spark) and
+return one, computed by Spark (:mod:`metaverse_kit.distributed.spark_questions`).
 
 Design of the aspect value
     An MCE carries its aspects in a union (``DatasetSnapshot.aspects`` is a list of a union of
@@ -113,6 +115,15 @@ class MissingColumnError(HistoryInputError):
 
 
 # -- input -------------------------------------------------------------------------------------
+
+
+def _spark_questions(events: Any) -> Any:
+    """The Spark versions of the questions when ``events`` is a pyspark DataFrame, else None."""
+    if not type(events).__module__.startswith("pyspark."):
+        return None
+    from metaverse_kit.distributed import spark_questions
+
+    return spark_questions
 
 
 def _table(events: Any) -> pa.Table:
@@ -558,6 +569,8 @@ def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.
     Raises :class:`HistoryInputError` for a ``when`` that is not a time and
     :class:`MissingColumnError` for a table without the columns of a replay.
     """
+    if (spark := _spark_questions(events)) is not None:
+        return spark.state_as_of(events, when, include_removed=include_removed)
     moment = _as_utc(when, "when")
     table = _aspects_of(events)
     latest = _last_per_key(_up_to(table, moment), ["urn", "aspect"])
@@ -739,6 +752,8 @@ def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table
     Raises :class:`HistoryInputError` for a bad urn and :class:`MissingColumnError` for a
     table without the columns of a replay.
     """
+    if (spark := _spark_questions(events)) is not None:
+        return spark.audit_trail(events, urn, aspect=aspect)
     rows = _for_urn(events, urn)
     if aspect is not None:
         rows = rows.filter(_resolve_aspect(rows, aspect))
@@ -818,6 +833,8 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
 
     Raises :class:`HistoryInputError` when ``start`` is after ``end`` or either is not a time.
     """
+    if (spark := _spark_questions(events)) is not None:
+        return spark.changes(events, start, end, include_unchanged=include_unchanged)
     lo, hi = _as_utc(start, "start"), _as_utc(end, "end")
     if lo > hi:
         raise HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
