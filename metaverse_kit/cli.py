@@ -386,14 +386,22 @@ def _replay_table(ws: Any, args: argparse.Namespace) -> Any:
             args.partition,
             on_bad_file="skip" if args.skip_bad_files else "raise",
         )
-    for part in skipped_files(table):
+    _print_skipped(skipped_files(table))
+    return table
+
+
+def _print_skipped(parts: Any) -> None:
+    """One line on stderr per damaged part a replay with --skip-bad-files left out."""
+    for part in parts:
         where = "whole file" if part.offset is None else f"from byte {part.offset}"
         print(f"skipped {part.path} ({where}): {part.reason}", file=sys.stderr)
-    return table
 
 
 def _replay_to_dataset(args: argparse.Namespace) -> None:
     """``metaverse replay --out DIR``: append what is new in the lake to a Parquet dataset."""
+    import warnings
+
+    from metaverse_kit.errors import CaptureFileWarning
     from metaverse_kit.history.export import export_parquet
 
     ranges = [f"--{n}" for n in ("since", "until", "partition") if getattr(args, n)]
@@ -402,16 +410,18 @@ def _replay_to_dataset(args: argparse.Namespace) -> None:
             f"{', '.join(ranges)} cannot be used with a dataset folder: each run appends the "
             f"whole history that is new; filter when you read it (or --out a .parquet file)"
         )
-    with open_workspace(args) as ws:
+    with open_workspace(args) as ws, warnings.catch_warnings():
+        # NOTE: the parts skipped are listed below, one line each, instead of a warning.
+        warnings.simplefilter("ignore", CaptureFileWarning)
         report = export_parquet(
             ws.lake,
             args.out,
             registry=ws.registry,
+            schema_group=ws.schema_group,
             on_bad_file="skip" if args.skip_bad_files else "raise",
         )
     print(report)
-    for skipped in report.skipped:
-        print(f"  skipped {skipped['path']}: {skipped['reason']}")
+    _print_skipped(report.skipped)
 
 
 # -- ingest --------------------------------------------------------------------------------------

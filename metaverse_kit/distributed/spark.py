@@ -1,10 +1,10 @@
-"""Replay a Capture lake on Spark: the ``binaryFile`` source and ``mapInArrow`` over our decoder.
+"""Replay a Capture lake on Spark: ``binaryFile`` and ``mapInArrow`` over the decode layer.
 
-The driver lists and prunes the files (the local replay's lake code), Spark reads their bytes
-(``binaryFile``), and executors decode them with the local replay's own per-file decoder inside
-``mapInArrow``. Two Spark jobs run when :func:`spark_replay` is called, both on the envelopes
-only: one finds damaged files and the schema ids in use, one the message ids that occur more
-than once. The returned DataFrame is lazy: the payloads are decoded when it is used.
+The driver lists and prunes the files (the local replay's lake code) and knows the schemas;
+Spark reads the files' bytes (``binaryFile``) and executors run :mod:`._tasks` in
+``mapInArrow``. :func:`spark_replay` runs one Spark job, the plan pass (envelopes only: damaged
+files, message ids that occur more than once, grouped with a hash aggregate), and returns a
+lazy DataFrame whose rows are decoded, once, when it is used.
 
 pyspark is imported when a function here is called, never when ``metaverse_kit`` is.
 """
@@ -15,28 +15,24 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from metaverse_kit.backends.protocols import SchemaRegistry
-from metaverse_kit.distributed._driver import (
-    REPEATED_SCHEMA,
-    SUMMARY_COLUMNS,
-    Planner,
-    ReplayPlan,
+from metaverse_kit.backends.protocols import CaptureFile, SchemaRegistry
+from metaverse_kit.distributed._plan import GROUPED_SCHEMA, Plan, Planner, records
+from metaverse_kit.distributed._tasks import (
+    FILE,
+    MESSAGE,
+    SCAN_SCHEMA,
+    TaskSpec,
+    decoded_batches,
+    scan_rows,
 )
-from metaverse_kit.distributed._tasks import SCAN_SCHEMA, TaskSpec, decode_files, scan_files
 from metaverse_kit.errors import MissingDependencyError
-from metaverse_kit.history.export import (
-    EVENT_DATE,
-    ExportFolder,
-    ExportReport,
-    new_run,
-)
+from metaverse_kit.history.export import EVENT_DATE, ExportFolder, ExportReport, new_run
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -50,6 +46,7 @@ __all__ = [
 ]
 
 _PANDAS_WARNING = "PySpark does not yet fully support pandas"
+_LISTING = "spark.sql.sources.parallelPartitionDiscovery.threshold"
 
 
 def require_pyspark() -> Any:
@@ -99,68 +96,111 @@ def _glob_escaped(path: str) -> str:
     return path
 
 
-def _binary_files(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
-    return spark.read.format("binaryFile").load([_glob_escaped(p) for p in paths])
+@contextlib.contextmanager
+def _listing_on_driver(spark: SparkSession, local: bool) -> Iterator[None]:
+    """Let Spark stat local files on the driver instead of in a job of its own.
+
+    PERF: Spark lists more than 32 paths with a Spark job (one task per path, seconds of
+    scheduling for files on this machine's disk); for remote stores that parallelism pays.
+    """
+    if not local:
+        yield
+        return
+    with _conf(spark, _LISTING, str(2**31 - 1)):
+        yield
+
+
+@contextlib.contextmanager
+def _conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """The session's ``key`` set to ``value`` for the time of the block."""
+    before = spark.conf.get(key)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+def _binary_files(spark: SparkSession, planner: Planner, files: Sequence[CaptureFile]) -> Any:
+    """The files' bytes as Spark reads them: ``path`` (Spark's name) and ``content``."""
+    paths = [_glob_escaped(planner.engine_path(f)) for f in files]
+    # NOTE: the file index is built (the files listed) when the DataFrame is made.
+    with _listing_on_driver(spark, planner.local):
+        return spark.read.format("binaryFile").load(paths).select("path", "content")
+
+
+def _contents(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[str, bytes]]:
+    for batch in batches:
+        paths = batch.column("path").to_pylist()
+        contents = batch.column("content")
+        for i, path in enumerate(paths):
+            yield path, contents[i].as_py()
 
 
 def _scan_function(spec: TaskSpec) -> Any:
     def scan(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            paths = batch.column("path").to_pylist()
-            contents = batch.column("content")
-            yield scan_files([(p, contents[i].as_py()) for i, p in enumerate(paths)], spec)
+            yield scan_rows(_contents(iter([batch])), spec)
 
     return scan
 
 
 def _decode_function(spec: TaskSpec, schema: pa.Schema) -> Any:
     def decode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            paths = batch.column("path").to_pylist()
-            contents = batch.column("content")
-            items = [(p, contents[i].as_py()) for i, p in enumerate(paths)]
-            del batch, contents
-            yield from decode_files(items, spec, schema)
+        for _, _, rows in decoded_batches(_contents(batches), spec, schema):
+            if rows.num_rows:
+                yield rows
 
     return decode
 
 
-def _scan(spark: SparkSession, planner: Planner, exported: DataFrame | None = None) -> ReplayPlan:
-    """Run the envelope pass on Spark (one job) and hand its results to the planner.
+def _plan(spark: SparkSession, planner: Planner, exported: DataFrame | None = None) -> Plan:
+    """Run the plan pass on Spark (one job) and hand its grouped rows to the planner.
 
-    ``exported`` (an export's) has the message ids the dataset already holds.
+    ``exported`` (an export's) holds the message ids the dataset has already.
     """
-    sql = require_pyspark()
-    functions, window = sql.functions, sql.Window
-    files = planner.readable
-    if not files:
-        return planner.finish(SCAN_SCHEMA.empty_table(), REPEATED_SCHEMA.empty_table())
-    raw = _binary_files(spark, [planner.engine_path(f) for f in files]).select("path", "content")
-    scanned = raw.mapInArrow(_scan_function(planner.spec), spark_schema(SCAN_SCHEMA))
-    flag = functions.lit(False)
-    if exported is not None:
-        ids = exported.select("message_id").distinct().withColumn("exported", functions.lit(True))
-        scanned = scanned.join(ids, "message_id", "left")
-        flag = functions.coalesce(functions.col("exported"), functions.lit(False))
-    scanned = scanned.withColumn("exported", flag)
-    if planner.dedup:
-        # PERF: one job: the copies of each message id are counted by a window over the
-        # (small) event rows, and only the summary rows and the repeated ids come back.
-        copies = functions.count(functions.lit(1)).over(window.partitionBy("message_id"))
-        scanned = scanned.withColumn(
-            "copies", functions.when(functions.col("row") >= 0, copies)
-        ).where("row < 0 OR copies > 1 OR exported")
-    else:
-        scanned = scanned.where("row < 0 OR exported")
-    # NOTE: collect(), not toArrow() (pyspark 4 only): a row per file and per repeated copy.
-    rows = [r.asDict() for r in scanned.collect()]
-    summary_schema = pa.schema([SCAN_SCHEMA.field(n) for n in SUMMARY_COLUMNS])
-    copies = [r for r in rows if r["row"] >= 0 and (r.get("copies") or 0) > 1]
-    return planner.finish(
-        pa.Table.from_pylist([r for r in rows if r["row"] < 0], summary_schema),
-        pa.Table.from_pylist(copies, REPEATED_SCHEMA),
-        pa.Table.from_pylist([r for r in rows if r["exported"]], REPEATED_SCHEMA),
+    f = require_pyspark().functions
+    if not planner.files:
+        return planner.finish(GROUPED_SCHEMA.empty_table())
+    scanned = _binary_files(spark, planner, planner.files).mapInArrow(
+        _scan_function(planner.spec), spark_schema(SCAN_SCHEMA)
     )
+    if exported is not None:
+        ids = exported.where(f.col("message_id").isNotNull()).select(
+            f.lit(MESSAGE).cast("byte").alias("kind"),
+            f.col("message_id").alias("key"),
+            f.lit(-1).cast("long").alias("order"),
+            f.lit(None).cast("string").alias("info"),
+        )
+        scanned = scanned.unionByName(ids.distinct())
+    # PERF: a hash aggregate of (kind, key): every message id is counted where it is read and
+    # only the summary rows and the ids seen more than once come back to the driver.
+    grouped = (
+        scanned.groupBy("kind", "key")
+        .agg(
+            f.min("order").alias("first"),
+            f.count(f.lit(1)).alias("n"),
+            f.first("info", ignorenulls=True).alias("info"),
+        )
+        .where((f.col("kind") == FILE) | (f.col("n") > 1))
+    )
+    # NOTE: collect(), not toArrow() (pyspark 4 only): a row per file and per repeated id.
+    rows = [r.asDict() for r in grouped.collect()]
+    return planner.finish(pa.Table.from_pylist(rows, GROUPED_SCHEMA))
+
+
+def _decoded(spark: SparkSession, planner: Planner, plan: Plan) -> DataFrame:
+    struct = spark_schema(plan.arrow_schema)
+    if not plan.files:
+        df = spark.createDataFrame([], struct)
+    else:
+        df = _binary_files(spark, planner, plan.files).mapInArrow(
+            _decode_function(plan.spec, _arrow_of(struct)), struct
+        )
+    return df.withMetadata("capture_file", records(plan))
 
 
 def spark_replay(
@@ -186,52 +226,44 @@ def spark_replay(
     (timestamps become ``TimestampType``); rows come in no particular order (sort by
     ``partition`` and ``sequence_number``).
 
-    Schemas: ``registry=`` resolves the schema ids the files use, once, on the driver;
-    ``schemas={id: definition}`` gives them for clusters that cannot reach the registry (both
-    may be given: the mapping wins). Executors never call the registry. ``schema`` types the
-    payload as in the local replay (default: the built-in MCE; ``False``: the envelope only).
+    Schemas: the driver ships to the executors every schema version ``registry=`` lists
+    (:func:`~metaverse_kit.distributed.registry_schemas`) and ``schemas={id: definition}``
+    (for clusters that cannot reach the registry; it wins over the registry). Executors never
+    call the registry; an id neither knows comes out as an unknown schema id, as in a local
+    replay whose registry does not know it. ``schema`` is the reader as in the local replay;
+    ``schema=None`` the newest MCE version in the registry, or among ``schemas`` (see
+    :func:`~metaverse_kit.history.replay.reader_schema`).
 
     Duplicates (same message id) are dropped across the whole history, keeping the copy the
-    local replay keeps; ``dedup=False`` keeps them. ``on_bad_file="raise"`` raises
-    :class:`~metaverse_kit.errors.CaptureFileError` naming the first damaged file;
-    ``"skip"`` leaves damaged files out and warns
-    :class:`~metaverse_kit.distributed.SkippedFilesWarning` (its ``skipped`` lists them).
+    local replay keeps (``dedup=False`` keeps them); ``mk.duplicates_dropped(df)`` says how
+    many. ``on_bad_file="raise"`` raises :class:`~metaverse_kit.errors.CaptureFileError` (the
+    local replay's, for the first damaged file in replay order) before returning; ``"skip"``
+    keeps every intact block, warns :class:`~metaverse_kit.errors.CaptureFileWarning` as the
+    local replay does, and ``mk.skipped_files(df)`` lists the parts left out.
 
-    Runs two Spark jobs over the envelopes before returning (damaged files, schema ids,
-    repeated message ids). Raises :class:`~metaverse_kit.errors.MissingDependencyError` when
-    pyspark is not installed (``pip install "metaverse-kit[spark]"``) and
+    Runs one Spark job over the envelopes before returning (damage, repeated message ids;
+    none with ``dedup=False`` and ``"raise"``: damage then fails the job that reads the file);
+    the payloads are decoded when the DataFrame is used. Raises
+    :class:`~metaverse_kit.errors.MissingDependencyError` when pyspark is not installed
+    (``pip install "metaverse-kit[spark]"``) and
     :class:`~metaverse_kit.errors.ConfigurationError` for a bad option.
     """
     require_pyspark()
     with without_pandas_warning():
-        return _spark_replay(
-            spark,
-            Planner(
-                location,
-                registry=registry,
-                schemas=schemas,
-                schema=schema,
-                start=start,
-                end=end,
-                partitions=partitions,
-                storage_options=storage_options,
-                on_bad_file=on_bad_file,
-                dedup=dedup,
-            ),
+        planner = Planner(
+            location,
+            registry=registry,
+            schemas=schemas,
+            schema=schema,
+            start=start,
+            end=end,
+            partitions=partitions,
+            storage_options=storage_options,
+            on_bad_file=on_bad_file,
+            dedup=dedup,
         )
-
-
-def _spark_replay(spark: SparkSession, planner: Planner) -> DataFrame:
-    return _decoded(spark, planner, _scan(spark, planner))
-
-
-def _decoded(spark: SparkSession, planner: Planner, plan: ReplayPlan) -> DataFrame:
-    struct = spark_schema(plan.arrow_schema)
-    files = [f for f in plan.files if f.size > 0]
-    if not files:
-        return spark.createDataFrame([], struct)
-    raw = _binary_files(spark, [planner.engine_path(f) for f in files]).select("path", "content")
-    return raw.mapInArrow(_decode_function(plan.spec, _arrow_of(struct)), struct)
+        plan = _plan(spark, planner) if planner.needs_scan else planner.unplanned()
+        return _decoded(spark, planner, plan)
 
 
 def spark_export(
@@ -249,13 +281,15 @@ def spark_export(
 
     Appends the Capture files new since the last run to the Parquet dataset at ``out`` (see
     :mod:`metaverse_kit.history.export`), which the driver and every executor must reach
-    as the same local path (a shared disk or a mount such as ``/dbfs/...``). Options as
+    as the same local path (a shared disk or a mount such as ``/Volumes/...``). Options as
     :func:`spark_replay`. Timestamps are written as Parquet ``TIMESTAMP_MILLIS`` (UTC), the
-    type the local export writes, so runs of either kind append to one dataset.
+    type the local export writes, so runs of either kind append to one dataset. Raises as
+    :func:`~metaverse_kit.history.export.export_parquet` does.
     """
     require_pyspark()
     with without_pandas_warning(), ExportFolder(out) as folder:
         planner = Planner.for_export(
+            folder,
             location,
             registry=registry,
             schemas=schemas,
@@ -263,52 +297,39 @@ def spark_export(
             storage_options=storage_options,
             on_bad_file=on_bad_file,
         )
-        return _export(spark, planner, folder)
+        if planner is None:
+            return folder.up_to_date()
+        exported = (
+            spark.read.parquet(_local_uri(folder.out)).select("message_id")
+            if folder.data_files()
+            else None
+        )
+        plan = _plan(spark, planner, exported)
+        return _write(spark, planner, plan, folder)
 
 
-def _export(spark: SparkSession, planner: Planner, folder: ExportFolder) -> ExportReport:
+def _write(spark: SparkSession, planner: Planner, plan: Plan, folder: ExportFolder) -> ExportReport:
     import pyarrow.parquet as pq
 
-    functions = require_pyspark().functions
-    if not folder.start(planner):
-        return ExportReport(str(folder.out), None, 0, 0)
-    exported = (
-        spark.read.parquet(_local_uri(folder.out)).select("message_id")
-        if folder.data_files()
-        else None
-    )
-    plan = _scan(spark, planner, exported)
+    f = require_pyspark().functions
     run = new_run()
     staging = folder.staging(run)
-    micros = functions.unix_micros(functions.col("enqueued_time"))
-    day = functions.date_from_unix_date(
-        functions.floor(micros / functions.lit(86_400_000_000)).cast("int")
-    )
+    micros = f.unix_micros(f.col("enqueued_time"))
+    # NOTE: the UTC day whatever the session's time zone.
+    day = f.date_from_unix_date(f.floor(micros / f.lit(86_400_000_000)).cast("int"))
     rows = _decoded(spark, planner, plan).withColumn(EVENT_DATE, day)
-    key = "spark.sql.parquet.outputTimestampType"
-    before = spark.conf.get(key)
-    spark.conf.set(key, "TIMESTAMP_MILLIS")
-    try:
+    with _conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MILLIS"):
         rows.write.partitionBy(EVENT_DATE).mode("overwrite").parquet(_local_uri(staging))
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
     written = sum(
         pq.ParquetFile(p).metadata.num_rows for p in staging.glob(f"{EVENT_DATE}=*/*.parquet")
     )
-    files = folder.records(
-        planner.files,
-        root=planner.lake.root,
-        events=plan.events,
-        skipped={s.path: s.reason for s in plan.skipped},
-    )
     return folder.commit(
         run,
-        files=files,
+        files=folder.records(
+            planner.files, root=planner.lake.root, events=plan.events, skipped=plan.skipped
+        ),
         rows=written,
-        skipped=[asdict(s) for s in plan.skipped],
+        skipped=plan.skipped,
         duplicates=plan.duplicates,
         engine="spark",
     )

@@ -5,24 +5,31 @@ of :func:`~metaverse_kit.distributed.spark_replay`, or the same rows read back f
 export) to the functions here, which return DataFrames. Nothing is collected to the driver:
 aspects are exploded with ``posexplode``, "the last write before t" is a ``row_number`` window
 over the replay order, previous values a ``lag`` window, and the field-by-field comparison of
-two aspect values runs on the executors (``mapInArrow``) with the local
-:func:`~metaverse_kit.history.changed_fields`, so both paths name the same fields.
+two aspect values runs on the executors (``mapInArrow``) with the local functions
+(:func:`~metaverse_kit.history.questions.write_change`,
+:func:`~metaverse_kit.history.questions.window_change`), so both paths name the same fields.
+The order of writes is the local one (see *Order* in :mod:`metaverse_kit.history.questions`):
+the emit time where the event has one, else the enqueued time, then enqueued time, partition
+(numerically), sequence number and the aspect's position.
 
 Differences from the local tables: no ``event_index`` column (a DataFrame has no row
 numbers); timestamps are Spark's ``TimestampType``; rows of ``audit_trail`` are ordered oldest
-first and those of ``state_as_of`` and ``changes`` by urn and aspect, as locally.
+first and those of ``state_as_of`` and ``changes`` by urn and aspect, as locally. Partition ids
+that are partly numbers and partly not sort numbers first (locally, all as text).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.distributed.spark import require_pyspark, spark_schema, without_pandas_warning
 from metaverse_kit.events.aspects import ASPECT_NAMES
 from metaverse_kit.history import questions as _local
+from metaverse_kit.history.arrow_types import BRANCH_FIELD
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -30,8 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["aspects", "audit_trail", "changes", "state_as_of"]
 
 _STATUS = "com.linkedin.pegasus2avro.common.Status"
-_BRANCH = "branch"
-_ENVELOPE = ("enqueued_time", "partition", "sequence_number", "message_id")
+_BRANCH = BRANCH_FIELD
+_ENVELOPE = ("enqueued_time", "emitted_time", "partition", "sequence_number", "message_id")
 _ASPECT_COLUMNS = (
     "urn",
     "entity_type",
@@ -41,6 +48,7 @@ _ASPECT_COLUMNS = (
     "change",
     "value",
     "enqueued_time",
+    "emitted_time",
     "partition",
     "sequence_number",
     "message_id",
@@ -54,20 +62,26 @@ def _f() -> Any:
 
 def _require(df: DataFrame, columns: tuple[str, ...]) -> None:
     # NOTE: the local check on an empty table with the same names: the same messages.
-    _local._require(pa.table({c: pa.nulls(0) for c in df.columns}), columns)
+    _local.require_columns(pa.table({c: pa.nulls(0) for c in df.columns}), columns)
+
+
+def _arrival() -> list[Column]:
+    """The order events reached the hub: enqueued time, partition (numerically), sequence."""
+    f = _f()
+    return [
+        f.col("enqueued_time"),
+        f.expr("try_cast(partition AS BIGINT)"),
+        f.col("partition"),
+        f.col("sequence_number"),
+    ]
 
 
 def _order(*, descending: bool = False) -> list[Column]:
-    """The replay order of aspect rows: time, partition (numerically), sequence, position."""
+    """The replay order of aspect rows: write time (the emit time, else the enqueued time),
+    then arrival, then the aspect's position in its event."""
     f = _f()
-    partition_number = f.expr("try_cast(partition AS BIGINT)")
-    keys = [
-        f.col("enqueued_time"),
-        partition_number,
-        f.col("partition"),
-        f.col("sequence_number"),
-        f.col("aspect_index"),
-    ]
+    written = f.coalesce(f.col("emitted_time"), f.col("enqueued_time"))
+    keys = [written, *_arrival(), f.col("aspect_index")]
     # NOTE: the local sort puts nulls last; the last row in that order comes first descending.
     return [k.desc_nulls_first() if descending else k.asc_nulls_last() for k in keys]
 
@@ -136,38 +150,23 @@ def _explode(df: DataFrame, urn: str | None = None) -> DataFrame:
     message_id = f.col("message_id") if "message_id" in df.columns else f.lit(None).cast("string")
     envelope = [
         f.col("enqueued_time"),
+        _emitted_time(df).alias("emitted_time"),
         f.col("partition"),
         f.col("sequence_number"),
         message_id.alias("message_id"),
     ]
-    parts = []
-    for snap in snaps:
-        base = "proposedSnapshot" if snap is None else f"proposedSnapshot.{snap}"
-        rows = df
-        if urn is not None:
-            # PERF: one entity's events are kept before anything is exploded.
-            rows = rows.where(f.col(f"{base}.urn") == f.lit(urn))
-        rows = rows.select(
-            f.col(f"{base}.urn").alias("urn"),
-            *envelope,
-            f.posexplode(f.col(f"{base}.aspects")).alias("aspect_index", "item"),
-        )
-        item_type: Any = rows.schema["item"].dataType
-        present = set(item_type.fieldNames())
-        value = f.struct(
-            *[
-                (
-                    f.col(f"item.{field.name}")
-                    if field.name in present
-                    else f.lit(None).cast(field.dataType)
-                ).alias(field.name)
-                for field in value_fields
-            ]
-        )
-        parts.append(rows.select("urn", *_ENVELOPE, "aspect_index", value.alias("value")))
-    exploded = parts[0]
-    for part in parts[1:]:
-        exploded = exploded.unionByName(part)
+    bases = ["proposedSnapshot" if snap is None else f"proposedSnapshot.{snap}" for snap in snaps]
+    # PERF: one pass over the events: each snapshot type's aspects are widened to the common
+    # value union with a higher-order function, and the one that is set is exploded.
+    widened = [_widened(df, base, value_fields) for base in bases]
+    urns = f.coalesce(*[f.col(f"{base}.urn") for base in bases])
+    rows = df if urn is None else df.where(urns == f.lit(urn))
+    items = f.coalesce(*widened) if len(widened) > 1 else widened[0]
+    exploded = rows.select(
+        urns.alias("urn"),
+        *envelope,
+        f.posexplode(items).alias("aspect_index", "value"),
+    )
     names = [field.name for field in value_fields]
     branch = f.col("value.branch")
     if "Status" in names and _first_field(value_fields, "Status") == "removed":
@@ -184,10 +183,49 @@ def _explode(df: DataFrame, urn: str | None = None) -> DataFrame:
         f.when(soft, f.lit("soft_delete")).otherwise(f.lit("upsert")).alias("change"),
         "value",
         "enqueued_time",
+        "emitted_time",
         "partition",
         "sequence_number",
         "message_id",
         f.col("aspect_index").cast("int").alias("aspect_index"),
+    )
+
+
+def _widened(df: DataFrame, base: str, value_fields: list[Any]) -> Column:
+    """A snapshot type's aspects, each as the common value union (the local ``_value_type``)."""
+    f = _f()
+    item_type: Any = df.schema[base.split(".")[0]].dataType
+    for part in base.split(".")[1:]:
+        item_type = item_type[part].dataType
+    present = set(item_type["aspects"].dataType.elementType.fieldNames())
+
+    def widen(item: Column) -> Column:
+        return f.struct(
+            *[
+                (
+                    item.getField(field.name)
+                    if field.name in present
+                    else f.lit(None).cast(field.dataType)
+                ).alias(field.name)
+                for field in value_fields
+            ]
+        )
+
+    return f.transform(f.col(f"{base}.aspects"), widen)
+
+
+def _emitted_time(df: DataFrame) -> Column:
+    """Each event's emit time (the local ``_emitted_times``): the property's epoch milliseconds,
+    null where the event has none or a value that is not one."""
+    from pyspark.sql.types import MapType
+
+    f = _f()
+    empty = f.lit(None).cast("timestamp")
+    if "properties" not in df.columns or not isinstance(df.schema["properties"].dataType, MapType):
+        return empty
+    text = f.try_element_at(f.col("properties"), f.lit(EMITTED_TIME_PROPERTY))
+    return f.when(text.rlike(r"^[0-9]{1,15}$"), f.timestamp_millis(text.cast("long"))).otherwise(
+        empty
     )
 
 
@@ -227,7 +265,7 @@ def state_as_of(events: DataFrame, when: Any, *, include_removed: bool = False) 
 
     Raises :class:`~metaverse_kit.history.HistoryInputError` for a ``when`` that is not a time.
     """
-    moment = _local._as_utc(when, "when")
+    moment = _local.as_utc(when, "when")
     with without_pandas_warning():
         f, window = _f(), require_pyspark().Window
         rows = _aspects_of(events).where(f.col("enqueued_time") <= f.lit(moment))
@@ -241,47 +279,38 @@ def state_as_of(events: DataFrame, when: Any, *, include_removed: bool = False) 
 
 
 def _with_python_columns(
-    rows: DataFrame, compute: Any, extra: list[tuple[str, pa.DataType]]
+    rows: DataFrame,
+    compute: Callable[[Any, Any, pa.DataType], tuple[Any, ...]],
+    inputs: tuple[str, str],
+    extra: list[tuple[str, pa.DataType]],
 ) -> DataFrame:
-    """``rows`` plus columns ``compute(batch)`` returns, computed on the executors."""
+    """``rows`` plus the ``extra`` columns ``compute(old, new, type of new)`` gives per row, from
+    the two ``inputs`` columns, computed on the executors with the local function."""
     from pyspark.sql.types import StructField, StructType
 
     added = spark_schema(pa.schema([pa.field(n, t) for n, t in extra]))
     schema = StructType([*rows.schema.fields, *[StructField(x.name, x.dataType) for x in added]])
+    old_name, new_name = inputs
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            columns = compute(batch)
+            value_type = batch.schema.field(new_name).type
+            olds = batch.column(old_name).to_pylist()
+            news = batch.column(new_name).to_pylist()
+            results = [compute(o, n, value_type) for o, n in zip(olds, news, strict=True)]
+            columns = [pa.array([r[i] for r in results], t) for i, (_, t) in enumerate(extra)]
             yield pa.RecordBatch.from_arrays(
-                [*batch.columns, *[pa.array(columns[n], t) for n, t in extra]],
-                names=[*batch.schema.names, *[n for n, _ in extra]],
+                [*batch.columns, *columns], names=[*batch.schema.names, *[n for n, _ in extra]]
             )
 
     return rows.mapInArrow(run, schema)
 
 
-def _record_type(value_type: pa.DataType, branch: str) -> pa.DataType:
-    return _local._record_type(value_type, branch)
-
-
-def _audit_columns(batch: pa.RecordBatch) -> dict[str, list[Any]]:
-    value_type = batch.schema.field("value").type
-    fields, actors = [], []
-    for value, previous in zip(
-        batch.column("value").to_pylist(), batch.column("previous_value").to_pylist(), strict=True
-    ):
-        new, old = _local.aspect_record(value), _local.aspect_record(previous)
-        branch = value[_BRANCH] if value else None
-        fields.append(
-            _local.changed_fields(old, new, _record_type(value_type, branch)) if branch else []
-        )
-        actors.append(_local._actor(new))
-    return {"changed_fields": fields, "actor": actors}
-
-
 def audit_trail(events: DataFrame, urn: str, *, aspect: str | None = None) -> DataFrame:
     """Every aspect written to ``urn``, as :func:`metaverse_kit.history.audit_trail`, on Spark.
 
+    ``late`` is computed as locally: a write is late when a write of the same aspect made
+    after it (in write order) reached the hub before it.
     Raises :class:`~metaverse_kit.history.HistoryInputError` for a bad urn or aspect.
     """
     if not isinstance(urn, str) or not urn.startswith("urn:"):
@@ -301,44 +330,20 @@ def audit_trail(events: DataFrame, urn: str, *, aspect: str | None = None) -> Da
                 | (f.col("aspect_type") == aspect)
                 | f.col("aspect_type").endswith("." + aspect)
             )
-        previous = f.lag("value").over(window.partitionBy("aspect").orderBy(*_order()))
-        rows = rows.withColumn("previous_value", previous)
+        by_aspect = window.partitionBy("aspect").orderBy(*_order())
+        arrival = f.struct(*_arrival())
+        later = by_aspect.rowsBetween(1, window.unboundedFollowing)
+        rows = rows.withColumn("previous_value", f.lag("value").over(by_aspect)).withColumn(
+            "late", f.coalesce(f.min(arrival).over(later) < arrival, f.lit(False))
+        )
         rows = _with_python_columns(
             rows,
-            _audit_columns,
+            _local.write_change,
+            ("previous_value", "value"),
             [("changed_fields", pa.list_(pa.string())), ("actor", pa.string())],
         )
-        columns = [c for c in _local._AUDIT_ORDER if c != "event_index"]
+        columns = [c for c in _local.AUDIT_COLUMNS if c != "event_index"]
         return rows.orderBy(*_order()).select(*columns)
-
-
-def _change_columns(batch: pa.RecordBatch) -> dict[str, list[Any]]:
-    value_type = batch.schema.field("after").type
-    kinds, fields = [], []
-    for new_value, old_value in zip(
-        batch.column("after").to_pylist(), batch.column("before").to_pylist(), strict=True
-    ):
-        new, old = _local.aspect_record(new_value), _local.aspect_record(old_value)
-        branch = new_value[_BRANCH]
-        diff = _local.changed_fields(old, new, _record_type(value_type, branch))
-        if branch == _STATUS:
-            was, now = bool(old and old.get("removed")), bool(new and new.get("removed"))
-            kind = (
-                "removed"
-                if now and not was
-                else "restored"
-                if was and not now
-                else "added"
-                if old is None
-                else "changed"
-                if diff
-                else "unchanged"
-            )
-        else:
-            kind = "added" if old is None else "changed" if diff else "unchanged"
-        kinds.append(kind)
-        fields.append(diff)
-    return {"change": kinds, "changed_fields": fields}
 
 
 def changes(
@@ -346,9 +351,11 @@ def changes(
 ) -> DataFrame:
     """What was added, changed and removed between two times, as the local ``changes``, on Spark.
 
+    As locally, the value after is the last write made (not the last to arrive) of those
+    enqueued by ``end``, for the (urn, aspect) pairs written in the window.
     Raises :class:`~metaverse_kit.history.HistoryInputError` when ``start`` is after ``end``.
     """
-    lo, hi = _local._as_utc(start, "start"), _local._as_utc(end, "end")
+    lo, hi = _local.as_utc(start, "start"), _local.as_utc(end, "end")
     if lo > hi:
         raise _local.HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
     with without_pandas_warning():
@@ -359,8 +366,9 @@ def changes(
         stats = window.groupBy("urn", "aspect").agg(
             f.count(t).alias("writes"), f.min(t).alias("first_time"), f.max(t).alias("last_time")
         )
-        after = _last_per_key(window, ["urn", "aspect"])
         touched = window.select("urn").distinct()
+        upto_end = table.where(t <= f.lit(hi)).join(touched, "urn", "left_semi")
+        after = _last_per_key(upto_end, ["urn", "aspect"])
         earlier = table.where(t < f.lit(lo)).join(touched, "urn", "left_semi")
         before = _last_per_key(earlier, ["urn", "aspect"]).select(
             "urn", "aspect", f.col("value").alias("before")
@@ -379,7 +387,8 @@ def changes(
         )
         rows = _with_python_columns(
             rows,
-            _change_columns,
+            _local.window_change,
+            ("before", "after"),
             [("change", pa.string()), ("changed_fields", pa.list_(pa.string()))],
         )
         if not include_unchanged:

@@ -17,8 +17,9 @@ and then records itself (``runs/<run>.json``, written atomically). A run that di
 record is written is undone by the next run: its files are deleted and its Capture files read
 again. Runs take an exclusive lock on the folder.
 
-The same bookkeeping serves the local export (:func:`export_parquet`) and the Spark and Dask
-ones (:mod:`metaverse_kit.distributed`), which write the staging files with their own workers.
+The same bookkeeping serves the local export (:func:`export_parquet`, a replay of the new files
+through :func:`~metaverse_kit.history.replay.replay_lake`) and the Spark and Dask ones
+(:mod:`metaverse_kit.distributed`), which write the staging files with their own workers.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaverse_kit._files import atomic_write, locked
-from metaverse_kit.backends.protocols import CaptureFile, SchemaRegistry
+from metaverse_kit.backends.protocols import CaptureFile, Lake, SchemaRegistry
 from metaverse_kit.errors import CaptureFileError, ConfigurationError
+from metaverse_kit.history.decode import SkippedPart
 
 __all__ = [
     "EVENT_DATE",
@@ -63,16 +65,17 @@ _CHUNK_BYTES = 64 << 20
 class ExportReport:
     """What one export run did: its id, the Capture files it read, the rows it wrote, what it left.
 
-    ``skipped`` lists damaged files left out (``on_bad_file="skip"``) as dicts with ``path``,
-    ``reason`` and ``events_kept``; ``duplicates_dropped`` counts events whose message id was
-    already in the dataset or earlier in the run.
+    ``skipped`` lists the damaged parts left out (``on_bad_file="skip"``; every intact block
+    was written), as a replay's :func:`~metaverse_kit.skipped_files` does;
+    ``duplicates_dropped`` counts events whose message id was already in the dataset or
+    earlier in the run.
     """
 
     out: str
     run: str | None
     files: int
     rows: int
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[SkippedPart] = field(default_factory=list)
     duplicates_dropped: int = 0
 
     def __str__(self) -> str:
@@ -80,7 +83,8 @@ class ExportReport:
             return f"{self.out} is up to date: no new Capture files"
         text = f"Wrote {self.rows} events from {self.files} Capture files to {self.out}"
         if self.skipped:
-            text += f" ({len(self.skipped)} damaged files skipped)"
+            files = len({s.path for s in self.skipped})
+            text += f" ({len(self.skipped)} damaged parts of {files} files skipped)"
         return text
 
 
@@ -197,11 +201,9 @@ class ExportFolder:
                 )
         return todo, skip
 
-    def start(self, planner: Any) -> bool:
-        """Narrow ``planner`` (a distributed ``Planner``) to what a new run reads; False: none."""
-        todo, skip = self.plan(planner.files, root=planner.lake.root)
-        planner.only(todo, skip)
-        return bool(todo)
+    def up_to_date(self) -> ExportReport:
+        """The report of a run that found nothing new to read."""
+        return ExportReport(str(self.out), None, 0, 0)
 
     @staticmethod
     def records(
@@ -209,13 +211,17 @@ class ExportFolder:
         *,
         root: str,
         events: Mapping[str, int],
-        skipped: Mapping[str, str],
+        skipped: Sequence[SkippedPart],
     ) -> dict[str, dict[str, Any]]:
-        """What a run records of each Capture file it read: size, version, events, why skipped.
+        """What a run records of each Capture file it read: size, version, events (of its
+        intact blocks), and why parts of it were skipped.
 
-        NOTE: a skipped file is recorded too, so the next run does not read it again unless it
+        NOTE: a damaged file is recorded too, so the next run does not read it again unless it
         grows.
         """
+        reasons: dict[str, list[str]] = {}
+        for part in skipped:
+            reasons.setdefault(part.path, []).append(part.reason)
         out: dict[str, dict[str, Any]] = {}
         for f in files:
             record: dict[str, Any] = {
@@ -223,8 +229,8 @@ class ExportFolder:
                 "version": f.version,
                 "events": int(events.get(f.path, 0)),
             }
-            if f.path in skipped:
-                record["skipped"] = skipped[f.path]
+            if f.path in reasons:
+                record["skipped"] = "; ".join(reasons[f.path])
             out[file_key(root, f.path)] = record
         return out
 
@@ -250,7 +256,7 @@ class ExportFolder:
         *,
         files: Mapping[str, dict[str, Any]],
         rows: int,
-        skipped: Sequence[dict[str, Any]] = (),
+        skipped: Sequence[SkippedPart] = (),
         duplicates: int = 0,
         engine: str = "local",
     ) -> ExportReport:
@@ -270,7 +276,7 @@ class ExportFolder:
             "rows": rows,
             "duplicates_dropped": duplicates,
             "files": dict(files),
-            "skipped": list(skipped),
+            "skipped": [part.to_dict() for part in skipped],
         }
         atomic_write(
             self.meta / "runs" / f"{run}.json", json.dumps(record, indent=1).encode("utf-8")
@@ -304,29 +310,22 @@ def write_part(table: pa.Table, folder: Path, name: str) -> None:
     )
 
 
-class _RegistrySchemas(Mapping[str, str]):
-    """Schema definitions looked up in a registry when first asked (the local export only)."""
+class _Files:
+    """The files of one export run, read through the lake they were listed from."""
 
-    def __init__(self, registry: SchemaRegistry | None) -> None:
-        from metaverse_kit.history.replay import _registry_lookup
+    def __init__(self, lake: Lake, files: Sequence[CaptureFile]) -> None:
+        self.root = lake.root
+        self._lake = lake
+        self._files = list(files)
 
-        self._lookup = _registry_lookup(registry)
+    def list_files(self, **_: Any) -> list[CaptureFile]:
+        return list(self._files)
 
-    def __getitem__(self, key: str) -> str:
-        found = self._lookup(key)
-        if found is None:
-            raise KeyError(key)
-        return found
+    def read_bytes(self, file: CaptureFile) -> bytes:
+        return self._lake.read_bytes(file)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        found = self._lookup(key)
-        return default if found is None else found
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
+    def close(self) -> None:
+        """The lake is the caller's to close."""
 
 
 def export_parquet(
@@ -334,6 +333,7 @@ def export_parquet(
     out: str | os.PathLike[str],
     *,
     registry: SchemaRegistry | None = None,
+    schema_group: str | None = None,
     schema: Any = None,
     storage_options: dict | None = None,
     on_bad_file: str = "raise",
@@ -341,61 +341,71 @@ def export_parquet(
     """Append the Capture files that are new since the last run to the Parquet dataset at ``out``.
 
     ``location``, ``registry``, ``schema`` and ``storage_options`` as in
-    :func:`~metaverse_kit.replay_capture` (a Workspace's ``ws.lake`` works too). Rows are the
-    local replay's, with :data:`EVENT_DATE` as the Hive partition; a message id already in
-    the dataset is not written again. ``on_bad_file="skip"`` leaves damaged files out and
-    records them in the run (they are not retried: move a repaired file to a new name).
+    :func:`~metaverse_kit.replay_capture` (a Workspace's ``ws.lake`` works too;
+    ``schema_group`` is where ``schema=None`` looks first, as ``ws.replay`` does). Rows are the
+    local replay's, with :data:`EVENT_DATE` as the Hive partition; a message id already in the
+    dataset is not written again. ``on_bad_file="skip"`` keeps every intact block of a damaged
+    file, records what it left out in the run and the report (and warns
+    :class:`~metaverse_kit.errors.CaptureFileWarning`); the file is not read again unless it
+    grows.
 
     Raises :class:`CaptureFileError` for a damaged file (``on_bad_file="raise"``; nothing is
     written) and :class:`ConfigurationError` for a bad option or an unwritable ``out``.
     """
-    from metaverse_kit.distributed._driver import Planner
-    from metaverse_kit.distributed._tasks import decoded_files, group_by_size
-    from metaverse_kit.history.replay import _dedup
+    from metaverse_kit.backends import open_lake
+    from metaverse_kit.history.replay import dedup_batch, replay_lake
 
-    planner = Planner.for_export(
-        location,
-        registry=registry,
-        schemas=None,
-        schema=schema,
-        storage_options=storage_options,
-        on_bad_file=on_bad_file,
-    )
+    lake = open_lake(location, storage_options=storage_options)
     with ExportFolder(out) as folder:
-        if not folder.start(planner):
-            return ExportReport(str(folder.out), None, 0, 0)
+        todo, skip = folder.plan(lake.list_files(), root=lake.root)
+        if not todo:
+            return folder.up_to_date()
+        events: dict[str, int] = {}
+
+        def counted(progress: Any) -> None:
+            events[progress.file.path] = progress.events
+
+        stream = replay_lake(
+            _Files(lake, todo),
+            registry=registry,
+            schema_group=schema_group,
+            schema=schema,
+            dedup=False,
+            cache=False,
+            progress=False,
+            on_bad_file=on_bad_file,
+            on_file=counted,
+        )
         run = new_run()
         staging = folder.staging(run)
-        spec = replace(planner.spec, schemas=_RegistrySchemas(registry))
         seen = folder.message_ids()
-        events: dict[str, int] = {}
-        skipped: dict[str, str] = {}
         rows = dropped = 0
-        chunks = group_by_size(planner.files, lambda f: f.size, limit=_CHUNK_BYTES)
-        for n, chunk in enumerate(chunks):
-            items = [(f.path, planner.lake.read_bytes(f)) for f in chunk]
-            batches: list[pa.RecordBatch] = []
-            for f, (_, result, count) in zip(chunk, decoded_files(items, spec), strict=True):
-                events[f.path] = count
-                if isinstance(result, CaptureFileError):
-                    if on_bad_file == "raise":
-                        raise result
-                    skipped[f.path] = str(result)
-                    continue
-                batch, repeats = _dedup(result, seen) if result.num_rows else (result, 0)
-                dropped += repeats
-                if batch.num_rows:
-                    batches.append(batch.replace_schema_metadata(None))
-            table = pa.Table.from_batches(batches, planner.arrow_schema)
-            write_part(with_event_date(table), staging, f"chunk-{n:05d}")
-            rows += table.num_rows
-        records = folder.records(
-            planner.files, root=planner.lake.root, events=events, skipped=skipped
-        )
+        batches: list[pa.RecordBatch] = []
+        size = chunk = 0
+        for batch in stream:
+            path = batch.column("capture_file")[0].as_py()
+            if skip.get(path):
+                batch = batch.slice(skip[path])
+            batch, repeats = dedup_batch(batch, seen)
+            dropped += repeats
+            if batch.num_rows:
+                batches.append(batch.replace_schema_metadata(None))
+                size += batch.nbytes
+            # NOTE: a few tens of MB written at a time: memory stays flat.
+            if size >= _CHUNK_BYTES:
+                rows += _flush(batches, stream.schema, staging, chunk)
+                batches, size, chunk = [], 0, chunk + 1
+        rows += _flush(batches, stream.schema, staging, chunk)
         return folder.commit(
             run,
-            files=records,
+            files=folder.records(todo, root=lake.root, events=events, skipped=stream.skipped_files),
             rows=rows,
-            skipped=[{"path": p, "reason": r, "events_kept": 0} for p, r in skipped.items()],
+            skipped=stream.skipped_files,
             duplicates=dropped,
         )
+
+
+def _flush(batches: list[pa.RecordBatch], schema: pa.Schema, staging: Path, n: int) -> int:
+    table = pa.Table.from_batches(batches, schema)
+    write_part(with_event_date(table), staging, f"chunk-{n:05d}")
+    return table.num_rows

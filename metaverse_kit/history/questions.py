@@ -76,6 +76,7 @@ from metaverse_kit.events.aspects import ASPECT_NAMES
 from metaverse_kit.history.arrow_types import BRANCH_FIELD, branch_type, union_branch
 
 __all__ = [
+    "AUDIT_COLUMNS",
     "CHANGE_KINDS",
     "ITEM_KEYS",
     "WINDOW_CHANGE_KINDS",
@@ -89,8 +90,11 @@ __all__ = [
     "changes",
     "in_replay_order",
     "latest_aspect",
+    "require_columns",
     "state_as_of",
     "time_scalar",
+    "window_change",
+    "write_change",
 ]
 
 #: The kinds in the ``change`` column of :func:`aspects` and :func:`audit_trail`.
@@ -154,7 +158,10 @@ def _is_aspects_table(table: pa.Table) -> bool:
     return all(c in table.column_names for c in _ASPECT_COLUMNS)
 
 
-def _require(table: pa.Table, columns: Iterable[str]) -> None:
+def require_columns(table: pa.Table, columns: Iterable[str]) -> None:
+    """Raise :class:`MissingColumnError` for the first of ``columns`` that ``table`` lacks,
+    saying what kind of column it is (a payload or an envelope column). A table with only a
+    schema (``pa.table({name: pa.nulls(0)...})``) checks the names of any other frame."""
     for column in columns:
         if column in table.column_names:
             continue
@@ -170,6 +177,9 @@ def _require(table: pa.Table, columns: Iterable[str]) -> None:
             f"the events table has no {column!r} column: {hint}; it has "
             f"{', '.join(table.column_names) or 'no columns'}",
         )
+
+
+_require = require_columns
 
 
 def as_utc(value: Any, what: str) -> datetime:
@@ -714,7 +724,8 @@ def _actor(record: dict[str, Any] | None) -> str | None:
     return None
 
 
-_AUDIT_ORDER = (
+#: The columns of :func:`audit_trail`, in order.
+AUDIT_COLUMNS = (
     "urn",
     "entity_type",
     "aspect",
@@ -732,6 +743,21 @@ _AUDIT_ORDER = (
     "value",
     "event_index",
 )
+
+
+def write_change(
+    previous_value: dict[str, Any] | None, value: dict[str, Any] | None, value_type: pa.DataType
+) -> tuple[list[str], str | None]:
+    """One row of :func:`audit_trail`: the fields a write changed and who the aspect says made it.
+
+    ``previous_value`` and ``value`` are values of the aspects table's ``value`` column (the
+    union, as ``to_pylist`` gives them), of Arrow type ``value_type``.
+    """
+    new = aspect_record(value)
+    old = aspect_record(previous_value)
+    branch = value[_BRANCH] if value else None
+    fields = changed_fields(old, new, _record_type(value_type, branch)) if branch else []
+    return fields, _actor(new)
 
 
 def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table:
@@ -768,18 +794,16 @@ def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table
     for i, (name, value) in enumerate(zip(names, values, strict=True)):
         before = last.get(name)
         previous_index.append(before)
-        new = aspect_record(value)
-        old = None if before is None else aspect_record(values[before])
-        branch = value[_BRANCH] if value else None
-        fields.append(changed_fields(old, new, _record_type(value_type, branch)) if branch else [])
-        actors.append(_actor(new))
+        changed, actor = write_change(None if before is None else values[before], value, value_type)
+        fields.append(changed)
+        actors.append(actor)
         last[name] = i
     previous = rows.column("value").take(pa.array(previous_index, pa.int64()))
     rows = rows.append_column("previous_value", previous)
     rows = rows.append_column("late", pa.array(_late(rows), pa.bool_()))
     rows = rows.append_column("changed_fields", pa.array(fields, pa.list_(pa.string())))
     rows = rows.append_column("actor", pa.array(actors, pa.string()))
-    return rows.select(list(_AUDIT_ORDER))
+    return rows.select(list(AUDIT_COLUMNS))
 
 
 def _late(rows: pa.Table) -> list[bool]:
@@ -816,6 +840,33 @@ def _before(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 
 #: The kinds in the ``change`` column of :func:`changes`.
 WINDOW_CHANGE_KINDS = ("added", "changed", "removed", "restored", "unchanged")
+
+
+def window_change(
+    before_value: dict[str, Any] | None, after_value: dict[str, Any], value_type: pa.DataType
+) -> tuple[str, list[str]]:
+    """One row of :func:`changes`: its kind (:data:`WINDOW_CHANGE_KINDS`) and the fields that
+    differ between the value before the window and the last one in it (values of the aspects
+    table's ``value`` column, of Arrow type ``value_type``)."""
+    new, old = aspect_record(after_value), aspect_record(before_value)
+    branch = after_value[_BRANCH]
+    diff = changed_fields(old, new, _record_type(value_type, branch))
+    if branch == _STATUS:
+        was, now = bool(old and old.get("removed")), bool(new and new.get("removed"))
+        kind = (
+            "removed"
+            if now and not was
+            else "restored"
+            if was and not now
+            else "added"
+            if old is None
+            else "changed"
+            if diff
+            else "unchanged"
+        )
+    else:
+        kind = "added" if old is None else "changed" if diff else "unchanged"
+    return kind, diff
 
 
 def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = False) -> pa.Table:
@@ -884,26 +935,9 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
         if key not in stat_at:
             continue  # an aspect of a touched entity that was not written in the window
         j = before_at.get(key)
-        new_value = after_values[i]
-        old_value = None if j is None else before_values[j]
-        new, old = aspect_record(new_value), aspect_record(old_value)
-        branch = new_value[_BRANCH]
-        diff = changed_fields(old, new, _record_type(value_type, branch))
-        if branch == _STATUS:
-            was, now = bool(old and old.get("removed")), bool(new and new.get("removed"))
-            kind = (
-                "removed"
-                if now and not was
-                else "restored"
-                if was and not now
-                else "added"
-                if old is None
-                else "changed"
-                if diff
-                else "unchanged"
-            )
-        else:
-            kind = "added" if old is None else "changed" if diff else "unchanged"
+        kind, diff = window_change(
+            None if j is None else before_values[j], after_values[i], value_type
+        )
         if kind == "unchanged" and not include_unchanged:
             continue
         keep.append(i)

@@ -1,13 +1,16 @@
 """Engines and lakes of the distributed tests: one Spark session and one Dask cluster per run.
 
 Spark runs in local mode (``local[2]``, the machine's JVM); Dask as a ``LocalCluster`` of two
-worker processes. Both start once, when the first test needs them. The lakes are built once:
-the demo history; an evolved one (two versions of the MCE schema, duplicated files across
-partitions, foreign bodies); and the demo history with a zero-byte and a truncated file.
+worker processes. Both start once, when the first test needs them, and serve every test of
+the session. The lakes are built once: the demo history; an evolved one (three versions of the
+MCE schema, two of which need resolution to the newest, copies of a file in two other
+partitions, foreign bodies); and a damaged one (zero-byte, truncated and bit-flipped files
+whose intact blocks are copies of the demo history's events).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,12 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pyarrow as pa
 import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.capture import append_events, capture_path
 from metaverse_kit.demo import emit_sample_history
+from metaverse_kit.distributed import registry_schemas
 from tests.conftest import SimClock
 
 SORT_KEYS = [
@@ -33,20 +38,18 @@ SORT_KEYS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    """A local Spark session with two cores, stopped at the end of the run."""
-    pytest.importorskip("pyspark")
+def spark_session(cores: int) -> Any:
+    """A local Spark session for tests and small data (the notebook uses the same settings)."""
     from pyspark.sql import SparkSession
 
     # NOTE: the Python workers Spark starts must run this interpreter (with pyarrow and us).
     os.environ["PYSPARK_PYTHON"] = sys.executable
     session = (
-        SparkSession.builder.master("local[2]")
+        SparkSession.builder.master(f"local[{cores}]")
         .appName("metaverse-kit-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.session.timeZone", "UTC")
         # NOTE: on a few dozen rows, compiling code for the MCE's ~400-leaf value struct costs
         # seconds per stage and saves nothing; interpreted evaluation gives the same answers.
@@ -55,6 +58,14 @@ def spark() -> Iterator[Any]:
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """A local Spark session with two cores, stopped at the end of the run."""
+    pytest.importorskip("pyspark")
+    session = spark_session(2)
     yield session
     session.stop()
 
@@ -83,6 +94,12 @@ def spark_rows(df: Any) -> pa.Table:
     return table.sort_by(SORT_KEYS) if table.num_rows else table
 
 
+def dask_rows(ddf: Any) -> pa.Table:
+    """A Dask DataFrame's rows as Arrow (computed on the scheduler in use), sorted."""
+    table = pa.Table.from_pandas(ddf.compute(), preserve_index=False)
+    return table.sort_by(SORT_KEYS) if table.num_rows else table
+
+
 def local_rows(table: pa.Table, like: pa.Table | None = None) -> pa.Table:
     """The local replay's table, sorted by partition and sequence number, cast to ``like``."""
     table = table.replace_schema_metadata(None)
@@ -102,22 +119,12 @@ def assert_same_table(local: pa.Table, got: pa.Table) -> None:
 
 @dataclass
 class Lake:
-    """A Capture tree to replay, what resolves its schema ids, and the payload schema."""
+    """A Capture tree to replay, what resolves its schema ids, and the reader schema."""
 
     root: Path
     registry: Any
     schemas: dict[str, str]
     schema: Any = None
-
-
-def _registry_map(registry: Any) -> dict[str, str]:
-    out = {}
-    for group in registry.list_groups():
-        for name in registry.list_schemas(group):
-            for version in registry.list_versions(group, name):
-                s = registry.get_schema(group_name=group, name=name, version=version)
-                out[s.properties.id] = s.definition
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -126,35 +133,44 @@ def demo_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     home = tmp_path_factory.mktemp("demo") / "ws"
     with mk.connect(path=home) as ws:
         emit_sample_history(ws)
-        yield Lake(home / "lake", ws.registry, _registry_map(ws.registry))
+        yield Lake(home / "lake", ws.registry, registry_schemas(ws.registry))
 
 
-def _v2(definition: str) -> str:
+def _versions(definition: str) -> tuple[str, str]:
+    """Two newer versions of the MCE: v2 adds a field with a default (resolved for v1 events),
+    v3 another (resolved for v1 and v2 events)."""
     schema = json.loads(definition)
-    schema["fields"].append({"name": "note", "type": ["null", "string"], "default": None})
-    return json.dumps(schema)
+    schema["fields"].append({"name": "origin", "type": "string", "default": "legacy"})
+    v2 = json.dumps(schema)
+    schema["fields"].append({"name": "tags", "type": {"type": "array", "items": "string"}})
+    schema["fields"][-1]["default"] = ["untagged"]
+    return v2, json.dumps(schema)
 
 
 @pytest.fixture(scope="session")
 def evolved_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
-    """Two versions of the MCE schema, copies of one file in two other partitions, foreign bodies.
+    """Three versions of the MCE schema, copies of one file in two other partitions, foreign bodies.
 
-    Replayed with the newer schema: bodies of the older one are read with their own schema.
-    The copies (same message ids) sit in partitions 0 and 3 while the original is in 2, so
-    the copy the replay keeps is not the file that came first in time.
+    Replayed with the newest (``schema=None``): bodies of the older ones are read with their
+    own schema and get the newer fields' defaults. The copies (same message ids) sit in
+    partitions 0 and 3 while the original is in 2, so the copy the replay keeps is not the
+    file that came first in time.
     """
     root = tmp_path_factory.mktemp("evolved")
     clock = SimClock(datetime(2026, 2, 1, 8, 0, tzinfo=UTC))
     with mk.connect(path=root / "ws", clock=clock) as ws:
         emit_sample_history(ws, start=datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
-        v2 = _v2(mk.mce_definition())
+        v2, v3 = _versions(mk.mce_definition())
         for i in range(6):
             clock.advance(minutes=7)
             event = mk.mce(
                 mk.make_dataset_urn("hive", f"db.evolved_{i}"),
                 [mk.aspects.global_tags(["Evolved", f"T{i}"])],
             )
-            ws.emit({**event, "note": f"v2 event {i}"}, schema=v2)
+            if i < 3:
+                ws.emit({**event, "origin": f"v2 event {i}"}, schema=v2)
+            else:
+                ws.emit({**event, "origin": "v3", "tags": [f"t{i}"]}, schema=v3)
         lake = root / "ws" / "lake"
         files = sorted(p for p in lake.rglob("*.avro") if "/2/" in p.as_posix())
         original = files[0]
@@ -185,32 +201,42 @@ def evolved_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
                 ],
             )
         )
-        yield Lake(lake, ws.registry, _registry_map(ws.registry), schema=v2)
+        yield Lake(lake, ws.registry, registry_schemas(ws.registry))
 
 
 @pytest.fixture(scope="session")
 def damaged_lake(tmp_path_factory: pytest.TempPathFactory, demo_lake: Lake) -> Lake:
-    """The demo history plus a zero-byte file and a file cut in the middle of a block."""
+    """The demo history plus a zero-byte file, a truncated file and a bit-flipped one.
+
+    The damaged files hold six events of the demo history again (the same message ids), in
+    blocks of two: their intact blocks replay, and deduplicate against the demo's events.
+    """
     root = tmp_path_factory.mktemp("damaged") / "lake"
     shutil.copytree(demo_lake.root, root)
-    whole = sorted(root.rglob("*.avro"), key=lambda p: p.stat().st_size)[-1].read_bytes()
-    for partition, data in (("1", b""), ("2", whole[: len(whole) * 2 // 3])):
+    records = [
+        r for p in sorted(root.rglob("*.avro")) for r in fastavro.reader(io.BytesIO(p.read_bytes()))
+    ][:6]
+    assert len(records) == 6
+    for r in records:
+        r["SequenceNumber"] += 1000
+    plain = append_events(None, records[:2])
+    for r in records[2:4], records[4:]:
+        plain = append_events(plain, r)
+    deflated = append_events(None, records[:2], codec="deflate")
+    second = len(deflated)
+    for r in records[2:4], records[4:]:
+        deflated = append_events(deflated, r)
+    flipped = bytearray(deflated)
+    # A flipped bit inside the second block's compressed bytes: its framing stays whole.
+    flipped[second + 12] ^= 0x10
+    for partition, data in (
+        ("1", b""),
+        ("2", plain[: len(plain) - 40]),
+        ("3", bytes(flipped)),
+    ):
         path = root / capture_path(
             "metaverse-local", "metaverse", partition, datetime(2026, 1, 20, tzinfo=UTC)
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return Lake(root, demo_lake.registry, demo_lake.schemas)
-
-
-def damaged_files(lake: Lake) -> tuple[list[Path], list[Path]]:
-    """(intact files, damaged files) of a lake, by reading each with the local replay."""
-    good, bad = [], []
-    for path in sorted(lake.root.rglob("*.avro")):
-        try:
-            mk.replay_capture(path, cache=False)
-        except mk.CaptureFileError:
-            bad.append(path)
-        else:
-            good.append(path)
-    return good, bad

@@ -18,7 +18,7 @@ from metaverse_kit.cli import main
 from metaverse_kit.demo import emit_sample_history
 from metaverse_kit.history.export import EVENT_DATE, export_parquet
 from tests.conftest import SimClock
-from tests.distributed.conftest import SORT_KEYS, Lake, assert_same_table, damaged_files
+from tests.distributed.conftest import SORT_KEYS, Lake, assert_same_table
 
 
 def _read(out: Path) -> pa.Table:
@@ -110,17 +110,27 @@ def test_a_crashed_run_is_undone_by_the_next(demo_lake: Lake, tmp_path: Path) ->
     assert _read(out).num_rows == 41
 
 
+def _skipped(parts: Any) -> list[tuple[Any, ...]]:
+    return sorted((p.path, p.offset, p.reason, p.events_kept) for p in parts)
+
+
 def test_damaged_files_stop_the_run_or_are_recorded(damaged_lake: Lake, tmp_path: Path) -> None:
     out = tmp_path / "history"
     with pytest.raises(mk.CaptureFileError):
         export_parquet(damaged_lake.root, out, registry=damaged_lake.registry)
     assert not list(out.glob(f"{EVENT_DATE}=*")) and not _runs(out)
-    report = export_parquet(
-        damaged_lake.root, out, registry=damaged_lake.registry, on_bad_file="skip"
-    )
-    good, bad = damaged_files(damaged_lake)
-    assert sorted(s["path"] for s in report.skipped) == sorted(map(str, bad))
-    local = mk.replay_capture(good, registry=damaged_lake.registry, cache=False)
+    with pytest.warns(mk.CaptureFileWarning):
+        report = export_parquet(
+            damaged_lake.root, out, registry=damaged_lake.registry, on_bad_file="skip"
+        )
+    with pytest.warns(mk.CaptureFileWarning):
+        local = mk.replay_capture(
+            damaged_lake.root, registry=damaged_lake.registry, cache=False, on_bad_file="skip"
+        )
+    # Every intact block is kept, and the run records what it left out.
+    assert _skipped(report.skipped) == _skipped(mk.skipped_files(local))
+    assert _runs(out)[0]["skipped"] == [p.to_dict() for p in report.skipped]
+    assert report.duplicates_dropped == mk.duplicates_dropped(local) > 0
     assert_same_table(local, _read(out))
     # Recorded: the next run does not read them again.
     assert (
@@ -160,40 +170,55 @@ def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     )
 
 
-@pytest.mark.parametrize("engine", ["spark", "dask"])
-def test_engines_write_the_same_dataset(
-    engine: str, request: pytest.FixtureRequest, evolved_lake: Lake, tmp_path: Path
-) -> None:
+def _engine_export(engine: str, request: pytest.FixtureRequest) -> Any:
+    """``spark_export`` or ``dask_export`` on the session's engine, with the local arguments."""
     from metaverse_kit.distributed import dask_export, spark_export
 
+    if engine == "spark":
+        spark = request.getfixturevalue("spark")
+        return lambda location, out, **kw: spark_export(spark, location, out, **kw)
+    request.getfixturevalue("dask_client")
+    return dask_export
+
+
+@pytest.mark.parametrize("engine", ["spark", "dask"])
+def test_engines_append_to_the_same_dataset(
+    engine: str, request: pytest.FixtureRequest, evolved_lake: Lake, tmp_path: Path
+) -> None:
+    export = _engine_export(engine, request)
     lake = tmp_path / "lake"
     shutil.copytree(evolved_lake.root, lake)
     out = tmp_path / "history"
-    first = sorted(lake.rglob("*.avro"))[:10]
     later = lake.parent / "later"
     for path in sorted(lake.rglob("*.avro"))[10:]:
         target = later / path.relative_to(lake)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(path, target)
-    options = {"registry": evolved_lake.registry, "schema": evolved_lake.schema}
-    if engine == "spark":
-        spark = request.getfixturevalue("spark")
-
-        def export() -> Any:
-            return spark_export(spark, lake, out, **options)
-    else:
-        request.getfixturevalue("dask_client")
-
-        def export() -> Any:
-            return dask_export(lake, out, **options)
-
     # A local run first, then the engine appends to the same dataset.
-    export_parquet(lake, out, **options)
-    assert len(first) == 10
+    export_parquet(lake, out, registry=evolved_lake.registry)
     shutil.copytree(later, lake, dirs_exist_ok=True)
-    report = export()
+    report = export(lake, out, schemas=evolved_lake.schemas)
     assert report.files == len(list(later.rglob("*.avro")))
     assert report.duplicates_dropped > 0
-    local = mk.replay_capture(lake, cache=False, **options)
+    local = mk.replay_capture(lake, registry=evolved_lake.registry, cache=False)
     assert_same_table(local, _read(out))
-    assert export().run is None
+    assert export(lake, out, schemas=evolved_lake.schemas).run is None
+
+
+@pytest.mark.parametrize("engine", ["spark", "dask"])
+def test_engines_skip_damaged_parts_as_the_local_export(
+    engine: str, request: pytest.FixtureRequest, damaged_lake: Lake, tmp_path: Path
+) -> None:
+    export = _engine_export(engine, request)
+    options = {"registry": damaged_lake.registry, "on_bad_file": "skip"}
+    with pytest.warns(mk.CaptureFileWarning):
+        local = export_parquet(damaged_lake.root, tmp_path / "local", **options)
+    with pytest.warns(mk.CaptureFileWarning):
+        remote = export(damaged_lake.root, tmp_path / "remote", **options)
+    assert _skipped(remote.skipped) == _skipped(local.skipped)
+    assert (remote.files, remote.rows, remote.duplicates_dropped) == (
+        local.files,
+        local.rows,
+        local.duplicates_dropped,
+    )
+    assert_same_table(_read(tmp_path / "local"), _read(tmp_path / "remote"))

@@ -2,22 +2,51 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
 import metaverse_kit as mk
+from metaverse_kit.demo import emit_sample_history
 from metaverse_kit.distributed import spark_replay
 from metaverse_kit.distributed.spark import without_pandas_warning
-from tests.distributed.conftest import Lake
+from metaverse_kit.errors import LateEventWarning
+from tests.conftest import SimClock
+
+ORDERS = mk.make_dataset_urn("hive", "db.late_orders")
 
 
 @pytest.fixture(scope="module")
-def histories(spark: Any, demo_lake: Lake) -> tuple[pa.Table, Any]:
-    """The demo history replayed locally (a table) and on Spark (a DataFrame)."""
-    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
-    return local, spark_replay(spark, demo_lake.root, registry=demo_lake.registry).cache()
+def late_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The demo history plus a late write: an ownership emitted while the hub was down,
+    retried after a newer one (so write order and arrival order differ)."""
+    clock = SimClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    home = tmp_path_factory.mktemp("late") / "ws"
+    with mk.connect(path=home, clock=clock) as ws:
+        emit_sample_history(ws, start=datetime(2026, 1, 5, tzinfo=UTC))
+        # A naive clock makes the local hub refuse every send, as an unreachable hub would.
+        ws.hub.clock = lambda: datetime(2026, 3, 2, 9, 0)  # type: ignore[attr-defined]
+        with pytest.raises(mk.ConfigurationError):
+            ws.emit(mk.mce(ORDERS, [mk.aspects.ownership(["alice"])]))
+        time.sleep(0.005)
+        ws.hub.clock = clock  # type: ignore[attr-defined]
+        ws.emit(mk.mce(ORDERS, [mk.aspects.ownership(["bob"])]))
+        clock.advance(minutes=10)
+        with pytest.warns(LateEventWarning):
+            ws.outbox.retry()
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def histories(spark: Any, late_history: Any) -> tuple[pa.Table, Any]:
+    """The history replayed locally (a table) and on Spark (a DataFrame)."""
+    ws = late_history
+    local = ws.replay(cache=False, progress=False)
+    return local, spark_replay(spark, ws.lake, registry=ws.registry).cache()
 
 
 def _same(local: pa.Table, df: Any) -> None:
@@ -34,7 +63,7 @@ def _same(local: pa.Table, df: Any) -> None:
 
 @pytest.mark.parametrize(
     ("when", "include_removed"),
-    [("2026-01-20T00:00:00Z", False), ("2026-03-01", True)],
+    [("2026-01-20T00:00:00Z", False), ("2026-03-05", True)],
 )
 def test_state_as_of(histories: tuple[pa.Table, Any], when: str, include_removed: bool) -> None:
     local, df = histories
@@ -43,7 +72,7 @@ def test_state_as_of(histories: tuple[pa.Table, Any], when: str, include_removed
     _same(expected, mk.history.state_as_of(df, when, include_removed=include_removed))
 
 
-def test_audit_trail_of_the_busiest_entity(histories: tuple[pa.Table, Any]) -> None:
+def test_audit_trails(histories: tuple[pa.Table, Any]) -> None:
     local, df = histories
     rows = mk.history.aspects(local)
     counts = rows.group_by("urn").aggregate([("aspect", "count")])
@@ -52,8 +81,10 @@ def test_audit_trail_of_the_busiest_entity(histories: tuple[pa.Table, Any]) -> N
     assert expected.num_rows > 3
     assert any(expected["changed_fields"].to_pylist())
     _same(expected, mk.history.audit_trail(df, urn))
-    ownership = mk.history.audit_trail(local, urn, aspect="ownership")
-    _same(ownership, mk.history.audit_trail(df, urn, aspect="ownership"))
+    # The late write comes first (it was made first) and is marked late.
+    late = mk.history.audit_trail(local, ORDERS, aspect="ownership")
+    assert late["late"].to_pylist() == [True, False]
+    _same(late, mk.history.audit_trail(df, ORDERS, aspect="ownership"))
 
 
 @pytest.mark.parametrize("include_unchanged", [False, True])
@@ -61,7 +92,7 @@ def test_changes_between_two_times(
     histories: tuple[pa.Table, Any], include_unchanged: bool
 ) -> None:
     local, df = histories
-    start, end = "2026-01-15T00:00:00Z", "2026-02-10T00:00:00Z"
+    start, end = "2026-01-15T00:00:00Z", "2026-03-02T08:20:00Z"
     expected = mk.history.changes(local, start, end, include_unchanged=include_unchanged)
     kinds = set(expected["change"].to_pylist())
     assert {"added", "changed"} <= kinds
