@@ -330,7 +330,6 @@ def new_header(codec: str = "null") -> tuple[bytes, bytes]:
 # -- encoding records -------------------------------------------------------------------------
 
 _SMALL_LONGS = [zigzag(i) for i in range(1024)]
-_TAGS = {int: b"\x00", float: b"\x02", str: b"\x04", bytes: b"\x06"}
 _NULL_TAG = b"\x08"  # the fifth branch of Properties' value union
 
 
@@ -396,8 +395,8 @@ class EventDataEncoder:
     property names), so each distinct (key, value) is encoded once: about 6 us a record with
     :meth:`encode`. :meth:`blocks` writes what the events of a send share (the enqueued time,
     the system properties but the message id and partition key, the application properties)
-    once per distinct properties mapping, and joins each block's pieces once: about 1 us an
-    event.
+    once per distinct properties mapping, and joins each block's pieces once: 4 us an event
+    of a 100,000-event send, where encoding one record at a time took 6.
     """
 
     def __init__(self) -> None:
