@@ -94,7 +94,7 @@ class _Records:
             "long": lambda: rng.choice(_LONGS),
             "float": lambda: rng.choice(_FLOATS),
             "double": lambda: rng.choice(_DOUBLES),
-            "bytes": lambda: rng.choice([b"", b"\x00\xff", rng.randbytes(1500)]),
+            "bytes": lambda: rng.choice([b"", bytearray(b"\x00\xff"), rng.randbytes(1500)]),
             "string": lambda: rng.choice(_TEXT),
         }[kind]()
 
@@ -164,7 +164,9 @@ UNIONS = {
 
 @pytest.mark.parametrize(
     ("schema", "least"),
-    [(LOGICAL, 300), (UNIONS, 300), (KINDS, 40)],  # KINDS' "amb" fits int and long: refused
+    # NOTE: refused, so left to fastavro: a bytearray in a union (the full check settles its
+    # branch), and KINDS' "amb", which fits int and long.
+    [(LOGICAL, 300), (UNIONS, 250), (KINDS, 40)],
     ids=["logical types", "unions", "every kind"],
 )
 def test_every_avro_kind_is_written_as_fastavro_writes_it(schema: dict, least: int) -> None:
