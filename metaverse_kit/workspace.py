@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Unpack
 
 import pyarrow as pa
@@ -310,18 +311,14 @@ class Workspace:
             prefix="" if single else "events",
         )
         content_type = content_type_for(props.id)
-        stamped = _with_emitted_time(properties)
+        # PERF: one read-only mapping for the whole batch, not a copy per event; positional
+        # arguments build a (frozen) event in half the time keywords take.
+        stamped = MappingProxyType(_with_emitted_time(properties))
         outgoing = [
             OutgoingEvent(
-                body=body,
-                content_type=content_type,
-                partition_key=partition_key or partition_key_of(record) or "",
-                message_id=message_id,
-                properties=dict(stamped),
+                body, content_type, partition_key or partition_key_of(record) or "", mid, stamped
             )
-            for body, record, message_id in zip(
-                bodies, items, _message_ids(len(items)), strict=True
-            )
+            for body, record, mid in zip(bodies, items, _message_ids(len(items)), strict=True)
         ]
         # NOTE: through the outbox: written to disk before the send, removed once sent.
         return self.outbox.send(outgoing, schema_ids=[props.id] * len(outgoing))
