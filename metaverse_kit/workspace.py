@@ -122,6 +122,10 @@ def _check_properties(properties: Mapping[str, Any] | None) -> None:
         why = None
         if not isinstance(key, str) or not key:
             why = "a property name is non-empty text"
+        elif value is None:
+            # Capture's property values are nullable and AMQP carries null: a None is kept
+            # (it is how a caller emits without the emit-time stamp, as other producers do).
+            pass
         elif isinstance(value, bool):
             # NOTE: checked before int: bool is an int to Python, not to Avro's long.
             why = "give a boolean as text ('true' or 'false')"
@@ -132,7 +136,7 @@ def _check_properties(properties: Mapping[str, Any] | None) -> None:
                 f"a property value is text or a number (as Capture stores it), not "
                 f"{type(value).__name__}; encode bytes as text (base64, say)"
             )
-        else:
+        if why is None and isinstance(key, str) and key:
             why = string_problem(key) or (string_problem(value) if isinstance(value, str) else None)
         if why:
             problems.append(FieldProblem(where, why))
