@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Unpack
 
 import pyarrow as pa
@@ -100,6 +101,47 @@ def _message_ids(count: int) -> list[str]:
     raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])
     text = raw.hex()
     return [text[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _check_properties(properties: Mapping[str, Any] | None) -> None:
+    """Refuse application properties the hub, Capture or the outbox cannot carry, before anything
+    is written: every problem, with the property's name and what to do."""
+    from metaverse_kit.errors import FieldProblem, ValidationError
+    from metaverse_kit.events.semantics import string_problem
+
+    if properties is None:
+        return
+    if not isinstance(properties, Mapping):
+        raise TypeError(f"properties= takes a mapping of names to values, not {type(properties)}")
+    problems = []
+    for key, value in properties.items():
+        where = f"properties[{key!r}]"
+        why = None
+        if not isinstance(key, str) or not key:
+            why = "a property name is non-empty text"
+        elif value is None:
+            # Capture's property values are nullable and AMQP carries null: a None is kept
+            # (it is how a caller emits without the emit-time stamp, as other producers do).
+            pass
+        elif isinstance(value, bool):
+            # NOTE: checked before int: bool is an int to Python, not to Avro's long.
+            why = "give a boolean as text ('true' or 'false')"
+        elif isinstance(value, int) and value not in _INT64:
+            why = "an integer must fit in 64 bits; give it as text"
+        elif not isinstance(value, (str, int, float)):
+            why = (
+                f"a property value is text or a number (as Capture stores it), not "
+                f"{type(value).__name__}; encode bytes as text (base64, say)"
+            )
+        if why is None and isinstance(key, str) and key:
+            why = string_problem(key) or (string_problem(value) if isinstance(value, str) else None)
+        if why:
+            problems.append(FieldProblem(where, why))
+    if problems:
+        raise ValidationError(problems, what="properties")
 
 
 def _with_emitted_time(properties: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -295,12 +337,15 @@ class Workspace:
         Events are written to the outbox before they are sent and removed once sent;
         sending failures raise :class:`EmitError` with per-event details, and the failed
         events stay in :attr:`outbox`. Anything that is neither an event (a mapping) nor a
-        sequence of events (a ``str``, ``bytes``, a number) raises :class:`TypeError`.
+        sequence of events (a ``str``, ``bytes``, a number) raises :class:`TypeError`;
+        ``properties`` values are text or numbers (others raise :class:`ValidationError` naming
+        the property).
         """
         single = isinstance(events, Mapping)
         items: list[Any] = [events] if single else _event_list(events)
         if not items:
             return []
+        _check_properties(properties)
         props = self.schema_properties(schema)
         definition = self.registry.get_schema(props.id).definition
         bodies = encode_bodies(
@@ -310,18 +355,14 @@ class Workspace:
             prefix="" if single else "events",
         )
         content_type = content_type_for(props.id)
-        stamped = _with_emitted_time(properties)
+        # PERF: one read-only mapping for the whole batch, not a copy per event; positional
+        # arguments build a (frozen) event in half the time keywords take.
+        stamped = MappingProxyType(_with_emitted_time(properties))
         outgoing = [
             OutgoingEvent(
-                body=body,
-                content_type=content_type,
-                partition_key=partition_key or partition_key_of(record) or "",
-                message_id=message_id,
-                properties=dict(stamped),
+                body, content_type, partition_key or partition_key_of(record) or "", mid, stamped
             )
-            for body, record, message_id in zip(
-                bodies, items, _message_ids(len(items)), strict=True
-            )
+            for body, record, mid in zip(bodies, items, _message_ids(len(items)), strict=True)
         ]
         # NOTE: through the outbox: written to disk before the send, removed once sent.
         return self.outbox.send(outgoing, schema_ids=[props.id] * len(outgoing))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -106,3 +108,88 @@ def test_retrying_some_events_keeps_the_others_whatever_happens(
     hub.clock = clock
     assert [r.message_id for r in workspace.outbox.retry([third.message_id])] == [third.message_id]
     assert {e.message_id for e in workspace.outbox.list()} == {first.message_id, second.message_id}
+
+
+class _DownHub(LocalEventHub):
+    """The local hub while its service is down: every send fails, nothing is written."""
+
+    def send(self, events: Sequence[OutgoingEvent], *, schema_ids: Sequence[str]) -> list[Receipt]:
+        raise mk.ServiceError("the hub is down")
+
+
+def test_a_batch_file_holds_shared_fields_once_and_gives_back_every_entry(tmp_path: Path) -> None:
+    hub = _DownHub(tmp_path / "lake", tmp_path / "hub", namespace="nsnsns", eventhub="eh")
+    outbox = Outbox(tmp_path / "outbox", hub)
+    stamped = MappingProxyType({"metaverse-emitted-time": "1772438401000", "n": 1})
+    events = [
+        OutgoingEvent(bytes([i]) * i, "avro/binary+s", f"k{i % 2}", f"m{i}", stamped)
+        for i in range(5)
+    ]
+    events.append(OutgoingEvent(b"\x00\xff", "avro/binary+t", "", "m5", {"other": None}))
+    with pytest.raises(mk.EmitError, match="6 of 6 events were not sent"):
+        outbox.send(events, schema_ids=["s"] * 5 + ["t"])
+    (path,) = outbox.folder.glob("*.json")
+    data = json.loads(path.read_bytes())
+    assert data["format"] == 2 and data["count"] == 6
+    assert data["shared"]["attempts"] == 1 and "the hub is down" in data["shared"]["last_error"]
+    assert set(data["columns"]) == {
+        "message_id",
+        "schema_id",
+        "content_type",
+        "partition_key",
+        "properties",
+    }
+    entries = outbox.list()
+    assert [e.event() for e in entries] == [
+        OutgoingEvent(e.body, e.content_type, e.partition_key, e.message_id, dict(e.properties))
+        for e in events
+    ]
+    assert [e.schema_id for e in entries] == ["s"] * 5 + ["t"]
+    assert {e.batch for e in entries} == {path.stem} and entries[0].attempts == 1
+
+
+def test_batches_written_by_earlier_versions_are_read_and_retried(
+    workspace: mk.Workspace,
+) -> None:
+    hub = workspace.hub
+    assert isinstance(hub, LocalEventHub)
+    good = hub.clock
+    hub.clock = lambda: datetime(2026, 3, 2, 9, 0)  # naive: the local hub refuses it
+    with pytest.raises(mk.ConfigurationError):
+        workspace.emit([mk.example_mce(), mk.example_mce()])
+    (path,) = workspace.outbox.folder.glob("*.json")
+    waiting = workspace.outbox.list()
+    # The form of format 1: one object per entry.
+    old = {"format": 1, "events": [e.to_obj() for e in waiting]}
+    path.write_text(json.dumps(old, indent=2))
+    assert workspace.outbox.list() == waiting
+    hub.clock = good
+    receipts = workspace.outbox.retry()
+    assert [r.message_id for r in receipts] == [e.message_id for e in waiting]
+    assert workspace.replay()["message_id"].to_pylist() == [e.message_id for e in waiting]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d["columns"]["message_id"].pop(),
+        lambda d: d["shared"].pop("created"),
+        lambda d: d.update(format=3),
+        lambda d: d.update(bodies=["not base64!"] * d["count"]),
+    ],
+    ids=["a short column", "a missing field", "a newer format", "a body that is not base64"],
+)
+def test_a_damaged_batch_file_is_named_in_the_error(
+    tmp_path: Path, damage: Callable[[dict], object]
+) -> None:
+    hub = _DownHub(tmp_path / "lake", tmp_path / "hub", namespace="nsnsns", eventhub="eh")
+    outbox = Outbox(tmp_path / "outbox", hub)
+    events = [OutgoingEvent(b"a", "t", f"k{i}", f"m{i}") for i in range(2)]
+    with pytest.raises(mk.EmitError):
+        outbox.send(events, schema_ids=["s", "s"])
+    (path,) = outbox.folder.glob("*.json")
+    data = json.loads(path.read_bytes())
+    damage(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(mk.ConfigurationError, match=f"outbox file {path} is not an outbox batch"):
+        outbox.list()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,28 @@ def test_every_event_gets_its_own_version_4_uuid_as_message_id(workspace: mk.Wor
     ids = [r.message_id for r in receipts]
     assert len(set(ids)) == 50
     assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).hex == i for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("properties", "words"),
+    [
+        ({"flag": True}, "as text ('true' or 'false')"),
+        ({"raw": b"\x00\x01"}, "not bytes; encode bytes as text"),
+        ({"list": [1]}, "not list"),
+        ({"big": 2**64}, "fit in 64 bits"),
+        ({"nul": "a\x00b"}, "NUL"),
+        ({"": "x"}, "non-empty"),
+    ],
+)
+def test_properties_the_hub_cannot_carry_are_refused_before_the_outbox(
+    workspace: mk.Workspace, properties: dict, words: str
+) -> None:
+    with pytest.raises(mk.ValidationError, match=re.escape(words)):
+        workspace.emit(mk.aspects.example_mce(), properties=properties)
+    assert len(workspace.outbox) == 0 and not workspace.lake.list_files()
+    # None is a value Capture and AMQP carry (how a producer leaves out the emit-time stamp).
+    receipt = workspace.emit(
+        mk.aspects.example_mce(), properties={"n": 7, "x": 1.5, "s": "ok", "none": None}
+    )
+    props = dict(workspace.replay(progress=False).column("properties")[0].as_py())
+    assert props["n"] == "7" and props["none"] is None and receipt[0].sequence_number == 0

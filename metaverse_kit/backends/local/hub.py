@@ -59,7 +59,6 @@ from metaverse_kit.capture import (
     decode_block,
     enqueued_ms,
     format_enqueued_time,
-    frame_blocks,
     new_header,
     parse_capture_path,
     parse_enqueued_time,
@@ -420,9 +419,18 @@ class LocalEventHub:
             self._recover()
             state = self.read_state()
             groups: dict[str, list[int]] = {}
+            where: dict[str, str] = {}
             for i, event in enumerate(events):
-                partition = self.partition_for(event.partition_key or event.message_id)
-                groups.setdefault(partition, []).append(i)
+                key = event.partition_key or event.message_id
+                # PERF: a batch repeats its keys (one urn, many aspects); hash each once.
+                partition = where.get(key)
+                if partition is None:
+                    partition = where[key] = self.partition_for(key)
+                found = groups.get(partition)
+                if found is None:
+                    groups[partition] = [i]
+                else:
+                    found.append(i)
             targets: dict[str, _Target] = {}
             stamps: dict[str, int] = {}
             for partition in groups:
@@ -564,39 +572,36 @@ class LocalEventHub:
         enqueued = datetime.fromtimestamp(ms / 1000, UTC)
         enqueued_text = format_enqueued_time(enqueued)
         location = str(self.lake_root / target.relative)
-        sequence, offset = part["next_sequence"], part["next_offset"]
-        encoder = EventDataEncoder()
-        records = []
-        for i in indexes:
-            event = events[i]
-            records.append(
-                encoder.event(
-                    sequence=sequence,
-                    offset=offset,
-                    enqueued_ms=ms,
-                    enqueued_text=enqueued_text,
-                    content_type=event.content_type,
-                    message_id=event.message_id,
-                    partition_key=event.partition_key,
-                    properties=event.properties,
-                    body=event.body,
-                )
-            )
+        first = sequence = part["next_sequence"]
+        offset = part["next_offset"]
+        chosen = [events[i] for i in indexes]
+        offsets = []
+        for i, event in zip(indexes, chosen, strict=True):
+            text = str(offset)
+            offsets.append(text)
             receipts[i] = Receipt(
-                partition=partition,
-                sequence_number=sequence,
-                offset=str(offset),
-                enqueued_time=enqueued,
-                schema_id=schema_ids[i],
-                content_type=event.content_type,
-                partition_key=event.partition_key,
-                message_id=event.message_id,
-                location=location,
+                partition,
+                sequence,
+                text,
+                enqueued,
+                schema_ids[i],
+                event.content_type,
+                event.partition_key,
+                event.message_id,
+                location,
             )
             sequence += 1
             offset += len(event.body) + _ENVELOPE_BYTES
         part.update(next_sequence=sequence, next_offset=offset, last_enqueued_ms=ms)
-        return frame_blocks(records, codec=target.codec, sync=target.sync)
+        return EventDataEncoder().blocks(
+            chosen,
+            first_sequence=first,
+            offsets=offsets,
+            enqueued_ms=ms,
+            enqueued_text=enqueued_text,
+            codec=target.codec,
+            sync=target.sync,
+        )
 
     def _write(
         self,
