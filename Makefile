@@ -16,7 +16,7 @@ export METAVERSE_HOME ?= $(CURDIR)/.metaverse
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 LINTED := $(wildcard metaverse_kit tests benchmarks)
 
-.PHONY: help env workspace lab demo test test-deps lint chromium postgresql bench clean
+.PHONY: help env workspace lab demo test test-deps lint chromium postgresql java bench clean
 
 help:
 	@echo "make lab    create .venv, install, prepare the local workspace, open JupyterLab"
@@ -27,7 +27,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,ingest]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ingest,spark,dask]"
 	touch $(STAMP)
 
 env: $(STAMP)
@@ -55,6 +55,11 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
+# Spark (the spark extra) runs on the machine's Java 17; installed with apt when missing.
+java:
+	@command -v java >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; }
+
 $(AZURITE):
 	mkdir -p $(CACHE)/node
 	npm install --prefix $(CACHE)/node --no-audit --no-fund --silent azurite@3.35.0
@@ -62,7 +67,7 @@ $(AZURITE):
 $(DATAHUB_WHEEL): $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps acryl-datahub==1.7.0.17 -d $(CACHE)
 
-test-deps: env chromium postgresql $(AZURITE) $(DATAHUB_WHEEL)
+test-deps: env chromium postgresql java $(AZURITE) $(DATAHUB_WHEEL)
 
 lint: env
 	$(BIN)/ruff check $(LINTED)

@@ -325,7 +325,14 @@ def _replay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
     p.add_argument("--until", help="ISO 8601 time")
     p.add_argument("--partition", action="append", help="partition id (repeatable)")
-    p.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="a .parquet file to write, or a folder: a dataset partitioned by event date, to "
+        "which each run appends the Capture files that are new",
+    )
+    p.add_argument("--format", choices=["parquet"], default="parquet", help="output format")
     p.add_argument(
         "--skip-bad-files",
         action="store_true",
@@ -333,7 +340,11 @@ def _replay_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("replay", "replay the lake into a Parquet file", _replay_arguments)
+@command(
+    "replay",
+    "replay the lake into a Parquet file, or append it to a Parquet dataset",
+    _replay_arguments,
+)
 def _replay(args: argparse.Namespace) -> None:
     import io
 
@@ -343,7 +354,12 @@ def _replay(args: argparse.Namespace) -> None:
 
     out: Path = args.out
     if out.suffix.lower() != ".parquet":
-        raise UsageError(f"--out must name a .parquet file, not {out}")
+        if out.suffix:
+            raise UsageError(
+                f"--out must name a .parquet file, or a folder for a Parquet dataset, not {out}"
+            )
+        _replay_to_dataset(args)
+        return
     with open_workspace(args) as ws:
         table = _replay_table(ws, args)
 
@@ -370,10 +386,42 @@ def _replay_table(ws: Any, args: argparse.Namespace) -> Any:
             args.partition,
             on_bad_file="skip" if args.skip_bad_files else "raise",
         )
-    for part in skipped_files(table):
+    _print_skipped(skipped_files(table))
+    return table
+
+
+def _print_skipped(parts: Any) -> None:
+    """One line on stderr per damaged part a replay with --skip-bad-files left out."""
+    for part in parts:
         where = "whole file" if part.offset is None else f"from byte {part.offset}"
         print(f"skipped {part.path} ({where}): {part.reason}", file=sys.stderr)
-    return table
+
+
+def _replay_to_dataset(args: argparse.Namespace) -> None:
+    """``metaverse replay --out DIR``: append what is new in the lake to a Parquet dataset."""
+    import warnings
+
+    from metaverse_kit.errors import CaptureFileWarning
+    from metaverse_kit.history.export import export_parquet
+
+    ranges = [f"--{n}" for n in ("since", "until", "partition") if getattr(args, n)]
+    if ranges:
+        raise UsageError(
+            f"{', '.join(ranges)} cannot be used with a dataset folder: each run appends the "
+            f"whole history that is new; filter when you read it (or --out a .parquet file)"
+        )
+    with open_workspace(args) as ws, warnings.catch_warnings():
+        # NOTE: the parts skipped are listed below, one line each, instead of a warning.
+        warnings.simplefilter("ignore", CaptureFileWarning)
+        report = export_parquet(
+            ws.lake,
+            args.out,
+            registry=ws.registry,
+            schema_group=ws.schema_group,
+            on_bad_file="skip" if args.skip_bad_files else "raise",
+        )
+    print(report)
+    _print_skipped(report.skipped)
 
 
 # -- ingest --------------------------------------------------------------------------------------

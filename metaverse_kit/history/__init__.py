@@ -8,8 +8,11 @@ The questions (each returns a :class:`pyarrow.Table`, see :mod:`metaverse_kit.hi
 :func:`aspects`, :func:`state_as_of`, :func:`audit_trail`, :func:`changes`;
 :func:`latest_aspect` for the last value of one aspect of one entity; and
 :func:`schema_changes`, a dataset's column-level history (:mod:`.schema_history`).
+:func:`export_parquet` keeps the history as a Parquet dataset that each run appends to
+(see :mod:`metaverse_kit.history.export`); the questions take that folder too.
 """
 
+from metaverse_kit.history.export import export_parquet
 from metaverse_kit.history.questions import (
     CHANGE_KINDS,
     ITEM_KEYS,
@@ -38,6 +41,7 @@ __all__ = [
     "audit_trail",
     "changed_fields",
     "changes",
+    "export_parquet",
     "latest_aspect",
     "schema_changes",
     "state_as_of",

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,8 @@ __all__ = [
     "BAD_FILE_CHOICES",
     "DECODERS",
     "ENVELOPE_FIELDS",
+    "GROUP_EVENTS",
+    "GROUP_FILES",
     "SKIPPED_KEY",
     "CaptureBytes",
     "DecodedFile",
@@ -73,6 +76,7 @@ __all__ = [
     "decode_capture_files",
     "decode_file",
     "decode_files",
+    "decode_stream",
     "output_schema",
     "payload_schema",
     "read_envelope",
@@ -223,13 +227,43 @@ class DecodedFile:
     skipped: tuple[SkippedPart, ...] = ()
 
 
-def skipped_files(table: pa.Table | pa.RecordBatch) -> list[SkippedPart]:
+def skipped_files(table: Any) -> list[SkippedPart]:
     """The parts of files a replay made with ``on_bad_file="skip"`` left out (see
-    :class:`SkippedPart`); empty when nothing was skipped or the table does not say."""
-    raw = (table.schema.metadata or {}).get(SKIPPED_KEY)
+    :class:`SkippedPart`); empty when nothing was skipped or the table does not say.
+
+    ``table`` is what a replay returned: an Arrow table or batch (its schema metadata), a
+    Dask DataFrame of ``dask_replay`` or what it computed (its ``attrs``), or a Spark DataFrame of
+    ``spark_replay`` (the metadata of its ``capture_file`` column), each under
+    :data:`SKIPPED_KEY`.
+    """
+    raw = recorded(table, SKIPPED_KEY)
     if not raw:
         return []
     return [SkippedPart(**item) for item in json.loads(raw)]
+
+
+def recorded(table: Any, key: bytes) -> bytes | None:
+    """What a replay recorded under ``key`` on ``table`` (see :func:`skipped_files`), or None.
+
+    NOTE: duck-typed, so that this layer imports no engine: Arrow keeps it in the schema
+    metadata, pandas and Dask in ``attrs``, Spark in the metadata of the ``capture_file`` field.
+    """
+    schema = getattr(table, "schema", None)
+    if isinstance(schema, pa.Schema):
+        return (schema.metadata or {}).get(key)
+    text = key.decode()
+    # NOTE: a Dask DataFrame keeps attrs on its meta (the empty frame every partition matches).
+    for frame in (table, getattr(table, "_meta", None)):
+        attrs = getattr(frame, "attrs", None)
+        if isinstance(attrs, Mapping) and text in attrs:
+            return str(attrs[text]).encode()
+    fields = getattr(schema, "fields", None)
+    for f in fields or ():
+        metadata = getattr(f, "metadata", None)
+        if getattr(f, "name", None) == "capture_file" and isinstance(metadata, Mapping):
+            value = metadata.get(text)
+            return None if value is None else str(value).encode()
+    return None
 
 
 def skipped_metadata(skipped: Sequence[SkippedPart]) -> bytes:
@@ -830,6 +864,79 @@ def decode_files(
     check_options(decoder=decoder, on_bad_file=on_bad_file)
     envelopes = [read_envelope(i, decoder=decoder, on_bad_file=on_bad_file) for i in items]
     return assemble(items, envelopes, reader=reader, schemas=schemas, decoder=decoder)
+
+
+#: Events whose bodies are decoded together by :func:`decode_stream`: enough to spread a native
+#: call's fixed cost (planning, walking a DataHub-sized schema) over many of Capture's small
+#: files, few enough that a streaming replay's memory stays small.
+#: PERF: at most one native read (``_decoder._BATCH_ROWS``), so its output is not copied into one.
+GROUP_EVENTS = 8192
+#: At most this many files are decoded together by :func:`decode_stream`.
+GROUP_FILES = 256
+
+
+def decode_stream(
+    items: Iterable[CaptureBytes | DecodedFile],
+    *,
+    reader: PayloadSchema | AvroSchema | str | dict | None,
+    schemas: Schemas,
+    decoder: str = "auto",
+    on_bad_file: str = "raise",
+) -> Iterator[DecodedFile]:
+    """Decode archives one after another: one :class:`DecodedFile` per item, in order, lazily.
+
+    Each archive's envelope is read as it comes (its bytes are then let go) and the bodies of
+    consecutive archives are decoded together, about :data:`GROUP_EVENTS` events at a time
+    (see :func:`assemble`), so memory stays bounded by a group whatever the number of items.
+    An item that is already a :class:`DecodedFile` (a cache's) is passed through in its place.
+    Options as :func:`decode_files`; :class:`CaptureFileError` is raised (``"raise"``) when
+    the damaged archive is reached. A pure function of its inputs.
+    """
+    check_options(decoder=decoder, on_bad_file=on_bad_file)
+    payload = payload_schema(reader)
+    # (what was done already, or the item and its envelope) in order
+    pending: deque[tuple[DecodedFile | None, CaptureBytes, Envelope | None]] = deque()
+    events = 0
+
+    def flush() -> Iterator[DecodedFile]:
+        todo = [(item, env) for done, item, env in pending if done is None and env is not None]
+        decoded = iter(
+            assemble(
+                [item for item, _ in todo],
+                [env for _, env in todo],
+                reader=payload,
+                schemas=schemas,
+                decoder=decoder,
+            )
+            if todo
+            else []
+        )
+        while pending:
+            done, _, _ = pending.popleft()
+            yield done if done is not None else next(decoded)
+
+    for item in items:
+        if isinstance(item, DecodedFile):
+            if pending:
+                pending.append((item, CaptureBytes(b""), None))
+            else:
+                yield item
+            continue
+        envelope = read_envelope(item, decoder=decoder, on_bad_file=on_bad_file)
+        n = envelope.events
+        # PERF: a group never grows past one native read (GROUP_EVENTS), so its decoded bodies
+        # are one array, not pieces concatenated (a copy of every payload column).
+        if pending and events + n > GROUP_EVENTS:
+            yield from flush()
+            events = 0
+        # The bytes are not needed once the envelope is read; keep only where they came from.
+        pending.append((None, CaptureBytes(b"", item.path, item.file), envelope))
+        del item
+        events += n
+        if events >= GROUP_EVENTS or len(pending) >= GROUP_FILES:
+            yield from flush()
+            events = 0
+    yield from flush()
 
 
 def decode_file(

@@ -4,7 +4,9 @@ Every function takes the events table of :meth:`Workspace.replay` or
 :func:`~metaverse_kit.replay_capture` (envelope columns plus the decoded MCE payload), the same
 table read back from a Parquet file (a path is accepted too), or the table :func:`aspects`
 returned (so a notebook or a widget explodes the history once and asks many questions). Each
-returns a :class:`pyarrow.Table`.
+returns a :class:`pyarrow.Table`. :func:`state_as_of`, :func:`audit_trail` and :func:`changes`
+also take a pyspark DataFrame (``spark_replay``'s, or a Parquet export read by Spark) and
+return one, computed by Spark (:mod:`metaverse_kit.distributed.spark_questions`).
 
 Design of the aspect value
     An MCE carries its aspects in a union (``DatasetSnapshot.aspects`` is a list of a union of
@@ -74,6 +76,7 @@ from metaverse_kit.events.aspects import ASPECT_NAMES
 from metaverse_kit.history.arrow_types import BRANCH_FIELD, branch_type, union_branch
 
 __all__ = [
+    "AUDIT_COLUMNS",
     "CHANGE_KINDS",
     "ITEM_KEYS",
     "WINDOW_CHANGE_KINDS",
@@ -87,8 +90,11 @@ __all__ = [
     "changes",
     "in_replay_order",
     "latest_aspect",
+    "require_columns",
     "state_as_of",
     "time_scalar",
+    "window_change",
+    "write_change",
 ]
 
 #: The kinds in the ``change`` column of :func:`aspects` and :func:`audit_trail`.
@@ -113,6 +119,15 @@ class MissingColumnError(HistoryInputError):
 
 
 # -- input -------------------------------------------------------------------------------------
+
+
+def _spark_questions(events: Any) -> Any:
+    """The Spark versions of the questions when ``events`` is a pyspark DataFrame, else None."""
+    if not type(events).__module__.startswith("pyspark."):
+        return None
+    from metaverse_kit.distributed import spark_questions
+
+    return spark_questions
 
 
 def _table(events: Any) -> pa.Table:
@@ -143,7 +158,10 @@ def _is_aspects_table(table: pa.Table) -> bool:
     return all(c in table.column_names for c in _ASPECT_COLUMNS)
 
 
-def _require(table: pa.Table, columns: Iterable[str]) -> None:
+def require_columns(table: pa.Table, columns: Iterable[str]) -> None:
+    """Raise :class:`MissingColumnError` for the first of ``columns`` that ``table`` lacks,
+    saying what kind of column it is (a payload or an envelope column). A table with only a
+    schema (``pa.table({name: pa.nulls(0)...})``) checks the names of any other frame."""
     for column in columns:
         if column in table.column_names:
             continue
@@ -159,6 +177,9 @@ def _require(table: pa.Table, columns: Iterable[str]) -> None:
             f"the events table has no {column!r} column: {hint}; it has "
             f"{', '.join(table.column_names) or 'no columns'}",
         )
+
+
+_require = require_columns
 
 
 def as_utc(value: Any, what: str) -> datetime:
@@ -558,6 +579,8 @@ def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.
     Raises :class:`HistoryInputError` for a ``when`` that is not a time and
     :class:`MissingColumnError` for a table without the columns of a replay.
     """
+    if (spark := _spark_questions(events)) is not None:
+        return spark.state_as_of(events, when, include_removed=include_removed)
     moment = _as_utc(when, "when")
     table = _aspects_of(events)
     latest = _last_per_key(_up_to(table, moment), ["urn", "aspect"])
@@ -701,7 +724,8 @@ def _actor(record: dict[str, Any] | None) -> str | None:
     return None
 
 
-_AUDIT_ORDER = (
+#: The columns of :func:`audit_trail`, in order.
+AUDIT_COLUMNS = (
     "urn",
     "entity_type",
     "aspect",
@@ -719,6 +743,21 @@ _AUDIT_ORDER = (
     "value",
     "event_index",
 )
+
+
+def write_change(
+    previous_value: dict[str, Any] | None, value: dict[str, Any] | None, value_type: pa.DataType
+) -> tuple[list[str], str | None]:
+    """One row of :func:`audit_trail`: the fields a write changed and who the aspect says made it.
+
+    ``previous_value`` and ``value`` are values of the aspects table's ``value`` column (the
+    union, as ``to_pylist`` gives them), of Arrow type ``value_type``.
+    """
+    new = aspect_record(value)
+    old = aspect_record(previous_value)
+    branch = value[_BRANCH] if value else None
+    fields = changed_fields(old, new, _record_type(value_type, branch)) if branch else []
+    return fields, _actor(new)
 
 
 def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table:
@@ -739,6 +778,8 @@ def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table
     Raises :class:`HistoryInputError` for a bad urn and :class:`MissingColumnError` for a
     table without the columns of a replay.
     """
+    if (spark := _spark_questions(events)) is not None:
+        return spark.audit_trail(events, urn, aspect=aspect)
     rows = _for_urn(events, urn)
     if aspect is not None:
         rows = rows.filter(_resolve_aspect(rows, aspect))
@@ -753,18 +794,16 @@ def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table
     for i, (name, value) in enumerate(zip(names, values, strict=True)):
         before = last.get(name)
         previous_index.append(before)
-        new = aspect_record(value)
-        old = None if before is None else aspect_record(values[before])
-        branch = value[_BRANCH] if value else None
-        fields.append(changed_fields(old, new, _record_type(value_type, branch)) if branch else [])
-        actors.append(_actor(new))
+        changed, actor = write_change(None if before is None else values[before], value, value_type)
+        fields.append(changed)
+        actors.append(actor)
         last[name] = i
     previous = rows.column("value").take(pa.array(previous_index, pa.int64()))
     rows = rows.append_column("previous_value", previous)
     rows = rows.append_column("late", pa.array(_late(rows), pa.bool_()))
     rows = rows.append_column("changed_fields", pa.array(fields, pa.list_(pa.string())))
     rows = rows.append_column("actor", pa.array(actors, pa.string()))
-    return rows.select(list(_AUDIT_ORDER))
+    return rows.select(list(AUDIT_COLUMNS))
 
 
 def _late(rows: pa.Table) -> list[bool]:
@@ -803,6 +842,33 @@ def _before(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 WINDOW_CHANGE_KINDS = ("added", "changed", "removed", "restored", "unchanged")
 
 
+def window_change(
+    before_value: dict[str, Any] | None, after_value: dict[str, Any], value_type: pa.DataType
+) -> tuple[str, list[str]]:
+    """One row of :func:`changes`: its kind (:data:`WINDOW_CHANGE_KINDS`) and the fields that
+    differ between the value before the window and the last one in it (values of the aspects
+    table's ``value`` column, of Arrow type ``value_type``)."""
+    new, old = aspect_record(after_value), aspect_record(before_value)
+    branch = after_value[_BRANCH]
+    diff = changed_fields(old, new, _record_type(value_type, branch))
+    if branch == _STATUS:
+        was, now = bool(old and old.get("removed")), bool(new and new.get("removed"))
+        kind = (
+            "removed"
+            if now and not was
+            else "restored"
+            if was and not now
+            else "added"
+            if old is None
+            else "changed"
+            if diff
+            else "unchanged"
+        )
+    else:
+        kind = "added" if old is None else "changed" if diff else "unchanged"
+    return kind, diff
+
+
 def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = False) -> pa.Table:
     """What was added, changed and removed between ``start`` and ``end``, per entity and aspect.
 
@@ -818,6 +884,8 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
 
     Raises :class:`HistoryInputError` when ``start`` is after ``end`` or either is not a time.
     """
+    if (spark := _spark_questions(events)) is not None:
+        return spark.changes(events, start, end, include_unchanged=include_unchanged)
     lo, hi = _as_utc(start, "start"), _as_utc(end, "end")
     if lo > hi:
         raise HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
@@ -867,26 +935,9 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
         if key not in stat_at:
             continue  # an aspect of a touched entity that was not written in the window
         j = before_at.get(key)
-        new_value = after_values[i]
-        old_value = None if j is None else before_values[j]
-        new, old = aspect_record(new_value), aspect_record(old_value)
-        branch = new_value[_BRANCH]
-        diff = changed_fields(old, new, _record_type(value_type, branch))
-        if branch == _STATUS:
-            was, now = bool(old and old.get("removed")), bool(new and new.get("removed"))
-            kind = (
-                "removed"
-                if now and not was
-                else "restored"
-                if was and not now
-                else "added"
-                if old is None
-                else "changed"
-                if diff
-                else "unchanged"
-            )
-        else:
-            kind = "added" if old is None else "changed" if diff else "unchanged"
+        kind, diff = window_change(
+            None if j is None else before_values[j], after_values[i], value_type
+        )
         if kind == "unchanged" and not include_unchanged:
             continue
         keep.append(i)

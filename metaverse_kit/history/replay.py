@@ -18,10 +18,12 @@ schema than the replay's) keep their raw ``body`` and say why in ``decode_error`
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
@@ -35,6 +37,7 @@ from metaverse_kit.backends.protocols import CaptureFile, Lake, Schema, SchemaRe
 from metaverse_kit.errors import (
     CaptureFileWarning,
     ConfigurationError,
+    MetaverseError,
     SchemaNotFoundError,
 )
 from metaverse_kit.events.avro import AvroSchema
@@ -44,16 +47,15 @@ from metaverse_kit.history.decode import (
     SKIPPED_KEY,
     CaptureBytes,
     DecodedFile,
-    Envelope,
     PayloadSchema,
     SchemaLookup,
     SkippedPart,
-    assemble,
     check_options,
     decode_capture_file,
     decode_capture_files,
+    decode_stream,
     output_schema,
-    read_envelope,
+    recorded,
     skipped_files,
     skipped_metadata,
 )
@@ -70,12 +72,16 @@ __all__ = [
     "SkippedPart",
     "decode_capture_file",
     "decode_capture_files",
+    "dedup_batch",
     "duplicates_dropped",
+    "range_mask",
     "reader_schema",
     "replay_batches",
     "replay_capture",
     "replay_lake",
+    "schema_definition",
     "skipped_files",
+    "warn_skipped",
 ]
 
 #: Schema metadata key of a replayed table (and of each streamed batch): the number of events
@@ -163,10 +169,14 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
     return {**_DEFAULTS, **options}
 
 
-def duplicates_dropped(table: pa.Table | pa.RecordBatch) -> int:
-    """How many duplicate events the replay that made ``table`` dropped (0 when not recorded)."""
-    metadata = table.schema.metadata or {}
-    return int(metadata.get(DUPLICATES_DROPPED_KEY, b"0"))
+def duplicates_dropped(table: Any) -> int:
+    """How many duplicate events the replay that made ``table`` dropped (0 when not recorded).
+
+    ``table`` is an Arrow table or batch, or a DataFrame of ``spark_replay`` or
+    ``dask_replay`` (see :func:`~metaverse_kit.history.decode.skipped_files` for where each
+    keeps it).
+    """
+    return int(recorded(table, DUPLICATES_DROPPED_KEY) or b"0")
 
 
 # -- the reader schema ----------------------------------------------------------------------------
@@ -177,13 +187,19 @@ def reader_schema(
     *,
     registry: SchemaRegistry | None = None,
     schema_group: str | None = None,
+    schemas: Mapping[str, Any] | None = None,
 ) -> PayloadSchema | None:
     """The reader schema a ``schema=`` option names (None for the envelope only).
 
     ``schema=None`` means the newest registered version of the built-in MCE's full name: in
     ``schema_group`` when given, else in every group of ``registry`` (the highest version
-    number wins); the built-in definition when none is registered or there is no registry.
-    Raises :class:`ConfigurationError` for anything that is not a schema.
+    number wins). Without a registry, the newest among ``schemas`` (an ``{id: definition}``
+    mapping, as a cluster without access to the registry is given): the highest version
+    among values that are registry ``Schema`` objects (which carry it), else the last
+    definition of that name in the mapping's order (oldest first, as
+    :meth:`~metaverse_kit.backends.protocols.SchemaRegistry.list_versions` gives them). The
+    built-in definition when none of these has one. Raises :class:`ConfigurationError` for
+    anything that is not a schema.
     """
     if schema is False:
         return None
@@ -191,6 +207,8 @@ def reader_schema(
         from metaverse_kit.events.builtin import MCE_FULL_NAME, mce_definition
 
         newest = _newest_registered(registry, schema_group, MCE_FULL_NAME)
+        if newest is None and registry is None and schemas:
+            newest = _newest_given(schemas, MCE_FULL_NAME)
         return PayloadSchema(newest or mce_definition())
     if isinstance(schema, PayloadSchema):
         return schema
@@ -205,6 +223,40 @@ def reader_schema(
         f"newest registered MCE schema or False for the envelope only; "
         f"got {type(schema).__name__}"
     )
+
+
+def schema_definition(value: Any, schema_id: str = "") -> str:
+    """The definition text of one value of a ``schemas={id: definition}`` mapping.
+
+    Takes JSON text, a parsed definition (dict or list) or a registry ``Schema``; raises
+    :class:`ConfigurationError` naming the id for anything else.
+    """
+    if isinstance(value, Schema):
+        return value.definition
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    raise ConfigurationError(
+        f"schemas[{schema_id!r}] must be a definition (JSON text or dict) or a registry Schema, "
+        f"not {type(value).__name__}"
+    )
+
+
+def _newest_given(schemas: Mapping[str, Any], name: str) -> str | None:
+    best: tuple[int, int] | None = None
+    chosen = None
+    for position, (schema_id, value) in enumerate(schemas.items()):
+        definition = schema_definition(value, str(schema_id))
+        try:
+            if AvroSchema(definition).name != name:
+                continue
+        except MetaverseError:
+            continue  # not a schema at all: its events will say so when they meet it
+        version = value.properties.version if isinstance(value, Schema) else 0
+        if best is None or (version, position) > best:
+            best, chosen = (version, position), definition
+    return chosen
 
 
 def _newest_registered(registry: SchemaRegistry | None, group: str | None, name: str) -> str | None:
@@ -357,21 +409,30 @@ class ReplayStream(Iterator[pa.RecordBatch]):
             return
         self._done = True
         if self.skipped_files and self.warn_on_skip:
-            files = len({s.path for s in self.skipped_files})
-            count = len(self.skipped_files)
-            warnings.warn(
-                f"{count} damaged part{'s' if count != 1 else ''} of {files} Capture "
-                f"file{'s' if files != 1 else ''} skipped (every intact block was kept); "
-                "mk.skipped_files(table) or stream.skipped_files lists them",
-                CaptureFileWarning,
-                stacklevel=_caller_level(),
-            )
+            warn_skipped(self.skipped_files)
 
     def close(self) -> None:
         """Stop reading; closes the progress bar and releases the file being read."""
         close = getattr(self._steps, "close", None)
         if close is not None:
             close()
+
+
+def warn_skipped(skipped: Sequence[SkippedPart], *, stacklevel: int | None = None) -> None:
+    """Warn (:class:`CaptureFileWarning`) that a replay left ``skipped`` out: how many parts of
+    how many files. Every replay that skips damaged parts warns with this message, once.
+    ``stacklevel`` defaults to the first frame outside this package (the user's line)."""
+    if not skipped:
+        return
+    files = len({s.path for s in skipped})
+    count = len(skipped)
+    warnings.warn(
+        f"{count} damaged part{'s' if count != 1 else ''} of {files} Capture "
+        f"file{'s' if files != 1 else ''} skipped (every intact block was kept); "
+        "mk.skipped_files(table) or stream.skipped_files lists them",
+        CaptureFileWarning,
+        stacklevel=_caller_level() if stacklevel is None else stacklevel,
+    )
 
 
 # -- deduplication ------------------------------------------------------------------------------
@@ -388,8 +449,9 @@ def _caller_level() -> int:
     return level
 
 
-def _dedup(batch: pa.RecordBatch, seen: set[str]) -> tuple[pa.RecordBatch, int]:
-    """Drop the rows whose message id is in ``seen`` (or repeats within the batch).
+def dedup_batch(batch: pa.RecordBatch, seen: set[str]) -> tuple[pa.RecordBatch, int]:
+    """Drop the rows whose message id is in ``seen`` (or repeats within the batch); return the
+    batch left and how many rows were dropped.
 
     Rows without a message id are always kept. ``seen`` grows by the ids of the kept rows.
     PERF: only the batch's distinct ids become Python strings, and the set does the rest.
@@ -417,8 +479,12 @@ def _dedup(batch: pa.RecordBatch, seen: set[str]) -> tuple[pa.RecordBatch, int]:
     return batch, dropped
 
 
+# NOTE: the name the live tail imports.
+_dedup = dedup_batch
+
+
 def _dedup_table(table: pa.Table) -> tuple[pa.Table, int]:
-    """:func:`_dedup` over a whole table at once: keep each message id's first row.
+    """:func:`dedup_batch` over a whole table at once: keep each message id's first row.
 
     PERF: dictionary-encoding the ids replaces a Python set. Codes are given in order of first
     appearance, so a table without duplicates has as many distinct ids as ids (and is returned
@@ -509,14 +575,6 @@ def replay_lake(
     )
 
 
-# Events whose bodies are decoded together: enough to spread a native call's fixed cost
-# (planning, walking a DataHub-sized schema) over many of Capture's small files, few enough
-# that a streaming replay's memory stays small and does not depend on the history's length.
-# PERF: at most one native read (_decoder._BATCH_ROWS), so its output is not copied into one.
-_GROUP_EVENTS = 8192
-_GROUP_FILES = 256
-
-
 @dataclass
 class _Run:
     """One replay's inputs; :meth:`steps` makes its stream of per-file steps."""
@@ -565,7 +623,7 @@ class _Run:
                 batch = _filter(decoded.batch, self.start, self.end, self.partitions)
                 dropped = 0
                 if dedup and batch.num_rows:
-                    batch, dropped = _dedup(batch, seen)
+                    batch, dropped = dedup_batch(batch, seen)
                 kept = _with_dropped(batch, dropped) if batch.num_rows or dropped else None
                 yield _Step(kept, decoded.skipped, dropped)
         finally:
@@ -576,71 +634,50 @@ class _Run:
         """Each file with its decoded batch, in order: from the cache when it has it.
 
         Files missing from the cache are read one by one and their bodies decoded in groups of
-        about :data:`_GROUP_EVENTS` events (see :func:`~metaverse_kit.history.decode.assemble`).
+        about :data:`~metaverse_kit.history.decode.GROUP_EVENTS` events (see
+        :func:`~metaverse_kit.history.decode.decode_stream`).
         """
         payload, store, lookup = self.payload, self.store, self.lookup
         arrow_schema = output_schema(payload)
         fingerprint = schema_fingerprint(arrow_schema, payload.definition if payload else None)
-        # (file, cached result or None, what the decoder needs) in replay order
-        pending: list[tuple[CaptureFile, DecodedFile | None, CaptureBytes, Envelope | None]] = []
-        events = 0
+        # (file, whether it was decoded now) of each item handed to the decoder, in order
+        order: deque[tuple[CaptureFile, bool]] = deque()
 
-        def flush() -> Iterator[tuple[CaptureFile, DecodedFile]]:
-            todo = [(item, env) for _, d, item, env in pending if d is None and env is not None]
-            decoded = iter(
-                assemble(
-                    [item for item, _ in todo],
-                    [env for _, env in todo],
-                    reader=payload,
-                    schemas=lookup,
-                    decoder=self.decoder,
-                )
-                if todo
-                else []
-            )
-            for f, cached, _, _ in pending:
-                result = cached if cached is not None else next(decoded)
-                if cached is None and store is not None:
-                    store.put(f, fingerprint, result.batch, lookup)
-                yield f, result
-            pending.clear()
+        def items() -> Iterator[CaptureBytes | DecodedFile]:
+            for f in self.files:
+                cached = store.get(f, fingerprint, arrow_schema, lookup) if store else None
+                if cached is not None:
+                    skipped = tuple(skipped_files(cached))
+                    if skipped and self.on_bad_file == "raise":
+                        raise skipped[0].error()
+                    order.append((f, False))
+                    yield DecodedFile(cached, skipped)
+                    continue
+                order.append((f, True))
+                yield CaptureBytes(self.lake.read_bytes(f), f.path, f)
 
-        for f in self.files:
-            cached = store.get(f, fingerprint, arrow_schema, lookup) if store else None
-            if cached is not None:
-                skipped = tuple(skipped_files(cached))
-                if skipped and self.on_bad_file == "raise":
-                    raise skipped[0].error()
-                result = DecodedFile(cached, skipped)
-                if pending:
-                    pending.append((f, result, CaptureBytes(b"", f.path, f), None))
-                else:
-                    yield f, result
-                continue
-            item = CaptureBytes(self.lake.read_bytes(f), f.path, f)
-            envelope = read_envelope(item, decoder=self.decoder, on_bad_file=self.on_bad_file)
-            del item
-            n = envelope.events
-            # PERF: a group never grows past one native read (_GROUP_EVENTS), so its decoded
-            # bodies are one array, not pieces concatenated (a copy of every payload column).
-            if pending and events + n > _GROUP_EVENTS:
-                yield from flush()
-                events = 0
-            # The bytes are not needed once the envelope is read; keep only where they came from.
-            pending.append((f, None, CaptureBytes(b"", f.path, f), envelope))
-            events += n
-            if events >= _GROUP_EVENTS or len(pending) >= _GROUP_FILES:
-                yield from flush()
-                events = 0
-        yield from flush()
+        for result in decode_stream(
+            items(),
+            reader=payload,
+            schemas=lookup,
+            decoder=self.decoder,
+            on_bad_file=self.on_bad_file,
+        ):
+            f, fresh = order.popleft()
+            if fresh and store is not None:
+                store.put(f, fingerprint, result.batch, lookup)
+            yield f, result
 
 
-def _filter(
+def range_mask(
     batch: pa.RecordBatch,
+    *,
     start: datetime | None,
     end: datetime | None,
-    partitions: list[str] | None,
-) -> pa.RecordBatch:
+    partitions: Sequence[str] | None,
+) -> pa.Array | None:
+    """Which rows of a decoded batch a replay keeps: ``start <= enqueued_time <= end`` and a
+    partition among ``partitions`` (or unknown); None when nothing is to be filtered."""
     mask = None
     times = batch.column("enqueued_time")
     conditions = []
@@ -653,6 +690,16 @@ def _filter(
         conditions.append(pc.or_kleene(pc.is_null(part), pc.is_in(part, pa.array(partitions))))
     for c in conditions:
         mask = c if mask is None else pc.and_(mask, c)
+    return mask
+
+
+def _filter(
+    batch: pa.RecordBatch,
+    start: datetime | None,
+    end: datetime | None,
+    partitions: list[str] | None,
+) -> pa.RecordBatch:
+    mask = range_mask(batch, start=start, end=end, partitions=partitions)
     return batch if mask is None else batch.filter(mask)
 
 

@@ -1,0 +1,324 @@
+"""What Spark executors and Dask workers run: pure functions of Capture bytes and a spec.
+
+Nothing here imports an engine or calls a registry: the driver ships every schema definition it
+knows (:class:`TaskSpec`), and a task is a function of the bytes it is handed and of that spec.
+Both passes call the decode layer (:mod:`metaverse_kit.history.decode`) directly, as the local
+replay does, and filter with the replay's own :func:`~metaverse_kit.history.replay.range_mask`:
+
+- :func:`scan_rows` (the *plan pass*) reads only envelopes: one row per file (its events, what
+  was damaged) and one per event with a message id (the id and its place in replay order),
+  which the engine aggregates to the ids that occur more than once;
+- :func:`decoded_batches` (the *decode pass*) decodes envelopes and payloads and drops every
+  copy of a repeated id but the one the local replay keeps (the first in replay order).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metaverse_kit.capture import CaptureFile
+from metaverse_kit.errors import CaptureFileError
+from metaverse_kit.history.decode import (
+    CaptureBytes,
+    DecodedFile,
+    SkippedPart,
+    decode_stream,
+    read_envelope,
+)
+from metaverse_kit.history.replay import range_mask
+
+__all__ = [
+    "FILE",
+    "MESSAGE",
+    "SCAN_SCHEMA",
+    "FileEntry",
+    "TaskSpec",
+    "decoded_batches",
+    "engine_key",
+    "group_by_size",
+    "read_local",
+    "scan_rows",
+]
+
+#: ``kind`` of a plan-pass row: a file's summary (``key`` is its path, ``info`` JSON) or an
+#: event's message id (``key``; ``order`` is its place in replay order).
+FILE, MESSAGE = 0, 1
+
+#: The rows :func:`scan_rows` returns; engines group them by (kind, key).
+SCAN_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.int8()),
+        pa.field("key", pa.string()),
+        pa.field("order", pa.int64()),
+        pa.field("info", pa.string()),
+    ]
+)
+
+# An event's place in replay order: its file's position in the listing, then its row.
+_ROW_BITS = 32
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A listed Capture file as tasks know it: the listing's record, its position, what to skip.
+
+    ``skip`` events at its start were exported by an earlier run (a grown file, exports only).
+    Tasks read ``file.size`` bytes, what the listing saw, so both passes see the same events
+    of a file that grows meanwhile.
+    """
+
+    file: CaptureFile
+    ordinal: int
+    skip: int = 0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything a task needs besides the bytes, pickled with the tasks.
+
+    ``reader`` is the reader schema's definition (None: the envelope only); ``schemas`` maps
+    every schema id the driver knows to its definition (ids missing from it are unknown, as an
+    id the registry does not know is in a local replay). ``start``, ``end``, ``partitions``
+    filter rows as the local replay does. ``files`` are the listed files by
+    :func:`engine_key`. ``repeated`` are the message ids that occur more than once and
+    ``first`` the replay order of the copy to keep (-1: none, the dataset has it already).
+    """
+
+    reader: str | None
+    schemas: Mapping[str, str]
+    decoder: str = "auto"
+    on_bad_file: str = "raise"
+    start: datetime | None = None
+    end: datetime | None = None
+    partitions: tuple[str, ...] | None = None
+    files: Mapping[str, FileEntry] = field(default_factory=dict)
+    repeated: pa.Array | None = None
+    first: np.ndarray | None = None
+
+    def entry(self, engine_path: str) -> FileEntry:
+        """The listed file the engine names ``engine_path``; raises :class:`CaptureFileError`
+        for a file the driver did not list (the engine read something else)."""
+        found = self.files.get(engine_key(engine_path))
+        if found is None:
+            raise CaptureFileError(
+                f"{engine_path} was read by the engine but not listed by the driver"
+            )
+        return found
+
+    def only(self, paths: Iterable[str]) -> TaskSpec:
+        """The spec of a task that reads only ``paths`` (engine paths): less to ship."""
+        return replace(self, files={k: self.files[k] for k in map(engine_key, paths)})
+
+
+def engine_key(path: str) -> str:
+    """One spelling of a file's name for the driver's listing and the engine's reads.
+
+    Spark names local files ``file:/abs/path`` with reserved characters %-escaped; the driver
+    may list them relative to the working folder.
+    """
+    if path.startswith("file:"):
+        return "/" + unquote(path[len("file:") :]).lstrip("/")
+    if "://" in path:
+        return unquote(path)
+    return os.path.abspath(path)
+
+
+def group_by_size(
+    items: Sequence[Any], size: Any, *, limit: int, files: int = 10_000
+) -> Iterator[list[Any]]:
+    """Consecutive runs of ``items`` of about ``limit`` bytes (``size(item)``), or ``files``."""
+    group: list[Any] = []
+    total = 0
+    for item in items:
+        n = int(size(item))
+        if group and (total + n > limit or len(group) >= files):
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += n
+    if group:
+        yield group
+
+
+def read_local(path: str) -> bytes:
+    """The bytes of a local file (``file:`` URIs too); raises :class:`CaptureFileError`."""
+    try:
+        with open(engine_key(path) if path.startswith("file:") else path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise CaptureFileError(f"{path} disappeared while replaying") from exc
+
+
+# -- which rows of a file the replay keeps ------------------------------------------------------
+
+
+def _kept_rows(
+    batch: pa.RecordBatch, entry: FileEntry, spec: TaskSpec
+) -> tuple[pa.RecordBatch, np.ndarray]:
+    """The rows of one file's batch the replay keeps (range, exported start) and their rows."""
+    rows = np.arange(batch.num_rows, dtype=np.int64)
+    if entry.skip:
+        batch, rows = batch.slice(entry.skip), rows[entry.skip :]
+    mask = range_mask(
+        batch,
+        start=spec.start,
+        end=spec.end,
+        partitions=None if spec.partitions is None else list(spec.partitions),
+    )
+    if mask is None:
+        return batch, rows
+    keep = pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+    return batch.filter(pa.array(keep)), rows[keep]
+
+
+def _orders(entry: FileEntry, rows: np.ndarray) -> np.ndarray:
+    return (np.int64(entry.ordinal) << _ROW_BITS) | rows
+
+
+# -- the plan pass -------------------------------------------------------------------------------
+
+
+def scan_rows(items: Iterable[tuple[str, bytes]], spec: TaskSpec) -> pa.RecordBatch:
+    """The plan pass over ``items`` (engine path, bytes): a :data:`FILE` row per file and a
+    :data:`MESSAGE` row per kept event with a message id (see :data:`SCAN_SCHEMA`).
+
+    A file's ``info`` is JSON: ``events`` (read from its intact blocks), ``skipped`` (the
+    :class:`SkippedPart` records of ``on_bad_file="skip"``) and ``error`` (with ``"raise"``,
+    the message the local replay raises for it). Damage is reported, never raised: the driver
+    raises for the first damaged file in replay order, as the local replay does.
+    """
+    kinds: list[int] = []
+    keys: list[str] = []
+    orders: list[int] = []
+    infos: list[str | None] = []
+    pieces: list[pa.RecordBatch] = []
+    for engine_path, data in items:
+        entry = spec.entry(engine_path)
+        path = entry.file.path
+        item = CaptureBytes(data[: entry.file.size], path, entry.file)
+        del data
+        error = None
+        try:
+            envelope = read_envelope(item, decoder=spec.decoder, on_bad_file=spec.on_bad_file)
+        except CaptureFileError as exc:
+            envelope, error = None, str(exc)
+        del item
+        events = 0 if envelope is None else envelope.events
+        skipped = [] if envelope is None else envelope.damage
+        kinds.append(FILE)
+        keys.append(path)
+        orders.append(entry.ordinal)
+        infos.append(
+            json.dumps(
+                {
+                    "events": events,
+                    "error": error,
+                    "skipped": [
+                        SkippedPart(path, d.reason, events, d.offset).to_dict() for d in skipped
+                    ],
+                }
+            )
+        )
+        columns = None if envelope is None else envelope.columns
+        if columns is None:
+            continue
+        ids = pa.RecordBatch.from_arrays(
+            [
+                columns.enqueued_time,
+                columns.message_id,
+                pa.repeat(pa.scalar(entry.file.partition, pa.string()), events),
+            ],
+            names=["enqueued_time", "message_id", "partition"],
+        )
+        kept, rows = _kept_rows(ids, entry, spec)
+        mids = kept.column("message_id")
+        have = pc.is_valid(mids).to_numpy(zero_copy_only=False)
+        if not have.any():
+            continue
+        n = int(have.sum())
+        pieces.append(
+            pa.RecordBatch.from_arrays(
+                [
+                    pa.repeat(pa.scalar(MESSAGE, pa.int8()), n),
+                    mids.filter(pa.array(have)),
+                    pa.array(_orders(entry, rows[have]), pa.int64()),
+                    pa.nulls(n, pa.string()),
+                ],
+                schema=SCAN_SCHEMA,
+            )
+        )
+    summary = pa.RecordBatch.from_arrays(
+        [
+            pa.array(kinds, pa.int8()),
+            pa.array(keys, pa.string()),
+            pa.array(orders, pa.int64()),
+            pa.array(infos, pa.string()),
+        ],
+        schema=SCAN_SCHEMA,
+    )
+    if not pieces:
+        return summary
+    return pa.Table.from_batches([summary, *pieces], SCAN_SCHEMA).combine_chunks().to_batches()[0]
+
+
+# -- the decode pass -----------------------------------------------------------------------------
+
+
+def _without_copies(
+    batch: pa.RecordBatch, entry: FileEntry, rows: np.ndarray, spec: TaskSpec
+) -> pa.RecordBatch:
+    """Drop every copy of a repeated message id but the one the plan keeps."""
+    if spec.repeated is None or spec.first is None or not len(spec.repeated) or not len(rows):
+        return batch
+    at = pc.index_in(batch.column("message_id"), value_set=spec.repeated)
+    if at.null_count == len(at):
+        return batch
+    where = pc.fill_null(at, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    repeated = where >= 0
+    keep = ~repeated
+    keep[repeated] = spec.first[where[repeated]] == _orders(entry, rows[repeated])
+    return batch.filter(pa.array(keep))
+
+
+def decoded_batches(
+    items: Iterable[tuple[str, bytes]], spec: TaskSpec, schema: pa.Schema | None = None
+) -> Iterator[tuple[FileEntry, DecodedFile, pa.RecordBatch]]:
+    """The decode pass over ``items`` (engine path, bytes), lazily, in order.
+
+    For each file: its entry, what the decode layer gave (all its events, what was skipped)
+    and the rows the replay keeps of it (range, exported start, copies of repeated message ids
+    dropped), cast to ``schema`` when given (an engine's version of the replay's Arrow schema:
+    Spark's timestamps are microseconds). Raises :class:`CaptureFileError` for a damaged file
+    with ``on_bad_file="raise"`` (the plan pass found none: the file changed since).
+    """
+    entries: deque[FileEntry] = deque()
+
+    def sources() -> Iterator[CaptureBytes]:
+        for engine_path, data in items:
+            entry = spec.entry(engine_path)
+            entries.append(entry)
+            yield CaptureBytes(data[: entry.file.size], entry.file.path, entry.file)
+
+    decoded = decode_stream(
+        sources(),
+        reader=spec.reader,
+        schemas=spec.schemas,
+        decoder=spec.decoder,
+        on_bad_file=spec.on_bad_file,
+    )
+    for done in decoded:
+        entry = entries.popleft()
+        kept, rows = _kept_rows(done.batch, entry, spec)
+        kept = _without_copies(kept, entry, rows, spec).replace_schema_metadata(None)
+        yield entry, done, kept if schema is None else kept.cast(schema)

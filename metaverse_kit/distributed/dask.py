@@ -1,0 +1,315 @@
+"""Replay a Capture lake on Dask: ``dask.dataframe.from_map`` over groups of files.
+
+The driver lists and prunes the files (the local replay's lake code) and cuts them into
+partitions of about ``partition_bytes`` in replay order; each partition's task reads its files
+(local paths, or ``abfs[s]://`` through fsspec/adlfs with ``storage_options``) and runs
+:mod:`._tasks`. Columns are pandas ``ArrowDtype`` columns of exactly the replay's Arrow types.
+:func:`dask_replay` computes the plan pass (envelopes only: damaged files, message ids that
+occur more than once) and returns a lazy DataFrame whose rows are decoded, once, when used.
+
+dask is imported when a function here is called, never when ``metaverse_kit`` is.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from metaverse_kit.backends.protocols import CaptureFile, SchemaRegistry
+from metaverse_kit.distributed._plan import GROUPED_SCHEMA, Plan, Planner, records
+from metaverse_kit.distributed._tasks import (
+    FILE,
+    MESSAGE,
+    SCAN_SCHEMA,
+    TaskSpec,
+    decoded_batches,
+    group_by_size,
+    read_local,
+    scan_rows,
+)
+from metaverse_kit.errors import CaptureFileError, MissingDependencyError
+from metaverse_kit.history.export import (
+    ExportFolder,
+    ExportReport,
+    new_run,
+    with_event_date,
+    write_part,
+)
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+
+__all__ = ["PARTITION_BYTES", "dask_export", "dask_replay", "require_dask"]
+
+#: Bytes of Capture files per Dask partition (a file larger than this is a partition alone).
+PARTITION_BYTES = 64 << 20
+
+
+def require_dask() -> Any:
+    """The ``dask.dataframe`` module; raises :class:`MissingDependencyError` naming the extra."""
+    try:
+        import dask.dataframe
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "Replaying on Dask", ["dask[dataframe]"], extra="dask"
+        ) from exc
+    return dask.dataframe
+
+
+def _read(path: str, storage_options: dict | None) -> bytes:
+    if "://" not in path or path.startswith("file:"):
+        return read_local(path)
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rb", **(storage_options or {})) as f:
+            return bytes(f.read())
+    except FileNotFoundError as exc:
+        raise CaptureFileError(f"{path} disappeared while replaying") from exc
+
+
+def _items(paths: Sequence[str], storage_options: dict | None) -> Any:
+    return ((p, _read(p, storage_options)) for p in paths)
+
+
+def _frame(table: pa.Table, attrs: Mapping[str, str] | None = None) -> Any:
+    import pandas as pd
+
+    frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+    if attrs:
+        frame.attrs.update(attrs)
+    return frame
+
+
+def _groups(planner: Planner, files: Sequence[CaptureFile], size: int) -> list[list[str]]:
+    return [
+        [planner.engine_path(f) for f in group]
+        for group in group_by_size(files, lambda f: f.size, limit=size)
+    ]
+
+
+# -- the plan pass -------------------------------------------------------------------------------
+
+
+def _scan_partition(paths: Sequence[str], *, spec: TaskSpec, storage_options: dict | None) -> Any:
+    batch = scan_rows(_items(paths, storage_options), spec.only(paths))
+    return _frame(pa.Table.from_batches([batch], SCAN_SCHEMA))
+
+
+def _plan(planner: Planner, partition_bytes: int, exported: Any = None) -> Plan:
+    """Compute the plan pass on the current Dask scheduler and hand it to the planner."""
+    import dask
+    import pandas as pd
+
+    dd = require_dask()
+    groups = _groups(planner, planner.files, partition_bytes)
+    if not groups:
+        return planner.finish(GROUPED_SCHEMA.empty_table())
+    scan = functools.partial(
+        _scan_partition, spec=planner.spec, storage_options=planner.storage_options
+    )
+    scanned = dd.from_map(scan, groups, meta=_frame(SCAN_SCHEMA.empty_table()), label="mk-plan")
+    files = scanned[scanned["kind"] == FILE]
+    ids = scanned[scanned["kind"] == MESSAGE][["key", "order"]]
+    if exported is not None:
+        string = pd.ArrowDtype(pa.string())
+        known = exported[["message_id"]].dropna().drop_duplicates()
+        known = known.rename(columns={"message_id": "key"}).assign(order=-1)
+        known = known.astype({"key": string, "order": pd.ArrowDtype(pa.int64())})
+        ids = dd.concat([ids, known])
+    # PERF: a hash aggregate of message ids, combined in a tree: only the ids seen more than
+    # once (and a row per file) come back. One compute: the files are read once.
+    counted = ids.groupby("key").agg(first=("order", "min"), n=("order", "count"))
+    repeated = counted[counted["n"] > 1]
+    file_rows, repeat_rows = dask.compute(files, repeated)
+    table = pa.concat_tables(
+        [
+            pa.table(
+                {
+                    "kind": pa.array([FILE] * len(file_rows), pa.int8()),
+                    "key": pa.array(file_rows["key"].tolist(), pa.string()),
+                    "first": pa.array(file_rows["order"].tolist(), pa.int64()),
+                    "n": pa.array([1] * len(file_rows), pa.int64()),
+                    "info": pa.array(file_rows["info"].tolist(), pa.string()),
+                },
+                schema=GROUPED_SCHEMA,
+            ),
+            pa.table(
+                {
+                    "kind": pa.array([MESSAGE] * len(repeat_rows), pa.int8()),
+                    "key": pa.array(repeat_rows.index.tolist(), pa.string()),
+                    "first": pa.array(repeat_rows["first"].tolist(), pa.int64()),
+                    "n": pa.array(repeat_rows["n"].tolist(), pa.int64()),
+                    "info": pa.nulls(len(repeat_rows), pa.string()),
+                },
+                schema=GROUPED_SCHEMA,
+            ),
+        ]
+    )
+    return planner.finish(table)
+
+
+# -- the decode pass -----------------------------------------------------------------------------
+
+
+def _decode_table(
+    paths: Sequence[str], spec: TaskSpec, schema: pa.Schema, storage_options: dict | None
+) -> pa.Table:
+    rows = [r for _, _, r in decoded_batches(_items(paths, storage_options), spec.only(paths))]
+    return pa.Table.from_batches(rows, schema)
+
+
+def _decode_partition(
+    paths: Sequence[str],
+    *,
+    spec: TaskSpec,
+    schema: pa.Schema,
+    storage_options: dict | None,
+    attrs: Mapping[str, str],
+) -> Any:
+    return _frame(_decode_table(paths, spec, schema, storage_options), attrs)
+
+
+def _decoded(planner: Planner, plan: Plan, partition_bytes: int) -> dd.DataFrame:
+    dd = require_dask()
+    attrs = records(plan)
+    meta = _frame(plan.arrow_schema.empty_table(), attrs)
+    groups = _groups(planner, plan.files, partition_bytes)
+    if not groups:
+        return dd.from_pandas(meta, npartitions=1)
+    decode = functools.partial(
+        _decode_partition,
+        spec=plan.spec,
+        schema=plan.arrow_schema,
+        storage_options=planner.storage_options,
+        attrs=attrs,
+    )
+    return dd.from_map(decode, groups, meta=meta, label="mk-replay")
+
+
+def dask_replay(
+    location: Any,
+    *,
+    registry: SchemaRegistry | None = None,
+    schemas: Mapping[str, Any] | None = None,
+    schema: Any = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    partitions: Sequence[str | int] | None = None,
+    storage_options: dict | None = None,
+    on_bad_file: str = "raise",
+    dedup: bool = True,
+    partition_bytes: int = PARTITION_BYTES,
+) -> dd.DataFrame:
+    """Replay a Capture tree on Dask: a DataFrame of the rows ``mk.replay_capture`` returns.
+
+    Options as :func:`~metaverse_kit.distributed.spark_replay`; ``storage_options`` are also
+    handed to fsspec (adlfs) by the workers that read ``abfs[s]://`` files. One partition per
+    group of consecutive files of about ``partition_bytes``, in replay order, so
+    ``.compute()`` gives the local replay's rows in its order. Columns are pandas
+    ``ArrowDtype`` of the replay's Arrow types (``pa.Table.from_pandas`` gives the table
+    back); ``mk.skipped_files(ddf)`` and ``mk.duplicates_dropped(ddf)`` read its ``attrs``.
+    Uses the current Dask scheduler (a ``distributed.Client`` when one is active), which runs
+    the plan pass before this returns.
+
+    Raises :class:`~metaverse_kit.errors.MissingDependencyError` when dask is not installed
+    (``pip install "metaverse-kit[dask]"``), :class:`~metaverse_kit.errors.CaptureFileError`
+    for a damaged file with ``on_bad_file="raise"`` and
+    :class:`~metaverse_kit.errors.ConfigurationError` for a bad option.
+    """
+    require_dask()
+    planner = Planner(
+        location,
+        registry=registry,
+        schemas=schemas,
+        schema=schema,
+        start=start,
+        end=end,
+        partitions=partitions,
+        storage_options=storage_options,
+        on_bad_file=on_bad_file,
+        dedup=dedup,
+    )
+    plan = _plan(planner, partition_bytes) if planner.needs_scan else planner.unplanned()
+    return _decoded(planner, plan, partition_bytes)
+
+
+# -- the export ----------------------------------------------------------------------------------
+
+
+def _write_partition(
+    paths: Sequence[str],
+    index: int,
+    *,
+    spec: TaskSpec,
+    schema: pa.Schema,
+    storage_options: dict | None,
+    folder: str,
+) -> int:
+    table = _decode_table(paths, spec, schema, storage_options)
+    write_part(with_event_date(table), Path(folder), f"dask-{index:05d}")
+    return table.num_rows
+
+
+def dask_export(
+    location: Any,
+    out: str | os.PathLike[str],
+    *,
+    registry: SchemaRegistry | None = None,
+    schemas: Mapping[str, Any] | None = None,
+    schema: Any = None,
+    storage_options: dict | None = None,
+    on_bad_file: str = "raise",
+    partition_bytes: int = PARTITION_BYTES,
+) -> ExportReport:
+    """:func:`~metaverse_kit.history.export.export_parquet` on Dask: workers decode and write.
+
+    Appends the Capture files new since the last run to the Parquet dataset at ``out`` (see
+    :mod:`metaverse_kit.history.export`), which the client and every worker must reach as
+    the same local path (a shared disk or a mount). Options as :func:`dask_replay`. Raises as
+    :func:`~metaverse_kit.history.export.export_parquet` does.
+    """
+    dd = require_dask()
+    import dask
+
+    with ExportFolder(out) as folder:
+        planner = Planner.for_export(
+            folder,
+            location,
+            registry=registry,
+            schemas=schemas,
+            schema=schema,
+            storage_options=storage_options,
+            on_bad_file=on_bad_file,
+        )
+        if planner is None:
+            return folder.up_to_date()
+        data = [str(p) for p in folder.data_files()]
+        exported = dd.read_parquet(data, columns=["message_id"]) if data else None
+        plan = _plan(planner, partition_bytes, exported)
+        run = new_run()
+        write = functools.partial(
+            _write_partition,
+            spec=plan.spec,
+            schema=plan.arrow_schema,
+            storage_options=planner.storage_options,
+            folder=os.path.abspath(folder.staging(run)),
+        )
+        groups = _groups(planner, plan.files, partition_bytes)
+        counts = dask.compute(*[dask.delayed(write)(g, i) for i, g in enumerate(groups)])
+        return folder.commit(
+            run,
+            files=folder.records(
+                planner.files, root=planner.lake.root, events=plan.events, skipped=plan.skipped
+            ),
+            rows=int(sum(counts)),
+            skipped=plan.skipped,
+            duplicates=plan.duplicates,
+            engine="dask",
+        )

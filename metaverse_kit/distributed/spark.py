@@ -1,0 +1,339 @@
+"""Replay a Capture lake on Spark: ``binaryFile`` and ``mapInArrow`` over the decode layer.
+
+The driver lists and prunes the files (the local replay's lake code) and knows the schemas;
+Spark reads the files' bytes (``binaryFile``) and executors run :mod:`._tasks` in
+``mapInArrow``. :func:`spark_replay` runs one Spark job, the plan pass (envelopes only: damaged
+files, message ids that occur more than once, grouped with a hash aggregate), and returns a
+lazy DataFrame whose rows are decoded, once, when it is used.
+
+pyspark is imported when a function here is called, never when ``metaverse_kit`` is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from metaverse_kit.backends.protocols import CaptureFile, SchemaRegistry
+from metaverse_kit.distributed._plan import GROUPED_SCHEMA, Plan, Planner, records
+from metaverse_kit.distributed._tasks import (
+    FILE,
+    MESSAGE,
+    SCAN_SCHEMA,
+    TaskSpec,
+    decoded_batches,
+    scan_rows,
+)
+from metaverse_kit.errors import MissingDependencyError
+from metaverse_kit.history.export import EVENT_DATE, ExportFolder, ExportReport, new_run
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = [
+    "require_pyspark",
+    "spark_export",
+    "spark_replay",
+    "spark_schema",
+    "without_pandas_warning",
+]
+
+_PANDAS_WARNING = "PySpark does not yet fully support pandas"
+_LISTING = "spark.sql.sources.parallelPartitionDiscovery.threshold"
+
+
+def require_pyspark() -> Any:
+    """The ``pyspark.sql`` module; raises :class:`MissingDependencyError` naming the extra."""
+    try:
+        import pyspark.sql
+    except ImportError as exc:
+        raise MissingDependencyError("Replaying on Spark", ["pyspark"], extra="spark") from exc
+    return pyspark.sql
+
+
+@contextlib.contextmanager
+def without_pandas_warning() -> Iterator[None]:
+    """Silence pyspark's warning that it does not fully support pandas 3.
+
+    NOTE: pyspark checks the pandas version each time it builds an Arrow UDF; our functions use
+    Arrow only (no pandas conversion), so the warning says nothing about them.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_PANDAS_WARNING, category=FutureWarning)
+        yield
+
+
+def spark_schema(arrow_schema: pa.Schema) -> Any:
+    """The Spark ``StructType`` of an Arrow schema, mapped the way pyspark maps Arrow types."""
+    require_pyspark()
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(arrow_schema)
+
+
+def _arrow_of(struct_type: Any) -> pa.Schema:
+    """The Arrow schema Spark exchanges for ``struct_type`` (timestamps in microseconds, UTC)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    try:
+        return to_arrow_schema(struct_type, timezone="UTC")
+    except TypeError:  # pyspark 3.5: no timezone argument, always UTC
+        return to_arrow_schema(struct_type)
+
+
+def _glob_escaped(path: str) -> str:
+    # NOTE: Spark expands glob characters in the paths it loads; Capture paths have none, but
+    # the folder a user copied them to might.
+    for c in "\\*?[]{}":
+        path = path.replace(c, "\\" + c)
+    return path
+
+
+@contextlib.contextmanager
+def _listing_on_driver(spark: SparkSession, local: bool) -> Iterator[None]:
+    """Let Spark stat local files on the driver instead of in a job of its own.
+
+    PERF: Spark lists more than 32 paths with a Spark job (one task per path, seconds of
+    scheduling for files on this machine's disk); for remote stores that parallelism pays.
+    """
+    if not local:
+        yield
+        return
+    with _conf(spark, _LISTING, str(2**31 - 1)):
+        yield
+
+
+@contextlib.contextmanager
+def _conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """The session's ``key`` set to ``value`` for the time of the block."""
+    before = spark.conf.get(key)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+def _binary_files(spark: SparkSession, planner: Planner, files: Sequence[CaptureFile]) -> Any:
+    """The files' bytes as Spark reads them: ``path`` (Spark's name) and ``content``."""
+    paths = [_glob_escaped(planner.engine_path(f)) for f in files]
+    # NOTE: the file index is built (the files listed) when the DataFrame is made.
+    with _listing_on_driver(spark, planner.local):
+        return spark.read.format("binaryFile").load(paths).select("path", "content")
+
+
+def _contents(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[str, bytes]]:
+    for batch in batches:
+        paths = batch.column("path").to_pylist()
+        contents = batch.column("content")
+        for i, path in enumerate(paths):
+            yield path, contents[i].as_py()
+
+
+def _scan_function(spec: TaskSpec) -> Any:
+    def scan(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield scan_rows(_contents(iter([batch])), spec)
+
+    return scan
+
+
+def _decode_function(spec: TaskSpec, schema: pa.Schema) -> Any:
+    def decode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for _, _, rows in decoded_batches(_contents(batches), spec, schema):
+            if rows.num_rows:
+                yield rows
+
+    return decode
+
+
+def _plan(spark: SparkSession, planner: Planner, exported: DataFrame | None = None) -> Plan:
+    """Run the plan pass on Spark (one job) and hand its grouped rows to the planner.
+
+    ``exported`` (an export's) holds the message ids the dataset has already.
+    """
+    f = require_pyspark().functions
+    if not planner.files:
+        return planner.finish(GROUPED_SCHEMA.empty_table())
+    scanned = _binary_files(spark, planner, planner.files).mapInArrow(
+        _scan_function(planner.spec), spark_schema(SCAN_SCHEMA)
+    )
+    if exported is not None:
+        ids = exported.where(f.col("message_id").isNotNull()).select(
+            f.lit(MESSAGE).cast("byte").alias("kind"),
+            f.col("message_id").alias("key"),
+            f.lit(-1).cast("long").alias("order"),
+            f.lit(None).cast("string").alias("info"),
+        )
+        scanned = scanned.unionByName(ids.distinct())
+    # PERF: a hash aggregate of (kind, key): every message id is counted where it is read and
+    # only the summary rows and the ids seen more than once come back to the driver.
+    grouped = (
+        scanned.groupBy("kind", "key")
+        .agg(
+            f.min("order").alias("first"),
+            f.count(f.lit(1)).alias("n"),
+            f.first("info", ignorenulls=True).alias("info"),
+        )
+        .where((f.col("kind") == FILE) | (f.col("n") > 1))
+    )
+    # NOTE: collect(), not toArrow() (pyspark 4 only): a row per file and per repeated id.
+    rows = [r.asDict() for r in grouped.collect()]
+    return planner.finish(pa.Table.from_pylist(rows, GROUPED_SCHEMA))
+
+
+def _decoded(spark: SparkSession, planner: Planner, plan: Plan) -> DataFrame:
+    struct = spark_schema(plan.arrow_schema)
+    if not plan.files:
+        df = spark.createDataFrame([], struct)
+    else:
+        df = _binary_files(spark, planner, plan.files).mapInArrow(
+            _decode_function(plan.spec, _arrow_of(struct)), struct
+        )
+    return df.withMetadata("capture_file", records(plan))
+
+
+def spark_replay(
+    spark: SparkSession,
+    location: Any,
+    *,
+    registry: SchemaRegistry | None = None,
+    schemas: Mapping[str, Any] | None = None,
+    schema: Any = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    partitions: Sequence[str | int] | None = None,
+    storage_options: dict | None = None,
+    on_bad_file: str = "raise",
+    dedup: bool = True,
+) -> DataFrame:
+    """Replay a Capture tree on Spark: a DataFrame of the rows ``mk.replay_capture`` returns.
+
+    ``location`` is what :func:`~metaverse_kit.replay_capture` takes: a folder, a file, a list
+    of files, an ``abfss://`` URL (listed on the driver with ``storage_options``; executors
+    read it through Spark's own ABFS driver and its settings) or a Lake. Columns and rows are
+    those of the local replay, with Arrow types mapped to Spark's as pyspark maps them
+    (timestamps become ``TimestampType``); rows come in no particular order (sort by
+    ``partition`` and ``sequence_number``).
+
+    Schemas: the driver ships to the executors every schema version ``registry=`` lists
+    (:func:`~metaverse_kit.distributed.registry_schemas`) and ``schemas={id: definition}``
+    (for clusters that cannot reach the registry; it wins over the registry). Executors never
+    call the registry; an id neither knows comes out as an unknown schema id, as in a local
+    replay whose registry does not know it. ``schema`` is the reader as in the local replay;
+    ``schema=None`` the newest MCE version in the registry, or among ``schemas`` (see
+    :func:`~metaverse_kit.history.replay.reader_schema`).
+
+    Duplicates (same message id) are dropped across the whole history, keeping the copy the
+    local replay keeps (``dedup=False`` keeps them); ``mk.duplicates_dropped(df)`` says how
+    many. ``on_bad_file="raise"`` raises :class:`~metaverse_kit.errors.CaptureFileError` (the
+    local replay's, for the first damaged file in replay order) before returning; ``"skip"``
+    keeps every intact block, warns :class:`~metaverse_kit.errors.CaptureFileWarning` as the
+    local replay does, and ``mk.skipped_files(df)`` lists the parts left out.
+
+    Runs one Spark job over the envelopes before returning (damage, repeated message ids;
+    none with ``dedup=False`` and ``"raise"``: damage then fails the job that reads the file);
+    the payloads are decoded when the DataFrame is used. Raises
+    :class:`~metaverse_kit.errors.MissingDependencyError` when pyspark is not installed
+    (``pip install "metaverse-kit[spark]"``) and
+    :class:`~metaverse_kit.errors.ConfigurationError` for a bad option.
+    """
+    require_pyspark()
+    with without_pandas_warning():
+        planner = Planner(
+            location,
+            registry=registry,
+            schemas=schemas,
+            schema=schema,
+            start=start,
+            end=end,
+            partitions=partitions,
+            storage_options=storage_options,
+            on_bad_file=on_bad_file,
+            dedup=dedup,
+        )
+        plan = _plan(spark, planner) if planner.needs_scan else planner.unplanned()
+        return _decoded(spark, planner, plan)
+
+
+def spark_export(
+    spark: SparkSession,
+    location: Any,
+    out: str | os.PathLike[str],
+    *,
+    registry: SchemaRegistry | None = None,
+    schemas: Mapping[str, Any] | None = None,
+    schema: Any = None,
+    storage_options: dict | None = None,
+    on_bad_file: str = "raise",
+) -> ExportReport:
+    """:func:`~metaverse_kit.history.export.export_parquet` on Spark: executors decode and write.
+
+    Appends the Capture files new since the last run to the Parquet dataset at ``out`` (see
+    :mod:`metaverse_kit.history.export`), which the driver and every executor must reach
+    as the same local path (a shared disk or a mount such as ``/Volumes/...``). Options as
+    :func:`spark_replay`. Timestamps are written as Parquet ``TIMESTAMP_MILLIS`` (UTC), the
+    type the local export writes, so runs of either kind append to one dataset. Raises as
+    :func:`~metaverse_kit.history.export.export_parquet` does.
+    """
+    require_pyspark()
+    with without_pandas_warning(), ExportFolder(out) as folder:
+        planner = Planner.for_export(
+            folder,
+            location,
+            registry=registry,
+            schemas=schemas,
+            schema=schema,
+            storage_options=storage_options,
+            on_bad_file=on_bad_file,
+        )
+        if planner is None:
+            return folder.up_to_date()
+        exported = (
+            spark.read.parquet(_local_uri(folder.out)).select("message_id")
+            if folder.data_files()
+            else None
+        )
+        plan = _plan(spark, planner, exported)
+        return _write(spark, planner, plan, folder)
+
+
+def _write(spark: SparkSession, planner: Planner, plan: Plan, folder: ExportFolder) -> ExportReport:
+    import pyarrow.parquet as pq
+
+    f = require_pyspark().functions
+    run = new_run()
+    staging = folder.staging(run)
+    micros = f.unix_micros(f.col("enqueued_time"))
+    # NOTE: the UTC day whatever the session's time zone.
+    day = f.date_from_unix_date(f.floor(micros / f.lit(86_400_000_000)).cast("int"))
+    rows = _decoded(spark, planner, plan).withColumn(EVENT_DATE, day)
+    with _conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MILLIS"):
+        rows.write.partitionBy(EVENT_DATE).mode("overwrite").parquet(_local_uri(staging))
+    written = sum(
+        pq.ParquetFile(p).metadata.num_rows for p in staging.glob(f"{EVENT_DATE}=*/*.parquet")
+    )
+    return folder.commit(
+        run,
+        files=folder.records(
+            planner.files, root=planner.lake.root, events=plan.events, skipped=plan.skipped
+        ),
+        rows=written,
+        skipped=plan.skipped,
+        duplicates=plan.duplicates,
+        engine="spark",
+    )
+
+
+def _local_uri(path: Path) -> str:
+    return _glob_escaped("file://" + os.path.abspath(path))

@@ -1,0 +1,409 @@
+"""The history questions on a Spark DataFrame: the same answers as :mod:`metaverse_kit.history`.
+
+``mk.history.state_as_of``, ``audit_trail`` and ``changes`` hand a pyspark DataFrame (the rows
+of :func:`~metaverse_kit.distributed.spark_replay`, or the same rows read back from a Parquet
+export) to the functions here, which return DataFrames. Nothing is collected to the driver:
+aspects are exploded with ``posexplode``, "the last write before t" is a ``row_number`` window
+over the replay order, previous values a ``lag`` window, and the field-by-field comparison of
+two aspect values runs on the executors (``mapInArrow``) with the local functions
+(:func:`~metaverse_kit.history.questions.write_change`,
+:func:`~metaverse_kit.history.questions.window_change`), so both paths name the same fields.
+The order of writes is the local one (see *Order* in :mod:`metaverse_kit.history.questions`):
+the emit time where the event has one, else the enqueued time, then enqueued time, partition
+(numerically), sequence number and the aspect's position.
+
+Differences from the local tables: no ``event_index`` column (a DataFrame has no row
+numbers); timestamps are Spark's ``TimestampType``; rows of ``audit_trail`` are ordered oldest
+first and those of ``state_as_of`` and ``changes`` by urn and aspect, as locally. Partition ids
+that are partly numbers and partly not sort numbers first (locally, all as text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from metaverse_kit.capture import EMITTED_TIME_PROPERTY
+from metaverse_kit.distributed.spark import require_pyspark, spark_schema, without_pandas_warning
+from metaverse_kit.events.aspects import ASPECT_NAMES
+from metaverse_kit.history import questions as _local
+from metaverse_kit.history.arrow_types import BRANCH_FIELD
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+__all__ = ["aspects", "audit_trail", "changes", "state_as_of"]
+
+_STATUS = "com.linkedin.pegasus2avro.common.Status"
+_BRANCH = BRANCH_FIELD
+_ENVELOPE = ("enqueued_time", "emitted_time", "partition", "sequence_number", "message_id")
+_ASPECT_COLUMNS = (
+    "urn",
+    "entity_type",
+    "platform",
+    "aspect",
+    "aspect_type",
+    "change",
+    "value",
+    "enqueued_time",
+    "emitted_time",
+    "partition",
+    "sequence_number",
+    "message_id",
+    "aspect_index",
+)
+
+
+def _f() -> Any:
+    return require_pyspark().functions
+
+
+def _require(df: DataFrame, columns: tuple[str, ...]) -> None:
+    # NOTE: the local check on an empty table with the same names: the same messages.
+    _local.require_columns(pa.table({c: pa.nulls(0) for c in df.columns}), columns)
+
+
+def _arrival() -> list[Column]:
+    """The order events reached the hub: enqueued time, partition (numerically), sequence."""
+    f = _f()
+    return [
+        f.col("enqueued_time"),
+        f.expr("try_cast(partition AS BIGINT)"),
+        f.col("partition"),
+        f.col("sequence_number"),
+    ]
+
+
+def _order(*, descending: bool = False) -> list[Column]:
+    """The replay order of aspect rows: write time (the emit time, else the enqueued time),
+    then arrival, then the aspect's position in its event."""
+    f = _f()
+    written = f.coalesce(f.col("emitted_time"), f.col("enqueued_time"))
+    keys = [written, *_arrival(), f.col("aspect_index")]
+    # NOTE: the local sort puts nulls last; the last row in that order comes first descending.
+    return [k.desc_nulls_first() if descending else k.asc_nulls_last() for k in keys]
+
+
+def _value_fields(snapshot_type: Any) -> tuple[list[str | None], list[Any]]:
+    """Snapshot field names and the union of their aspect records (as the local ``_value_type``)."""
+    from pyspark.sql.types import ArrayType, StringType, StructField, StructType
+
+    if not isinstance(snapshot_type, StructType):
+        raise _local.HistoryInputError(
+            f"proposedSnapshot is a {snapshot_type.simpleString()}, not a struct; is this an "
+            f"MCE table?"
+        )
+    names = snapshot_type.fieldNames()
+    snaps: list[str | None] = (
+        [f.name for f in snapshot_type.fields if f.name != _BRANCH] if _BRANCH in names else [None]
+    )
+    fields: dict[str, StructField] = {}
+    for snap in snaps:
+        t: Any = snapshot_type if snap is None else snapshot_type[snap].dataType
+        inner = {f.name: f.dataType for f in t.fields}
+        aspects_type = inner.get("aspects")
+        if "urn" not in inner or not isinstance(aspects_type, ArrayType):
+            raise _local.HistoryInputError(
+                f"every snapshot in proposedSnapshot needs a urn and an aspects list; "
+                f"{t.simpleString()} has not"
+            )
+        item = aspects_type.elementType
+        if not (isinstance(item, StructType) and _BRANCH in item.fieldNames()):
+            raise _local.HistoryInputError(
+                f"the aspects of a snapshot are {item.simpleString()}, not a union of aspect "
+                f"records"
+            )
+        for field in item.fields:
+            if field.name == _BRANCH:
+                continue
+            known = fields.get(field.name)
+            if known is not None and known.dataType != field.dataType:
+                raise _local.HistoryInputError(
+                    f"two aspect records named {field.name} have different types in this "
+                    f"schema; the aspects of one table must agree"
+                )
+            fields[field.name] = field
+    return snaps, [StructField(_BRANCH, StringType()), *fields.values()]
+
+
+def _aspect_name(branch: Column) -> Column:
+    f = _f()
+    known = f.create_map(*[f.lit(x) for pair in ASPECT_NAMES.items() for x in pair])
+    short = f.regexp_extract(branch, r"([^.]*)$", 1)
+    derived = f.concat(f.lower(f.substring(short, 1, 1)), f.substring(short, 2, 1 << 30))
+    return f.when(branch.isNull(), f.lit(None)).otherwise(f.coalesce(known[branch], derived))
+
+
+def _matched(text: Column, pattern: str) -> Column:
+    """The first group of ``pattern`` in ``text``; null when it does not match (as Arrow's)."""
+    f = _f()
+    return f.when(text.rlike(pattern), f.regexp_extract(text, pattern, 1))
+
+
+def _explode(df: DataFrame, urn: str | None = None) -> DataFrame:
+    """One row per (event, aspect): the local ``aspects`` table's columns but ``event_index``."""
+    f = _f()
+    _require(df, ("enqueued_time", "partition", "sequence_number", "proposedSnapshot"))
+    snaps, value_fields = _value_fields(df.schema["proposedSnapshot"].dataType)
+    message_id = f.col("message_id") if "message_id" in df.columns else f.lit(None).cast("string")
+    envelope = [
+        f.col("enqueued_time"),
+        _emitted_time(df).alias("emitted_time"),
+        f.col("partition"),
+        f.col("sequence_number"),
+        message_id.alias("message_id"),
+    ]
+    bases = ["proposedSnapshot" if snap is None else f"proposedSnapshot.{snap}" for snap in snaps]
+    # PERF: one pass over the events: each snapshot type's aspects are widened to the common
+    # value union with a higher-order function, and the one that is set is exploded.
+    widened = [_widened(df, base, value_fields) for base in bases]
+    urns = f.coalesce(*[f.col(f"{base}.urn") for base in bases])
+    rows = df if urn is None else df.where(urns == f.lit(urn))
+    items = f.coalesce(*widened) if len(widened) > 1 else widened[0]
+    exploded = rows.select(
+        urns.alias("urn"),
+        *envelope,
+        f.posexplode(items).alias("aspect_index", "value"),
+    )
+    names = [field.name for field in value_fields]
+    branch = f.col("value.branch")
+    if "Status" in names and _first_field(value_fields, "Status") == "removed":
+        removed = f.coalesce(f.col("value.Status.removed"), f.lit(False))
+    else:
+        removed = f.lit(False)
+    soft = (branch == f.lit(_STATUS)) & removed
+    return exploded.select(
+        "urn",
+        _matched(f.col("urn"), r"^urn:li:([^:]+):").alias("entity_type"),
+        _matched(f.col("urn"), r"^urn:li:dataset:\(urn:li:dataPlatform:([^,]+),").alias("platform"),
+        _aspect_name(branch).alias("aspect"),
+        branch.alias("aspect_type"),
+        f.when(soft, f.lit("soft_delete")).otherwise(f.lit("upsert")).alias("change"),
+        "value",
+        "enqueued_time",
+        "emitted_time",
+        "partition",
+        "sequence_number",
+        "message_id",
+        f.col("aspect_index").cast("int").alias("aspect_index"),
+    )
+
+
+def _widened(df: DataFrame, base: str, value_fields: list[Any]) -> Column:
+    """A snapshot type's aspects, each as the common value union (the local ``_value_type``)."""
+    f = _f()
+    item_type: Any = df.schema[base.split(".")[0]].dataType
+    for part in base.split(".")[1:]:
+        item_type = item_type[part].dataType
+    present = set(item_type["aspects"].dataType.elementType.fieldNames())
+
+    def widen(item: Column) -> Column:
+        return f.struct(
+            *[
+                (
+                    item.getField(field.name)
+                    if field.name in present
+                    else f.lit(None).cast(field.dataType)
+                ).alias(field.name)
+                for field in value_fields
+            ]
+        )
+
+    return f.transform(f.col(f"{base}.aspects"), widen)
+
+
+def _emitted_time(df: DataFrame) -> Column:
+    """Each event's emit time (the local ``_emitted_times``): the property's epoch milliseconds,
+    null where the event has none or a value that is not one."""
+    from pyspark.sql.types import MapType
+
+    f = _f()
+    empty = f.lit(None).cast("timestamp")
+    if "properties" not in df.columns or not isinstance(df.schema["properties"].dataType, MapType):
+        return empty
+    text = f.try_element_at(f.col("properties"), f.lit(EMITTED_TIME_PROPERTY))
+    return f.when(text.rlike(r"^[0-9]{1,15}$"), f.timestamp_millis(text.cast("long"))).otherwise(
+        empty
+    )
+
+
+def _first_field(fields: list[Any], name: str) -> str | None:
+    from pyspark.sql.types import StructType
+
+    for field in fields:
+        if field.name == name and isinstance(field.dataType, StructType):
+            names = field.dataType.fieldNames()
+            return names[0] if names else None
+    return None
+
+
+def _aspects_of(df: DataFrame, urn: str | None = None) -> DataFrame:
+    if all(c in df.columns for c in _ASPECT_COLUMNS):
+        return df if urn is None else df.where(_f().col("urn") == _f().lit(urn))
+    return _explode(df, urn)
+
+
+def aspects(events: DataFrame) -> DataFrame:
+    """One row per (event, aspect), as :func:`metaverse_kit.history.aspects` (no ``event_index``).
+
+    Raises :class:`~metaverse_kit.history.MissingColumnError` naming a missing column.
+    """
+    with without_pandas_warning():
+        return _aspects_of(events)
+
+
+def _last_per_key(rows: DataFrame, keys: list[str]) -> DataFrame:
+    f, window = _f(), require_pyspark().Window
+    last = f.row_number().over(window.partitionBy(*keys).orderBy(*_order(descending=True)))
+    return rows.withColumn("_n", last).where(f.col("_n") == 1).drop("_n")
+
+
+def state_as_of(events: DataFrame, when: Any, *, include_removed: bool = False) -> DataFrame:
+    """The catalogue at ``when``, as :func:`metaverse_kit.history.state_as_of`, on Spark.
+
+    Raises :class:`~metaverse_kit.history.HistoryInputError` for a ``when`` that is not a time.
+    """
+    moment = _local.as_utc(when, "when")
+    with without_pandas_warning():
+        f, window = _f(), require_pyspark().Window
+        rows = _aspects_of(events).where(f.col("enqueued_time") <= f.lit(moment))
+        latest = _last_per_key(rows, ["urn", "aspect"])
+        soft = (f.col("aspect_type") == f.lit(_STATUS)) & (f.col("change") == "soft_delete")
+        removed = f.max(soft).over(window.partitionBy("urn"))
+        latest = latest.withColumn("removed", removed)
+        if not include_removed:
+            latest = latest.where(~f.col("removed"))
+        return latest.drop("change").orderBy("urn", "aspect")
+
+
+def _with_python_columns(
+    rows: DataFrame,
+    compute: Callable[[Any, Any, pa.DataType], tuple[Any, ...]],
+    inputs: tuple[str, str],
+    extra: list[tuple[str, pa.DataType]],
+) -> DataFrame:
+    """``rows`` plus the ``extra`` columns ``compute(old, new, type of new)`` gives per row, from
+    the two ``inputs`` columns, computed on the executors with the local function."""
+    from pyspark.sql.types import StructField, StructType
+
+    added = spark_schema(pa.schema([pa.field(n, t) for n, t in extra]))
+    schema = StructType([*rows.schema.fields, *[StructField(x.name, x.dataType) for x in added]])
+    old_name, new_name = inputs
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            value_type = batch.schema.field(new_name).type
+            olds = batch.column(old_name).to_pylist()
+            news = batch.column(new_name).to_pylist()
+            results = [compute(o, n, value_type) for o, n in zip(olds, news, strict=True)]
+            columns = [pa.array([r[i] for r in results], t) for i, (_, t) in enumerate(extra)]
+            yield pa.RecordBatch.from_arrays(
+                [*batch.columns, *columns], names=[*batch.schema.names, *[n for n, _ in extra]]
+            )
+
+    return rows.mapInArrow(run, schema)
+
+
+def audit_trail(events: DataFrame, urn: str, *, aspect: str | None = None) -> DataFrame:
+    """Every aspect written to ``urn``, as :func:`metaverse_kit.history.audit_trail`, on Spark.
+
+    ``late`` is computed as locally: a write is late when a write of the same aspect made
+    after it (in write order) reached the hub before it.
+    Raises :class:`~metaverse_kit.history.HistoryInputError` for a bad urn or aspect.
+    """
+    if not isinstance(urn, str) or not urn.startswith("urn:"):
+        raise _local.HistoryInputError(
+            f"urn must be a URN such as 'urn:li:corpuser:jdoe', not {urn!r}"
+        )
+    if aspect is not None and (not isinstance(aspect, str) or not aspect):
+        raise _local.HistoryInputError(
+            f"aspect must be an aspect name such as 'ownership', not {aspect!r}"
+        )
+    with without_pandas_warning():
+        f, window = _f(), require_pyspark().Window
+        rows = _aspects_of(events, urn)
+        if aspect is not None:
+            rows = rows.where(
+                (f.col("aspect") == aspect)
+                | (f.col("aspect_type") == aspect)
+                | f.col("aspect_type").endswith("." + aspect)
+            )
+        by_aspect = window.partitionBy("aspect").orderBy(*_order())
+        arrival = f.struct(*_arrival())
+        later = by_aspect.rowsBetween(1, window.unboundedFollowing)
+        rows = rows.withColumn("previous_value", f.lag("value").over(by_aspect)).withColumn(
+            "late", f.coalesce(f.min(arrival).over(later) < arrival, f.lit(False))
+        )
+        rows = _with_python_columns(
+            rows,
+            _local.write_change,
+            ("previous_value", "value"),
+            [("changed_fields", pa.list_(pa.string())), ("actor", pa.string())],
+        )
+        columns = [c for c in _local.AUDIT_COLUMNS if c != "event_index"]
+        return rows.orderBy(*_order()).select(*columns)
+
+
+def changes(
+    events: DataFrame, start: Any, end: Any, *, include_unchanged: bool = False
+) -> DataFrame:
+    """What was added, changed and removed between two times, as the local ``changes``, on Spark.
+
+    As locally, the value after is the last write made (not the last to arrive) of those
+    enqueued by ``end``, for the (urn, aspect) pairs written in the window.
+    Raises :class:`~metaverse_kit.history.HistoryInputError` when ``start`` is after ``end``.
+    """
+    lo, hi = _local.as_utc(start, "start"), _local.as_utc(end, "end")
+    if lo > hi:
+        raise _local.HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
+    with without_pandas_warning():
+        f = _f()
+        table = _aspects_of(events)
+        t = f.col("enqueued_time")
+        window = table.where((t >= f.lit(lo)) & (t <= f.lit(hi)))
+        stats = window.groupBy("urn", "aspect").agg(
+            f.count(t).alias("writes"), f.min(t).alias("first_time"), f.max(t).alias("last_time")
+        )
+        touched = window.select("urn").distinct()
+        upto_end = table.where(t <= f.lit(hi)).join(touched, "urn", "left_semi")
+        after = _last_per_key(upto_end, ["urn", "aspect"])
+        earlier = table.where(t < f.lit(lo)).join(touched, "urn", "left_semi")
+        before = _last_per_key(earlier, ["urn", "aspect"]).select(
+            "urn", "aspect", f.col("value").alias("before")
+        )
+        rows = (
+            after.select(
+                "urn",
+                "entity_type",
+                "platform",
+                "aspect",
+                "aspect_type",
+                f.col("value").alias("after"),
+            )
+            .join(stats, ["urn", "aspect"])
+            .join(before, ["urn", "aspect"], "left")
+        )
+        rows = _with_python_columns(
+            rows,
+            _local.window_change,
+            ("before", "after"),
+            [("change", pa.string()), ("changed_fields", pa.list_(pa.string()))],
+        )
+        if not include_unchanged:
+            rows = rows.where(f.col("change") != "unchanged")
+        return rows.select(
+            "urn",
+            "entity_type",
+            "platform",
+            "aspect",
+            "aspect_type",
+            "change",
+            "changed_fields",
+            "before",
+            "after",
+            "writes",
+            "first_time",
+            "last_time",
+        ).orderBy("urn", "aspect")

@@ -1,0 +1,411 @@
+"""Keep the history as a Parquet dataset: Hive-partitioned by event date, appended incrementally.
+
+Layout of an export folder::
+
+    <out>/event_date=2026-01-05/part-<run>-<n>.parquet     the replay's rows of that UTC day
+    <out>/_metaverse/runs/<run>.json                       what each run read and wrote
+    <out>/_metaverse/staging/<run>/...                     a run's files before they are moved
+
+DuckDB (``read_parquet('<out>/*/*.parquet', hive_partitioning=true)``), pandas
+(``pd.read_parquet(out)``), polars and Spark (``spark.read.parquet(out)``) read it as it is:
+folders starting with ``_`` are hidden from them. ``mk.history`` questions take the folder.
+
+Incremental: each run lists the Capture files, reads only those no earlier run recorded (and
+the events a grown file gained since; Capture files only ever grow), drops events whose
+message id the dataset already holds, writes its files into staging, moves them into place
+and then records itself (``runs/<run>.json``, written atomically). A run that dies before its
+record is written is undone by the next run: its files are deleted and its Capture files read
+again. Runs take an exclusive lock on the folder.
+
+The same bookkeeping serves the local export (:func:`export_parquet`, a replay of the new files
+through :func:`~metaverse_kit.history.replay.replay_lake`) and the Spark and Dask ones
+(:mod:`metaverse_kit.distributed`), which write the staging files with their own workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metaverse_kit._files import atomic_write, locked
+from metaverse_kit.backends.protocols import CaptureFile, Lake, SchemaRegistry
+from metaverse_kit.errors import CaptureFileError, ConfigurationError
+from metaverse_kit.history.decode import SkippedPart
+
+__all__ = [
+    "EVENT_DATE",
+    "ExportFolder",
+    "ExportReport",
+    "export_parquet",
+    "file_key",
+    "new_run",
+    "with_event_date",
+]
+
+#: The Hive partition column of an export: the UTC date of ``enqueued_time``.
+EVENT_DATE = "event_date"
+_META = "_metaverse"
+_PART = re.compile(r"^part-(?P<run>[0-9a-f]{8}-[0-9a-f]{8})-.*\.parquet$")
+# A few tens of MB of Capture files decoded and written at a time: memory stays flat.
+_CHUNK_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What one export run did: its id, the Capture files it read, the rows it wrote, what it left.
+
+    ``skipped`` lists the damaged parts left out (``on_bad_file="skip"``; every intact block
+    was written), as a replay's :func:`~metaverse_kit.skipped_files` does;
+    ``duplicates_dropped`` counts events whose message id was already in the dataset or
+    earlier in the run.
+    """
+
+    out: str
+    run: str | None
+    files: int
+    rows: int
+    skipped: list[SkippedPart] = field(default_factory=list)
+    duplicates_dropped: int = 0
+
+    def __str__(self) -> str:
+        if self.run is None:
+            return f"{self.out} is up to date: no new Capture files"
+        text = f"Wrote {self.rows} events from {self.files} Capture files to {self.out}"
+        if self.skipped:
+            files = len({s.path for s in self.skipped})
+            text += f" ({len(self.skipped)} damaged parts of {files} files skipped)"
+        return text
+
+
+def with_event_date(table: pa.Table | pa.RecordBatch) -> pa.Table:
+    """``table`` with the :data:`EVENT_DATE` column (the UTC date of ``enqueued_time``)."""
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    day = pc.cast(pc.cast(table.column("enqueued_time"), pa.timestamp("ms", tz="UTC")), pa.date32())
+    return table.append_column(EVENT_DATE, day)
+
+
+def new_run(clock: datetime | None = None) -> str:
+    """A new run's id: its start time in hex seconds and a random part (sorts by time)."""
+    when = clock or datetime.now(UTC)
+    return f"{int(when.timestamp()):08x}-{uuid.uuid4().hex[:8]}"
+
+
+class ExportFolder:
+    """The bookkeeping of one export folder, held under its lock (use as a context manager).
+
+    On entry: takes the lock, deletes what a crashed run left (staging files, data files of
+    runs without a record) and reads the records of earlier runs. :meth:`plan` says which
+    Capture files (and which of their events) a new run must read; :meth:`commit` moves a
+    run's staged files into place and records it. Raises :class:`ConfigurationError` when
+    ``out`` is not a folder this machine can write, and :class:`CaptureFileError` when a
+    Capture file shrank since it was exported (it was replaced: export into a new folder).
+    """
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        text = os.fspath(out)
+        if "://" in text:
+            raise ConfigurationError(
+                f"Exports go to a folder this machine (and every worker) can write, such as a "
+                f"mounted one (/dbfs/..., /Volumes/..., a shared disk), not {text!r}"
+            )
+        self.out = Path(text)
+        self.meta = self.out / _META
+        self.runs: dict[str, dict[str, Any]] = {}
+        self._lock: Any = None
+
+    def __enter__(self) -> ExportFolder:
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigurationError(f"{self.out} is a file; an export needs a folder")
+        try:
+            (self.meta / "runs").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"Cannot write the export folder {self.out}: {exc}") from exc
+        self._lock = locked(self.meta / "lock")
+        self._lock.__enter__()
+        try:
+            self._read_runs()
+            self._recover()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(None, None, None)
+
+    def _read_runs(self) -> None:
+        for path in sorted((self.meta / "runs").glob("*.json")):
+            try:
+                record = json.loads(path.read_text("utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ConfigurationError(
+                    f"{path} is not a readable export record ({exc}); it was not written by "
+                    f"metaverse-kit or was edited"
+                ) from exc
+            self.runs[path.stem] = record
+
+    def _recover(self) -> None:
+        shutil.rmtree(self.meta / "staging", ignore_errors=True)
+        for path in self.data_files():
+            m = _PART.match(path.name)
+            if m is None or m["run"] not in self.runs:
+                path.unlink()
+
+    def data_files(self) -> list[Path]:
+        """The dataset's Parquet files (every file below an ``event_date=`` folder)."""
+        return sorted(self.out.glob(f"{EVENT_DATE}=*/*.parquet"))
+
+    @property
+    def known(self) -> dict[str, dict[str, Any]]:
+        """Every Capture file recorded by a run, by path: its size, version and events."""
+        out: dict[str, dict[str, Any]] = {}
+        for run in sorted(self.runs):
+            out.update(self.runs[run].get("files", {}))
+        return out
+
+    def plan(
+        self, files: Sequence[CaptureFile], *, root: str = ""
+    ) -> tuple[list[CaptureFile], dict[str, int]]:
+        """The files a new run reads, and the events to skip at the start of grown ones.
+
+        Files are recorded by their path below the lake's ``root`` (:func:`file_key`), so the
+        same lake reached from another folder or machine is recognised.
+        """
+        known = self.known
+        todo: list[CaptureFile] = []
+        skip: dict[str, int] = {}
+        for f in files:
+            before = known.get(file_key(root, f.path))
+            if before is None:
+                todo.append(f)
+            elif f.size > int(before["size"]):
+                todo.append(f)
+                skip[f.path] = int(before["events"])
+            elif f.size < int(before["size"]):
+                raise CaptureFileError(
+                    f"{f.path} is smaller ({f.size} bytes) than when it was exported "
+                    f"({before['size']} bytes): it was replaced, and Capture files only grow; "
+                    f"export into a new folder"
+                )
+        return todo, skip
+
+    def up_to_date(self) -> ExportReport:
+        """The report of a run that found nothing new to read."""
+        return ExportReport(str(self.out), None, 0, 0)
+
+    @staticmethod
+    def records(
+        files: Sequence[CaptureFile],
+        *,
+        root: str,
+        events: Mapping[str, int],
+        skipped: Sequence[SkippedPart],
+    ) -> dict[str, dict[str, Any]]:
+        """What a run records of each Capture file it read: size, version, events (of its
+        intact blocks), and why parts of it were skipped.
+
+        NOTE: a damaged file is recorded too, so the next run does not read it again unless it
+        grows.
+        """
+        reasons: dict[str, list[str]] = {}
+        for part in skipped:
+            reasons.setdefault(part.path, []).append(part.reason)
+        out: dict[str, dict[str, Any]] = {}
+        for f in files:
+            record: dict[str, Any] = {
+                "size": f.size,
+                "version": f.version,
+                "events": int(events.get(f.path, 0)),
+            }
+            if f.path in reasons:
+                record["skipped"] = "; ".join(reasons[f.path])
+            out[file_key(root, f.path)] = record
+        return out
+
+    def message_ids(self) -> set[str]:
+        """The message ids the dataset holds (read from its ``message_id`` column only)."""
+        import pyarrow.parquet as pq
+
+        ids: set[str] = set()
+        for path in self.data_files():
+            column = pq.read_table(path, columns=["message_id"]).column("message_id")
+            ids.update(i for i in pc.unique(column).to_pylist() if i is not None)
+        return ids
+
+    def staging(self, run: str) -> Path:
+        """Where a run writes its files before :meth:`commit` moves them into place."""
+        folder = self.meta / "staging" / run
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def commit(
+        self,
+        run: str,
+        *,
+        files: Mapping[str, dict[str, Any]],
+        rows: int,
+        skipped: Sequence[SkippedPart] = (),
+        duplicates: int = 0,
+        engine: str = "local",
+    ) -> ExportReport:
+        """Move the run's staged files into place, then record the run (the commit point)."""
+        staged = self.meta / "staging" / run
+        moved = 0
+        if staged.exists():
+            for path in sorted(staged.glob(f"{EVENT_DATE}=*/*.parquet")):
+                target = self.out / path.parent.name / f"part-{run}-{moved:05d}.parquet"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+                moved += 1
+        record = {
+            "run": run,
+            "engine": engine,
+            "finished": datetime.now(UTC).isoformat(),
+            "rows": rows,
+            "duplicates_dropped": duplicates,
+            "files": dict(files),
+            "skipped": [part.to_dict() for part in skipped],
+        }
+        atomic_write(
+            self.meta / "runs" / f"{run}.json", json.dumps(record, indent=1).encode("utf-8")
+        )
+        shutil.rmtree(staged, ignore_errors=True)
+        self.runs[run] = record
+        return ExportReport(str(self.out), run, len(files), rows, list(skipped), duplicates)
+
+
+def file_key(root: str, path: str) -> str:
+    """How an export records a Capture file: its path below the lake's root (forward slashes)."""
+    base = str(Path(root)) if root and "://" not in root else root
+    if base and path.startswith(base):
+        return path[len(base) :].replace(os.sep, "/").lstrip("/") or Path(path).name
+    return path.replace(os.sep, "/")
+
+
+def write_part(table: pa.Table, folder: Path, name: str) -> None:
+    """Write ``table`` (with :data:`EVENT_DATE`) into ``folder``, one file per event date."""
+    import pyarrow.dataset as ds
+
+    if not table.num_rows:
+        return
+    ds.write_dataset(
+        table,
+        folder,
+        format="parquet",
+        partitioning=ds.partitioning(pa.schema([table.schema.field(EVENT_DATE)]), flavor="hive"),
+        basename_template=f"{name}-{{i}}.parquet",
+        existing_data_behavior="overwrite_or_ignore",
+    )
+
+
+class _Files:
+    """The files of one export run, read through the lake they were listed from."""
+
+    def __init__(self, lake: Lake, files: Sequence[CaptureFile]) -> None:
+        self.root = lake.root
+        self._lake = lake
+        self._files = list(files)
+
+    def list_files(self, **_: Any) -> list[CaptureFile]:
+        return list(self._files)
+
+    def read_bytes(self, file: CaptureFile) -> bytes:
+        return self._lake.read_bytes(file)
+
+    def close(self) -> None:
+        """The lake is the caller's to close."""
+
+
+def export_parquet(
+    location: Any,
+    out: str | os.PathLike[str],
+    *,
+    registry: SchemaRegistry | None = None,
+    schema_group: str | None = None,
+    schema: Any = None,
+    storage_options: dict | None = None,
+    on_bad_file: str = "raise",
+) -> ExportReport:
+    """Append the Capture files that are new since the last run to the Parquet dataset at ``out``.
+
+    ``location``, ``registry``, ``schema`` and ``storage_options`` as in
+    :func:`~metaverse_kit.replay_capture` (a Workspace's ``ws.lake`` works too;
+    ``schema_group`` is where ``schema=None`` looks first, as ``ws.replay`` does). Rows are the
+    local replay's, with :data:`EVENT_DATE` as the Hive partition; a message id already in the
+    dataset is not written again. ``on_bad_file="skip"`` keeps every intact block of a damaged
+    file, records what it left out in the run and the report (and warns
+    :class:`~metaverse_kit.errors.CaptureFileWarning`); the file is not read again unless it
+    grows.
+
+    Raises :class:`CaptureFileError` for a damaged file (``on_bad_file="raise"``; nothing is
+    written) and :class:`ConfigurationError` for a bad option or an unwritable ``out``.
+    """
+    from metaverse_kit.backends import open_lake
+    from metaverse_kit.history.replay import dedup_batch, replay_lake
+
+    lake = open_lake(location, storage_options=storage_options)
+    with ExportFolder(out) as folder:
+        todo, skip = folder.plan(lake.list_files(), root=lake.root)
+        if not todo:
+            return folder.up_to_date()
+        events: dict[str, int] = {}
+
+        def counted(progress: Any) -> None:
+            events[progress.file.path] = progress.events
+
+        stream = replay_lake(
+            _Files(lake, todo),
+            registry=registry,
+            schema_group=schema_group,
+            schema=schema,
+            dedup=False,
+            cache=False,
+            progress=False,
+            on_bad_file=on_bad_file,
+            on_file=counted,
+        )
+        run = new_run()
+        staging = folder.staging(run)
+        seen = folder.message_ids()
+        rows = dropped = 0
+        batches: list[pa.RecordBatch] = []
+        size = chunk = 0
+        for batch in stream:
+            path = batch.column("capture_file")[0].as_py()
+            if skip.get(path):
+                batch = batch.slice(skip[path])
+            batch, repeats = dedup_batch(batch, seen)
+            dropped += repeats
+            if batch.num_rows:
+                batches.append(batch.replace_schema_metadata(None))
+                size += batch.nbytes
+            # NOTE: a few tens of MB written at a time: memory stays flat.
+            if size >= _CHUNK_BYTES:
+                rows += _flush(batches, stream.schema, staging, chunk)
+                batches, size, chunk = [], 0, chunk + 1
+        rows += _flush(batches, stream.schema, staging, chunk)
+        return folder.commit(
+            run,
+            files=folder.records(todo, root=lake.root, events=events, skipped=stream.skipped_files),
+            rows=rows,
+            skipped=stream.skipped_files,
+            duplicates=dropped,
+        )
+
+
+def _flush(batches: list[pa.RecordBatch], schema: pa.Schema, staging: Path, n: int) -> int:
+    table = pa.Table.from_batches(batches, schema)
+    write_part(with_event_date(table), staging, f"chunk-{n:05d}")
+    return table.num_rows

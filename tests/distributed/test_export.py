@@ -1,0 +1,224 @@
+"""The Parquet export: round trip, readers, incremental runs, crashes, damaged files, engines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import metaverse_kit as mk
+from metaverse_kit.capture import capture_path
+from metaverse_kit.cli import main
+from metaverse_kit.demo import emit_sample_history
+from metaverse_kit.history.export import EVENT_DATE, export_parquet
+from tests.conftest import SimClock
+from tests.distributed.conftest import SORT_KEYS, Lake, assert_same_table
+
+
+def _read(out: Path) -> pa.Table:
+    """The dataset as pandas and pyarrow read it, without the partition column, sorted."""
+    table = pq.read_table(out)
+    assert EVENT_DATE in table.column_names
+    return table.drop_columns([EVENT_DATE]).sort_by(SORT_KEYS)
+
+
+def _runs(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((out / "_metaverse" / "runs").glob("*"))]
+
+
+def test_round_trip_and_every_reader(demo_lake: Lake, tmp_path: Path) -> None:
+    import duckdb
+    import polars as pl
+
+    out = tmp_path / "history"
+    report = export_parquet(demo_lake.root, out, registry=demo_lake.registry)
+    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
+    assert (report.rows, report.files) == (41, len(list(demo_lake.root.rglob("*.avro"))))
+    assert_same_table(local, _read(out))
+    days = duckdb.sql(
+        f"select {EVENT_DATE}, count(*) from read_parquet('{out}/*/*.parquet', "
+        f"hive_partitioning=true) group by all order by 1"
+    ).fetchall()
+    assert sum(n for _, n in days) == 41
+    assert {d for d, _ in days} == {t.as_py().date() for t in local["enqueued_time"]}
+    frame = pl.scan_parquet(f"{out}/**/*.parquet", hive_partitioning=True).collect()
+    assert frame.height == 41
+    # The history questions take the folder (event_index points into the table read from it).
+    expected = mk.history.state_as_of(local, "2026-02-01").drop_columns(["event_index"])
+    got = mk.history.state_as_of(out, "2026-02-01").drop_columns(["event_index"])
+    assert got.equals(expected)
+
+
+def test_reruns_append_only_what_is_new(tmp_path: Path) -> None:
+    clock = SimClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    out = tmp_path / "history"
+    with mk.connect(path=tmp_path / "ws", clock=clock) as ws:
+        emit_sample_history(ws, start=datetime(2026, 1, 5, tzinfo=UTC))
+        first = export_parquet(ws.lake, out, registry=ws.registry)
+        assert export_parquet(ws.lake, out, registry=ws.registry).run is None
+        # New events: some in new files, one more in the file of the last window (it grows).
+        urn = mk.make_dataset_urn("hive", "db.late")
+        ws.emit(mk.mce(urn, [mk.aspects.global_tags(["Late"])]))
+        clock.advance(seconds=30)
+        ws.emit(mk.mce(urn, [mk.aspects.global_tags(["Later"])]))
+        clock.advance(hours=1)
+        ws.emit(mk.mce(urn, [mk.aspects.status(True)]))
+        second = export_parquet(ws.lake, out, registry=ws.registry)
+        local = ws.replay(cache=False, progress=False)
+    assert first.rows == 41
+    assert second.rows == 3
+    assert second.files == 2  # one new file, one grown file; nothing else read
+    assert_same_table(local, _read(out))
+    grown = [f for f in _runs(out)[-1]["files"].values() if f["events"] == 2]
+    assert len(grown) == 1
+
+
+def test_copies_of_exported_events_are_not_written_again(demo_lake: Lake, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    shutil.copytree(demo_lake.root, lake)
+    out = tmp_path / "history"
+    export_parquet(lake, out, registry=demo_lake.registry)
+    original = sorted(lake.rglob("*.avro"))[0]
+    copy = lake / capture_path(
+        "metaverse-local", "metaverse", "9", datetime(2026, 6, 1, tzinfo=UTC)
+    )
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(original, copy)
+    report = export_parquet(lake, out, registry=demo_lake.registry)
+    assert (report.files, report.rows) == (1, 0)
+    assert report.duplicates_dropped == len(mk.replay_capture(original, cache=False))
+    assert _read(out).num_rows == 41
+
+
+def test_a_crashed_run_is_undone_by_the_next(demo_lake: Lake, tmp_path: Path) -> None:
+    out = tmp_path / "history"
+    export_parquet(demo_lake.root, out, registry=demo_lake.registry)
+    # What a run that died after moving its files, before writing its record, leaves behind.
+    day = next(out.glob(f"{EVENT_DATE}=*"))
+    stray = day / "part-00000001-deadbeef-00000.parquet"
+    shutil.copyfile(next(day.glob("*.parquet")), stray)
+    (out / "_metaverse" / "staging" / "00000001-deadbeef").mkdir(parents=True)
+    assert export_parquet(demo_lake.root, out, registry=demo_lake.registry).run is None
+    assert not stray.exists()
+    assert not (out / "_metaverse" / "staging").exists()
+    assert _read(out).num_rows == 41
+
+
+def _skipped(parts: Any) -> list[tuple[Any, ...]]:
+    return sorted((p.path, p.offset, p.reason, p.events_kept) for p in parts)
+
+
+def test_damaged_files_stop_the_run_or_are_recorded(damaged_lake: Lake, tmp_path: Path) -> None:
+    out = tmp_path / "history"
+    with pytest.raises(mk.CaptureFileError):
+        export_parquet(damaged_lake.root, out, registry=damaged_lake.registry)
+    assert not list(out.glob(f"{EVENT_DATE}=*")) and not _runs(out)
+    with pytest.warns(mk.CaptureFileWarning):
+        report = export_parquet(
+            damaged_lake.root, out, registry=damaged_lake.registry, on_bad_file="skip"
+        )
+    with pytest.warns(mk.CaptureFileWarning):
+        local = mk.replay_capture(
+            damaged_lake.root, registry=damaged_lake.registry, cache=False, on_bad_file="skip"
+        )
+    # Every intact block is kept, and the run records what it left out.
+    assert _skipped(report.skipped) == _skipped(mk.skipped_files(local))
+    assert _runs(out)[0]["skipped"] == [p.to_dict() for p in report.skipped]
+    assert report.duplicates_dropped == mk.duplicates_dropped(local) > 0
+    assert_same_table(local, _read(out))
+    # Recorded: the next run does not read them again.
+    assert (
+        export_parquet(
+            damaged_lake.root, out, registry=damaged_lake.registry, on_bad_file="skip"
+        ).run
+        is None
+    )
+
+
+def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "ws"
+    with mk.connect(path=home) as ws:
+        emit_sample_history(ws)
+    out = tmp_path / "history"
+    assert main(["--workspace", str(home), "replay", "--out", str(out), "--format", "parquet"]) == 0
+    assert "Wrote 41 events" in capsys.readouterr().out
+    assert main(["--workspace", str(home), "replay", "--out", str(out)]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (
+        main(["--workspace", str(home), "replay", "--out", str(out), "--since", "2026-01-01"]) == 2
+    )
+    assert "--since cannot be used with a dataset folder" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "--workspace",
+                str(home),
+                "replay",
+                "--out",
+                str(tmp_path / "x.avro"),
+                "--format",
+                "csv",
+            ]
+        )
+        == 2
+    )
+
+
+def _engine_export(engine: str, request: pytest.FixtureRequest) -> Any:
+    """``spark_export`` or ``dask_export`` on the session's engine, with the local arguments."""
+    from metaverse_kit.distributed import dask_export, spark_export
+
+    if engine == "spark":
+        spark = request.getfixturevalue("spark")
+        return lambda location, out, **kw: spark_export(spark, location, out, **kw)
+    request.getfixturevalue("dask_client")
+    return dask_export
+
+
+@pytest.mark.parametrize("engine", ["spark", "dask"])
+def test_engines_append_to_the_same_dataset(
+    engine: str, request: pytest.FixtureRequest, evolved_lake: Lake, tmp_path: Path
+) -> None:
+    export = _engine_export(engine, request)
+    lake = tmp_path / "lake"
+    shutil.copytree(evolved_lake.root, lake)
+    out = tmp_path / "history"
+    later = lake.parent / "later"
+    for path in sorted(lake.rglob("*.avro"))[10:]:
+        target = later / path.relative_to(lake)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, target)
+    # A local run first, then the engine appends to the same dataset.
+    export_parquet(lake, out, registry=evolved_lake.registry)
+    shutil.copytree(later, lake, dirs_exist_ok=True)
+    report = export(lake, out, schemas=evolved_lake.schemas)
+    assert report.files == len(list(later.rglob("*.avro")))
+    assert report.duplicates_dropped > 0
+    local = mk.replay_capture(lake, registry=evolved_lake.registry, cache=False)
+    assert_same_table(local, _read(out))
+    assert export(lake, out, schemas=evolved_lake.schemas).run is None
+
+
+@pytest.mark.parametrize("engine", ["spark", "dask"])
+def test_engines_skip_damaged_parts_as_the_local_export(
+    engine: str, request: pytest.FixtureRequest, damaged_lake: Lake, tmp_path: Path
+) -> None:
+    export = _engine_export(engine, request)
+    options = {"registry": damaged_lake.registry, "on_bad_file": "skip"}
+    with pytest.warns(mk.CaptureFileWarning):
+        local = export_parquet(damaged_lake.root, tmp_path / "local", **options)
+    with pytest.warns(mk.CaptureFileWarning):
+        remote = export(damaged_lake.root, tmp_path / "remote", **options)
+    assert _skipped(remote.skipped) == _skipped(local.skipped)
+    assert (remote.files, remote.rows, remote.duplicates_dropped) == (
+        local.files,
+        local.rows,
+        local.duplicates_dropped,
+    )
+    assert_same_table(_read(tmp_path / "local"), _read(tmp_path / "remote"))
