@@ -20,9 +20,9 @@ LINTED := $(wildcard metaverse_kit tests benchmarks)
 
 help:
 	@echo "make lab    create .venv, install, prepare the local workspace, open JupyterLab"
-	@echo "make test   install what the tests need (Azurite, Chromium, PostgreSQL), run the suite"
+	@echo "make test   install what the tests need (Azurite, Chromium, PostgreSQL, Java for Spark), run the suite"
 	@echo "make demo   the whole flow headless in a fresh workspace"
-	@echo "make bench  replay, emit and ingest benchmarks (print ratios against their baselines)"
+	@echo "make bench  replay, emit, ingest and scale-out benchmarks (print ratios against their baselines)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,10 +41,11 @@ lab: workspace
 demo: env
 	$(BIN)/metaverse demo
 
-bench: env
+bench: env java
 	$(BIN)/python benchmarks/replay.py
 	$(BIN)/python benchmarks/emit.py
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/scale_out.py
 
 chromium:
 	@[ -x /usr/bin/chromium ] || { $(SUDO) apt-get update -qq && \

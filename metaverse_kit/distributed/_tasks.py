@@ -34,7 +34,7 @@ from metaverse_kit.history.decode import (
     DecodedFile,
     SkippedPart,
     decode_stream,
-    read_envelope,
+    read_message_ids,
 )
 from metaverse_kit.history.replay import range_mask
 
@@ -210,12 +210,12 @@ def scan_rows(items: Iterable[tuple[str, bytes]], spec: TaskSpec) -> pa.RecordBa
         del data
         error = None
         try:
-            envelope = read_envelope(item, decoder=spec.decoder, on_bad_file=spec.on_bad_file)
+            found = read_message_ids(item, decoder=spec.decoder, on_bad_file=spec.on_bad_file)
         except CaptureFileError as exc:
-            envelope, error = None, str(exc)
+            found, error = None, str(exc)
         del item
-        events = 0 if envelope is None else envelope.events
-        skipped = [] if envelope is None else envelope.damage
+        events = 0 if found is None else found.events
+        skipped = [] if found is None else found.damage
         kinds.append(FILE)
         keys.append(path)
         orders.append(entry.ordinal)
@@ -230,13 +230,12 @@ def scan_rows(items: Iterable[tuple[str, bytes]], spec: TaskSpec) -> pa.RecordBa
                 }
             )
         )
-        columns = None if envelope is None else envelope.columns
-        if columns is None:
+        if found is None or found.message_id is None or found.enqueued_time is None:
             continue
         ids = pa.RecordBatch.from_arrays(
             [
-                columns.enqueued_time,
-                columns.message_id,
+                found.enqueued_time,
+                found.message_id,
                 pa.repeat(pa.scalar(entry.file.partition, pa.string()), events),
             ],
             names=["enqueued_time", "message_id", "partition"],

@@ -51,6 +51,8 @@ __all__ = [
     "pool",
     "property_text",
     "read_envelope",
+    "read_properties",
+    "string_entry",
     "temp_folders",
 ]
 
@@ -176,9 +178,16 @@ def _as_file(data: bytes | list[Any]) -> Iterator[str]:
             os.unlink(path)
 
 
-def _read(path: str, schema: pa.Schema | None = None) -> pa.Table:
+def _read(
+    path: str, schema: pa.Schema | None = None, columns: tuple[str, ...] | None = None
+) -> pa.Table:
     try:
-        return _context().read_avro(path, schema=schema).to_arrow_table()
+        frame = _context().read_avro(path, schema=schema)
+        if columns is not None:
+            import datafusion
+
+            frame = frame.select(*[datafusion.col(f'"{c}"') for c in columns])
+        return frame.to_arrow_table()
     except Exception as exc:  # DataFusion raises plain Exception for every failure
         raise Unsupported(str(exc)) from exc
 
@@ -360,6 +369,79 @@ def read_envelope(data: bytes) -> dict[str, Any]:
         "enqueued_ms": ms,
         "has_enqueued_ms": has_ms,
     }
+
+
+_PROPERTIES = ("EnqueuedTimeUtc", "SystemProperties", "Properties")
+
+
+def read_properties(data: bytes) -> dict[str, Any]:
+    """Read what a Capture container's records say of their events, without their bodies.
+
+    Returns ``system_properties`` and ``properties`` as the reader gives them (maps of union
+    values: read them with :func:`string_entry`), ``enqueued_text``, and ``enqueued_ms`` /
+    ``has_enqueued_ms`` as :func:`read_envelope` does. For a plan that needs the message ids
+    and times of many files: no body, offset or sequence number becomes an array.
+    Raises :class:`Unsupported` for anything but a readable Capture archive.
+    """
+    tables = []
+    for part in _containers_of_at_most(data, _BATCH_ROWS):
+        with _as_file(part) as path:
+            tables.append(_read(path, columns=_PROPERTIES))
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if not table.num_rows:
+        raise Unsupported("no records")
+    table = table.combine_chunks()
+    system = table.column("SystemProperties").chunk(0)
+    app = table.column("Properties").chunk(0)
+    if not (pa.types.is_map(system.type) and pa.types.is_map(app.type)):
+        raise Unsupported("properties are not maps")
+    ms, has_ms = _long_entry(system, "x-opt-enqueued-time")
+    return {
+        "enqueued_text": table.column("EnqueuedTimeUtc").chunk(0),
+        "system_properties": system,
+        "properties": app,
+        "enqueued_ms": ms,
+        "has_enqueued_ms": has_ms,
+    }
+
+
+def string_entry(column: pa.MapArray, key: str) -> pa.Array:
+    """Per row, the last value of ``key`` in a map of union values as text, empty as null:
+    what :func:`lookup` gives on the map as :func:`read_envelope` converts it.
+
+    PERF: only the entries named ``key`` are looked at when their values are strings (message
+    ids are); any other value type converts the whole map first.
+    """
+    n = len(column)
+    if column.offset:
+        column = pa.concat_arrays([column])
+    keys = column.keys
+    hit = np.asarray(pc.fill_null(pc.equal(keys, key), False))
+    if not hit.any():
+        return pa.nulls(n, pa.string())
+    items = column.items
+    entries = np.flatnonzero(hit)
+    if pa.types.is_union(items.type):
+        if items.type.mode != "dense":
+            raise Unsupported("sparse union property values")
+        names = [items.type.field(i).name for i in range(items.type.num_fields)]
+        if "string" not in names:
+            return lookup(_strings_map(column), key)
+        child = names.index("string")
+        if not (np.asarray(items.type_codes)[entries] == items.type.type_codes[child]).all():
+            return lookup(_strings_map(column), key)
+        values = items.field(child).take(pa.array(np.asarray(items.offsets)[entries]))
+    elif pa.types.is_string(items.type):
+        values = items.take(pa.array(entries))
+    else:
+        return lookup(_strings_map(column), key)
+    rows = np.searchsorted(np.asarray(column.offsets), entries, side="right") - 1
+    # NOTE: entries come in order, so a row's last one wins, as a dict keeps it.
+    last = np.append(rows[1:] != rows[:-1], True)
+    at = np.full(n, -1, dtype=np.int64)
+    at[rows[last]] = np.flatnonzero(last)
+    found = pc.take(values, pa.array(at, mask=at < 0))
+    return pc.if_else(pc.equal(found, ""), pa.scalar(None, pa.string()), found, memory_pool=pool())
 
 
 # -- the bodies -----------------------------------------------------------------------------

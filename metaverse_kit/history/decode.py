@@ -66,6 +66,7 @@ __all__ = [
     "CaptureBytes",
     "DecodedFile",
     "Envelope",
+    "MessageIds",
     "PayloadSchema",
     "SchemaLookup",
     "Schemas",
@@ -80,6 +81,7 @@ __all__ = [
     "output_schema",
     "payload_schema",
     "read_envelope",
+    "read_message_ids",
     "skipped_files",
     "skipped_metadata",
     "with_skipped",
@@ -369,6 +371,57 @@ def _check_damage(damage: list[_container.Damage], path: str, on_bad_file: str) 
     damage.sort(key=lambda d: -1 if d.offset is None else d.offset)
     if damage and on_bad_file == "raise":
         raise SkippedPart(path, damage[0].reason, 0, damage[0].offset).error()
+
+
+@dataclass
+class MessageIds:
+    """What a plan over many archives needs of one: its events' message ids and enqueued
+    times (None when it holds no event), its damaged parts and how many events it holds."""
+
+    message_id: pa.Array | None
+    enqueued_time: pa.Array | None
+    damage: list[_container.Damage]
+    events: int
+
+
+def read_message_ids(
+    item: CaptureBytes, *, decoder: str = "auto", on_bad_file: str = "raise"
+) -> MessageIds:
+    """The message ids and enqueued times of one archive's events, as :func:`read_envelope`
+    reads them, and its damaged parts (skipped or raised as ``on_bad_file`` says).
+
+    PERF: an archive whose framing is whole is read natively without its bodies, offsets or
+    other properties (about a third of reading its envelope); anything else is read by
+    :func:`read_envelope`, so both give the same events and the same damage.
+    """
+    if _native(decoder):
+        found = _container.scan(item.data, where=item.path or "the Capture file")
+        if found.whole and any(b.count for b in found.blocks):
+            try:
+                cols = _decoder.read_properties(item.data)
+                times = _enqueued_ms(
+                    cols["enqueued_ms"],
+                    cols["has_enqueued_ms"],
+                    cols["enqueued_text"],
+                    pa.array(np.arange(len(cols["enqueued_ms"]))),
+                    item.path,
+                )
+            except (_decoder.Unsupported, _BadTimes):
+                pass  # read_envelope says what it is
+            else:
+                ids = _decoder.string_entry(cols["system_properties"], "message-id")
+                if ids.null_count:
+                    app = _decoder.string_entry(cols["properties"], "message-id")
+                    ids = pc.coalesce(ids, app)
+                return MessageIds(ids, times, [], len(times))
+    envelope = read_envelope(item, decoder=decoder, on_bad_file=on_bad_file)
+    columns = envelope.columns
+    return MessageIds(
+        None if columns is None else columns.message_id,
+        None if columns is None else columns.enqueued_time,
+        envelope.damage,
+        envelope.events,
+    )
 
 
 class _Undecodable(Exception):
