@@ -17,7 +17,7 @@ import re
 import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -44,6 +44,7 @@ __all__ = [
     "encode_blocks",
     "event_record",
     "format_enqueued_time",
+    "frame_block",
     "frame_blocks",
     "new_header",
     "parse_capture_path",
@@ -666,13 +667,15 @@ class BlockScan:
     of them ends (the length a reader may use). ``tail`` says what follows ``end``: ``""``
     nothing, ``"torn"`` the beginning of a block cut short (a write in progress or killed), or
     ``"damaged"`` bytes that are no block. With ``resync=True`` the walk goes on after damage
-    from the next sync marker, and ``damaged`` lists the (start, end) ranges skipped.
+    from the next sync marker, and ``damaged`` lists the (start, end) ranges skipped, with
+    ``reasons`` saying, for each, what was wrong at its start.
     """
 
     blocks: list[Block]
     end: int
     tail: str
     damaged: list[tuple[int, int]]
+    reasons: list[str] = field(default_factory=list)
 
     @property
     def records(self) -> int:
@@ -680,66 +683,79 @@ class BlockScan:
         return sum(b.count for b in self.blocks)
 
 
+def frame_block(data: bytes, pos: int, sync: bytes) -> tuple[Block | None, str, str, int | None]:
+    """The block framed at ``pos``: ``(block, "", "", end)``, or ``(None, problem, reason,
+    end)`` with ``problem`` ``"torn"`` (the bytes stop inside it) or ``"damaged"`` (they are no
+    block), ``reason`` saying so for a person, and ``end`` where its bytes end when its size
+    is sane (None otherwise).
+
+    The one reading of Avro block framing, for the hub, the doctor and the replay's scan.
+    """
+    n = len(data)
+    try:
+        count, at = read_varint(data, pos)
+        size, at = read_varint(data, at)
+    except IndexError:
+        return None, "torn", "the file ends inside a block header (truncated)", None
+    end = at + size
+    if count < 0 or size < 0:
+        return None, "damaged", f"a block header says {count} records in {size} bytes", None
+    if end + 16 > n:
+        return (
+            None,
+            "torn",
+            f"a block of {size} bytes is cut short: the file ends {end + 16 - n} bytes "
+            "early (truncated)",
+            None,
+        )
+    if data[end : end + 16] != sync:
+        return None, "damaged", "the block does not end with the file's sync marker", end
+    return Block(pos, end + 16, count), "", "", end
+
+
 def scan_blocks(data: bytes, pos: int, sync: bytes, *, resync: bool = False) -> BlockScan:
     """Walk the blocks of ``data`` from ``pos`` (where a block starts) to its end.
 
     Reads only block headers (two varints each) and sync markers: a file of 20,000 blocks takes
-    a few milliseconds. Never raises for bad bytes: it says where they are.
+    a few milliseconds. Never raises for bad bytes: it says where they are. After damage
+    (``resync=True``) the walk resynchronises as Avro's own readers do
+    (``DataFileReader.sync``): right after the block when only its sync marker is wrong and a
+    block follows, otherwise after the next sync marker.
     """
     blocks: list[Block] = []
     damaged: list[tuple[int, int]] = []
+    reasons: list[str] = []
     kinds: list[str] = []
     n = len(data)
     tail = ""
     end = pos
     while pos < n:
-        after = -1  # where the next block would start if this one's size is right
-        try:
-            count, at = read_varint(data, pos)
-            size, at = read_varint(data, at)
-        except IndexError:
-            problem = "torn"
-        else:
-            stop = at + size + 16
-            if count < 0 or size < 0:
-                problem = "damaged"
-            elif stop > n:
-                problem = "torn"
-            elif data[stop - 16 : stop] != sync:
-                problem, after = "damaged", stop
-            else:
-                blocks.append(Block(pos, stop, count))
-                end = pos = stop
-                continue
+        block, problem, reason, block_end = frame_block(data, pos, sync)
+        if block is not None:
+            blocks.append(block)
+            end = pos = block.end
+            continue
         if not resync:
             tail = problem
             break
-        # NOTE: a block whose sync marker alone is hit still says where the next one starts.
-        if 0 < after < n and _block_at(data, after, sync):
+        after = -1 if block_end is None else block_end + 16
+        if 0 < after < n and frame_block(data, after, sync)[0] is not None:
             nxt = after
         else:
             found = data.find(sync, pos + 1)
             if found < 0:
                 damaged.append((pos, n))
+                reasons.append(reason)
                 kinds.append(problem)
                 break
             nxt = found + 16
         damaged.append((pos, nxt))
+        reasons.append(reason)
         kinds.append("damaged")
         pos = nxt
     if resync and damaged:
         tail = "torn" if kinds == ["torn"] and damaged[0][1] == n else "damaged"
-    return BlockScan(blocks, end, tail, damaged)
-
-
-def _block_at(data: bytes, pos: int, sync: bytes) -> bool:
-    try:
-        count, at = read_varint(data, pos)
-        size, at = read_varint(data, at)
-    except IndexError:
-        return False
-    stop = at + size + 16
-    return count >= 0 and size >= 0 and stop <= len(data) and data[stop - 16 : stop] == sync
+    return BlockScan(blocks, end, tail, damaged, reasons)
 
 
 def complete_length(data: bytes) -> int:

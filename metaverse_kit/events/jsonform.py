@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from metaverse_kit.errors import FieldProblem
-from metaverse_kit.events.avro import AvroSchema
-from metaverse_kit.events.validation import _Checker
+from metaverse_kit.events.avro import AvroSchema, dict_branches
+from metaverse_kit.events.validation import check_type
 
 __all__ = ["from_json", "to_avro_json"]
 
@@ -66,7 +65,7 @@ def _from(avro: AvroSchema, v: Any, t: Any) -> Any:
             branch = names[v[0]]
             return (avro.branch_name(avro.resolve(branch)), _from(avro, v[1], branch))
         if isinstance(v, dict):
-            fits = [b for b in t if _dict_fits(avro, v, b)]
+            fits = [t[i] for i in dict_branches(avro, t, v)]
             if len(fits) == 1:
                 value = _from(avro, v, fits[0])
                 if avro.kind(fits[0]) == "record":
@@ -96,26 +95,13 @@ def _from(avro: AvroSchema, v: Any, t: Any) -> Any:
     return v
 
 
-def _dict_fits(avro: AvroSchema, v: dict, branch: Any) -> bool:
-    r = avro.resolve(branch)
-    kind = avro.kind(r)
-    if kind == "map":
-        return True
-    if kind != "record":
-        return False
-    names = {f["name"] for f in r["fields"]}
-    required = {f["name"] for f in r["fields"] if "default" not in f}
-    return set(v) <= names and required <= set(v)
-
-
 def to_avro_json(value: Any, schema: AvroSchema | str | dict) -> Any:
     """Write a record in Avro's JSON encoding (union branches wrapped by type name).
 
     Works on invalid records too, as far as they go, so a form can preview what it holds.
     """
     avro = AvroSchema.of(schema)
-    problems: list[FieldProblem] = []
-    explicit = _Checker(avro, problems).value(value, avro.root, "")
+    explicit, _ = check_type(avro, value)
     return _to(avro, explicit, avro.root)
 
 
@@ -131,9 +117,7 @@ def _to(avro: AvroSchema, v: Any, t: Any) -> Any:
         for b in t:
             if b == "null":
                 continue
-            probe: list[FieldProblem] = []
-            _Checker(avro, probe).value(v, b, "")
-            if not probe:
+            if not check_type(avro, v, b)[1]:
                 return {avro.branch_name(avro.resolve(b)): _to(avro, v, b)}
         return v
     kind = t if isinstance(t, str) else t["type"]

@@ -17,7 +17,7 @@ from metaverse_kit.errors import FieldProblem, ValidationError
 from metaverse_kit.events import semantics
 from metaverse_kit.events.avro import AvroSchema, dict_branches
 
-__all__ = ["normalize", "validate"]
+__all__ = ["check_type", "normalize", "validate"]
 
 _INT_RANGE = (-(2**31), 2**31 - 1)
 _LONG_RANGE = (-(2**63), 2**63 - 1)
@@ -49,6 +49,16 @@ def normalize(record: Any, schema: AvroSchema | str | dict, *, what: str = "reco
     if problems:
         raise ValidationError(problems, what=what)
     return out
+
+
+def check_type(avro: AvroSchema, value: Any, t: Any = None) -> tuple[Any, list[FieldProblem]]:
+    """Check ``value`` against the Avro type ``t`` of ``avro`` (default: its root) by Avro's
+    rules alone (no URN semantics): the value with its union branches made explicit, and
+    every problem (empty when it fits). For forms and JSON previews, which ask of one branch
+    at a time whether a value fits it."""
+    problems: list[FieldProblem] = []
+    out = _Checker(avro, problems).value(value, avro.root if t is None else t, "")
+    return out, problems
 
 
 def _short(value: Any) -> str:

@@ -3,10 +3,12 @@
 A Capture archive is a header (magic, metadata, a 16-byte sync marker) followed by blocks, each
 ``<record count><byte size><bytes><sync marker>``. A copy of a lake can hold files cut short
 (an upload in progress, a full disk), with flipped bits, or that are not archives at all. The
-scan here walks the blocks without decoding them; a block whose framing is wrong (a count or
-size that cannot be, bytes missing, no sync marker where it must be) is a damaged part, and
-the walk resynchronises on the next sync marker after it, as Avro's own readers do
-(``DataFileReader.sync``), so every intact block after the damage is kept.
+scan here checks the header is a Capture archive's and walks the blocks without decoding them
+(:func:`metaverse_kit.capture.scan_blocks`, the one reading of block framing, which the hub
+and the doctor use too); a block whose framing is wrong (a count or size that cannot be, bytes
+missing, no sync marker where it must be) is a damaged part, and the walk resynchronises on
+the next sync marker after it, as Avro's own readers do, so every intact block after the
+damage is kept.
 
 Damage inside a block's bytes that leaves its framing whole (a flipped bit in a record) is found
 when the block is decoded (see :func:`blocks_that_decode`).
@@ -20,22 +22,13 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from metaverse_kit.capture import read_header, read_varint
+from metaverse_kit.capture import Block, read_header, read_varint, scan_blocks
 from metaverse_kit.errors import CaptureFileError
 
 __all__ = ["Block", "Damage", "Scan", "blocks_that_decode", "joined", "scan"]
 
 _MAGIC = b"Obj\x01"
 _CAPTURE_FIELDS = frozenset({"SequenceNumber", "EnqueuedTimeUtc", "Body"})
-
-
-@dataclass(frozen=True)
-class Block:
-    """An intact block: its byte range (sync marker included) and its record count."""
-
-    start: int
-    end: int
-    count: int
 
 
 @dataclass(frozen=True)
@@ -100,49 +93,13 @@ def scan(data: bytes, *, where: str) -> Scan:
         return out
     out.header_end = pos
     out.codec = meta.get("avro.codec", b"null").decode("utf-8", "replace") or "null"
-    n = len(data)
-    while pos < n:
-        start = pos
-        block, why, end = _frame(data, pos, sync)
-        if block is not None:
-            out.blocks.append(block)
-            pos = block.end
-            continue
-        out.damage.append(Damage(start, why))
-        # Resynchronise. When only the sync marker after a block of sane size is damaged, the
-        # next block starts right after it; otherwise after the next sync marker, as Avro's
-        # own readers do.
-        if end is not None and end + 16 < n and _frame(data, end + 16, sync)[0] is not None:
-            pos = end + 16
-            continue
-        found = data.find(sync, start)
-        if found < 0:
-            break
-        pos = found + 16
+    walked = scan_blocks(data, pos, sync, resync=True)
+    out.blocks = walked.blocks
+    out.damage = [
+        Damage(start, reason)
+        for (start, _), reason in zip(walked.damaged, walked.reasons, strict=True)
+    ]
     return out
-
-
-def _frame(data: bytes, pos: int, sync: bytes) -> tuple[Block | None, str, int | None]:
-    """The block framed at ``pos``, or None with why not (and where its bytes end, if sane)."""
-    n = len(data)
-    try:
-        count, at = read_varint(data, pos)
-        size, at = read_varint(data, at)
-    except IndexError:
-        return None, "the file ends inside a block header (truncated)", None
-    end = at + size
-    if count < 0 or size < 0:
-        return None, f"a block header says {count} records in {size} bytes", None
-    if end + 16 > n:
-        return (
-            None,
-            f"a block of {size} bytes is cut short: the file ends {end + 16 - n} bytes "
-            "early (truncated)",
-            None,
-        )
-    if data[end : end + 16] != sync:
-        return None, "the block does not end with the file's sync marker", end
-    return Block(pos, end + 16, count), "", end
 
 
 def _not_capture(meta: dict[str, bytes]) -> str | None:

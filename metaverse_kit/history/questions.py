@@ -88,6 +88,7 @@ __all__ = [
     "audit_trail",
     "changed_fields",
     "changes",
+    "empty_aspects",
     "in_replay_order",
     "latest_aspect",
     "require_columns",
@@ -370,7 +371,7 @@ def _explode(events: pa.Table) -> pa.Table:
             "aspect_index": position,
         }
     )
-    return _in_replay_order(table)
+    return in_replay_order(table)
 
 
 _EMITTED_TYPE = pa.timestamp("ms", tz="UTC")
@@ -428,16 +429,21 @@ def in_replay_order(table: pa.Table) -> pa.Table:
     return table.take(order)
 
 
-# NOTE: the module's own code still spells these the private way.
-_as_utc, _time_scalar, _in_replay_order = as_utc, time_scalar, in_replay_order
-
-
 def _aspects_of(events: Any) -> pa.Table:
     table = _table(events)
     if _is_aspects_table(table):
         # NOTE: an aspects table may have been sorted another way since (by urn, say).
-        return _in_replay_order(table)
+        return in_replay_order(table)
     return _explode(table)
+
+
+def empty_aspects() -> pa.Table:
+    """The columns of :func:`aspects` for the built-in MCE schema, with no row: what a view
+    shows before any event arrives."""
+    from metaverse_kit.events.builtin import mce_definition
+    from metaverse_kit.history.replay import PayloadSchema
+
+    return aspects(PayloadSchema(mce_definition()).arrow_schema().empty_table())
 
 
 def aspects(events: Any) -> pa.Table:
@@ -501,7 +507,7 @@ def _for_urn(events: Any, urn: str) -> pa.Table:
         raise HistoryInputError(f"urn must be a URN such as 'urn:li:corpuser:jdoe', not {urn!r}")
     table = _table(events)
     if _is_aspects_table(table):
-        return _in_replay_order(table.filter(pc.equal(table.column("urn"), urn)))
+        return in_replay_order(table.filter(pc.equal(table.column("urn"), urn)))
     _require(table, _REQUIRED)
     # PERF: filter events by urn before exploding, so one entity costs one pass over a column.
     keep = pc.indices_nonzero(pc.fill_null(pc.equal(_urns_of_events(table), urn), False))
@@ -527,9 +533,9 @@ def latest_aspect(
     rows = _for_urn(events, urn)
     mask = _resolve_aspect(rows, aspect_name)
     if as_of is not None:
-        when = _as_utc(as_of, "as_of")
+        when = as_utc(as_of, "as_of")
         times = rows.column("enqueued_time")
-        mask = pc.and_(mask, pc.less_equal(times, _time_scalar(when, times)))
+        mask = pc.and_(mask, pc.less_equal(times, time_scalar(when, times)))
     rows = rows.filter(mask)
     if not rows.num_rows:
         return None
@@ -562,8 +568,8 @@ def _removed_urns(latest: pa.Table) -> pa.Array:
 def _up_to(table: pa.Table, when: datetime, *, inclusive: bool = True) -> pa.Table:
     times = table.column("enqueued_time")
     if inclusive:
-        return table.filter(pc.less_equal(times, _time_scalar(when, times)))
-    return table.filter(pc.less(times, _time_scalar(when, times, round_up=True)))
+        return table.filter(pc.less_equal(times, time_scalar(when, times)))
+    return table.filter(pc.less(times, time_scalar(when, times, round_up=True)))
 
 
 def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.Table:
@@ -581,7 +587,7 @@ def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.
     """
     if (spark := _spark_questions(events)) is not None:
         return spark.state_as_of(events, when, include_removed=include_removed)
-    moment = _as_utc(when, "when")
+    moment = as_utc(when, "when")
     table = _aspects_of(events)
     latest = _last_per_key(_up_to(table, moment), ["urn", "aspect"])
     removed = pc.is_in(latest.column("urn"), value_set=_removed_urns(latest))
@@ -886,14 +892,14 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
     """
     if (spark := _spark_questions(events)) is not None:
         return spark.changes(events, start, end, include_unchanged=include_unchanged)
-    lo, hi = _as_utc(start, "start"), _as_utc(end, "end")
+    lo, hi = as_utc(start, "start"), as_utc(end, "end")
     if lo > hi:
         raise HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
     table = _aspects_of(events)
     times = table.column("enqueued_time")
     in_window = pc.and_(
-        pc.greater_equal(times, _time_scalar(lo, times, round_up=True)),
-        pc.less_equal(times, _time_scalar(hi, times)),
+        pc.greater_equal(times, time_scalar(lo, times, round_up=True)),
+        pc.less_equal(times, time_scalar(hi, times)),
     )
     window = table.filter(in_window)
     stats = window.group_by(["urn", "aspect"], use_threads=False).aggregate(

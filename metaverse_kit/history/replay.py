@@ -76,12 +76,14 @@ __all__ = [
     "duplicates_dropped",
     "range_mask",
     "reader_schema",
+    "registry_lookup",
     "replay_batches",
     "replay_capture",
     "replay_lake",
     "schema_definition",
     "skipped_files",
     "warn_skipped",
+    "with_dropped",
 ]
 
 #: Schema metadata key of a replayed table (and of each streamed batch): the number of events
@@ -275,7 +277,9 @@ def _newest_registered(registry: SchemaRegistry | None, group: str | None, name:
     return registry.get_schema(group_name=best[1], name=name, version=best[0]).definition
 
 
-def _registry_lookup(registry: SchemaRegistry | None) -> SchemaLookup:
+def registry_lookup(registry: SchemaRegistry | None) -> SchemaLookup:
+    """A schema lookup (id -> definition, None when unknown) that asks ``registry`` once per
+    id; with no registry every id is unknown (events keep their raw bodies and say why)."""
     cache: dict[str, str | None] = {}
 
     def lookup(schema_id: str) -> str | None:
@@ -479,10 +483,6 @@ def dedup_batch(batch: pa.RecordBatch, seen: set[str]) -> tuple[pa.RecordBatch, 
     return batch, dropped
 
 
-# NOTE: the name the live tail imports.
-_dedup = dedup_batch
-
-
 def _dedup_table(table: pa.Table) -> tuple[pa.Table, int]:
     """:func:`dedup_batch` over a whole table at once: keep each message id's first row.
 
@@ -510,7 +510,9 @@ def _dedup_table(table: pa.Table) -> tuple[pa.Table, int]:
     return table.filter(pa.array(keep)), n - kept
 
 
-def _with_dropped(batch: pa.RecordBatch, dropped: int) -> pa.RecordBatch:
+def with_dropped(batch: pa.RecordBatch, dropped: int) -> pa.RecordBatch:
+    """``batch`` with the number of duplicates dropped before it in its schema metadata
+    (:data:`DUPLICATES_DROPPED_KEY`, read back by :func:`duplicates_dropped`)."""
     metadata = dict(batch.schema.metadata or {})
     metadata[DUPLICATES_DROPPED_KEY] = str(dropped).encode()
     return batch.replace_schema_metadata(metadata)
@@ -554,7 +556,7 @@ def replay_lake(
     store = open_cache(opts["cache"])
     files = lake.list_files(partitions=parts, start=start_utc, end=end_utc)
     payload = reader_schema(opts["schema"], registry=registry, schema_group=schema_group)
-    lookup = _registry_lookup(registry)
+    lookup = registry_lookup(registry)
     show = len(files) > 20 if opts["progress"] is None else bool(opts["progress"])
     run = _Run(
         lake=lake,
@@ -624,7 +626,7 @@ class _Run:
                 dropped = 0
                 if dedup and batch.num_rows:
                     batch, dropped = dedup_batch(batch, seen)
-                kept = _with_dropped(batch, dropped) if batch.num_rows or dropped else None
+                kept = with_dropped(batch, dropped) if batch.num_rows or dropped else None
                 yield _Step(kept, decoded.skipped, dropped)
         finally:
             if bar is not None:

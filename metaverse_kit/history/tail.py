@@ -36,11 +36,11 @@ from metaverse_kit.backends.protocols import (
 from metaverse_kit.errors import ConfigurationError
 from metaverse_kit.history.replay import (
     CaptureBytes,
-    _dedup,
-    _registry_lookup,
-    _with_dropped,
     decode_capture_files,
+    dedup_batch,
     reader_schema,
+    registry_lookup,
+    with_dropped,
 )
 
 __all__ = ["DEDUP_WINDOW", "Tail", "event_lines", "open_tail", "start_positions"]
@@ -126,7 +126,7 @@ class Tail(Iterator[pa.RecordBatch]):
         self._consumer = consumer
         # NOTE: the same reader a replay of this workspace uses, so live and captured rows match.
         self._payload = reader_schema(schema, registry=registry, schema_group=schema_group)
-        self._lookup = _registry_lookup(registry)
+        self._lookup = registry_lookup(registry)
         self._dedup = dedup
         self._seen: set[str] = set()
         self._order: deque[str] = deque()
@@ -194,11 +194,11 @@ class Tail(Iterator[pa.RecordBatch]):
             batch = _after_start(batch, chunk)
             dropped = 0
             if self._dedup and batch.num_rows:
-                batch, dropped = _dedup(batch, self._seen)
+                batch, dropped = dedup_batch(batch, self._seen)
                 self._forget_old(batch)
             self.duplicates_dropped += dropped
             if batch.num_rows:
-                out.append(_with_dropped(batch, dropped))
+                out.append(with_dropped(batch, dropped))
         return out
 
     def _forget_old(self, batch: pa.RecordBatch) -> None:

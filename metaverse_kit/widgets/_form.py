@@ -988,13 +988,11 @@ class _UnionNode(_Node):
 
 
 def _fits_plain(avro: AvroSchema, value: Any, t: Any) -> bool:
-    from metaverse_kit.events.validation import _Checker
+    from metaverse_kit.events.validation import check_type
 
     if avro.kind(t) in ("record", "map", "union"):
         return False
-    probe: list[FieldProblem] = []
-    _Checker(avro, probe).value(value, t, "")
-    return not probe
+    return not check_type(avro, value, t)[1]
 
 
 def make_node(ctx: _Context, t: Any, field: dict | None, *, lazy: bool) -> _Node:

@@ -329,7 +329,7 @@ class HistoryExplorer(WidgetController):
         self._running: list[_Load] = []
         #: The ranges replayed so far, oldest first: what the lake was asked for.
         self.replays: list[tuple[datetime | None, datetime | None, tuple[str, ...] | None]] = []
-        self._events = _no_aspects()
+        self._events = q.empty_aspects()
         self._state = self._events
         self._trail: pa.Table | None = None
         self._entity: str | None = None
@@ -1031,11 +1031,3 @@ def timeline_spec(events: pa.Table) -> dict[str, Any]:
             "color": {"field": "aspect", "type": "nominal", "title": "Aspect"},
         },
     }
-
-
-def _no_aspects() -> pa.Table:
-    """An empty table with the columns of ``history.aspects`` for the built-in MCE schema."""
-    from metaverse_kit.events.builtin import mce_definition
-    from metaverse_kit.history.replay import PayloadSchema
-
-    return q.aspects(PayloadSchema(mce_definition()).arrow_schema().empty_table())

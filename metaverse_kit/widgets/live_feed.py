@@ -119,9 +119,9 @@ class LiveFeed:
         """Every (event, aspect) row received so far, oldest first, with ``source``."""
         with self._lock:
             if self._rows is None:
-                from metaverse_kit.widgets.history_explorer import _no_aspects
+                from metaverse_kit.history.questions import empty_aspects
 
-                return _with_source(_no_aspects(), "captured")
+                return _with_source(empty_aspects(), "captured")
             return self._rows
 
     def merged(self, captured: pa.Table) -> pa.Table:
