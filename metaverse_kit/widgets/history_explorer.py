@@ -454,10 +454,12 @@ class HistoryExplorer(WidgetController):
 
     @property
     def entity_diffs(self) -> list[dict[str, Any]]:
-        """Per change of the selected entity: time, aspect, change, ``(path, before, after)``s.
+        """Per change of the selected entity: time, aspect, change, actor, ``late`` and its
+        ``(path, before, after)``s.
 
         Oldest first, one entry per write in the audit trail (writes that changed nothing
-        have no fields).
+        have no fields). ``late`` marks a write that reached the hub after a newer write of the
+        same aspect (see ``history.audit_trail``): its value never became the current one.
         """
         trail = self.entity_trail
         return [] if trail is None else self.entity_diffs_of(trail)
@@ -879,6 +881,7 @@ class HistoryExplorer(WidgetController):
                     "aspect": row["aspect"],
                     "change": row["change"],
                     "actor": row["actor"],
+                    "late": bool(row["late"]),
                     "fields": [
                         (p, value_at(old, p), value_at(new, p)) for p in row["changed_fields"]
                     ],
@@ -944,6 +947,7 @@ def _trail_html(urn: str, diffs: list[dict[str, Any]]) -> str:
         summary = (
             f"{_time_text(d['time'])} · {d['aspect']} · {d['change']}"
             + (f" · by {d['actor']}" if d["actor"] else "")
+            + (" · late: a newer write had already reached the hub" if d["late"] else "")
             + (
                 f" · {len(fields)} field{'s' if len(fields) != 1 else ''}"
                 if fields

@@ -256,6 +256,24 @@ def test_a_rewrite_shows_as_the_same_value_again(explorer: HistoryExplorer) -> N
     ]
 
 
+def test_a_late_write_is_marked_in_the_entity_view(workspace: mk.Workspace) -> None:
+    from metaverse_kit.capture import EMITTED_TIME_PROPERTY
+
+    # Alice's ownership was emitted first but reached the hub after Bob's (an outbox retry).
+    emitted = round(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
+    workspace.emit(mk.mce(CUSTOMERS, [mk.aspects.ownership(["bob"])]))
+    workspace.emit(
+        mk.mce(CUSTOMERS, [mk.aspects.ownership(["alice"])]),
+        properties={EMITTED_TIME_PROPERTY: str(emitted)},
+    )
+    explorer = HistoryExplorer(workspace)
+    explorer.refresh(block=True)
+    explorer.select_entity(CUSTOMERS)
+    # Writes are listed in the order they were made: Alice's first, and it is the late one.
+    assert [d["late"] for d in explorer.entity_diffs] == [True, False]
+    assert explorer.entity_html.value.count("late: a newer write had already reached") == 1
+
+
 def test_the_replay_runs_in_the_background(sample: mk.Workspace, monkeypatch: Any) -> None:
     lake = sample.lake
     gate = threading.Event()
