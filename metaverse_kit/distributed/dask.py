@@ -48,7 +48,18 @@ if TYPE_CHECKING:
 __all__ = ["PARTITION_BYTES", "dask_export", "dask_replay", "require_dask"]
 
 #: Bytes of Capture files per Dask partition (a file larger than this is a partition alone).
-PARTITION_BYTES = 64 << 20
+#: PERF: on a 1,000,000-event tree (300 MB) 32 MB gave 10 partitions of about 250 MB of Arrow
+#: each; 64 MB gave 5, which two workers cannot share evenly (1.05x from 1 to 2 workers
+#: against 1.89x), and 16 MB made the per-partition overhead show on one worker.
+PARTITION_BYTES = 32 << 20
+
+#: How many times :data:`PARTITION_BYTES` a group of the plan pass reads.
+PLAN_GROUP_FACTOR = 4
+
+#: What opening a file costs, in bytes of reading, when files are grouped by their size
+#: (Spark's ``spark.sql.files.openCostInBytes`` idea): many small or empty Capture files do
+#: not end up in one partition.
+FILE_OPEN_BYTES = 1 << 20
 
 
 def require_dask() -> Any:
@@ -87,10 +98,31 @@ def _frame(table: pa.Table, attrs: Mapping[str, str] | None = None) -> Any:
     return frame
 
 
-def _groups(planner: Planner, files: Sequence[CaptureFile], size: int) -> list[list[str]]:
+def _groups(
+    planner: Planner,
+    files: Sequence[CaptureFile],
+    size: int,
+    events: Mapping[str, int] | None = None,
+) -> list[list[str]]:
+    """Consecutive files in groups of about ``size`` bytes: one partition each.
+
+    With the plan pass's event counts (``events``), a file weighs its events times the lake's
+    mean bytes per event: decoding costs by the event, and a deflated file holds as many events
+    as a plain one ten times its size (a tree of both gave one 130-file partition that took a
+    third of the whole decode). Without them (the plan pass itself), a file weighs its bytes
+    plus :data:`FILE_OPEN_BYTES`, as Spark's file sources weigh the cost of opening a file.
+    """
+    total = sum(events.get(f.path, 0) for f in files) if events else 0
+    per_event = sum(f.size for f in files) / total if total else 0.0
+
+    def weight(f: CaptureFile) -> float:
+        if events and total:
+            return events.get(f.path, 0) * per_event
+        return f.size + FILE_OPEN_BYTES
+
     return [
         [planner.engine_path(f) for f in group]
-        for group in group_by_size(files, lambda f: f.size, limit=size)
+        for group in group_by_size(files, weight, limit=size)
     ]
 
 
@@ -102,13 +134,38 @@ def _scan_partition(paths: Sequence[str], *, spec: TaskSpec, storage_options: di
     return _frame(pa.Table.from_batches([batch], SCAN_SCHEMA))
 
 
+_LOCAL_SCHEDULERS = frozenset(
+    {
+        "threads",
+        "threading",
+        "sync",
+        "synchronous",
+        "single-threaded",
+        "processes",
+        "multiprocessing",
+    }
+)
+
+
+def _shuffle_method() -> str | None:
+    """How the plan's aggregate shuffles: Dask's own choice (p2p when a distributed client
+    exists), except under a local scheduler named in Dask's config, where p2p cannot run even
+    if a client exists (Dask picks it by the client alone): task-based shuffling there."""
+    import dask
+
+    scheduler = dask.config.get("scheduler", None)
+    return "tasks" if isinstance(scheduler, str) and scheduler in _LOCAL_SCHEDULERS else None
+
+
 def _plan(planner: Planner, partition_bytes: int, exported: Any = None) -> Plan:
     """Compute the plan pass on the current Dask scheduler and hand it to the planner."""
     import dask
     import pandas as pd
 
     dd = require_dask()
-    groups = _groups(planner, planner.files, partition_bytes)
+    # PERF: the plan pass reads ids and times only, a fraction of a decode's work per file:
+    # fewer, larger groups keep its tasks and its aggregate's partitions few.
+    groups = _groups(planner, planner.files, partition_bytes * PLAN_GROUP_FACTOR)
     if not groups:
         return planner.finish(GROUPED_SCHEMA.empty_table())
     scan = functools.partial(
@@ -125,7 +182,9 @@ def _plan(planner: Planner, partition_bytes: int, exported: Any = None) -> Plan:
         ids = dd.concat([ids, known])
     # PERF: a hash aggregate of message ids, combined in a tree: only the ids seen more than
     # once (and a row per file) come back. One compute: the files are read once.
-    counted = ids.groupby("key").agg(first=("order", "min"), n=("order", "count"))
+    counted = ids.groupby("key").agg(
+        first=("order", "min"), n=("order", "count"), shuffle_method=_shuffle_method()
+    )
     repeated = counted[counted["n"] > 1]
     file_rows, repeat_rows = dask.compute(files, repeated)
     table = pa.concat_tables(
@@ -180,7 +239,7 @@ def _decoded(planner: Planner, plan: Plan, partition_bytes: int) -> dd.DataFrame
     dd = require_dask()
     attrs = records(plan)
     meta = _frame(plan.arrow_schema.empty_table(), attrs)
-    groups = _groups(planner, plan.files, partition_bytes)
+    groups = _groups(planner, plan.files, partition_bytes, plan.events)
     if not groups:
         return dd.from_pandas(meta, npartitions=1)
     decode = functools.partial(
@@ -301,7 +360,7 @@ def dask_export(
             storage_options=planner.storage_options,
             folder=os.path.abspath(folder.staging(run)),
         )
-        groups = _groups(planner, plan.files, partition_bytes)
+        groups = _groups(planner, plan.files, partition_bytes, plan.events)
         counts = dask.compute(*[dask.delayed(write)(g, i) for i, g in enumerate(groups)])
         return folder.commit(
             run,

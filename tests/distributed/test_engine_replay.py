@@ -56,6 +56,8 @@ def test_dask_with_threads_and_ranges(demo_lake: Lake, evolved_lake: Lake) -> No
     with dask.config.set(scheduler="threads"):
         got = dask_rows(dask_replay(lake.root, registry=lake.registry, **options))
         assert_same_table(local, got)
+        # A plan pass of one file per partition: its aggregate shuffles, and with the session's
+        # distributed client alive Dask would pick p2p, which the threaded scheduler cannot run.
         small = dask_replay(demo_lake.root, registry=demo_lake.registry, partition_bytes=4096)
         assert small.npartitions > 4
         assert_same_table(
@@ -139,3 +141,20 @@ def test_reader_schema_from_a_mapping(evolved_lake: Lake) -> None:
     assert reader_schema(None, schemas={"x": oldest.definition}).definition == oldest.definition
     with warnings.catch_warnings():
         assert reader_schema(None, schemas={"x": '{"type": "string"}'}) == reader_schema(None)
+
+
+def test_dask_partitions_cost_the_same_whatever_the_codec() -> None:
+    # Deflated and plain files of as many events each: by bytes, the small deflated ones would
+    # pile up in one partition; by the events the plan pass counted, partitions are even.
+    from types import SimpleNamespace
+
+    from metaverse_kit.capture import CaptureFile
+    from metaverse_kit.distributed.dask import FILE_OPEN_BYTES, _groups
+
+    files = [CaptureFile(f"p{i}", 128_000 if i < 20 else 1_400_000, "v") for i in range(40)]
+    planner = SimpleNamespace(engine_path=lambda f: f.path)
+    events = {f.path: 2_500 for f in files}
+    by_events = _groups(planner, files, 4_000_000, events)  # type: ignore[arg-type]
+    assert sorted({len(g) for g in by_events}) == [5]
+    by_bytes = _groups(planner, files, 4_000_000)  # type: ignore[arg-type]
+    assert max(len(g) for g in by_bytes) <= 4_000_000 // FILE_OPEN_BYTES
