@@ -48,9 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["PARTITION_BYTES", "dask_export", "dask_replay", "require_dask"]
 
 #: Bytes of Capture files per Dask partition (a file larger than this is a partition alone).
-#: PERF: on a 1,000,000-event tree (300 MB) 32 MB gave 10 partitions of about 250 MB of Arrow
-#: each; 64 MB gave 5, which two workers cannot share evenly (1.05x from 1 to 2 workers
-#: against 1.89x), and 16 MB made the per-partition overhead show on one worker.
+#: PERF: on benchmarks/scale_out.py's tree (1,000,000 events, 300 MB) 32 MB gives 10
+#: partitions of about 250 MB of Arrow each and 1.66x from 1 to 2 workers; 64 MB gave 5, which
+#: two workers cannot share evenly (1.05x); 16 MB gave 1.6x and a slower lone worker.
 PARTITION_BYTES = 32 << 20
 
 #: How many times :data:`PARTITION_BYTES` a group of the plan pass reads.
