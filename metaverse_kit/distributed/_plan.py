@@ -31,7 +31,13 @@ import pyarrow.compute as pc
 from metaverse_kit._time import utc_time
 from metaverse_kit.backends.protocols import CaptureFile, Lake, SchemaRegistry
 from metaverse_kit.distributed._tasks import FILE, MESSAGE, FileEntry, TaskSpec, engine_key
-from metaverse_kit.errors import CaptureFileError, ConfigurationError, SchemaNotFoundError
+from metaverse_kit.errors import (
+    CaptureFileError,
+    ConfigurationError,
+    MetaverseError,
+    SchemaNotFoundError,
+)
+from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.history.decode import (
     SKIPPED_KEY,
     SkippedPart,
@@ -132,6 +138,15 @@ class Planner:
                 f"schemas= maps schema ids to definitions, not a {type(schemas).__name__}"
             )
         given = {str(k): schema_definition(v, str(k)) for k, v in (schemas or {}).items()}
+        for schema_id, definition in given.items():
+            # A mapping the user wrote is checked here, on the driver, once: a typo would
+            # otherwise surface as a decode error on every event that uses the id, or never.
+            try:
+                AvroSchema(definition)
+            except MetaverseError as exc:
+                raise ConfigurationError(
+                    f"schemas[{schema_id!r}] is not an Avro schema: {exc}"
+                ) from exc
         start_utc = None if start is None else utc_time(start, "start", error=ConfigurationError)
         end_utc = None if end is None else utc_time(end, "end", error=ConfigurationError)
         if start_utc and end_utc and start_utc > end_utc:

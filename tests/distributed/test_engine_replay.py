@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -158,3 +159,18 @@ def test_dask_partitions_cost_the_same_whatever_the_codec() -> None:
     assert sorted({len(g) for g in by_events}) == [5]
     by_bytes = _groups(planner, files, 4_000_000)  # type: ignore[arg-type]
     assert max(len(g) for g in by_bytes) <= 4_000_000 // FILE_OPEN_BYTES
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("not json", "schemas['7'] is not an Avro schema: The schema definition is not valid JSON"),
+        ({"type": "record"}, "schemas['7'] is not an Avro schema: A record needs a name"),
+        (42, "schemas['7'] must be a definition"),
+    ],
+)
+def test_a_bad_schemas_mapping_is_refused_before_any_engine_work(
+    demo_lake: Lake, value: object, words: str
+) -> None:
+    with pytest.raises(mk.ConfigurationError, match=re.escape(words)):
+        dask_replay(demo_lake.root, schemas={7: value})
