@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.distributed.spark import require_pyspark, spark_schema, without_pandas_warning
-from metaverse_kit.events.aspects import ASPECT_NAMES
+from metaverse_kit.events.aspects import ASPECT_NAMES, STATUS_TYPE
 from metaverse_kit.history import questions as _local
 from metaverse_kit.history.arrow_types import BRANCH_FIELD
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["aspects", "audit_trail", "changes", "state_as_of"]
 
-_STATUS = "com.linkedin.pegasus2avro.common.Status"
 _BRANCH = BRANCH_FIELD
 _ENVELOPE = ("enqueued_time", "emitted_time", "partition", "sequence_number", "message_id")
 _ASPECT_COLUMNS = (
@@ -173,7 +172,7 @@ def _explode(df: DataFrame, urn: str | None = None) -> DataFrame:
         removed = f.coalesce(f.col("value.Status.removed"), f.lit(False))
     else:
         removed = f.lit(False)
-    soft = (branch == f.lit(_STATUS)) & removed
+    soft = (branch == f.lit(STATUS_TYPE)) & removed
     return exploded.select(
         "urn",
         _matched(f.col("urn"), r"^urn:li:([^:]+):").alias("entity_type"),
@@ -270,7 +269,7 @@ def state_as_of(events: DataFrame, when: Any, *, include_removed: bool = False) 
         f, window = _f(), require_pyspark().Window
         rows = _aspects_of(events).where(f.col("enqueued_time") <= f.lit(moment))
         latest = _last_per_key(rows, ["urn", "aspect"])
-        soft = (f.col("aspect_type") == f.lit(_STATUS)) & (f.col("change") == "soft_delete")
+        soft = (f.col("aspect_type") == f.lit(STATUS_TYPE)) & (f.col("change") == "soft_delete")
         removed = f.max(soft).over(window.partitionBy("urn"))
         latest = latest.withColumn("removed", removed)
         if not include_removed:

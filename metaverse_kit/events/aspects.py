@@ -47,6 +47,7 @@ __all__ = [
     "FIELD_TYPES",
     "LINEAGE_TYPES",
     "OWNERSHIP_TYPES",
+    "STATUS_TYPE",
     "UNKNOWN_STAMP",
     "Aspect",
     "UnknownAspectError",
@@ -79,6 +80,9 @@ __all__ = [
 Aspect = tuple[str, dict[str, Any]]
 
 _P = "com.linkedin.pegasus2avro."
+
+#: The Avro full name of the Status aspect, whose ``removed=True`` is a soft delete.
+STATUS_TYPE = _P + "common.Status"
 
 #: Aspect record full name -> DataHub's aspect name, for every aspect the built-in MCE schema has.
 ASPECT_NAMES: Mapping[str, str] = MappingProxyType(
@@ -382,7 +386,7 @@ def status(removed: bool) -> Aspect:
         problems.add("removed", f"expected True or False, got {removed!r}")
     problems.check()
     value = {"removed": removed, "lifecycleStage": None, "lifecycleLastUpdated": None}
-    return (_P + "common.Status", value)
+    return (STATUS_TYPE, value)
 
 
 def institutional_memory(

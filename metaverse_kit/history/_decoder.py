@@ -333,6 +333,28 @@ def _containers_of_at_most(data: bytes, rows: int) -> list[Any]:
 _ENVELOPE = ("SequenceNumber", "Offset", "EnqueuedTimeUtc", "SystemProperties", "Properties")
 
 
+def _read_archive(data: bytes, columns: tuple[str, ...] | None = None) -> pa.Table:
+    """A Capture container's records (``columns`` of them, default all) as one chunk each."""
+    tables = []
+    for part in _containers_of_at_most(data, _BATCH_ROWS):
+        with _as_file(part) as path:
+            tables.append(_read(path, columns=columns))
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    return table.combine_chunks()
+
+
+def _property_maps(table: pa.Table) -> tuple[pa.MapArray, pa.MapArray]:
+    """The system and application property maps of the records; :class:`Unsupported` when
+    there is no record or they are not maps."""
+    if not table.num_rows:
+        raise Unsupported("no records")
+    system = table.column("SystemProperties").chunk(0)
+    app = table.column("Properties").chunk(0)
+    if not (pa.types.is_map(system.type) and pa.types.is_map(app.type)):
+        raise Unsupported("properties are not maps")
+    return system, app
+
+
 def read_envelope(data: bytes) -> dict[str, Any]:
     """Read a Capture container's records into Arrow columns.
 
@@ -343,21 +365,10 @@ def read_envelope(data: bytes) -> dict[str, Any]:
     as long as the bodies take to decode.
     Raises :class:`Unsupported` for anything but a readable Capture archive.
     """
-    tables = []
-    for part in _containers_of_at_most(data, _BATCH_ROWS):
-        with _as_file(part) as path:
-            tables.append(_read(path))
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    names = set(table.column_names)
-    if not {*_ENVELOPE, "Body"} <= names:
+    table = _read_archive(data)
+    if not {*_ENVELOPE, "Body"} <= set(table.column_names):
         raise Unsupported("not the Capture record")
-    table = table.combine_chunks()
-    system = table.column("SystemProperties").chunk(0) if table.num_rows else None
-    app = table.column("Properties").chunk(0) if table.num_rows else None
-    if system is None or app is None:
-        raise Unsupported("no records")
-    if not (pa.types.is_map(system.type) and pa.types.is_map(app.type)):
-        raise Unsupported("properties are not maps")
+    system, app = _property_maps(table)
     ms, has_ms = _long_entry(system, "x-opt-enqueued-time")
     return {
         "sequence_number": own(table.column("SequenceNumber").chunk(0).cast(pa.int64())),
@@ -383,18 +394,8 @@ def read_properties(data: bytes) -> dict[str, Any]:
     and times of many files: no body, offset or sequence number becomes an array.
     Raises :class:`Unsupported` for anything but a readable Capture archive.
     """
-    tables = []
-    for part in _containers_of_at_most(data, _BATCH_ROWS):
-        with _as_file(part) as path:
-            tables.append(_read(path, columns=_PROPERTIES))
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    if not table.num_rows:
-        raise Unsupported("no records")
-    table = table.combine_chunks()
-    system = table.column("SystemProperties").chunk(0)
-    app = table.column("Properties").chunk(0)
-    if not (pa.types.is_map(system.type) and pa.types.is_map(app.type)):
-        raise Unsupported("properties are not maps")
+    table = _read_archive(data, columns=_PROPERTIES)
+    system, app = _property_maps(table)
     ms, has_ms = _long_entry(system, "x-opt-enqueued-time")
     return {
         "enqueued_text": table.column("EnqueuedTimeUtc").chunk(0),

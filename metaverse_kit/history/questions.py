@@ -72,7 +72,7 @@ import pyarrow.compute as pc
 from metaverse_kit._time import utc_time
 from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.errors import MetaverseError
-from metaverse_kit.events.aspects import ASPECT_NAMES
+from metaverse_kit.events.aspects import ASPECT_NAMES, STATUS_TYPE
 from metaverse_kit.history.arrow_types import BRANCH_FIELD, branch_type, union_branch
 
 __all__ = [
@@ -102,7 +102,6 @@ __all__ = [
 CHANGE_KINDS = ("upsert", "soft_delete", "delete")
 
 _BRANCH = BRANCH_FIELD
-_STATUS = "com.linkedin.pegasus2avro.common.Status"
 _REQUIRED = ("enqueued_time", "partition", "sequence_number", "proposedSnapshot")
 _ASPECT_COLUMNS = ("urn", "aspect", "aspect_type", "value", "change", "enqueued_time")
 
@@ -347,7 +346,7 @@ def _explode(events: pa.Table) -> pa.Table:
         and value_type.field("Status").type.get_field_index("removed") == 0
         else pa.repeat(False, len(value))
     )
-    soft = pc.and_(pc.equal(aspect_type, _STATUS), removed)
+    soft = pc.and_(pc.equal(aspect_type, STATUS_TYPE), removed)
     change = pc.if_else(soft, "soft_delete", "upsert")
     entity = pc.struct_field(pc.extract_regex(urn, r"^urn:li:(?P<t>[^:]+):"), [0])
     platform = pc.struct_field(
@@ -558,7 +557,7 @@ def _last_per_key(table: pa.Table, keys: Sequence[str]) -> pa.Table:
 def _removed_urns(latest: pa.Table) -> pa.Array:
     soft = latest.filter(
         pc.and_(
-            pc.equal(latest.column("aspect_type"), _STATUS),
+            pc.equal(latest.column("aspect_type"), STATUS_TYPE),
             pc.equal(latest.column("change"), "soft_delete"),
         )
     )
@@ -857,7 +856,7 @@ def window_change(
     new, old = aspect_record(after_value), aspect_record(before_value)
     branch = after_value[_BRANCH]
     diff = changed_fields(old, new, _record_type(value_type, branch))
-    if branch == _STATUS:
+    if branch == STATUS_TYPE:
         was, now = bool(old and old.get("removed")), bool(new and new.get("removed"))
         kind = (
             "removed"

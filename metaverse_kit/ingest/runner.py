@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["Recipe", "ingest", "load_recipe", "pipeline_source_urn"]
 
 _P = "com.linkedin.pegasus2avro."
-_STATUS = _P + "common.Status"
 _ATTRIBUTION = _P + "common.MetadataAttribution"
 #: Aspects stewards and sources share, merged item by item: (list field, item's name field).
 _SHARED = {
@@ -412,7 +411,7 @@ class _Run:
         if found is None:
             return
         edits = self.source.edits
-        if not edits and not any(a[0] == _STATUS for a in found):
+        if not edits and not any(a[0] == A.STATUS_TYPE for a in found):
             found.append(A.status(False))
         to_emit: list[A.Aspect] = []
         changes: list[AspectChange] = []
