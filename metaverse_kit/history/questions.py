@@ -588,13 +588,21 @@ def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.
         return spark.state_as_of(events, when, include_removed=include_removed)
     moment = as_utc(when, "when")
     table = _aspects_of(events)
-    latest = _last_per_key(_up_to(table, moment), ["urn", "aspect"])
+    # PERF: chosen, judged and ordered on the key columns alone; the nested values are copied
+    # once, by the final take (a filter, a take and a sort of the whole table took 3 copies).
+    times = table.column("enqueued_time")
+    keys = table.select(["urn", "aspect", "aspect_type", "change"]).append_column(
+        "_row", _arange(table.num_rows)
+    )
+    keys = keys.filter(pc.less_equal(times, time_scalar(moment, times)))
+    latest = _last_per_key(keys, ["urn", "aspect"])
     removed = pc.is_in(latest.column("urn"), value_set=_removed_urns(latest))
     latest = latest.append_column("removed", removed)
     if not include_removed:
         latest = latest.filter(pc.invert(removed))
-    latest = latest.drop_columns(["change"])
-    return latest.sort_by([("urn", "ascending"), ("aspect", "ascending")])
+    latest = latest.sort_by([("urn", "ascending"), ("aspect", "ascending")])
+    out = table.take(latest.column("_row")).drop_columns(["change"])
+    return out.append_column("removed", latest.column("removed"))
 
 
 # -- diffs ----------------------------------------------------------------------------------------
