@@ -105,6 +105,84 @@ def own(a: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pa.concat_arrays(chunks, memory_pool=pool())
 
 
+def interleave(pieces: list[pa.Array], index: np.ndarray) -> pa.Array:
+    """``take(concat(pieces), index)``, where ``index`` (int64) is -1 for a null row.
+
+    How the groups of an evolved lake's writer versions, decoded apart, are put back in event
+    order. PERF: a record of DataHub's size has hundreds of leaves, and most of them, whole
+    union branches, are null in every piece; Arrow's ``take`` still gathers each (and the
+    concatenation copies each first). Here an all-null subtree is made at once, records and
+    lists are walked (a list's items are gathered by the same rule, one level down), and only
+    the leaves that hold a value are concatenated and taken: about 40% less time on
+    ``benchmarks/replay.py``'s ``evolved-fields`` history (0.58 s to 0.35 s for 100,000 events).
+    """
+    return _interleave(pieces, _Rows(index), pieces[0].type)
+
+
+class _Rows:
+    """Where an interleaved array's rows come from: ``index`` into the pieces, -1 for null."""
+
+    def __init__(self, index: np.ndarray, *, nulls: bool = True) -> None:
+        self.index = index
+        self.missing = index < 0 if nulls else None
+        self.safe = index if self.missing is None else np.where(self.missing, 0, index)
+        self._at: pa.Array | None = None
+
+    @property
+    def at(self) -> pa.Array:
+        """``index`` as Arrow's take wants it (made once, shared by every leaf)."""
+        if self._at is None:
+            missing = self.missing if self.missing is not None and self.missing.any() else None
+            self._at = pa.array(self.index, mask=missing)
+        return self._at
+
+    def validity(self, pieces: list[pa.Array]) -> tuple[np.ndarray | None, pa.Array | None]:
+        """Which rows are valid (None: all) and the mask Arrow takes (None: no nulls)."""
+        valid = None if self.missing is None else ~self.missing
+        if any(p.null_count for p in pieces):
+            taken = np.concatenate([p.is_valid().to_numpy(zero_copy_only=False) for p in pieces])[
+                self.safe
+            ]
+            valid = taken if valid is None else valid & taken
+        if valid is None or valid.all():
+            return None, None
+        return valid, pa.array(~valid)
+
+
+def _interleave(pieces: list[pa.Array], rows: _Rows, t: Any) -> pa.Array:
+    n = len(rows.index)
+    if all(p.null_count == len(p) for p in pieces):
+        return compact_nulls(n, t)
+    if pa.types.is_struct(t):
+        _, mask = rows.validity(pieces)
+        children = [
+            _interleave([p.field(i) for p in pieces], rows, t.field(i).type)
+            for i in range(t.num_fields)
+        ]
+        return pa.StructArray.from_arrays(children, fields=list(t), mask=mask, memory_pool=pool())
+    if pa.types.is_list(t) and not pa.types.is_map(t):
+        valid, mask = rows.validity(pieces)
+        starts, lengths, values = [], [], []
+        base = 0
+        for p in pieces:
+            offsets = np.asarray(p.offsets)
+            starts.append(offsets[:-1] - offsets[0] + base)
+            lengths.append(np.diff(offsets))
+            # NOTE: .values is the whole child, also outside a sliced list's window.
+            values.append(p.values.slice(offsets[0], offsets[-1] - offsets[0]))
+            base += len(values[-1])
+        count = np.concatenate(lengths)[rows.safe]
+        if valid is not None:
+            count[~valid] = 0
+        out = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(count, out=out[1:])
+        # Each row's items, in order: its first item's place in the pieces, counted on.
+        items = np.repeat(np.concatenate(starts)[rows.safe] - out[:-1], count) + np.arange(out[-1])
+        child = _interleave(values, _Rows(items, nulls=False), t.value_type)
+        return pa.ListArray.from_arrays(pa.array(out), child, type=t, mask=mask, pool=pool())
+    return pc.take(pa.concat_arrays(pieces, memory_pool=pool()), rows.at, memory_pool=pool())
+
+
 class Unsupported(Exception):
     """The native reader cannot decode this input; decode it with fastavro instead."""
 
@@ -579,19 +657,31 @@ def decode_bodies(
     when the native reader cannot read them as ``len(bodies)`` records of that schema; the
     caller then decodes them one by one (which also finds the corrupt one).
     """
+    chunks = decode_chunks(bodies, definition, target)
+    return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks, memory_pool=pool())
+
+
+def decode_chunks(
+    bodies: pa.BinaryArray | pa.ChunkedArray, definition: str, target: pa.DataType
+) -> list[pa.Array]:
+    """:func:`decode_bodies`, as the arrays of its native reads (one per ``_BATCH_ROWS``)."""
+    n = len(bodies)
+    if n > _BATCH_ROWS:
+        return [
+            _decode_batch(bodies.slice(at, _BATCH_ROWS), definition, target)
+            for at in range(0, n, _BATCH_ROWS)
+        ]
+    return [_decode_batch(bodies, definition, target)]
+
+
+def _decode_batch(
+    bodies: pa.BinaryArray | pa.ChunkedArray, definition: str, target: pa.DataType
+) -> pa.Array:
     n = len(bodies)
     if n == 0:
         return pa.array([], target)
     if bodies.null_count:
         raise Unsupported("null bodies")
-    if n > _BATCH_ROWS:
-        return pa.concat_arrays(
-            [
-                decode_bodies(bodies.slice(at, _BATCH_ROWS), definition, target)
-                for at in range(0, n, _BATCH_ROWS)
-            ],
-            memory_pool=pool(),
-        )
     chunks = bodies.chunks if isinstance(bodies, pa.ChunkedArray) else [bodies]
     block = [_data_of(c) for c in chunks if len(c)]
     writer = _cleaned(definition)

@@ -62,6 +62,7 @@ __all__ = [
     "ENVELOPE_FIELDS",
     "GROUP_EVENTS",
     "GROUP_FILES",
+    "MIXED_GROUP_EVENTS",
     "SKIPPED_KEY",
     "CaptureBytes",
     "DecodedFile",
@@ -751,20 +752,17 @@ def _decode_payloads(
         if group_errors is not None:
             failed = np.flatnonzero(group_errors.astype(bool))
             errors[rows[failed]] = group_errors[failed]
-        pieces.append(values)
+        pieces.extend(values)
         index[rows] = used + np.arange(len(rows))
         used += len(rows)
     decoded_rows = (index >= 0) & ~errors.astype(bool)
     if not pieces:
         values = _decoder.compact_nulls(n, mapping.type)
-    elif len(pieces) == 1 and used == n and bool((index == np.arange(n)).all()):
-        values = pieces[0]
+    elif used == n and bool((index == np.arange(n)).all()):
+        # In event order already (one version; one piece per native read of a big file).
+        values = pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces, memory_pool=pool)
     else:
-        values = pc.take(
-            pa.concat_arrays(pieces, memory_pool=pool),
-            pa.array(index, mask=index < 0),
-            memory_pool=pool,
-        )
+        values = _decoder.interleave(pieces, index)
     if decoded_rows.all():
         # NOTE: a fresh all-null array; if_else would keep the decoded bodies' bytes alive.
         out = pa.nulls(n, pa.binary(), memory_pool=pool)
@@ -798,10 +796,11 @@ def _reads_as_reader(definition: str, payload: PayloadSchema) -> bool:
         return False
 
 
-def _decode_native(bodies: pa.Array | pa.ChunkedArray, definition: str) -> pa.Array | None:
-    """``bodies`` decoded natively with ``definition``, or None when the native reader cannot."""
+def _decode_native(bodies: pa.Array | pa.ChunkedArray, definition: str) -> list[pa.Array] | None:
+    """``bodies`` decoded natively with ``definition`` (the arrays of its native reads, in
+    order), or None when the native reader cannot."""
     try:
-        return _decoder.decode_bodies(bodies, definition, mapping_for(definition).type)
+        return _decoder.decode_chunks(bodies, definition, mapping_for(definition).type)
     except _decoder.Unsupported:
         return None
 
@@ -813,8 +812,8 @@ def _decode_group(
     schema_id: str,
     *,
     native: bool,
-) -> tuple[pa.Array, np.ndarray | None]:
-    """One writer version's bodies as the reader's type: (values, errors or None).
+) -> tuple[list[pa.Array], np.ndarray | None]:
+    """One writer version's bodies as the reader's type: (values, in pieces; errors or None).
 
     Decoded with the writer's schema (natively, or with fastavro event by event where the
     native reader cannot), then resolved to the reader (:mod:`._resolve`). A failed event is
@@ -825,16 +824,22 @@ def _decode_group(
     except ResolutionUnsupported:
         return _fastavro_resolved(bodies, definition, payload, schema_id)
     errors: np.ndarray | None = None
-    values = _decode_native(bodies, definition) if native else None
-    if values is None:
-        values, errors = _fastavro_bodies(bodies, definition, schema_id)
+    pieces = _decode_native(bodies, definition) if native else None
+    if pieces is None:
+        pieces, errors = _fastavro_bodies(bodies, definition, schema_id)
     if plan.identity:
-        return values, errors
+        return pieces, errors
+    resolved: list[pa.Array] = []
+    failed: list[np.ndarray] = []
     try:
-        resolved, failures = plan.apply(values)
+        for piece in pieces:
+            values, failures = plan.apply(piece)
+            resolved.append(values)
+            failed.append(np.full(len(piece), None, dtype=object) if failures is None else failures)
     except ResolutionUnsupported:
         return _fastavro_resolved(bodies, definition, payload, schema_id)
-    if failures is not None:
+    failures = np.concatenate(failed) if failed else np.full(0, None, dtype=object)
+    if failures.astype(bool).any():
         prefix = (
             f"written with schema {schema_id}, which cannot be read as the replay's "
             f"{payload.name}: "
@@ -853,14 +858,14 @@ def _python_bodies(bodies: pa.Array | pa.ChunkedArray) -> list[Any]:
 
 def _fastavro_bodies(
     bodies: pa.Array | pa.ChunkedArray, definition: str, schema_id: str
-) -> tuple[pa.Array, np.ndarray | None]:
+) -> tuple[list[pa.Array], np.ndarray | None]:
     """Decode event by event with fastavro and the writer's own schema."""
     return _fastavro(bodies, definition, None, mapping_for(definition), schema_id)
 
 
 def _fastavro_resolved(
     bodies: pa.Array | pa.ChunkedArray, definition: str, payload: PayloadSchema, schema_id: str
-) -> tuple[pa.Array, np.ndarray | None]:
+) -> tuple[list[pa.Array], np.ndarray | None]:
     """Decode event by event with fastavro's own resolution to the reader (what the Arrow
     resolution does not do itself, such as a decimal read with another scale)."""
     return _fastavro(bodies, definition, payload.definition, payload.mapping(), schema_id)
@@ -872,7 +877,7 @@ def _fastavro(
     reader: str | None,
     mapping: ArrowMapping,
     schema_id: str,
-) -> tuple[pa.Array, np.ndarray | None]:
+) -> tuple[list[pa.Array], np.ndarray | None]:
     writer = parsed_schema(definition)
     read_as = None if reader is None else parsed_schema(reader)
     values: list[Any] = []
@@ -891,7 +896,7 @@ def _fastavro(
             continue
         values.append(value if mapping.convert is None else mapping.convert(value))
     array = pa.array(values, mapping.type, memory_pool=_decoder.pool())
-    return array, errors if errors.astype(bool).any() else None
+    return [array], errors if errors.astype(bool).any() else None
 
 
 # -- whole files --------------------------------------------------------------------------------
@@ -924,6 +929,15 @@ def decode_files(
 #: files, few enough that a streaming replay's memory stays small.
 #: PERF: at most one native read (``_decoder._BATCH_ROWS``), so its output is not copied into one.
 GROUP_EVENTS = 8192
+#: Events decoded together when some of them were written with a writer version that is decoded
+#: apart and resolved (see :func:`assemble`): its own native reads cost about as much as the
+#: reader's whatever their size (~10 ms of DataFusion and ~5 ms of conforming per call for a
+#: DataHub-sized schema, measured for 1 to 2,800 bodies), and the groups are put back in event
+#: order by a copy anyway, so larger groups are cheaper. PERF: ``benchmarks/replay.py``'s
+#: ``evolved-fields`` history (100,000 events, 10% of such a version), its own measurement
+#: process, best of 5: 2.05 s of CPU with groups of 8,192 events, 1.77 s with 16,384, 1.59 s
+#: with 32,768, for 65 MiB more peak memory (418 MiB against 353; the table is 241 MiB).
+MIXED_GROUP_EVENTS = 4 * GROUP_EVENTS
 #: At most this many files are decoded together by :func:`decode_stream`.
 GROUP_FILES = 256
 
@@ -947,9 +961,11 @@ def decode_stream(
     """
     check_options(decoder=decoder, on_bad_file=on_bad_file)
     payload = payload_schema(reader)
+    apart = _Apart(payload, _lookup_of(schemas))
     # (what was done already, or the item and its envelope) in order
     pending: deque[tuple[DecodedFile | None, CaptureBytes, Envelope | None]] = deque()
     events = 0
+    limit = GROUP_EVENTS
 
     def flush() -> Iterator[DecodedFile]:
         todo = [(item, env) for done, item, env in pending if done is None and env is not None]
@@ -977,19 +993,51 @@ def decode_stream(
             continue
         envelope = read_envelope(item, decoder=decoder, on_bad_file=on_bad_file)
         n = envelope.events
-        # PERF: a group never grows past one native read (GROUP_EVENTS), so its decoded bodies
-        # are one array, not pieces concatenated (a copy of every payload column).
-        if pending and events + n > GROUP_EVENTS:
+        # PERF: a group of one writer version never grows past one native read (GROUP_EVENTS),
+        # so its decoded bodies are one array, not pieces concatenated (a copy of every payload
+        # column); one that mixes in versions decoded apart is copied anyway and grows larger.
+        mixed = apart.any_in(envelope)
+        if pending and events + n > (MIXED_GROUP_EVENTS if mixed else limit):
             yield from flush()
-            events = 0
+            events, limit = 0, GROUP_EVENTS
+        if mixed:
+            limit = MIXED_GROUP_EVENTS
         # The bytes are not needed once the envelope is read; keep only where they came from.
         pending.append((None, CaptureBytes(b"", item.path, item.file), envelope))
         del item
         events += n
-        if events >= GROUP_EVENTS or len(pending) >= GROUP_FILES:
+        if events >= limit or len(pending) >= GROUP_FILES:
             yield from flush()
-            events = 0
+            events, limit = 0, GROUP_EVENTS
     yield from flush()
+
+
+class _Apart:
+    """Which schema ids :func:`assemble` decodes apart from the reader's group, remembered."""
+
+    def __init__(self, payload: PayloadSchema | None, lookup: SchemaLookup) -> None:
+        self.payload = payload
+        self.lookup = lookup
+        self.known: dict[str, bool] = {}
+
+    def any_in(self, envelope: Envelope) -> bool:
+        """True when some event of ``envelope`` was written with a version decoded apart."""
+        if self.payload is None or envelope.columns is None:
+            return False
+        ids = pc.unique(envelope.columns.schema_ids.drop_null()).to_pylist()
+        return any(self._apart(i) for i in ids)
+
+    def _apart(self, schema_id: str) -> bool:
+        if schema_id not in self.known:
+            assert self.payload is not None
+            definition = self.lookup(schema_id)
+            # NOTE: an unknown or foreign id is not decoded at all (it gets its decode_error).
+            self.known[schema_id] = (
+                definition is not None
+                and _same_record(parsed(definition), self.payload.avro)
+                and not _reads_as_reader(definition, self.payload)
+            )
+        return self.known[schema_id]
 
 
 def decode_file(
