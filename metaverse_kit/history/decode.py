@@ -954,7 +954,8 @@ def decode_stream(
 
     Each archive's envelope is read as it comes (its bytes are then let go) and the bodies of
     consecutive archives are decoded together, about :data:`GROUP_EVENTS` events at a time
-    (see :func:`assemble`), so memory stays bounded by a group whatever the number of items.
+    (:data:`MIXED_GROUP_EVENTS` where some were written with a version decoded apart; see
+    :func:`assemble`), so memory stays bounded by a group whatever the number of items.
     An item that is already a :class:`DecodedFile` (a cache's) is passed through in its place.
     Options as :func:`decode_files`; :class:`CaptureFileError` is raised (``"raise"``) when
     the damaged archive is reached. A pure function of its inputs.

@@ -636,7 +636,8 @@ class _Run:
         """Each file with its decoded batch, in order: from the cache when it has it.
 
         Files missing from the cache are read one by one and their bodies decoded in groups of
-        about :data:`~metaverse_kit.history.decode.GROUP_EVENTS` events (see
+        about :data:`~metaverse_kit.history.decode.GROUP_EVENTS` events, or
+        :data:`~metaverse_kit.history.decode.MIXED_GROUP_EVENTS` where writer versions mix (see
         :func:`~metaverse_kit.history.decode.decode_stream`).
         """
         payload, store, lookup = self.payload, self.store, self.lookup
