@@ -392,7 +392,7 @@ def read_message_ids(
     reads them, and its damaged parts (skipped or raised as ``on_bad_file`` says).
 
     PERF: an archive whose framing is whole is read natively without its bodies, offsets or
-    other properties (about a third of reading its envelope); anything else is read by
+    other properties (half to two thirds of reading its envelope); anything else is read by
     :func:`read_envelope`, so both give the same events and the same damage.
     """
     if _native(decoder):
