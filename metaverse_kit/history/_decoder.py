@@ -9,7 +9,10 @@ Two steps, each one call into native code, so no Python runs per event:
    a container header that carries the writer schema (an Avro body is exactly one datum, so
    the concatenation of n bodies is a valid block of n records), reads that block, and
    conforms DataFusion's Arrow types to :mod:`metaverse_kit.history.arrow_types` (dense unions
-   become ``struct<branch, <short name>...>``, enums become strings).
+   become ``struct<branch, <short name>...>``, enums become strings). :func:`decode_chunks`
+   gives the arrays of its reads (at most ``_BATCH_ROWS`` records each) without joining them.
+
+:func:`interleave` puts arrays decoded apart (one writer version each) back in event order.
 
 DataFusion reads files, not bytes: each call writes its input to a private temporary file
 (in ``/dev/shm`` when there is one) and removes it. Everything here is a function of its
@@ -46,6 +49,8 @@ __all__ = [
     "available",
     "compact_nulls",
     "decode_bodies",
+    "decode_chunks",
+    "interleave",
     "lookup",
     "own",
     "pool",
