@@ -129,8 +129,18 @@ def _groups(
 # -- the plan pass -------------------------------------------------------------------------------
 
 
-def _scan_partition(paths: Sequence[str], *, spec: TaskSpec, storage_options: dict | None) -> Any:
-    batch = scan_rows(_items(paths, storage_options), spec.only(paths))
+def _task_specs(spec: TaskSpec, groups: Sequence[Sequence[str]]) -> list[TaskSpec]:
+    """Each group's spec with only its own files: what its task is pickled with.
+
+    NOTE: a spec holds a record of every listed file (about 300 bytes each); shipped whole with
+    every task, a listing of a million Capture files (a year of a busy namespace) would send
+    300 MB with each task. The schemas and the repeated ids still go with each.
+    """
+    return [spec.only(paths) for paths in groups]
+
+
+def _scan_partition(paths: Sequence[str], spec: TaskSpec, *, storage_options: dict | None) -> Any:
+    batch = scan_rows(_items(paths, storage_options), spec)
     return _frame(pa.Table.from_batches([batch], SCAN_SCHEMA))
 
 
@@ -168,10 +178,14 @@ def _plan(planner: Planner, partition_bytes: int, exported: Any = None) -> Plan:
     groups = _groups(planner, planner.files, partition_bytes * PLAN_GROUP_FACTOR)
     if not groups:
         return planner.finish(GROUPED_SCHEMA.empty_table())
-    scan = functools.partial(
-        _scan_partition, spec=planner.spec, storage_options=planner.storage_options
+    scanned = dd.from_map(
+        _scan_partition,
+        groups,
+        _task_specs(planner.spec, groups),
+        meta=_frame(SCAN_SCHEMA.empty_table()),
+        label="mk-plan",
+        storage_options=planner.storage_options,
     )
-    scanned = dd.from_map(scan, groups, meta=_frame(SCAN_SCHEMA.empty_table()), label="mk-plan")
     files = scanned[scanned["kind"] == FILE]
     ids = scanned[scanned["kind"] == MESSAGE][["key", "order"]]
     if exported is not None:
@@ -220,14 +234,14 @@ def _plan(planner: Planner, partition_bytes: int, exported: Any = None) -> Plan:
 def _decode_table(
     paths: Sequence[str], spec: TaskSpec, schema: pa.Schema, storage_options: dict | None
 ) -> pa.Table:
-    rows = [r for _, _, r in decoded_batches(_items(paths, storage_options), spec.only(paths))]
+    rows = [r for _, _, r in decoded_batches(_items(paths, storage_options), spec)]
     return pa.Table.from_batches(rows, schema)
 
 
 def _decode_partition(
     paths: Sequence[str],
-    *,
     spec: TaskSpec,
+    *,
     schema: pa.Schema,
     storage_options: dict | None,
     attrs: Mapping[str, str],
@@ -242,14 +256,16 @@ def _decoded(planner: Planner, plan: Plan, partition_bytes: int) -> dd.DataFrame
     groups = _groups(planner, plan.files, partition_bytes, plan.events)
     if not groups:
         return dd.from_pandas(meta, npartitions=1)
-    decode = functools.partial(
+    return dd.from_map(
         _decode_partition,
-        spec=plan.spec,
+        groups,
+        _task_specs(plan.spec, groups),
+        meta=meta,
+        label="mk-replay",
         schema=plan.arrow_schema,
         storage_options=planner.storage_options,
         attrs=attrs,
     )
-    return dd.from_map(decode, groups, meta=meta, label="mk-replay")
 
 
 def dask_replay(
@@ -304,9 +320,9 @@ def dask_replay(
 
 def _write_partition(
     paths: Sequence[str],
+    spec: TaskSpec,
     index: int,
     *,
-    spec: TaskSpec,
     schema: pa.Schema,
     storage_options: dict | None,
     folder: str,
@@ -355,13 +371,13 @@ def dask_export(
         run = new_run()
         write = functools.partial(
             _write_partition,
-            spec=plan.spec,
             schema=plan.arrow_schema,
             storage_options=planner.storage_options,
             folder=os.path.abspath(folder.staging(run)),
         )
         groups = _groups(planner, plan.files, partition_bytes, plan.events)
-        counts = dask.compute(*[dask.delayed(write)(g, i) for i, g in enumerate(groups)])
+        specs = _task_specs(plan.spec, groups)
+        counts = dask.compute(*[dask.delayed(write)(g, specs[i], i) for i, g in enumerate(groups)])
         return folder.commit(
             run,
             files=folder.records(

@@ -174,3 +174,22 @@ def test_a_bad_schemas_mapping_is_refused_before_any_engine_work(
 ) -> None:
     with pytest.raises(mk.ConfigurationError, match=re.escape(words)):
         dask_replay(demo_lake.root, schemas={7: value})
+
+
+def test_a_dask_task_ships_only_the_files_it_reads(demo_lake: Lake) -> None:
+    # A spec holds a record of every listed file; a task pickled with the whole listing would
+    # grow with the lake (300 MB per task for a million Capture files).
+    import pickle
+
+    import dask
+
+    files = sorted(str(p) for p in demo_lake.root.rglob("*.avro"))
+    assert len(files) >= 8
+
+    def largest_task(paths: list[str]) -> int:
+        with dask.config.set(scheduler="sync"):
+            ddf = dask_replay(paths, registry=demo_lake.registry, partition_bytes=1)
+        assert ddf.npartitions == len(paths)
+        return max(len(pickle.dumps(task)) for task in dict(ddf.__dask_graph__()).values())
+
+    assert abs(largest_task(files) - largest_task(files[:2])) < 200
