@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,17 +141,36 @@ def _contents(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[str, bytes]]:
             yield path, contents[i].as_py()
 
 
-def _scan_function(spec: TaskSpec) -> Any:
+def _shipped(spark: SparkSession, spec: TaskSpec) -> Callable[[], TaskSpec]:
+    """How a task gets ``spec``: its records of the listed files in a Spark broadcast, the rest
+    with the task's function.
+
+    NOTE: a spec holds a record of every listed file (about 300 bytes each). In the function,
+    the whole listing would be unpickled by every task (PySpark broadcasts a large function
+    but loads it per task): 300 MB per task for a million Capture files. A broadcast variable
+    is loaded once per Python worker. Spark Connect has no SparkContext to broadcast with: the
+    records then go with the function, as before.
+    """
+    try:
+        files = spark.sparkContext.broadcast(dict(spec.files))
+    except Exception:  # pyspark's Connect error types vary by version
+        return lambda: spec
+    light = replace(spec, files={})
+    return lambda: replace(light, files=files.value)
+
+
+def _scan_function(spec: Callable[[], TaskSpec]) -> Any:
     def scan(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        task = spec()
         for batch in batches:
-            yield scan_rows(_contents(iter([batch])), spec)
+            yield scan_rows(_contents(iter([batch])), task)
 
     return scan
 
 
-def _decode_function(spec: TaskSpec, schema: pa.Schema) -> Any:
+def _decode_function(spec: Callable[[], TaskSpec], schema: pa.Schema) -> Any:
     def decode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for _, _, rows in decoded_batches(_contents(batches), spec, schema):
+        for _, _, rows in decoded_batches(_contents(batches), spec(), schema):
             if rows.num_rows:
                 yield rows
 
@@ -166,7 +186,7 @@ def _plan(spark: SparkSession, planner: Planner, exported: DataFrame | None = No
     if not planner.files:
         return planner.finish(GROUPED_SCHEMA.empty_table())
     scanned = _binary_files(spark, planner, planner.files).mapInArrow(
-        _scan_function(planner.spec), spark_schema(SCAN_SCHEMA)
+        _scan_function(_shipped(spark, planner.spec)), spark_schema(SCAN_SCHEMA)
     )
     if exported is not None:
         ids = exported.where(f.col("message_id").isNotNull()).select(
@@ -198,7 +218,7 @@ def _decoded(spark: SparkSession, planner: Planner, plan: Plan) -> DataFrame:
         df = spark.createDataFrame([], struct)
     else:
         df = _binary_files(spark, planner, plan.files).mapInArrow(
-            _decode_function(plan.spec, _arrow_of(struct)), struct
+            _decode_function(_shipped(spark, plan.spec), _arrow_of(struct)), struct
         )
     return df.withMetadata("capture_file", records(plan))
 

@@ -193,3 +193,32 @@ def test_a_dask_task_ships_only_the_files_it_reads(demo_lake: Lake) -> None:
         return max(len(pickle.dumps(task)) for task in dict(ddf.__dask_graph__()).values())
 
     assert abs(largest_task(files) - largest_task(files[:2])) < 200
+
+
+def test_a_spark_task_function_does_not_carry_the_listing(spark: Any, demo_lake: Lake) -> None:
+    # The records of the listed files go in a broadcast, loaded once per Python worker; the
+    # function each task unpickles stays the same size whatever the lake.
+    from dataclasses import replace
+
+    from pyspark import cloudpickle
+
+    from metaverse_kit.capture import CaptureFile
+    from metaverse_kit.distributed._tasks import FileEntry, TaskSpec
+    from metaverse_kit.distributed.spark import _decode_function, _shipped
+
+    def pickled(files: int) -> int:
+        entries = {
+            f"/lake/{i}.avro": FileEntry(CaptureFile(f"/lake/{i}.avro", 1000, "v"), i)
+            for i in range(files)
+        }
+        spec = replace(TaskSpec(reader=None, schemas=demo_lake.schemas), files=entries)
+        shipped = _shipped(spark, spec)
+        assert len(shipped().files) == files  # what a task sees, here on the driver
+        return len(cloudpickle.dumps(_decode_function(shipped, pa.schema([]))))
+
+    assert abs(pickled(10_000) - pickled(10)) < 200
+    # And the replay still gives the local rows through the broadcast.
+    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
+    assert_same_table(
+        local, spark_rows(spark_replay(spark, demo_lake.root, registry=demo_lake.registry))
+    )
