@@ -1,0 +1,123 @@
+"""A quiet hub's lake: many Capture files of a few events, some empty, two codecs. Their
+envelopes are read together; every row, file and skipped part must be what reading them one by
+one gives (the fastavro path reads each file alone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import metaverse_kit as mk
+from metaverse_kit.capture import (
+    append_events,
+    capture_path,
+    format_enqueued_time,
+    read_header,
+    read_varint,
+)
+from metaverse_kit.events.codec import content_type_for, encode_body
+from tests.history.conftest import mce_versions
+
+START = "2026-03-02T08:00:00Z"
+
+
+def _lake(workspace: mk.Workspace, files: int) -> Path:
+    from datetime import datetime, timedelta
+
+    definition = mce_versions()[0]
+    schema_id = workspace.registry.register_schema(  # type: ignore[attr-defined]
+        workspace.schema_group, definition
+    ).id
+    root = Path(workspace.path or ".") / "lake"
+    start = datetime.fromisoformat(START)
+    sequence = 0
+    for i in range(files):
+        when = start + timedelta(minutes=5 * (i // 2))
+        path = root / capture_path("ns", "hub", str(i % 2), when)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = None
+        # One to three blocks of one or two events; every fifth file empty, as Capture writes.
+        for block in range(0 if i % 5 == 4 else 1 + i % 3):
+            records = []
+            for _ in range(1 + (i + block) % 2):
+                urn = mk.make_dataset_urn("hive", f"db.t{sequence % 7}")
+                event = mk.mce(urn, [mk.aspects.global_tags([f"T{sequence}"])])
+                records.append(
+                    {
+                        "SequenceNumber": sequence,
+                        "Offset": str(sequence),
+                        "EnqueuedTimeUtc": format_enqueued_time(when),
+                        "SystemProperties": {
+                            "content-type": content_type_for(schema_id),
+                            "message-id": f"m{sequence}",
+                            "x-opt-enqueued-time": int(when.timestamp() * 1000) + sequence,
+                        },
+                        "Properties": {},
+                        "Body": encode_body(event, definition),
+                    }
+                )
+                sequence += 1
+            data = append_events(data, records, codec="deflate" if i % 3 else "null")
+        path.write_bytes(data if data is not None else append_events(None, []))
+    return root
+
+
+def _same(a: pa.Table, b: pa.Table) -> None:
+    assert a.schema == b.schema
+    for name in a.column_names:
+        assert a[name].equals(b[name]), name
+
+
+def _one_more_record(data: bytes) -> bytes:
+    """The first block says it holds one record more than it does; its framing stays whole."""
+    _, _, start = read_header(data)
+    count, at = read_varint(data, start)
+    assert count < 63  # one zigzag byte either way
+    return data[:start] + bytes([(count + 1) * 2]) + data[at:]
+
+
+def test_many_small_files_replay_as_they_do_one_by_one(workspace: mk.Workspace) -> None:
+    root = _lake(workspace, 60)
+    assert len(list(root.rglob("*.avro"))) == 60
+    auto = mk.replay_capture(root, registry=workspace.registry, cache=False)
+    alone = mk.replay_capture(root, registry=workspace.registry, cache=False, decoder="fastavro")
+    _same(auto, alone)
+    assert auto.num_rows > 60 and auto["decode_error"].null_count == auto.num_rows
+    assert len(set(auto["capture_file"].to_pylist())) == 48  # the empty ones hold no row
+
+
+@pytest.mark.parametrize("on_bad_file", ["skip", "raise"])
+def test_a_small_file_that_does_not_decode_is_named_among_the_others(
+    workspace: mk.Workspace, on_bad_file: str
+) -> None:
+    root = _lake(workspace, 20)
+    victim = sorted(root.rglob("*.avro"))[5]
+    victim.write_bytes(_one_more_record(victim.read_bytes()))
+
+    def replay(decoder: str) -> pa.Table | str:
+        try:
+            if on_bad_file == "raise":
+                return mk.replay_capture(
+                    root, registry=workspace.registry, cache=False, decoder=decoder
+                )
+            with pytest.warns(mk.CaptureFileWarning, match="1 damaged part of 1 Capture file"):
+                return mk.replay_capture(
+                    root,
+                    registry=workspace.registry,
+                    cache=False,
+                    decoder=decoder,
+                    on_bad_file="skip",
+                )
+        except mk.CaptureFileError as exc:
+            return str(exc)
+
+    auto, alone = replay("auto"), replay("fastavro")
+    if on_bad_file == "raise":
+        assert isinstance(auto, str) and str(victim) in auto and auto == alone
+        return
+    assert isinstance(auto, pa.Table) and isinstance(alone, pa.Table)
+    assert [p.path for p in mk.skipped_files(auto)] == [str(victim)]
+    assert auto.num_rows == alone.num_rows
+    assert auto["message_id"].to_pylist() == alone["message_id"].to_pylist()
