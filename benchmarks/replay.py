@@ -26,6 +26,10 @@ on 2-3), then measures each way of reading it in its own subprocess pinned to on
 - ``older``: ``replay_capture(cache=False)`` of the same history written as older Capture
   files are, with no ``x-opt-enqueued-time`` (the time is the ``EnqueuedTimeUtc`` text only).
   Target: at least 0.8 times the rate of ``cold-nocache`` on current files.
+- ``quiet-baseline`` / ``quiet``: the baseline and ``replay_capture(cache=False)`` on a quiet
+  hub's lake, 5,000 Capture files (``--quiet-files``) of 1-2 events, a fifth of them empty, as
+  Capture writes them when little happens (a file per partition and window): what a file costs.
+  No target; it shows what per-file costs do.
 
 Prints events per second of CPU time (user + system, all threads: on a shared machine the
 wall-clock time also counts other processes' turns; it is printed too), the ratio to the
@@ -33,7 +37,8 @@ baseline, and peak memory above the interpreter's own (``ru_maxrss`` of the subp
 the same process after its imports), next to the size of the Arrow table (``Table.nbytes``).
 
 Run: ``make bench`` or ``.venv/bin/python benchmarks/replay.py``;
-``--events N`` sets the history length, ``--quick`` makes a smoke run of a few seconds.
+``--events N`` sets the history length, ``--quiet-files N`` the quiet lake's files, ``--quick``
+makes a smoke run of a few seconds.
 """
 
 from __future__ import annotations
@@ -285,6 +290,49 @@ def make_history(
     return {"lake": str(lake), "registry": str(root / "registry"), "files": files, "events": count}
 
 
+def make_quiet_history(root: Path, files: int, *, seed: int = 7) -> dict[str, Any]:
+    """A quiet hub's lake under ``root/lake``: ``files`` Capture files of 1-2 events, a fifth
+    of them empty (Capture writes a file per partition and window even when nothing came)."""
+    from metaverse_kit.backends.local.registry import LocalSchemaRegistry
+    from metaverse_kit.capture import append_events, capture_path, format_enqueued_time
+    from metaverse_kit.events.builtin import mce_definition
+    from metaverse_kit.events.codec import content_type_for
+
+    registry = LocalSchemaRegistry(root / "registry")
+    registry.create_group(GROUP)
+    content_type = content_type_for(registry.register_schema(GROUP, mce_definition()).id)
+    pool = _event_pool(200, seed)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    lake = root / "lake"
+    count = 0
+    for i in range(files):
+        p, when = i % PARTITIONS, start + WINDOW * (i // PARTITIONS)
+        path = lake / capture_path(NAMESPACE, EVENTHUB, str(p), when)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records = []
+        for _ in range(0 if i % 5 == 4 else 1 + i % 2):
+            urn, body, _ = pool[count % len(pool)]
+            system = {
+                "x-opt-enqueued-time": int(when.timestamp() * 1000) + count,
+                "x-opt-partition-key": urn,
+                "content-type": content_type,
+                "message-id": f"q{count:031x}",
+            }
+            records.append(
+                {
+                    "SequenceNumber": count,
+                    "Offset": str(count),
+                    "EnqueuedTimeUtc": format_enqueued_time(when),
+                    "SystemProperties": system,
+                    "Properties": {},
+                    "Body": body,
+                }
+            )
+            count += 1
+        path.write_bytes(append_events(None, records, codec="deflate" if p < 2 else "null"))
+    return {"lake": str(lake), "registry": str(root / "registry"), "files": files, "events": count}
+
+
 # -- the measurements (each in a fresh subprocess) ------------------------------------------
 
 
@@ -414,12 +462,20 @@ def _run(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def quiet_ms(results: list[tuple[str, dict[str, Any]]], quiet: dict[str, Any], line: str) -> float:
+    """CPU milliseconds per file of a line measured on the quiet hub's lake."""
+    return dict(results)[line]["seconds"] * 1000 / quiet["files"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Generate the history, measure every way of replaying it, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="history length")
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement (best kept)")
     parser.add_argument("--quick", action="store_true", help="a smoke run on a tiny history")
+    parser.add_argument(
+        "--quiet-files", type=int, default=5_000, help="files of the quiet hub's lake"
+    )
     parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
@@ -436,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         evolved = make_history(root / "evolved", events, previous=0.1)
         fielded = make_history(root / "evolved-fields", events, previous=0.1, fields=True)
         older = make_history(root / "older", events, enqueued_ms=False)
+        quiet = make_quiet_history(root / "quiet", 200 if args.quick else args.quiet_files)
         size = sum(f.stat().st_size for f in Path(made["lake"]).rglob("*.avro")) / 2**20
         print(
             f"history: {made['events']:,} events in {made['files']} Capture files "
@@ -457,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
             ("evolved", "cold-nocache", evolved, "-", None),
             ("evolved-fields", "cold-nocache", fielded, "-", None),
             ("older", "cold-nocache", older, "-", None),
+            ("quiet-baseline", "baseline", quiet, "-", None),
+            ("quiet", "cold-nocache", quiet, "-", None),
         ]
         runs: dict[str, list[dict[str, Any]]] = {}
         # NOTE: round after round of every line, not every round of one line after another:
@@ -502,6 +561,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{rate['evolved-fields'] / base:.1f}x when fields must be resolved; "
             f"older files (no x-opt-enqueued-time) / current: "
             f"{rate['older'] / rate['cold-nocache']:.2f}x (target 0.8x)"
+        )
+        print(
+            f"quiet hub ({quiet['files']:,} files of 0-2 events) / its baseline: "
+            f"{rate['quiet'] / rate['quiet-baseline']:.1f}x (no target; per file: "
+            f"{quiet_ms(results, quiet, 'quiet'):.2f} ms against "
+            f"{quiet_ms(results, quiet, 'quiet-baseline'):.2f} ms)"
         )
         print("stream: 'table MiB' is its largest batch; its peak should not grow with the history")
         print("*: the same with MIMALLOC_PURGE_DELAY=-1 (pyarrow's allocator keeps freed pages)")
