@@ -217,8 +217,4 @@ def test_a_spark_task_function_does_not_carry_the_listing(spark: Any, demo_lake:
         return len(cloudpickle.dumps(_decode_function(shipped, pa.schema([]))))
 
     assert abs(pickled(10_000) - pickled(10)) < 200
-    # And the replay still gives the local rows through the broadcast.
-    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
-    assert_same_table(
-        local, spark_rows(spark_replay(spark, demo_lake.root, registry=demo_lake.registry))
-    )
+    # Every Spark replay test reads through the broadcast: the rows are checked there.
