@@ -19,15 +19,17 @@ from __future__ import annotations
 import io
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from metaverse_kit.capture import Block, read_header, read_varint, scan_blocks
 from metaverse_kit.errors import CaptureFileError
 
-__all__ = ["Block", "Damage", "Scan", "blocks_that_decode", "joined", "scan"]
+__all__ = ["Block", "Damage", "Scan", "blocks_that_decode", "joined", "scan", "spliced"]
 
 _MAGIC = b"Obj\x01"
+_SYNC_SIZE = 16
 _CAPTURE_FIELDS = frozenset({"SequenceNumber", "EnqueuedTimeUtc", "Body"})
 
 
@@ -54,6 +56,17 @@ class Scan:
         """True when nothing was damaged."""
         return not self.damage
 
+    @property
+    def events(self) -> int:
+        """How many records the intact blocks hold."""
+        return sum(b.count for b in self.blocks)
+
+    @property
+    def header_key(self) -> bytes:
+        """The header less its sync marker (magic, schema, codec): archives with the same
+        key can be :func:`spliced` into one."""
+        return self.data[: self.header_end - _SYNC_SIZE]
+
     def intact(self, blocks: list[Block] | None = None) -> bytes | list[Any]:
         """The file made of its header and ``blocks`` (default: the intact ones).
 
@@ -65,6 +78,19 @@ class Scan:
             return self.data
         view = memoryview(self.data)
         return [view[: self.header_end], *(view[b.start : b.end] for b in chosen)]
+
+
+def spliced(scans: Sequence[Scan]) -> bytes:
+    """One container of the intact blocks of ``scans`` (archives of one :attr:`Scan.header_key`),
+    in order, behind the first one's header, each block closed by that header's sync marker."""
+    first = scans[0]
+    sync = first.data[first.header_end - _SYNC_SIZE : first.header_end]
+    parts: list[Any] = [first.data[: first.header_end]]
+    for found in scans:
+        view = memoryview(found.data)
+        for b in found.blocks:
+            parts += [view[b.start : b.end - _SYNC_SIZE], sync]
+    return b"".join(parts)
 
 
 def joined(parts: bytes | list[Any]) -> bytes:

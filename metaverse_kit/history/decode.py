@@ -350,11 +350,22 @@ def read_envelope(
 ) -> Envelope:
     """Read one archive's envelope, leaving damaged parts out (``on_bad_file="skip"``) or
     raising :class:`CaptureFileError` at the first (``"raise"``)."""
+    return _envelope(
+        item,
+        _container.scan(item.data, where=item.path or "the Capture file"),
+        decoder=decoder,
+        on_bad_file=on_bad_file,
+    )
+
+
+def _envelope(
+    item: CaptureBytes, found: _container.Scan, *, decoder: str, on_bad_file: str
+) -> Envelope:
+    """:func:`read_envelope` of an archive whose blocks were walked already (``found``)."""
     where = item.path or "the Capture file"
-    found = _container.scan(item.data, where=where)
     damage = list(found.damage)
     _check_damage(damage, item.path, on_bad_file)
-    if not any(b.count for b in found.blocks):
+    if not found.events:
         return Envelope(None, damage)
     data = _container.joined(found.intact())
     try:
@@ -404,19 +415,19 @@ def _with_envelopes(
         events = 0
 
     for item in items:
-        if isinstance(item, CaptureBytes) and native and 0 < len(item.data) <= SMALL_FILE_BYTES:
-            found = _container.scan(item.data, where=item.path or "the Capture file")
-            if found.whole:
-                batch.append((item, found))
-                events += sum(b.count for b in found.blocks)
-                if len(batch) >= SMALL_FILES or events >= GROUP_EVENTS:
-                    yield from drain()
-                continue
-        yield from drain()
         if isinstance(item, DecodedFile):
+            yield from drain()
             yield item, None
-        else:
-            yield item, read_envelope(item, decoder=decoder, on_bad_file=on_bad_file)
+            continue
+        found = _container.scan(item.data, where=item.path or "the Capture file")
+        if native and found.whole and 0 < len(item.data) <= SMALL_FILE_BYTES:
+            batch.append((item, found))
+            events += found.events
+            if len(batch) >= SMALL_FILES or events >= GROUP_EVENTS:
+                yield from drain()
+            continue
+        yield from drain()
+        yield item, _envelope(item, found, decoder=decoder, on_bad_file=on_bad_file)
     yield from drain()
 
 
@@ -433,39 +444,28 @@ def _envelopes_together(
     out: list[Envelope | None] = [None] * len(batch)
     by_header: dict[bytes, list[int]] = {}
     for i, (_, found) in enumerate(batch):
-        if not any(b.count for b in found.blocks):
+        if found.events:
+            by_header.setdefault(found.header_key, []).append(i)
+        else:
             out[i] = Envelope(None, [])
-            continue
-        # The header less its sync marker: the magic, the schema and the codec.
-        by_header.setdefault(found.data[: found.header_end - _SYNC_SIZE], []).append(i)
     for members in by_header.values():
-        first = batch[members[0]][1]
-        sync = first.data[first.header_end - _SYNC_SIZE : first.header_end]
-        parts: list[Any] = [first.data[: first.header_end]]
-        counts = []
-        for i in members:
-            found = batch[i][1]
-            view = memoryview(found.data)
-            for b in found.blocks:
-                parts += [view[b.start : b.end - _SYNC_SIZE], sync]
-            counts.append(sum(b.count for b in found.blocks))
+        counts = [batch[i][1].events for i in members]
         columns: _Columns | None
         try:
-            columns = _columns_native(b"".join(parts), "several Capture files")
+            spliced = _container.spliced([batch[i][1] for i in members])
+            columns = _columns_native(spliced, "several Capture files")
         except (_decoder.Unsupported, _Undecodable, _BadTimes):
             columns = None
         if columns is None or len(columns.sequence_number) != sum(counts):
             for i in members:
-                out[i] = read_envelope(batch[i][0], decoder=decoder, on_bad_file=on_bad_file)
+                item, found = batch[i]
+                out[i] = _envelope(item, found, decoder=decoder, on_bad_file=on_bad_file)
             continue
         at = 0
         for i, n in zip(members, counts, strict=True):
             out[i] = Envelope(columns.slice(at, n), [])
             at += n
     return [e for e in out if e is not None]
-
-
-_SYNC_SIZE = 16
 
 
 def _check_damage(damage: list[_container.Damage], path: str, on_bad_file: str) -> None:
@@ -497,7 +497,7 @@ def read_message_ids(
     """
     if _native(decoder):
         found = _container.scan(item.data, where=item.path or "the Capture file")
-        if found.whole and any(b.count for b in found.blocks):
+        if found.whole and found.events:
             try:
                 cols = _decoder.read_properties(item.data)
                 times = _enqueued_ms(
