@@ -590,11 +590,8 @@ def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.
     table = _aspects_of(events)
     # PERF: chosen, judged and ordered on the key columns alone; the nested values are copied
     # once, by the final take (a filter, a take and a sort of the whole table took 3 copies).
-    times = table.column("enqueued_time")
-    keys = table.select(["urn", "aspect", "aspect_type", "change"]).append_column(
-        "_row", _arange(table.num_rows)
-    )
-    keys = keys.filter(pc.less_equal(times, time_scalar(moment, times)))
+    keys = table.select(["urn", "aspect", "aspect_type", "change", "enqueued_time"])
+    keys = _up_to(keys.append_column("_row", _arange(table.num_rows)), moment)
     latest = _last_per_key(keys, ["urn", "aspect"])
     removed = pc.is_in(latest.column("urn"), value_set=_removed_urns(latest))
     latest = latest.append_column("removed", removed)
