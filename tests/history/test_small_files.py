@@ -121,3 +121,56 @@ def test_a_small_file_that_does_not_decode_is_named_among_the_others(
     assert [p.path for p in mk.skipped_files(auto)] == [str(victim)]
     assert auto.num_rows == alone.num_rows
     assert auto["message_id"].to_pylist() == alone["message_id"].to_pylist()
+
+
+def test_many_small_files_give_the_rows_each_file_gives_alone(workspace: mk.Workspace) -> None:
+    """A group of many small files is built as one batch and cut file by file: every row keeps
+    its own file's path, partition and decode error (replayed alone, a file is its own group)."""
+    from datetime import datetime, timedelta
+
+    root = _lake(workspace, 40)
+    # A file whose second body is junk: its error must stay on its row.
+    schema_id = workspace.registry.register_schema(  # type: ignore[attr-defined]
+        workspace.schema_group, mce_versions()[0]
+    ).id
+    when = datetime.fromisoformat(START) + timedelta(minutes=30)
+    junk = root / capture_path("ns", "hub", "1", when + timedelta(seconds=1))
+    records = []
+    for k, body in enumerate(
+        [
+            encode_body(
+                mk.mce(mk.make_dataset_urn("hive", "db.ok"), [mk.aspects.global_tags(["T"])]),
+                mce_versions()[0],
+            ),
+            b"\xff\xff\xff",
+        ]
+    ):
+        records.append(
+            {
+                "SequenceNumber": 1000 + k,
+                "Offset": str(1000 + k),
+                "EnqueuedTimeUtc": format_enqueued_time(when),
+                "SystemProperties": {
+                    "content-type": content_type_for(schema_id),
+                    "message-id": f"junk{k}",
+                    "x-opt-enqueued-time": int(when.timestamp() * 1000) + k,
+                },
+                "Properties": {},
+                "Body": body,
+            }
+        )
+    junk.parent.mkdir(parents=True, exist_ok=True)
+    junk.write_bytes(append_events(None, records))
+    table = mk.replay_capture(root, registry=workspace.registry, cache=False)
+    files = list(dict.fromkeys(table["capture_file"].to_pylist()))
+    assert str(junk) in files and len(files) > 20
+    errors = dict(
+        zip(table["message_id"].to_pylist(), table["decode_error"].to_pylist(), strict=True)
+    )
+    assert errors["junk0"] is None and "does not decode" in (errors["junk1"] or "")
+    alone = pa.concat_tables(
+        mk.replay_capture([path], registry=workspace.registry, cache=False) for path in files
+    )
+    _same(table, alone)
+    partitions = [Path(p).parts[-7] for p in table["capture_file"].to_pylist()]
+    assert table["partition"].to_pylist() == partitions
