@@ -112,7 +112,8 @@ class LocalLake:
         file is returned whole: a block cut short there is damage, for the replay to report.
         """
         try:
-            data = Path(file.path).read_bytes()
+            with open(file.path, "rb") as f:
+                data = f.read()
         except FileNotFoundError as exc:
             raise CaptureFileError(f"{file.path} disappeared while replaying") from exc
         committed = None if self._appending is None else self._appending().get(file.path)
