@@ -1,0 +1,36 @@
+"""The native decoder's DataFusion session keeps nothing per read: a notebook replays for hours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import metaverse_kit as mk
+from metaverse_kit.history import _decoder
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc/self/statm")
+def test_native_reads_do_not_grow_the_session(workspace: mk.Workspace) -> None:
+    """Every read is of a new temporary file; DataFusion's file statistics cache kept each one
+    for the session's life: ~5-20 KB a read for a DataHub-sized schema (more columns, more)."""
+    workspace.emit(
+        [
+            mk.mce(mk.make_dataset_urn("hive", f"db.t{i}"), [mk.aspects.ownership(["u"])])
+            for i in range(3)
+        ]
+    )
+    path = next(Path(workspace.lake.root).rglob("*.avro"))  # type: ignore[attr-defined]
+    data = path.read_bytes()
+    for _ in range(300):
+        _decoder.read_envelope(data)
+    before = _rss_mib()
+    for _ in range(2000):
+        _decoder.read_envelope(data)
+    # Measured here: -1 to +1 MiB with the cache off, +9.8 MiB with DataFusion's default.
+    assert _rss_mib() - before < 4
