@@ -225,10 +225,16 @@ class SkippedPart:
 
 @dataclass(frozen=True)
 class DecodedFile:
-    """What decoding one archive gave: its batch and the parts of it that were skipped."""
+    """What decoding one archive gave: its batch and the parts of it that were skipped.
+
+    ``within`` is set when ``batch`` is rows of a batch decoded for a group of many small
+    files: that batch and where this file's rows start in it. A consumer that keeps whole
+    files of one group (``replay_capture``) keeps one slice of it instead of a batch per file.
+    """
 
     batch: pa.RecordBatch
     skipped: tuple[SkippedPart, ...] = ()
+    within: tuple[pa.RecordBatch, int] | None = None
 
 
 def skipped_files(table: Any) -> list[SkippedPart]:
@@ -755,8 +761,10 @@ def assemble(
             out.append(DecodedFile(with_skipped(empty, skipped), skipped))
             continue
         n = len(columns.sequence_number)
+        within = None
         if whole is not None:
             batch = whole.slice(at, n)
+            within = (whole, at)
         else:
             info = item.file or _file_from_path(item.path)
 
@@ -774,7 +782,7 @@ def assemble(
                 *[c.slice(at, n) for c in payload_columns],
             ]
             batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
-        out.append(DecodedFile(with_skipped(batch, skipped) if skipped else batch, skipped))
+        out.append(DecodedFile(with_skipped(batch, skipped) if skipped else batch, skipped, within))
         at += n
     return out
 

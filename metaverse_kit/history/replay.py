@@ -311,6 +311,9 @@ class _Step:
     batch: pa.RecordBatch | None
     skipped: tuple[SkippedPart, ...]
     dropped: int
+    #: The decoded group's batch and where ``batch`` starts in it, when ``batch`` is all of
+    #: its file's rows (see :class:`~metaverse_kit.history.decode.DecodedFile`).
+    within: tuple[pa.RecordBatch, int] | None = None
 
 
 def _steps_of(batches: Iterator[pa.RecordBatch]) -> Callable[[bool], Iterator[_Step]]:
@@ -390,11 +393,30 @@ class ReplayStream(Iterator[pa.RecordBatch]):
             # PERF: the whole table is deduplicated at once below, faster than batch by batch.
             self._steps = self._make(False)
         assert self._steps is not None
-        batches = []
+        batches: list[pa.RecordBatch] = []
+        # PERF: a batch of DataHub's columns costs ~10 KB of Arrow structure to hold, and as
+        # much again in a table, whatever its rows: a quiet hub's lake of 100,000 files of an
+        # event or two would hold GBs for a table of 300 MB. Whole files of one decoded group
+        # are kept as one slice of the group's batch: (group, first row, rows so far).
+        run: tuple[pa.RecordBatch, int, int] | None = None
         for step in self._steps:
             self._take(step)
-            if step.batch is not None:
+            if step.batch is None:
+                continue
+            within = step.within
+            if run is not None:
+                group, first, rows = run
+                if within is not None and within[0] is group and within[1] == first + rows:
+                    run = (group, first, rows + step.batch.num_rows)
+                    continue
+                batches.append(group.slice(first, rows).replace_schema_metadata(None))
+                run = None
+            if within is not None:
+                run = (within[0], within[1], step.batch.num_rows)
+            else:
                 batches.append(step.batch.replace_schema_metadata(None))
+        if run is not None:
+            batches.append(run[0].slice(run[1], run[2]).replace_schema_metadata(None))
         schema = self.schema
         if self._schema_unknown and batches:
             schema = batches[0].schema
@@ -627,7 +649,9 @@ class _Run:
                 if dedup and batch.num_rows:
                     batch, dropped = dedup_batch(batch, seen)
                 kept = with_dropped(batch, dropped) if batch.num_rows or dropped else None
-                yield _Step(kept, decoded.skipped, dropped)
+                # Filtering only removes rows: as many rows as decoded are all of them.
+                whole = kept is not None and kept.num_rows == decoded.batch.num_rows
+                yield _Step(kept, decoded.skipped, dropped, decoded.within if whole else None)
         finally:
             if bar is not None:
                 bar.close()
