@@ -726,29 +726,25 @@ def assemble(
     payload = payload_schema(reader)
     lookup = _lookup_of(schemas)
     schema = output_schema(payload)
-    present = [e.columns for e in envelopes if e.columns is not None]
+    present = [
+        (item, e.columns) for item, e in zip(items, envelopes, strict=True) if e.columns is not None
+    ]
     bodies: pa.Array | None = None
     errors: np.ndarray | None = None
     payload_columns: list[pa.Array] = []
     if present:
         # PERF: the bodies of the files stay apart (chunks): the decoder reads them in place.
-        body: Any = pa.chunked_array([c.body for c in present], pa.binary())
-        ids = pa.concat_arrays([c.schema_ids for c in present])
+        body: Any = pa.chunked_array([c.body for _, c in present], pa.binary())
+        ids = pa.concat_arrays([c.schema_ids for _, c in present])
         bodies, errors, payload_columns = _decode_payloads(
             body, ids, payload, lookup, native=_native(decoder)
         )
         del body
-    pool = _decoder.pool()
-    present_items = [
-        (item, e.columns) for item, e in zip(items, envelopes, strict=True) if e.columns is not None
-    ]
+    events = sum(len(c.sequence_number) for _, c in present)
     whole: pa.RecordBatch | None = None
-    events = sum(len(c.sequence_number) for _, c in present_items)
-    many_small = len(present_items) > _ASSEMBLED_ONE_BY_ONE and events <= _SMALL_FILE_EVENTS * len(
-        present_items
-    )
+    many_small = len(present) > _ONE_BY_ONE and events <= _SMALL_FILE_EVENTS * len(present)
     if bodies is not None and many_small:
-        whole = _group_batch(present_items, bodies, errors, payload_columns, schema)
+        whole = _batch_of(present, bodies, errors, payload_columns, schema)
     out = []
     at = 0
     for item, envelope in zip(items, envelopes, strict=True):
@@ -763,86 +759,76 @@ def assemble(
         n = len(columns.sequence_number)
         within = None
         if whole is not None:
-            batch = whole.slice(at, n)
-            within = (whole, at)
+            batch, within = whole.slice(at, n), (whole, at)
         else:
-            info = item.file or _file_from_path(item.path)
-
-            def constant(value: str | None, n: int = n) -> pa.Array:
-                return pa.repeat(pa.scalar(value, pa.string()), n, memory_pool=pool)
-
-            arrays: list[Any] = [
-                constant(info.namespace if info else None),
-                constant(info.eventhub if info else None),
-                constant(info.partition if info else None),
-                *_envelope_arrays(columns),
-                constant(item.path or None),
+            batch = _batch_of(
+                [(item, columns)],
                 bodies.slice(at, n),
-                constant(None) if errors is None else pa.array(errors[at : at + n], pa.string()),
-                *[c.slice(at, n) for c in payload_columns],
-            ]
-            batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                None if errors is None else errors[at : at + n],
+                [c.slice(at, n) for c in payload_columns],
+                schema,
+            )
         out.append(DecodedFile(with_skipped(batch, skipped) if skipped else batch, skipped, within))
         at += n
     return out
 
 
-#: Up to how many files with events :func:`assemble` builds a batch for each; a group of more
-#: files of at most :data:`_SMALL_FILE_EVENTS` events each on average builds one batch and cuts
-#: it. PERF: a batch of DataHub's columns costs ~0.1 ms to build (its constants, a slice of
-#: every column, the checks), more than a quiet hub's file of one or two events costs to
-#: decode; big files are left as they are, as joining their envelopes would copy them.
-_ASSEMBLED_ONE_BY_ONE = 8
+#: A group of more than this many files with events, of at most :data:`_SMALL_FILE_EVENTS`
+#: events each on average, is assembled as one batch and cut file by file. PERF: a batch of
+#: DataHub's columns costs ~0.1 ms to build (its constants, a slice of every column, the
+#: checks), more than a quiet hub's file of one or two events costs to decode; bigger files
+#: keep a batch each, as joining their envelopes would copy them.
+_ONE_BY_ONE = 8
 _SMALL_FILE_EVENTS = 64
 
 
-def _envelope_arrays(columns: _Columns) -> list[pa.Array]:
-    """The envelope columns of a replayed batch, in the output schema's order."""
-    return [
-        columns.sequence_number,
-        columns.offset,
-        columns.enqueued_time,
-        columns.partition_key,
-        columns.content_type,
-        columns.schema_ids,
-        columns.message_id,
-        columns.properties,
-        columns.system_properties,
-    ]
-
-
-def _group_batch(
-    present: Sequence[tuple[CaptureBytes, _Columns]],
+def _batch_of(
+    files: Sequence[tuple[CaptureBytes, _Columns]],
     bodies: pa.Array,
     errors: np.ndarray | None,
     payload_columns: list[pa.Array],
     schema: pa.Schema,
 ) -> pa.RecordBatch:
-    """One batch of the events of many files (``present``: those with events), in order."""
+    """The replayed batch of the events of ``files`` (each with its envelope), in order:
+    ``bodies`` left undecoded, decode ``errors`` and payload columns are theirs, in order."""
     pool = _decoder.pool()
-    counts = np.array([len(c.sequence_number) for _, c in present], dtype=np.int64)
-    which = pa.array(np.repeat(np.arange(len(present), dtype=np.int64), counts))
-    infos = [item.file or _file_from_path(item.path) for item, _ in present]
+    counts = np.array([len(c.sequence_number) for _, c in files], dtype=np.int64)
+    which = pa.array(np.repeat(np.arange(len(files), dtype=np.int64), counts))
+    infos = [item.file or _file_from_path(item.path) for item, _ in files]
 
     def per_file(values: list[str | None]) -> pa.Array:
         return pc.take(pa.array(values, pa.string()), which, memory_pool=pool)
 
-    envelope = [
-        pa.concat_arrays(list(parts), memory_pool=pool)
-        for parts in zip(*(_envelope_arrays(c) for _, c in present), strict=True)
-    ]
+    def joined(parts: Sequence[pa.Array]) -> pa.Array:
+        return parts[0] if len(parts) == 1 else pa.concat_arrays(list(parts), memory_pool=pool)
+
+    columns = [c for _, c in files]
     n = int(counts.sum())
     arrays: list[Any] = [
         per_file([i.namespace if i else None for i in infos]),
         per_file([i.eventhub if i else None for i in infos]),
         per_file([i.partition if i else None for i in infos]),
-        *envelope,
-        per_file([item.path or None for item, _ in present]),
+        *[joined([getattr(c, name) for c in columns]) for name in _ENVELOPE_COLUMNS],
+        per_file([item.path or None for item, _ in files]),
         bodies,
         pa.nulls(n, pa.string()) if errors is None else pa.array(errors, pa.string()),
         *payload_columns,
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+#: The envelope columns of a replayed batch, in the output schema's order.
+_ENVELOPE_COLUMNS = (
+    "sequence_number",
+    "offset",
+    "enqueued_time",
+    "partition_key",
+    "content_type",
+    "schema_ids",
+    "message_id",
+    "properties",
+    "system_properties",
+)
 
 
 def _decode_payloads(
