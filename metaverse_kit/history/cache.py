@@ -56,20 +56,23 @@ __all__ = [
 
 #: Bumped whenever what a replay puts in a table changes; older entries are then ignored.
 #: 3: bodies of other schema versions are resolved to the reader (defaults, not nulls).
-FORMAT_VERSION = 3
+#: 4: an entry holds the batch's IPC message only, without the stream's schema message.
+FORMAT_VERSION = 4
 # Schema metadata key of a decoded batch that lists what of its file was skipped (see decode).
 _SKIPPED_KEY = b"metaverse.skipped_files"
 
 # An entry: _MAGIC, the length of the JSON that follows (4 bytes, little-endian), that JSON
-# (what the entry was made from), zero padding to a multiple of 64 bytes, then one Arrow IPC
-# stream of one batch. PERF: the JSON is checked without parsing the ~400-field Arrow schema,
-# and the batch is read with the replay's own schema object, so nothing compares schemas.
+# (what the entry was made from), zero padding to a multiple of 64 bytes, then the Arrow IPC
+# message of one batch (no schema message: the fingerprint in the JSON stands for the schema,
+# and the batch is read with the replay's own schema object, so nothing compares schemas).
+# PERF: a DataHub MCE's schema message is ~55 KB; a quiet hub's file of an event or two made
+# an entry of ~87 KB with it (5,000 files: 390 MB of cache for a 14 MB table), ~30 KB without.
 _MAGIC = b"MKCACHE1"
 _ALIGN = 64
-# PERF: Arrow IPC, uncompressed, memory-mapped when read: a warm replay maps the file instead
-# of decoding it. Parquet (and compressed IPC) were measured slower by 5-10x here: an MCE row
-# has ~400 leaf columns, one per field of every union branch (see ADR 3 for the numbers).
-_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
+# PERF: Arrow IPC, uncompressed (``RecordBatch.serialize``), memory-mapped when read: a warm
+# replay maps the file instead of decoding it. Parquet (and compressed IPC) were measured slower
+# by 5-10x here: an MCE row has ~400 leaf columns, one per field of every union branch (see ADR
+# 3 for the numbers).
 _log = logging.getLogger(__name__)
 
 
@@ -134,9 +137,7 @@ class ReplayCache:
             info, start = _read_header(data)
             if not self._still_right(info, file, fingerprint, schemas):
                 return None
-            reader = pa.BufferReader(data.slice(start))
-            pa.ipc.read_message(reader)  # the stream's schema: the fingerprint vouches for it
-            batch = pa.ipc.read_record_batch(pa.ipc.read_message(reader), arrow_schema)
+            batch = pa.ipc.read_record_batch(data.slice(start), arrow_schema)
             skipped = info.get("skipped") if isinstance(info, dict) else None
             if skipped:
                 batch = batch.replace_schema_metadata({_SKIPPED_KEY: json.dumps(skipped).encode()})
@@ -189,8 +190,7 @@ class ReplayCache:
             # PERF: Arrow's own file writes the buffers directly, not through Python's io.
             with pa.OSFile(tmp, "wb") as sink:
                 sink.write(header)
-                with pa.ipc.new_stream(sink, batch.schema, options=_WRITE_OPTIONS) as writer:
-                    writer.write_batch(batch)
+                sink.write(batch.serialize())
             os.replace(tmp, path)
         except OSError as exc:
             # NOTE: the cache only saves time; a read-only or full disk must not fail a replay.

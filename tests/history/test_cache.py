@@ -155,6 +155,20 @@ def test_cache_entries_are_no_larger_than_their_rows(
     assert on_disk <= 1.2 * table.nbytes + 70_000 * len(entries), (on_disk, table.nbytes)
 
 
+def test_an_entry_holds_no_schema_message(workspace: mk.Workspace, tmp_path: Path) -> None:
+    """The MCE's Arrow schema message (31 KB here, ~55 KB for DataHub's) would be nearly half
+    of a small file's entry: a quiet hub writes thousands of files of an event or two."""
+    workspace.emit(mk.example_mce())
+    cache = tmp_path / "cache"
+    cold = mk.replay_capture(workspace.lake, registry=workspace.registry, cache=cache)
+    [entry] = _entries(cache)
+    # The JSON header (under 2 KB) and the batch's own message, nothing else.
+    batch = cold.to_batches()[0]
+    assert entry.stat().st_size <= len(batch.serialize()) + 2048
+    warm = mk.replay_capture(workspace.lake, registry=workspace.registry, cache=cache)
+    assert warm.equals(cold, check_metadata=True)
+
+
 def test_leftovers_of_a_killed_replay_are_removed_and_nothing_else(
     workspace: mk.Workspace, clock: SimClock, tmp_path: Path
 ) -> None:
