@@ -156,7 +156,7 @@ def test_cache_entries_are_no_larger_than_their_rows(
 
 
 def test_an_entry_holds_no_schema_message(workspace: mk.Workspace, tmp_path: Path) -> None:
-    """The MCE's Arrow schema message (31 KB here, ~55 KB for DataHub's) would be nearly half
+    """The built-in MCE's Arrow schema message (31 KB) would be nearly half
     of a small file's entry: a quiet hub writes thousands of files of an event or two."""
     workspace.emit(mk.example_mce())
     cache = tmp_path / "cache"
