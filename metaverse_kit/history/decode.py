@@ -742,7 +742,7 @@ def assemble(
         del body
     events = sum(len(c.sequence_number) for _, c in present)
     whole: pa.RecordBatch | None = None
-    many_small = len(present) > _ONE_BY_ONE and events <= _SMALL_FILE_EVENTS * len(present)
+    many_small = len(present) > _FEW_FILES and events <= _SMALL_FILE_EVENTS * len(present)
     if bodies is not None and many_small:
         whole = _batch_of(present, bodies, errors, payload_columns, schema)
     out = []
@@ -778,7 +778,7 @@ def assemble(
 #: DataHub's columns costs ~0.1 ms to build (its constants, a slice of every column, the
 #: checks), more than a quiet hub's file of one or two events costs to decode; bigger files
 #: keep a batch each, as joining their envelopes would copy them.
-_ONE_BY_ONE = 8
+_FEW_FILES = 8
 _SMALL_FILE_EVENTS = 64
 
 
