@@ -29,7 +29,8 @@ on 2-3), then measures each way of reading it in its own subprocess pinned to on
 - ``quiet-baseline`` / ``quiet``: the baseline and ``replay_capture(cache=False)`` on a quiet
   hub's lake, 5,000 Capture files (``--quiet-files``) of 1-2 events, a fifth of them empty, as
   Capture writes them when little happens (a file per partition and window): what a file costs.
-  No target; it shows what per-file costs do.
+  No target; it shows what per-file costs do. ``quiet-cold`` / ``quiet-warm``: the same lake
+  filling the cache, then replayed from it.
 
 Prints events per second of CPU time (user + system, all threads: on a shared machine the
 wall-clock time also counts other processes' turns; it is printed too), the ratio to the
@@ -516,13 +517,15 @@ def main(argv: list[str] | None = None) -> int:
             ("older", "cold-nocache", older, "-", None),
             ("quiet-baseline", "baseline", quiet, "-", None),
             ("quiet", "cold-nocache", quiet, "-", None),
+            ("quiet-cold", "cold", quiet, "{quiet_cache}", None),
+            ("quiet-warm", "warm", quiet, str(root / "quiet-cache0"), None),
         ]
         runs: dict[str, list[dict[str, Any]]] = {}
         # NOTE: round after round of every line, not every round of one line after another:
         # on a shared machine a burst of load then slows one round of each, not all of one.
         for i in range(repeat):
             for line, kind, history, cache, env in jobs:
-                cache = cache.format(cache=root / f"cache{i}")
+                cache = cache.format(cache=root / f"cache{i}", quiet_cache=root / f"quiet-cache{i}")
                 runs.setdefault(line, []).append(
                     _run(kind, history["lake"], history["registry"], cache, env)
                 )
@@ -566,7 +569,10 @@ def main(argv: list[str] | None = None) -> int:
             f"quiet hub ({quiet['files']:,} files of 0-2 events) / its baseline: "
             f"{rate['quiet'] / rate['quiet-baseline']:.1f}x (no target; per file: "
             f"{quiet_ms(results, quiet, 'quiet'):.2f} ms against "
-            f"{quiet_ms(results, quiet, 'quiet-baseline'):.2f} ms)"
+            f"{quiet_ms(results, quiet, 'quiet-baseline'):.2f} ms); warm / cold: "
+            f"{rate['quiet-warm'] / rate['quiet']:.1f}x (no target; below 1x the cache costs "
+            f"more than it saves), {quiet_ms(results, quiet, 'quiet-cold'):.2f} ms a file "
+            "while filling the cache"
         )
         print("stream: 'table MiB' is its largest batch; its peak should not grow with the history")
         print("*: the same with MIMALLOC_PURGE_DELAY=-1 (pyarrow's allocator keeps freed pages)")

@@ -672,16 +672,31 @@ class _Run:
 
         def items() -> Iterator[CaptureBytes | DecodedFile]:
             for f in self.files:
-                cached = store.get(f, fingerprint, arrow_schema, lookup) if store else None
-                if cached is not None:
-                    skipped = tuple(skipped_files(cached))
+                hit = store.get(f, fingerprint, arrow_schema, lookup) if store else None
+                if hit is not None:
+                    skipped = tuple(skipped_files(hit.batch))
                     if skipped and self.on_bad_file == "raise":
                         raise skipped[0].error()
                     order.append((f, False))
-                    yield DecodedFile(cached, skipped)
+                    yield DecodedFile(hit.batch, skipped, hit.within)
                     continue
                 order.append((f, True))
                 yield CaptureBytes(self.lake.read_bytes(f), f.path, f)
+
+        # The files of the decoded group being read, cached together when it ends: one entry
+        # for the group's batch, not one batch per file (see ReplayCache.put_group).
+        group: list[tuple[CaptureFile, DecodedFile]] = []
+        group_batch: pa.RecordBatch | None = None
+
+        def keep_group() -> None:
+            if store is None or not group or group_batch is None:
+                return
+            if len(group) > 1 and sum(d.batch.num_rows for _, d in group) == group_batch.num_rows:
+                store.put_group([(g, d.batch) for g, d in group], group_batch, fingerprint, lookup)
+            else:  # not all of it was read here: file by file
+                for g, d in group:
+                    store.put(g, fingerprint, d.batch, lookup)
+            group.clear()
 
         for result in decode_stream(
             items(),
@@ -692,8 +707,19 @@ class _Run:
         ):
             f, fresh = order.popleft()
             if fresh and store is not None:
-                store.put(f, fingerprint, result.batch, lookup)
+                within = result.within
+                if within is None:
+                    # An empty file between a group's files is decoded alone.
+                    store.put(f, fingerprint, result.batch, lookup)
+                else:
+                    if group and within[0] is not group_batch:
+                        keep_group()
+                    group_batch = within[0]
+                    group.append((f, result))
+                    if within[1] + result.batch.num_rows == group_batch.num_rows:
+                        keep_group()  # its last file
             yield f, result
+        keep_group()
 
 
 def range_mask(

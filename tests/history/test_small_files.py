@@ -4,6 +4,7 @@ one gives (the fastavro path reads each file alone)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -200,3 +201,130 @@ def test_a_replay_of_many_small_files_keeps_a_batch_per_group_not_per_file(
     expected = table.filter(keep)
     assert 0 < cut.num_rows < table.num_rows
     _same(cut.replace_schema_metadata(None), expected.replace_schema_metadata(None))
+
+
+# -- the warm cache of a quiet hub's lake -------------------------------------------------------
+
+
+def _cache_files(cache: Path) -> tuple[list[Path], list[Path]]:
+    """(per-file entries, group entries) in ``cache``."""
+    return sorted(cache.rglob("*.arrow")), sorted(cache.rglob("*.group"))
+
+
+class _Counting:
+    """A lake that records which Capture files were read (a fake passed in, as elsewhere)."""
+
+    def __init__(self, root: Path) -> None:
+        from metaverse_kit.backends import open_lake
+
+        self._lake = open_lake(root)
+        self.read: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._lake, name)
+
+    def read_bytes(self, file: object) -> bytes:
+        self.read.append(file.path)  # type: ignore[attr-defined]
+        return self._lake.read_bytes(file)  # type: ignore[no-any-return]
+
+
+def test_a_quiet_lake_is_cached_as_groups_and_replays_warm_from_them(
+    workspace: mk.Workspace, tmp_path: Path
+) -> None:
+    """An entry read back is a batch of ~400 arrays whatever its rows (~260 KB of structure):
+    files decoded together are kept as one group entry, and each file's entry says where its
+    rows are in it. A warm replay reads no Capture file and gives the cold replay's table, in
+    a few chunks."""
+    root = _lake(workspace, 60)
+    cache = tmp_path / "cache"
+    lake = _Counting(root)
+    cold = mk.replay_capture(lake, registry=workspace.registry, cache=cache)
+    assert len(lake.read) == 60
+    entries, groups = _cache_files(cache)
+    assert len(entries) == 60 and 1 <= len(groups) <= 2
+    # A file's entry is its header alone: its rows are in the group's, or it has none (the
+    # twelve empty files: a batch of no rows is still ~37 KB of IPC message).
+    assert max(p.stat().st_size for p in entries) < 4096
+    assert sum(p.stat().st_size for p in groups) < 2 * cold.nbytes
+    lake.read.clear()
+    warm = mk.replay_capture(lake, registry=workspace.registry, cache=cache)
+    assert lake.read == []
+    assert warm.equals(cold, check_metadata=True)
+    assert warm.column(0).num_chunks < 5
+    _same(warm, mk.replay_capture(root, registry=workspace.registry, cache=False))
+    # The stream gives each file its own rows from the group, with its own file's path.
+    for batch in mk.replay_batches(lake, registry=workspace.registry, cache=cache):
+        assert set(batch["capture_file"].to_pylist()) <= {str(p) for p in root.rglob("*.avro")}
+        assert len(set(batch["capture_file"].to_pylist())) == 1
+    assert lake.read == []
+
+
+def test_a_changed_file_of_a_group_is_decoded_again_and_an_unused_group_goes(
+    workspace: mk.Workspace, tmp_path: Path
+) -> None:
+    root = _lake(workspace, 30)
+    cache = tmp_path / "cache"
+    lake = _Counting(root)
+    mk.replay_capture(lake, registry=workspace.registry, cache=cache)
+    [first_group] = _cache_files(cache)[1]
+    # One file touched: only it is read again; the others still come from the group.
+    files = sorted(root.rglob("*.avro"))
+    touched = next(p for p in files if p.stat().st_size > 300)
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    lake.read.clear()
+    again = mk.replay_capture(lake, registry=workspace.registry, cache=cache)
+    assert lake.read == [str(touched)]
+    _same(again, mk.replay_capture(root, registry=workspace.registry, cache=False))
+    assert first_group.exists()
+    # Every file touched: all are decoded again, into a new group; the old one is deleted.
+    for p in files:
+        stat = p.stat()
+        os.utime(p, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    lake.read.clear()
+    mk.replay_capture(lake, registry=workspace.registry, cache=cache)
+    assert len(lake.read) == 30
+    groups = _cache_files(cache)[1]
+    assert first_group not in groups and len(groups) == 1
+
+
+@pytest.mark.parametrize("damage", ["deleted", "torn", "foreign"])
+def test_a_missing_or_damaged_group_entry_is_a_miss(
+    workspace: mk.Workspace, tmp_path: Path, damage: str
+) -> None:
+    root = _lake(workspace, 30)
+    cache = tmp_path / "cache"
+    cold = mk.replay_capture(root, registry=workspace.registry, cache=cache)
+    [group] = _cache_files(cache)[1]
+    if damage == "deleted":
+        group.unlink()
+    elif damage == "torn":
+        group.write_bytes(group.read_bytes()[:-100])
+    else:
+        group.write_bytes(b"ARROW1 not ours")
+    lake = _Counting(root)
+    warm = mk.replay_capture(lake, registry=workspace.registry, cache=cache)
+    assert warm.equals(cold, check_metadata=True)
+    assert len(lake.read) == 24  # every file with events pointed into it
+    lake.read.clear()
+    assert mk.replay_capture(lake, registry=workspace.registry, cache=cache).equals(cold)
+    assert lake.read == []
+
+
+def test_a_damaged_file_of_a_group_is_remembered_as_skipped(
+    workspace: mk.Workspace, tmp_path: Path
+) -> None:
+    root = _lake(workspace, 30)
+    victim = sorted(root.rglob("*.avro"))[5]
+    victim.write_bytes(_one_more_record(victim.read_bytes()))
+    cache = tmp_path / "cache"
+    with pytest.warns(mk.CaptureFileWarning):
+        cold = mk.replay_capture(root, registry=workspace.registry, cache=cache, on_bad_file="skip")
+    assert len(_cache_files(cache)[1]) == 1
+    lake = _Counting(root)
+    with pytest.warns(mk.CaptureFileWarning, match="1 damaged part of 1 Capture file"):
+        warm = mk.replay_capture(lake, registry=workspace.registry, cache=cache, on_bad_file="skip")
+    assert lake.read == []
+    assert warm.equals(cold, check_metadata=True)
+    with pytest.raises(mk.CaptureFileError, match=str(victim)):
+        mk.replay_capture(lake, registry=workspace.registry, cache=cache)
