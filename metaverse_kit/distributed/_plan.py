@@ -9,7 +9,8 @@ executors and workers run :mod:`._tasks` with what :class:`Planner` puts in the 
    (:func:`registry_schemas` plus ``schemas=``): executors never call the registry.
 2. The engine runs the plan pass (:func:`~._tasks.scan_rows`) and groups its rows by
    (kind, key): a row per file and one per message id that occurs more than once, with the
-   replay order of its first copy.
+   replay order of its first copy (Spark with a hash aggregate; Dask by the ids' hashes
+   first, see :mod:`metaverse_kit.distributed.dask`).
 3. :meth:`Planner.finish` raises, as the local replay would, for the first damaged file in
    replay order (``on_bad_file="raise"``), or warns :class:`~metaverse_kit.errors.
    CaptureFileWarning` with the local message and keeps the :class:`SkippedPart` records;

