@@ -29,4 +29,4 @@ def test_the_scale_out_benchmark_runs_and_prints_its_ratios() -> None:
     for engine in ("spark", "dask"):
         (line,) = [x for x in out.splitlines() if x.startswith(f"{engine}: speedup 1 -> 2 cores")]
         assert "(target >= 1.7x; this machine's own: " in line and "(target >= 70%)" in line
-    assert re.search(r"this machine: two local replays on two cores [\d.]+x", out)
+    assert re.search(r"this machine: two streaming replays .* [\d.]+x one streaming replay", out)
