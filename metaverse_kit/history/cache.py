@@ -174,7 +174,8 @@ class ReplayCache:
         arrow_schema: pa.Schema,
         schemas: Callable[[str], str | None],
     ) -> CacheHit | None:
-        """The cached batch of ``file``, or None when there is none that is still right."""
+        """The cached batch of ``file`` (and, for a file kept in a group entry, the group's
+        batch it is a slice of), or None when there is none that is still right."""
         path = self.entry_path(file, fingerprint)
         try:
             with pa.memory_map(str(path)) as source:

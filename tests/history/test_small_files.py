@@ -20,7 +20,7 @@ from metaverse_kit.capture import (
     read_varint,
 )
 from metaverse_kit.events.codec import content_type_for, encode_body
-from tests.history.conftest import mce_versions
+from tests.history.conftest import CountingLake, mce_versions
 
 START = "2026-03-02T08:00:00Z"
 
@@ -211,21 +211,10 @@ def _cache_files(cache: Path) -> tuple[list[Path], list[Path]]:
     return sorted(cache.rglob("*.arrow")), sorted(cache.rglob("*.group"))
 
 
-class _Counting:
-    """A lake that records which Capture files were read (a fake passed in, as elsewhere)."""
+def _counting(root: Path) -> CountingLake:
+    from metaverse_kit.backends import open_lake
 
-    def __init__(self, root: Path) -> None:
-        from metaverse_kit.backends import open_lake
-
-        self._lake = open_lake(root)
-        self.read: list[str] = []
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._lake, name)
-
-    def read_bytes(self, file: object) -> bytes:
-        self.read.append(file.path)  # type: ignore[attr-defined]
-        return self._lake.read_bytes(file)  # type: ignore[no-any-return]
+    return CountingLake(open_lake(root))  # type: ignore[arg-type]
 
 
 def test_a_quiet_lake_is_cached_as_groups_and_replays_warm_from_them(
@@ -237,18 +226,18 @@ def test_a_quiet_lake_is_cached_as_groups_and_replays_warm_from_them(
     a few chunks."""
     root = _lake(workspace, 60)
     cache = tmp_path / "cache"
-    lake = _Counting(root)
+    lake = _counting(root)
     cold = mk.replay_capture(lake, registry=workspace.registry, cache=cache)
-    assert len(lake.read) == 60
+    assert len(lake.opened) == 60
     entries, groups = _cache_files(cache)
     assert len(entries) == 60 and 1 <= len(groups) <= 2
     # A file's entry is its header alone: its rows are in the group's, or it has none (the
     # twelve empty files: a batch of no rows is still ~37 KB of IPC message).
     assert max(p.stat().st_size for p in entries) < 4096
     assert sum(p.stat().st_size for p in groups) < 2 * cold.nbytes
-    lake.read.clear()
+    lake.opened.clear()
     warm = mk.replay_capture(lake, registry=workspace.registry, cache=cache)
-    assert lake.read == []
+    assert lake.opened == []
     assert warm.equals(cold, check_metadata=True)
     assert warm.column(0).num_chunks < 5
     _same(warm, mk.replay_capture(root, registry=workspace.registry, cache=False))
@@ -256,7 +245,7 @@ def test_a_quiet_lake_is_cached_as_groups_and_replays_warm_from_them(
     for batch in mk.replay_batches(lake, registry=workspace.registry, cache=cache):
         assert set(batch["capture_file"].to_pylist()) <= {str(p) for p in root.rglob("*.avro")}
         assert len(set(batch["capture_file"].to_pylist())) == 1
-    assert lake.read == []
+    assert lake.opened == []
 
 
 def test_a_changed_file_of_a_group_is_decoded_again_and_an_unused_group_goes(
@@ -264,7 +253,7 @@ def test_a_changed_file_of_a_group_is_decoded_again_and_an_unused_group_goes(
 ) -> None:
     root = _lake(workspace, 30)
     cache = tmp_path / "cache"
-    lake = _Counting(root)
+    lake = _counting(root)
     mk.replay_capture(lake, registry=workspace.registry, cache=cache)
     [first_group] = _cache_files(cache)[1]
     # One file touched: only it is read again; the others still come from the group.
@@ -272,18 +261,18 @@ def test_a_changed_file_of_a_group_is_decoded_again_and_an_unused_group_goes(
     touched = next(p for p in files if p.stat().st_size > 300)
     stat = touched.stat()
     os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    lake.read.clear()
+    lake.opened.clear()
     again = mk.replay_capture(lake, registry=workspace.registry, cache=cache)
-    assert lake.read == [str(touched)]
+    assert lake.opened == [str(touched)]
     _same(again, mk.replay_capture(root, registry=workspace.registry, cache=False))
     assert first_group.exists()
     # Every file touched: all are decoded again, into a new group; the old one is deleted.
     for p in files:
         stat = p.stat()
         os.utime(p, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
-    lake.read.clear()
+    lake.opened.clear()
     mk.replay_capture(lake, registry=workspace.registry, cache=cache)
-    assert len(lake.read) == 30
+    assert len(lake.opened) == 30
     groups = _cache_files(cache)[1]
     assert first_group not in groups and len(groups) == 1
 
@@ -302,13 +291,13 @@ def test_a_missing_or_damaged_group_entry_is_a_miss(
         group.write_bytes(group.read_bytes()[:-100])
     else:
         group.write_bytes(b"ARROW1 not ours")
-    lake = _Counting(root)
+    lake = _counting(root)
     warm = mk.replay_capture(lake, registry=workspace.registry, cache=cache)
     assert warm.equals(cold, check_metadata=True)
-    assert len(lake.read) == 24  # every file with events pointed into it
-    lake.read.clear()
+    assert len(lake.opened) == 24  # every file with events pointed into it
+    lake.opened.clear()
     assert mk.replay_capture(lake, registry=workspace.registry, cache=cache).equals(cold)
-    assert lake.read == []
+    assert lake.opened == []
 
 
 def test_a_damaged_file_of_a_group_is_remembered_as_skipped(
@@ -321,10 +310,10 @@ def test_a_damaged_file_of_a_group_is_remembered_as_skipped(
     with pytest.warns(mk.CaptureFileWarning):
         cold = mk.replay_capture(root, registry=workspace.registry, cache=cache, on_bad_file="skip")
     assert len(_cache_files(cache)[1]) == 1
-    lake = _Counting(root)
+    lake = _counting(root)
     with pytest.warns(mk.CaptureFileWarning, match="1 damaged part of 1 Capture file"):
         warm = mk.replay_capture(lake, registry=workspace.registry, cache=cache, on_bad_file="skip")
-    assert lake.read == []
+    assert lake.opened == []
     assert warm.equals(cold, check_metadata=True)
     with pytest.raises(mk.CaptureFileError, match=str(victim)):
         mk.replay_capture(lake, registry=workspace.registry, cache=cache)
