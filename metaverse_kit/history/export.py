@@ -97,7 +97,8 @@ def with_event_date(table: pa.Table | pa.RecordBatch) -> pa.Table:
 
 
 def new_run(clock: datetime | None = None) -> str:
-    """A new run's id: its start time in hex seconds and a random part (sorts by time)."""
+    """A new run's id: its start time in hex seconds and a random part (two runs of one second
+    sort by the random part; a run's record says when it committed, see ``known``)."""
     when = clock or datetime.now(UTC)
     return f"{int(when.timestamp()):08x}-{uuid.uuid4().hex[:8]}"
 
@@ -171,8 +172,11 @@ class ExportFolder:
     def known(self) -> dict[str, dict[str, Any]]:
         """Every Capture file recorded by a run, by path: its size, version and events."""
         out: dict[str, dict[str, Any]] = {}
-        for run in sorted(self.runs):
-            out.update(self.runs[run].get("files", {}))
+        # NOTE: in commit order (runs commit under the folder's lock): a file that grew between
+        # runs keeps its newest record. Run ids sort by their start second only, and two runs
+        # in one second sort by their random part.
+        for record in sorted(self.runs.values(), key=lambda r: (str(r.get("finished")), r["run"])):
+            out.update(record.get("files", {}))
         return out
 
     def plan(

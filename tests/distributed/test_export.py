@@ -29,7 +29,9 @@ def _read(out: Path) -> pa.Table:
 
 
 def _runs(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((out / "_metaverse" / "runs").glob("*"))]
+    """The run records in commit order (two runs in one second have ids in no set order)."""
+    records = [json.loads(p.read_text()) for p in (out / "_metaverse" / "runs").glob("*")]
+    return sorted(records, key=lambda r: (r["finished"], r["run"]))
 
 
 def test_round_trip_and_every_reader(demo_lake: Lake, tmp_path: Path) -> None:
@@ -222,3 +224,16 @@ def test_engines_skip_damaged_parts_as_the_local_export(
         local.duplicates_dropped,
     )
     assert_same_table(_read(tmp_path / "local"), _read(tmp_path / "remote"))
+
+
+def test_a_grown_file_keeps_the_record_of_the_run_that_committed_last(tmp_path: Path) -> None:
+    """Run ids sort by their start second, then by a random part: two runs in one second must
+    still be read in the order they committed, or a grown file's older record wins."""
+    from metaverse_kit.history.export import ExportFolder
+
+    with ExportFolder(tmp_path / "history") as folder:
+        folder.commit("00000001-bbbbbbbb", files={"p/0.avro": {"events": 1}}, rows=1)
+        folder.commit("00000001-aaaaaaaa", files={"p/0.avro": {"events": 2}}, rows=1)
+        assert folder.known["p/0.avro"]["events"] == 2
+    with ExportFolder(tmp_path / "history") as folder:
+        assert folder.known["p/0.avro"]["events"] == 2
