@@ -1,0 +1,242 @@
+"""A decoded batch without its all-null subtrees, and the same batch made whole again.
+
+What the replay cache writes (see :mod:`metaverse_kit.history.cache`). About half of a replayed
+batch of DataHub MCEs is union branches and optional records that no event of its file uses
+(116 of 242 MiB on ``benchmarks/replay.py``'s history): in memory they cost nothing
+(:func:`~metaverse_kit.history._decoder.compact_nulls`: slices of one zeroed buffer), but Arrow
+IPC writes every buffer at its own size, zeros included. :func:`without_nulls` leaves them out
+of the batch and names them by their **paths**: a path is the column's index, then a child's
+index at each level below it (a struct's field, or ``0`` for a list's items), so ``[5, 2, 0, 7]``
+is field 7 of the items of the list that is field 2 of column 5. :func:`pruned_schema` is the
+schema of what is left, and :func:`with_nulls` puts the all-null subtrees back, each exactly what
+``compact_nulls`` makes, so a batch read back equals the one written.
+
+Below a map nothing is left out (a map's entries are kept whole; in an MCE they are small
+string maps such as custom properties).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from metaverse_kit.history._decoder import compact_nulls
+
+__all__ = ["NullMemo", "SubtreePath", "null_paths", "pruned_schema", "with_nulls", "without_nulls"]
+
+#: Where a subtree is: the column's index, then a child's index at each level below it.
+SubtreePath = tuple[int, ...]
+# {child index: the subtree below it, or None where the whole child is all null}
+_Tree = dict[int, "_Tree | None"]
+
+
+def _descends(t: pa.DataType) -> bool:
+    return pa.types.is_struct(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _children(a: pa.Array) -> list[pa.Array]:
+    """The children of a struct (as its rows see them) or a list's items (all of them)."""
+    if pa.types.is_struct(a.type):
+        return [a.field(i) for i in range(a.type.num_fields)]
+    # NOTE: .values is the whole child, also outside a sliced list's window; the list keeps
+    # its offsets, so what it points at is what is kept.
+    return [a.values]
+
+
+def null_paths(columns: Sequence[pa.Array]) -> list[SubtreePath]:
+    """The paths of the largest all-null subtrees under ``columns`` (empty arrays never)."""
+    out: list[SubtreePath] = []
+
+    def walk(arrays: Sequence[pa.Array], prefix: SubtreePath) -> None:
+        for i, a in enumerate(arrays):
+            here = (*prefix, i)
+            if len(a) and a.null_count == len(a):
+                out.append(here)
+            elif _descends(a.type):
+                walk(_children(a), here)
+
+    walk(columns, ())
+    return out
+
+
+def _tree(paths: Sequence[Sequence[int]]) -> _Tree:
+    tree: _Tree = {}
+    for path in paths:
+        if not path:
+            raise ValueError("an empty path")
+        node = tree
+        for step in path[:-1]:
+            child = node.setdefault(int(step), {})
+            if child is None:
+                raise ValueError(f"path {list(path)} runs through an all-null subtree")
+            node = child
+        node[int(path[-1])] = None
+    return tree
+
+
+def _pruned_fields(fields: Sequence[pa.Field], tree: _Tree) -> list[pa.Field]:
+    for i in tree:
+        if not 0 <= i < len(fields):
+            raise ValueError(f"no child {i} among {len(fields)}")
+    out = []
+    for i, f in enumerate(fields):
+        if i not in tree:
+            out.append(f)
+            continue
+        sub = tree[i]
+        if sub is not None:
+            out.append(f.with_type(_pruned_type(f.type, sub)))
+    return out
+
+
+def _pruned_type(t: pa.DataType, tree: _Tree) -> pa.DataType:
+    if pa.types.is_struct(t):
+        return pa.struct(_pruned_fields(list(t), tree))
+    if pa.types.is_list(t):
+        return pa.list_(_pruned_fields([t.value_field], tree)[0])
+    if pa.types.is_large_list(t):
+        return pa.large_list(_pruned_fields([t.value_field], tree)[0])
+    raise ValueError(f"a path runs into {t}, which has no children it could leave out")
+
+
+def pruned_schema(schema: pa.Schema, paths: Sequence[Sequence[int]]) -> pa.Schema:
+    """``schema`` without the subtrees at ``paths``; ValueError if a path is not in it."""
+    if not paths:
+        return schema
+    return pa.schema(_pruned_fields(list(schema), _tree(paths)), metadata=schema.metadata)
+
+
+def without_nulls(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[SubtreePath]]:
+    """``batch`` without its all-null subtrees, and their paths (none: ``batch`` itself)."""
+    paths = null_paths(batch.columns)
+    if not paths:
+        return batch, paths
+    columns, fields = _pruned_arrays(batch.columns, list(batch.schema), _tree(paths))
+    schema = pa.schema(fields, metadata=batch.schema.metadata)
+    return pa.RecordBatch.from_arrays(columns, schema=schema), paths
+
+
+def _pruned_arrays(
+    arrays: Sequence[pa.Array], fields: Sequence[pa.Field], tree: _Tree
+) -> tuple[list[pa.Array], list[pa.Field]]:
+    """What is kept of ``arrays`` and their fields, the types pruned as their arrays are."""
+    out, kept = [], []
+    for i, (a, f) in enumerate(zip(arrays, fields, strict=True)):
+        if i not in tree:
+            out.append(a)
+            kept.append(f)
+            continue
+        sub = tree[i]
+        if sub is not None:
+            out.append(_pruned_array(a, sub))
+            kept.append(f.with_type(out[-1].type))
+    return out, kept
+
+
+def _pruned_array(a: pa.Array, tree: _Tree) -> pa.Array:
+    if pa.types.is_struct(a.type):
+        # NOTE: field() gives each child as the struct's rows see it (offset applied).
+        children, fields = _pruned_arrays(_children(a), list(a.type), tree)
+        mask = a.is_null() if a.null_count else None
+        return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
+    (items,), (field,) = _pruned_arrays(_children(a), [a.type.value_field], tree)
+    t = pa.large_list(field) if pa.types.is_large_list(a.type) else pa.list_(field)
+    validity, offsets = a.buffers()[:2]
+    return pa.Array.from_buffers(t, len(a), [validity, offsets], a.null_count, a.offset, [items])
+
+
+class NullMemo:
+    """All-null subtrees already made, by path: one replay's entries share most of them.
+
+    PERF: making the all-null branches of a DataHub MCE walks every field of their types (about
+    1 ms a file); kept here as one array per path, at the largest length asked for so far, and
+    handed out as slices of it.
+    """
+
+    def __init__(self) -> None:
+        self._schema: pa.Schema | None = None
+        self._arrays: dict[SubtreePath, pa.Array] = {}
+        self._schemas: dict[tuple[SubtreePath, ...], pa.Schema] = {}
+
+    def _for(self, schema: pa.Schema) -> None:
+        if self._schema is not schema:
+            self._schema, self._arrays, self._schemas = schema, {}, {}
+
+    def schema(self, schema: pa.Schema, paths: Sequence[Sequence[int]]) -> pa.Schema:
+        """:func:`pruned_schema`, made once per set of paths."""
+        self._for(schema)
+        key = tuple(tuple(int(s) for s in p) for p in paths)
+        pruned = self._schemas.get(key)
+        if pruned is None:
+            pruned = self._schemas[key] = pruned_schema(schema, paths)
+        return pruned
+
+    def nulls(self, path: SubtreePath, n: int, t: pa.DataType) -> pa.Array:
+        """``compact_nulls(n, t)``, for the subtree at ``path`` of the current schema."""
+        made = self._arrays.get(path)
+        if made is None or len(made) < n:
+            made = self._arrays[path] = compact_nulls(max(n, 2 * len(made or ())), t)
+        return made if len(made) == n else made.slice(0, n)
+
+
+def with_nulls(
+    batch: pa.RecordBatch,
+    schema: pa.Schema,
+    paths: Sequence[Sequence[int]],
+    *,
+    memo: NullMemo | None = None,
+) -> pa.RecordBatch:
+    """``batch`` (of :func:`pruned_schema`) with the all-null subtrees at ``paths`` put back.
+
+    Raises ValueError (or Arrow's errors) when ``batch`` is not what ``paths`` left of ``schema``.
+    """
+    if not paths:
+        return batch
+    memo = memo or NullMemo()
+    memo._for(schema)
+    columns = _whole(batch.columns, list(schema), _tree(paths), batch.num_rows, (), memo)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _whole(
+    arrays: Sequence[pa.Array],
+    fields: Sequence[pa.Field],
+    tree: _Tree,
+    n: int,
+    prefix: SubtreePath,
+    memo: NullMemo,
+) -> list[pa.Array]:
+    """The children ``fields`` asks for, from ``arrays`` (what was kept) and all-null ones."""
+    out: list[pa.Array] = []
+    kept = list(arrays)
+    if len(kept) != sum(1 for i in range(len(fields)) if tree.get(i, {}) is not None):
+        raise ValueError(f"{len(kept)} children kept, not what the paths leave of {len(fields)}")
+    at = iter(kept)
+    for i, f in enumerate(fields):
+        here = (*prefix, i)
+        if i not in tree:
+            out.append(next(at))
+            continue
+        sub = tree[i]
+        if sub is None:
+            out.append(memo.nulls(here, n, f.type))
+        else:
+            out.append(_whole_array(next(at), f.type, sub, here, memo))
+    return out
+
+
+def _whole_array(a: pa.Array, t: Any, tree: _Tree, prefix: SubtreePath, memo: NullMemo) -> pa.Array:
+    if a.offset:
+        raise ValueError("a sliced array")  # IPC reads none; what was written had none
+    # PERF: Array.buffers() lists every buffer of the subtree; the validity of an array with
+    # nulls is made from is_null() instead (a few hundred bytes a file).
+    mask = a.is_null() if a.null_count else None
+    if pa.types.is_struct(t):
+        children = _whole(_children(a), list(t), tree, len(a), prefix, memo)
+        return pa.StructArray.from_arrays(children, fields=list(t), mask=mask)
+    items = a.values
+    (child,) = _whole([items], [t.value_field], tree, len(items), prefix, memo)
+    cls = pa.LargeListArray if pa.types.is_large_list(t) else pa.ListArray
+    return cls.from_arrays(a.offsets, child, type=t, mask=mask)
