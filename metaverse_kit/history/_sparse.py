@@ -152,32 +152,53 @@ class NullMemo:
 
     PERF: making the all-null branches of a DataHub MCE walks every field of their types (about
     1 ms a file); kept here as one array per path, at the largest length asked for so far, and
-    handed out as slices of it.
+    handed out as slices of it. What is kept belongs to one schema object; another starts
+    afresh (as one state, swapped whole, so replays sharing a cache object never mix them).
     """
 
     def __init__(self) -> None:
-        self._schema: pa.Schema | None = None
-        self._arrays: dict[SubtreePath, pa.Array] = {}
-        self._schemas: dict[tuple[SubtreePath, ...], pa.Schema] = {}
+        self._state: _MemoState = _MemoState(None)
 
-    def _for(self, schema: pa.Schema) -> None:
-        if self._schema is not schema:
-            self._schema, self._arrays, self._schemas = schema, {}, {}
+    def _for(self, schema: pa.Schema) -> _MemoState:
+        state = self._state
+        if state.schema is not schema:
+            state = self._state = _MemoState(schema)
+        return state
 
     def schema(self, schema: pa.Schema, paths: Sequence[Sequence[int]]) -> pa.Schema:
         """:func:`pruned_schema`, made once per set of paths."""
-        self._for(schema)
+        return self._for(schema).pruned(paths)[0]
+
+    def nulls(self, schema: pa.Schema, path: SubtreePath, n: int, t: pa.DataType) -> pa.Array:
+        """``compact_nulls(n, t)`` for the subtree at ``path`` of ``schema`` (of type ``t``)."""
+        return self._for(schema).nulls(path, n, t)
+
+
+class _MemoState:
+    def __init__(self, schema: pa.Schema | None) -> None:
+        self.schema = schema
+        self.arrays: dict[SubtreePath, pa.Array] = {}
+        self._pruned: dict[tuple[SubtreePath, ...], tuple[pa.Schema, _Tree]] = {}
+        self._fields: dict[SubtreePath, list[pa.Field]] = {}
+
+    def pruned(self, paths: Sequence[Sequence[int]]) -> tuple[pa.Schema, _Tree]:
         key = tuple(tuple(int(s) for s in p) for p in paths)
-        pruned = self._schemas.get(key)
-        if pruned is None:
-            pruned = self._schemas[key] = pruned_schema(schema, paths)
-        return pruned
+        made = self._pruned.get(key)
+        if made is None:
+            assert self.schema is not None
+            made = self._pruned[key] = (pruned_schema(self.schema, paths), _tree(paths))
+        return made
+
+    def fields(self, path: SubtreePath, t: pa.StructType) -> list[pa.Field]:
+        made = self._fields.get(path)
+        if made is None:
+            made = self._fields[path] = list(t)
+        return made
 
     def nulls(self, path: SubtreePath, n: int, t: pa.DataType) -> pa.Array:
-        """``compact_nulls(n, t)``, for the subtree at ``path`` of the current schema."""
-        made = self._arrays.get(path)
+        made = self.arrays.get(path)
         if made is None or len(made) < n:
-            made = self._arrays[path] = compact_nulls(max(n, 2 * len(made or ())), t)
+            made = self.arrays[path] = compact_nulls(max(n, 2 * len(made or ())), t)
         return made if len(made) == n else made.slice(0, n)
 
 
@@ -194,9 +215,8 @@ def with_nulls(
     """
     if not paths:
         return batch
-    memo = memo or NullMemo()
-    memo._for(schema)
-    columns = _whole(batch.columns, list(schema), _tree(paths), batch.num_rows, (), memo)
+    state = (memo or NullMemo())._for(schema)
+    columns = _whole(batch.columns, list(schema), state.pruned(paths)[1], batch.num_rows, (), state)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
@@ -206,7 +226,7 @@ def _whole(
     tree: _Tree,
     n: int,
     prefix: SubtreePath,
-    memo: NullMemo,
+    memo: _MemoState,
 ) -> list[pa.Array]:
     """The children ``fields`` asks for, from ``arrays`` (what was kept) and all-null ones."""
     out: list[pa.Array] = []
@@ -227,16 +247,20 @@ def _whole(
     return out
 
 
-def _whole_array(a: pa.Array, t: Any, tree: _Tree, prefix: SubtreePath, memo: NullMemo) -> pa.Array:
+def _whole_array(
+    a: pa.Array, t: Any, tree: _Tree, prefix: SubtreePath, memo: _MemoState
+) -> pa.Array:
     if a.offset:
         raise ValueError("a sliced array")  # IPC reads none; what was written had none
-    # PERF: Array.buffers() lists every buffer of the subtree; the validity of an array with
-    # nulls is made from is_null() instead (a few hundred bytes a file).
-    mask = a.is_null() if a.null_count else None
+    # PERF: Array.buffers() lists every buffer of the subtree; the validity bitmap of an array
+    # with nulls is taken from is_valid() instead (a few hundred bytes a file), and the arrays
+    # are made from buffers, without from_arrays' checks and mask inversion (a warm replay of
+    # benchmarks/replay.py's history puts back ~25 records and lists per file).
+    validity = a.is_valid().buffers()[1] if a.null_count else None
     if pa.types.is_struct(t):
-        children = _whole(_children(a), list(t), tree, len(a), prefix, memo)
-        return pa.StructArray.from_arrays(children, fields=list(t), mask=mask)
+        children = _whole(_children(a), memo.fields(prefix, t), tree, len(a), prefix, memo)
+        return pa.Array.from_buffers(t, len(a), [validity], a.null_count, children=children)
     items = a.values
     (child,) = _whole([items], [t.value_field], tree, len(items), prefix, memo)
-    cls = pa.LargeListArray if pa.types.is_large_list(t) else pa.ListArray
-    return cls.from_arrays(a.offsets, child, type=t, mask=mask)
+    offsets = a.offsets.buffers()[1]
+    return pa.Array.from_buffers(t, len(a), [validity, offsets], a.null_count, children=[child])

@@ -151,13 +151,14 @@ def test_a_batch_that_is_not_what_the_paths_left_is_refused() -> None:
 def test_the_memo_hands_out_one_array_per_path_and_length() -> None:
     memo = _sparse.NullMemo()
     t = SCHEMA.field("rec").type
-    a = memo.nulls((2,), 10, t)
-    assert memo.nulls((2,), 10, t) is a
-    shorter = memo.nulls((2,), 4, t)
+    a = memo.nulls(SCHEMA, (2,), 10, t)
+    assert memo.nulls(SCHEMA, (2,), 10, t) is a
+    shorter = memo.nulls(SCHEMA, (2,), 4, t)
     assert len(shorter) == 4 and shorter.null_count == 4 and shorter.equals(pa.nulls(4, t))
-    longer = memo.nulls((2,), 25, t)
+    longer = memo.nulls(SCHEMA, (2,), 25, t)
     longer.validate(full=True)
     assert len(longer) == 25 and longer.equals(pa.nulls(25, t))
-    # A new schema object starts afresh.
-    memo.schema(pa.schema(list(SCHEMA)), [])
-    assert memo.nulls((2,), 10, t) is not a
+    # Another schema object starts afresh: the same path there may be another type.
+    other = pa.schema([("id", pa.int64()), ("n", pa.int8()), ("rec", pa.int32())])
+    assert memo.nulls(other, (2,), 10, pa.int32()).type == pa.int32()
+    assert memo.nulls(SCHEMA, (2,), 10, t) is not a
