@@ -37,6 +37,10 @@ header, and they are put back when it is read. PERF: they are about half of a Da
 in Arrow IPC (``benchmarks/replay.py``'s history: 246 MB of cache for 100,000 events, 128 MB
 without them), and filling the cache was mostly the system time of writing them.
 
+An entry's name includes :data:`FORMAT_VERSION`, so after an upgrade the old entries are
+never read nor overwritten; the first write to a folder after it removes them
+(:func:`remove_stale_entries`, once per folder and format).
+
 Where: ``<workspace>/cache/replay`` for ``ws.replay`` on a local workspace; otherwise the
 per-user folder ``$XDG_CACHE_HOME/metaverse-kit/replay`` (``~/.cache/metaverse-kit/replay``).
 The cache may be deleted at any time.
@@ -70,6 +74,7 @@ __all__ = [
     "default_cache_dir",
     "open_cache",
     "remove_leftovers",
+    "remove_stale_entries",
     "schema_fingerprint",
 ]
 
@@ -143,6 +148,7 @@ class ReplayCache:
         self._last_group: tuple[str, str, pa.Schema, pa.RecordBatch] | None = None
         self._last_empty: tuple[pa.Schema, pa.RecordBatch] | None = None
         self._nulls = NullMemo()
+        self._swept = False
 
     def __repr__(self) -> str:
         return f"ReplayCache({str(self.root)!r})"
@@ -391,6 +397,9 @@ class ReplayCache:
 
     def _write(self, path: Path, header: bytes, batch: pa.RecordBatch | None) -> bool:
         """Write an entry atomically (a temporary file, then ``os.replace``); False if not."""
+        if not self._swept:
+            self._swept = True
+            remove_stale_entries(self.root)
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -461,6 +470,67 @@ def open_cache(cache: bool | str | os.PathLike[str] | ReplayCache | None) -> Rep
         f"cache= takes True (the per-user cache folder), False (no cache) or a folder path; "
         f"got {type(cache).__name__}"
     )
+
+
+# -- entries of other formats --------------------------------------------------------------------
+
+# A file at the cache folder's root: the format its entries were last swept for.
+_STAMP = "FORMAT"
+_ENTRY_NAME = re.compile(r"^[0-9a-f]{64}\.(arrow|group)$")
+_SUBFOLDER = re.compile(r"^[0-9a-f]{2}$")
+
+
+def remove_stale_entries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the entries of other cache formats from ``folder``; return the paths removed.
+
+    Entries are named by a hash that includes :data:`FORMAT_VERSION`, so an upgrade leaves the
+    old ones unused and never overwritten: half a table's size on disk, per event, for good.
+    The first write of a :class:`ReplayCache` calls this; a folder already swept for this
+    format (its ``FORMAT`` file says so) is left alone, so it costs one small read. Only files
+    named as entries (``<64 hex>.arrow`` or ``.group`` in a folder of two hex digits) are
+    looked at, and removed when their header names another format or is not an entry header
+    at all (the formats before 4 had none); an entry is always written whole (see
+    :meth:`ReplayCache._write`), so one of this format always has its header. Files that
+    cannot be read or removed are left. NOTE: a process of an older version using the same
+    folder at the same time loses its entries (its next replay decodes those files again) and
+    may write more of them, which stay until the next format's sweep.
+    """
+    root = Path(folder).expanduser()
+    stamp = root / _STAMP
+    try:
+        if stamp.read_text().strip() == str(FORMAT_VERSION):
+            return []
+    except (OSError, UnicodeDecodeError):
+        pass
+    removed: list[Path] = []
+    if not os.access(root, os.W_OK):
+        return removed  # nothing could be removed nor the stamp written: no reading every entry
+    try:
+        subfolders = [d for d in root.iterdir() if _SUBFOLDER.match(d.name) and d.is_dir()]
+    except OSError:
+        return removed
+    for sub in subfolders:
+        try:
+            names = [p for p in sub.iterdir() if _ENTRY_NAME.match(p.name)]
+        except OSError:
+            continue
+        for path in names:
+            try:
+                info = _peek_header(path)
+                stale = not isinstance(info, dict) or info.get("format") != FORMAT_VERSION
+            except ValueError:
+                stale = True  # no header: a format before 4, or not ours to keep
+            except Exception:
+                continue  # unreadable: left
+            if stale:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+    with contextlib.suppress(OSError):
+        atomic_stamp = root / f".{_STAMP}.{os.getpid()}{_TMP_SUFFIX}"
+        atomic_stamp.write_text(f"{FORMAT_VERSION}\n")
+        os.replace(atomic_stamp, stamp)
+    return removed
 
 
 # -- leftovers of dead processes ----------------------------------------------------------------

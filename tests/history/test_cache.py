@@ -10,7 +10,13 @@ import pyarrow as pa
 import pytest
 
 import metaverse_kit as mk
-from metaverse_kit.history.cache import _header, _read_header, default_cache_dir
+from metaverse_kit.history.cache import (
+    FORMAT_VERSION,
+    _header,
+    _read_header,
+    default_cache_dir,
+    remove_stale_entries,
+)
 from tests.conftest import SimClock
 
 
@@ -273,3 +279,37 @@ def test_opening_a_workspace_removes_the_replay_leftovers_of_dead_processes(
     alive.write_bytes(b"being written right now")
     mk.connect(path=workspace.path).close()
     assert not dead.exists() and alive.exists()
+
+
+def test_entries_of_other_formats_are_removed_once_on_the_first_write(
+    workspace: mk.Workspace, tmp_path: Path
+) -> None:
+    """An upgrade must not leave the old format's entries on disk for good."""
+    workspace.emit(mk.example_mce())
+    cache = tmp_path / "cache"
+    sub = cache / "ab"
+    sub.mkdir(parents=True)
+    older = sub / ("ab" + "0" * 62 + ".arrow")
+    older.write_bytes(_header({"format": FORMAT_VERSION - 1, "rows": 1}) + b"\0" * 64)
+    older_group = sub / ("ab" + "1" * 62 + ".group")
+    older_group.write_bytes(_header({"format": 3}))
+    headerless = sub / ("ab" + "2" * 62 + ".arrow")  # formats before 4: a bare Arrow stream
+    headerless.write_bytes(b"\xff\xff\xff\xff" + b"\0" * 60)
+    keep = [sub / "notes.txt", cache / "zz" / ("ab" + "3" * 62 + ".arrow"), cache / "README"]
+    for path in keep:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not ours")
+    cold = mk.replay_capture(workspace.lake, registry=workspace.registry, cache=cache)
+    assert not older.exists() and not older_group.exists() and not headerless.exists()
+    assert all(path.exists() for path in keep)
+    assert (cache / "FORMAT").read_text().strip() == str(FORMAT_VERSION)
+    [entry] = [p for p in _entries(cache) if p not in keep]  # this format's, written and kept
+    warm = mk.replay_capture(workspace.lake, registry=workspace.registry, cache=cache)
+    assert warm.equals(cold, check_metadata=True)
+    # Swept once per format: the stamp stops a second sweep (one small read per cache).
+    older.write_bytes(_header({"format": FORMAT_VERSION - 1}))
+    assert remove_stale_entries(cache) == []
+    assert older.exists()
+    (cache / "FORMAT").write_text("5\n")
+    assert remove_stale_entries(cache) == [older]
+    assert entry.exists()
