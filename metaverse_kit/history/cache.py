@@ -1,10 +1,11 @@
 """The warm replay cache: each Capture file's decoded events kept in Arrow IPC form.
 
 A replay decodes a Capture file once; later replays map its Arrow copy instead, which is many
-times faster (an entry takes as much disk as its rows take memory in the table; the folder may
-be deleted at any time). One cache file per (Capture file path, payload schema), named by a hash of
-both and of :data:`FORMAT_VERSION`, so a changed Capture file overwrites its own entry instead
-of piling up new ones. An entry is used only when everything it was made from still holds:
+times faster (an entry takes about half the disk its rows take memory in the table, see below;
+the folder may be deleted at any time). One cache file per (Capture file path, payload schema),
+named by a hash of both and of :data:`FORMAT_VERSION`, so a changed Capture file overwrites its
+own entry instead of piling up new ones. An entry is used only when everything it was made
+from still holds:
 
 - the Capture file's path, size and version (local: size and modification time in ns; Azure:
   size and ETag; see :class:`~metaverse_kit.backends.protocols.CaptureFile`);
