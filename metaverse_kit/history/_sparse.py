@@ -11,8 +11,10 @@ is field 7 of the items of the list that is field 2 of column 5. :func:`pruned_s
 schema of what is left, and :func:`with_nulls` puts the all-null subtrees back, each exactly what
 ``compact_nulls`` makes, so a batch read back equals the one written.
 
-Below a map nothing is left out (a map's entries are kept whole; in an MCE they are small
-string maps such as custom properties).
+A list's items are never left out whole (the list needs its child array), only what is below
+them; below a map nothing is left out (a map's entries are kept whole; in an MCE they are small
+string maps such as custom properties). A record that is set but all of whose fields are left
+out is kept as a record of no fields.
 """
 
 from __future__ import annotations
@@ -49,13 +51,15 @@ def null_paths(columns: Sequence[pa.Array]) -> list[SubtreePath]:
     """The paths of the largest all-null subtrees under ``columns`` (empty arrays never)."""
     out: list[SubtreePath] = []
 
-    def walk(arrays: Sequence[pa.Array], prefix: SubtreePath) -> None:
+    def walk(arrays: Sequence[pa.Array], prefix: SubtreePath, *, items: bool = False) -> None:
         for i, a in enumerate(arrays):
             here = (*prefix, i)
-            if len(a) and a.null_count == len(a):
+            # NOTE: a list's items are never left out whole (a list needs its child array);
+            # what is below them may be.
+            if len(a) and a.null_count == len(a) and not items:
                 out.append(here)
             elif _descends(a.type):
-                walk(_children(a), here)
+                walk(_children(a), here, items=not pa.types.is_struct(a.type))
 
     walk(columns, ())
     return out
@@ -139,6 +143,11 @@ def _pruned_array(a: pa.Array, tree: _Tree) -> pa.Array:
     if pa.types.is_struct(a.type):
         # NOTE: field() gives each child as the struct's rows see it (offset applied).
         children, fields = _pruned_arrays(_children(a), list(a.type), tree)
+        if not children:
+            # A record that is set but whose every field is null: a struct of no fields, whose
+            # length from_arrays could not know.
+            validity = a.is_valid().buffers()[1] if a.null_count else None
+            return pa.Array.from_buffers(pa.struct([]), len(a), [validity], a.null_count)
         mask = a.is_null() if a.null_count else None
         return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
     (items,), (field,) = _pruned_arrays(_children(a), [a.type.value_field], tree)

@@ -66,7 +66,7 @@ import pyarrow.compute as pc
 
 from metaverse_kit.backends.protocols import CaptureFile
 from metaverse_kit.errors import ConfigurationError
-from metaverse_kit.history._sparse import NullMemo, with_nulls, without_nulls
+from metaverse_kit.history._sparse import NullMemo, SubtreePath, with_nulls, without_nulls
 
 __all__ = [
     "FORMAT_VERSION",
@@ -304,7 +304,7 @@ class ReplayCache:
             # message for the built-in MCE's ~400 columns, and ~0.4 ms to read back.
             info["rows"] = 0
         else:
-            stored, info["nulls"] = without_nulls(batch)
+            stored, info["nulls"] = _without_nulls(batch)
         self._write(path, _header(info), stored)
         if old is not None:
             self._drop_unused_group(old, fingerprint)
@@ -323,7 +323,7 @@ class ReplayCache:
         """
         files = [f for f, _ in members]
         key = self._group_key(files, fingerprint)
-        stored, nulls = without_nulls(group)
+        stored, nulls = _without_nulls(group)
         if not self._write(
             self._group_path(key),
             _header(
@@ -424,6 +424,19 @@ class ReplayCache:
                     os.unlink(tmp)
             return False
         return True
+
+
+def _without_nulls(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[SubtreePath]]:
+    """:func:`~metaverse_kit.history._sparse.without_nulls`, or ``batch`` whole if that fails.
+
+    NOTE: the cache only saves time: a batch of a shape the pruning does not foresee is kept
+    as it is (its entry is larger), never a failed replay.
+    """
+    try:
+        return without_nulls(batch)
+    except Exception as exc:
+        _log.debug("replay cache keeps a batch whole: %s", exc)
+        return batch, []
 
 
 def _header(info: dict[str, object]) -> bytes:

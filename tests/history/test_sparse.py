@@ -122,6 +122,35 @@ def test_nulls_at_every_level_come_back_as_they_were() -> None:
         assert again.equals(part), (offset, length)
 
 
+def test_a_record_that_is_set_but_all_of_whose_fields_are_null_comes_back() -> None:
+    t = pa.struct([("a", pa.int32()), ("b", pa.list_(pa.string()))])
+    children = [pa.nulls(5, pa.int32()), pa.nulls(5, pa.list_(pa.string()))]
+    for mask in (None, pa.array([False, True, False, False, True])):
+        rec = pa.StructArray.from_arrays(children, fields=list(t), mask=mask)
+        batch = pa.RecordBatch.from_arrays([rec, pa.array(range(5))], names=["rec", "n"])
+        for part in (batch, batch.slice(1, 3)):
+            back, paths, _ = _through_ipc(part)
+            assert paths == [(0, 0), (0, 1)]
+            back.validate(full=True)
+            assert back.equals(part) and back.to_pylist() == part.to_pylist()
+
+
+def test_lists_whose_items_are_all_null_come_back() -> None:
+    item = pa.struct([("a", pa.int32()), ("b", pa.string())])
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array([[None, None], None, [None]], pa.list_(pa.string())),
+            pa.array([[None], [], None], pa.large_list(item)),
+            pa.array([[{"a": None, "b": None}], [], None], pa.list_(item)),
+        ],
+        names=["strings", "records", "set_records"],
+    )
+    back, paths, _ = _through_ipc(batch)
+    assert (0, 0) not in paths and (1, 0) not in paths
+    back.validate(full=True)
+    assert back.equals(batch) and back.to_pylist() == batch.to_pylist()
+
+
 def test_a_batch_with_no_all_null_subtree_is_kept_as_it_is() -> None:
     batch = pa.RecordBatch.from_pylist([{"id": 1, "s": "x"}])
     stored, paths = _sparse.without_nulls(batch)
