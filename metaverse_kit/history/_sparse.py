@@ -62,6 +62,9 @@ def null_paths(columns: Sequence[pa.Array]) -> list[SubtreePath]:
                 walk(_children(a), here, items=not pa.types.is_struct(a.type))
 
     walk(columns, ())
+    if columns and all((i,) in out for i in range(len(columns))):
+        # NOTE: a batch of no columns has no rows; one is kept to carry their number.
+        out.remove((0,))
     return out
 
 
