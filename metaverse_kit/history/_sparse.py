@@ -112,7 +112,11 @@ def pruned_schema(schema: pa.Schema, paths: Sequence[Sequence[int]]) -> pa.Schem
     """``schema`` without the subtrees at ``paths``; ValueError if a path is not in it."""
     if not paths:
         return schema
-    return pa.schema(_pruned_fields(list(schema), _tree(paths)), metadata=schema.metadata)
+    return _schema_without(schema, _tree(paths))
+
+
+def _schema_without(schema: pa.Schema, tree: _Tree) -> pa.Schema:
+    return pa.schema(_pruned_fields(list(schema), tree), metadata=schema.metadata)
 
 
 def without_nulls(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[SubtreePath]]:
@@ -181,6 +185,16 @@ class NullMemo:
         """:func:`pruned_schema`, made once per set of paths."""
         return self._for(schema).pruned(paths)[0]
 
+    def read(
+        self, data: pa.Buffer, schema: pa.Schema, paths: Sequence[Sequence[int]]
+    ) -> pa.RecordBatch:
+        """The batch of ``schema`` whose pruned form (``paths`` left out) is the IPC message
+        ``data``: read with :func:`pruned_schema` and made whole with :func:`with_nulls`."""
+        state = self._for(schema)
+        pruned, tree = state.pruned(paths)
+        batch = pa.ipc.read_record_batch(data, pruned)
+        return _made_whole(batch, schema, tree, state) if paths else batch
+
     def nulls(self, schema: pa.Schema, path: SubtreePath, n: int, t: pa.DataType) -> pa.Array:
         """``compact_nulls(n, t)`` for the subtree at ``path`` of ``schema`` (of type ``t``)."""
         return self._for(schema).nulls(path, n, t)
@@ -198,7 +212,9 @@ class _MemoState:
         made = self._pruned.get(key)
         if made is None:
             assert self.schema is not None
-            made = self._pruned[key] = (pruned_schema(self.schema, paths), _tree(paths))
+            tree = _tree(paths)
+            pruned = _schema_without(self.schema, tree) if paths else self.schema
+            made = self._pruned[key] = (pruned, tree)
         return made
 
     def fields(self, path: SubtreePath, t: pa.StructType) -> list[pa.Field]:
@@ -228,7 +244,13 @@ def with_nulls(
     if not paths:
         return batch
     state = (memo or NullMemo())._for(schema)
-    columns = _whole(batch.columns, list(schema), state.pruned(paths)[1], batch.num_rows, (), state)
+    return _made_whole(batch, schema, state.pruned(paths)[1], state)
+
+
+def _made_whole(
+    batch: pa.RecordBatch, schema: pa.Schema, tree: _Tree, memo: _MemoState
+) -> pa.RecordBatch:
+    columns = _whole(batch.columns, list(schema), tree, batch.num_rows, (), memo)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 

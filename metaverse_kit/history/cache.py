@@ -64,9 +64,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metaverse_kit._files import atomic_write
 from metaverse_kit.backends.protocols import CaptureFile
 from metaverse_kit.errors import ConfigurationError
-from metaverse_kit.history._sparse import NullMemo, SubtreePath, with_nulls, without_nulls
+from metaverse_kit.history._sparse import NullMemo, SubtreePath, without_nulls
 
 __all__ = [
     "FORMAT_VERSION",
@@ -223,11 +224,7 @@ class ReplayCache:
 
     def _read_batch(self, data: pa.Buffer, info: dict, arrow_schema: pa.Schema) -> pa.RecordBatch:
         """The entry's batch, its all-null subtrees (``info["nulls"]``) put back."""
-        nulls = info["nulls"]
-        pruned = self._nulls.schema(arrow_schema, nulls)
-        return with_nulls(
-            pa.ipc.read_record_batch(data, pruned), arrow_schema, nulls, memo=self._nulls
-        )
+        return self._nulls.read(data, arrow_schema, info["nulls"])
 
     def _empty(self, arrow_schema: pa.Schema) -> pa.RecordBatch:
         """A batch of no rows of ``arrow_schema`` (made once per schema object)."""
@@ -541,9 +538,7 @@ def remove_stale_entries(folder: str | os.PathLike[str]) -> list[Path]:
                     path.unlink()
                     removed.append(path)
     with contextlib.suppress(OSError):
-        atomic_stamp = root / f".{_STAMP}.{os.getpid()}{_TMP_SUFFIX}"
-        atomic_stamp.write_text(f"{FORMAT_VERSION}\n")
-        os.replace(atomic_stamp, stamp)
+        atomic_write(stamp, f"{FORMAT_VERSION}\n".encode(), durable=False)
     return removed
 
 
