@@ -7,6 +7,7 @@ variable cannot leak it into the next one.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,3 +68,22 @@ def real_capture() -> Path:
     if not REAL_CAPTURE.is_dir():
         pytest.skip(f"the real Capture fixtures are not at {REAL_CAPTURE}")
     return REAL_CAPTURE
+
+
+# The capabilities that let root ignore file modes.
+_FILE_MODE_CAPS = "-dac_override,-dac_read_search,-fowner,-linux_immutable"
+
+
+def as_other_user(command: list[str]) -> list[str]:
+    """``command`` run so that the kernel refuses what file modes forbid, as for any user.
+
+    The tests run as root here, whom ``chmod`` does not stop: as root, the command runs with
+    the capabilities that ignore file modes dropped (``setpriv``, util-linux); as another user
+    it runs as it is. Skips the test when root has no ``setpriv``.
+    """
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root ignores file modes, and setpriv (util-linux) is not installed")
+    return [setpriv, f"--inh-caps={_FILE_MODE_CAPS}", f"--bounding-set={_FILE_MODE_CAPS}", *command]

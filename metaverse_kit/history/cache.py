@@ -548,6 +548,8 @@ _TMP_SUFFIX = ".tmp"
 # ".<entry>.<pid>.<random>.tmp" (entries), "mk-replay-<pid>-<random>.avro" (native reads)
 _ENTRY_TMP = re.compile(r"^\.[0-9a-f]{64}\.(?P<pid>\d+)\..+\.tmp$")
 _OLD_ENTRY_TMP = re.compile(r"^\.[0-9a-f]{64}\.[^.]+\.tmp$")
+# ".FORMAT.<pid>.<random>.tmp" (the format stamp; atomic_write's names), in the folder itself
+_STAMP_TMP = re.compile(rf"^\.{re.escape(_STAMP)}\.(?P<pid>\d+)\..+\.tmp$")
 _READ_TMP = re.compile(r"^mk-replay-(?P<pid>\d+)-.+\.avro$")
 _OLD_READ_TMP = re.compile(r"^mk-replay-[a-z0-9_]{8}\.avro$")
 # A temporary file without a pid (written before they carried one) is a leftover after this.
@@ -575,11 +577,11 @@ def remove_leftovers(
     """Remove what replays killed mid-way left behind; return the paths removed.
 
     Looks in ``folder`` (a replay cache folder, such as ``<workspace>/cache/replay``; None:
-    none) for half-written entries, and in the native decoder's temporary folders (``/dev/shm``
-    and the temp folder, or ``temp_folders``) for its temporary copies. A file is removed only
-    when the process that wrote it (the pid in its name) is gone, so a replay running now is
-    never disturbed; a temporary file from before names carried a pid is removed once an hour
-    old. Files that cannot be removed are left and not reported.
+    none) for half-written entries and format stamps, and in the native decoder's temporary
+    folders (``/dev/shm`` and the temp folder, or ``temp_folders``) for its temporary copies.
+    A file is removed only when the process that wrote it (the pid in its name) is gone, so a
+    replay running now is never disturbed; a temporary file from before names carried a pid is
+    removed once an hour old. Files that cannot be removed are left and not reported.
     """
     from metaverse_kit.history import _decoder
 
@@ -592,12 +594,14 @@ def remove_leftovers(
             return
         removed.append(path)
 
-    def consider(path: Path, current: re.Pattern[str], legacy: re.Pattern[str]) -> None:
+    def consider(
+        path: Path, current: re.Pattern[str], legacy: re.Pattern[str] | None = None
+    ) -> None:
         m = current.match(path.name)
         if m:
             if not _alive(int(m["pid"])):
                 drop(path)
-        elif legacy.match(path.name):
+        elif legacy is not None and legacy.match(path.name):
             try:
                 old = clock() - path.stat().st_mtime > _OLD_AGE_S
             except OSError:
@@ -608,7 +612,10 @@ def remove_leftovers(
     if folder is not None:
         root = Path(folder).expanduser()
         for sub in root.iterdir() if root.is_dir() else []:
-            for path in sub.iterdir() if sub.is_dir() else []:
+            if not sub.is_dir():
+                consider(sub, _STAMP_TMP)
+                continue
+            for path in sub.iterdir():
                 consider(path, _ENTRY_TMP, _OLD_ENTRY_TMP)
     for temp in _decoder.temp_folders() if temp_folders is None else temp_folders:
         try:

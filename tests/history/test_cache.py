@@ -17,7 +17,7 @@ from metaverse_kit.history.cache import (
     default_cache_dir,
     remove_stale_entries,
 )
-from tests.conftest import SimClock
+from tests.conftest import REPO, SimClock, as_other_user
 
 
 @pytest.fixture(autouse=True)
@@ -277,20 +277,33 @@ def test_opening_a_workspace_removes_the_replay_leftovers_of_dead_processes(
     dead.write_bytes(b"half an entry")
     alive = folder / f".{'b' * 64}.{os.getpid()}.z8y7x6w5.tmp"
     alive.write_bytes(b"being written right now")
+    # The format stamp's temporary files, at the cache folder's top (see remove_stale_entries).
+    dead_stamp = folder.parent / f".FORMAT.{dead_pid}.p0q9r8s7.tmp"
+    dead_stamp.write_bytes(b"6")
+    alive_stamp = folder.parent / f".FORMAT.{os.getpid()}.a1b2c3d4.tmp"
+    alive_stamp.write_bytes(b"6")
     mk.connect(path=workspace.path).close()
     assert not dead.exists() and alive.exists()
+    assert not dead_stamp.exists() and alive_stamp.exists()
+
+
+@pytest.fixture
+def older(workspace: mk.Workspace, tmp_path: Path) -> Path:
+    """An entry of the format before this one in the cache folder ``tmp_path / "cache"``, and
+    an event in ``workspace`` to replay."""
+    workspace.emit(mk.example_mce())
+    older = tmp_path / "cache" / "ab" / ("ab" + "0" * 62 + ".arrow")
+    older.parent.mkdir(parents=True)
+    older.write_bytes(_header({"format": FORMAT_VERSION - 1, "rows": 1}) + b"\0" * 64)
+    return older
 
 
 def test_entries_of_other_formats_are_removed_once_on_the_first_write(
-    workspace: mk.Workspace, tmp_path: Path
+    workspace: mk.Workspace, older: Path
 ) -> None:
     """An upgrade must not leave the old format's entries on disk for good."""
-    workspace.emit(mk.example_mce())
-    cache = tmp_path / "cache"
-    sub = cache / "ab"
-    sub.mkdir(parents=True)
-    older = sub / ("ab" + "0" * 62 + ".arrow")
-    older.write_bytes(_header({"format": FORMAT_VERSION - 1, "rows": 1}) + b"\0" * 64)
+    sub = older.parent
+    cache = sub.parent
     older_group = sub / ("ab" + "1" * 62 + ".group")
     older_group.write_bytes(_header({"format": 3}))
     headerless = sub / ("ab" + "2" * 62 + ".arrow")  # formats before 4: a bare Arrow stream
@@ -313,3 +326,48 @@ def test_entries_of_other_formats_are_removed_once_on_the_first_write(
     (cache / "FORMAT").write_text("5\n")
     assert remove_stale_entries(cache) == [older]
     assert entry.exists()
+
+
+def test_a_cache_folder_the_user_cannot_write_is_read_and_left_as_it_is(
+    workspace: mk.Workspace, older: Path
+) -> None:
+    """A shared or read-only cache: no sweep, no stamp, no error; the replay still works."""
+    import json
+    import subprocess
+    import sys
+
+    sub = older.parent
+    cache = sub.parent
+    for folder in (sub, cache):
+        folder.chmod(0o555)
+    code = (
+        "import json, sys, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "import metaverse_kit as mk\n"
+        "from metaverse_kit.backends.local.lake import LocalLake\n"
+        "from metaverse_kit.backends.local.registry import LocalSchemaRegistry\n"
+        "from metaverse_kit.history.cache import remove_stale_entries\n"
+        "lake, registry, cache = sys.argv[1:]\n"
+        "table = mk.replay_capture(LocalLake(lake), registry=LocalSchemaRegistry(registry),\n"
+        "                          cache=cache)\n"
+        "removed = [str(p) for p in remove_stale_entries(cache)]\n"
+        "try:\n"
+        "    open(cache + '/probe', 'w')\n"
+        "except PermissionError:\n"
+        "    print(json.dumps([table.num_rows, removed]))\n"
+    )
+    lake, registry = workspace.lake, workspace.registry
+    done = subprocess.run(
+        as_other_user([sys.executable, "-c", code, str(lake.root), str(registry.root), str(cache)]),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+        check=False,
+    )
+    for folder in (sub, cache):
+        folder.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [1, []]
+    assert older.exists() and not (cache / "FORMAT").exists()
+    assert [p.name for p in cache.rglob("*")] == ["ab", older.name]

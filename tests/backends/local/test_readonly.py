@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -21,9 +20,7 @@ import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.demo import emit_sample_history
-from tests.conftest import REPO
-
-_DROP = "-dac_override,-dac_read_search,-fowner,-linux_immutable"
+from tests.conftest import REPO, as_other_user
 
 # Runs in the unprivileged process; prints one JSON object with what it saw.
 _READER = r"""
@@ -118,12 +115,7 @@ def readonly(tmp_path: Path) -> Iterator[Path]:
 def test_a_read_only_workspace_reads_and_refuses_writes_in_one_line(
     readonly: Path, tmp_path: Path
 ) -> None:
-    command = [sys.executable, "-c", _READER]
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("root ignores file modes, and setpriv (util-linux) is not installed")
-        command = [setpriv, f"--inh-caps={_DROP}", f"--bounding-set={_DROP}", *command]
+    command = as_other_user([sys.executable, "-c", _READER])
     out = tmp_path / "out"
     (out / "xdg").mkdir(parents=True)
     before = _tree(readonly)
