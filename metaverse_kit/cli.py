@@ -321,10 +321,24 @@ def _emit(args: argparse.Namespace) -> None:
 # -- replay --------------------------------------------------------------------------------------
 
 
+def _partition(value: str) -> str:
+    """``--partition``'s value, checked as an Event Hubs partition id."""
+    from metaverse_kit.errors import ConfigurationError
+    from metaverse_kit.names import partition_ids
+
+    try:
+        (checked,) = partition_ids([value], what="--partition") or ()
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return checked
+
+
 def _replay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
     p.add_argument("--until", help="ISO 8601 time")
-    p.add_argument("--partition", action="append", help="partition id (repeatable)")
+    p.add_argument(
+        "--partition", action="append", type=_partition, help="partition id (repeatable)"
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -571,7 +585,9 @@ def _tail_arguments(p: argparse.ArgumentParser) -> None:
         default="latest",
         help="'latest' (default: from now on), 'earliest', or an ISO 8601 time",
     )
-    p.add_argument("--partition", action="append", help="partition id (repeatable)")
+    p.add_argument(
+        "--partition", action="append", type=_partition, help="partition id (repeatable)"
+    )
     p.add_argument("--consumer-group", default="$Default", help="default: $Default")
     p.add_argument(
         "--checkpoint", metavar="NAME", help="store progress under NAME and resume from it"

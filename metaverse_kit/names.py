@@ -11,6 +11,9 @@ data-plane specification (schema names at most 50 characters, pattern
 ``^[A-Za-z0-9][^\\\\/$:]*$``). ARM documents no character set for schema groups; they go into
 the same URL paths as schema names, so they follow the schema-name pattern, with ARM's length.
 
+Event Hubs names a hub's n partitions "0" to "n-1"; :func:`partition_ids` checks the ids a
+replay or a tail is limited to.
+
 :func:`inside` is the one check that a path built from such names (or read from a workspace file)
 stays inside the folder it is meant for.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from metaverse_kit.errors import ConfigurationError
@@ -30,6 +34,7 @@ __all__ = [
     "check_schema_name",
     "inside",
     "namespace_of_host",
+    "partition_ids",
     "path_segment",
 ]
 
@@ -38,6 +43,8 @@ _EVENTHUB = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,254}[A-Za-z0-9])?")
 # NOTE: the registry's own pattern, plus no control characters or whitespace, which no URL path
 # segment carries unencoded and which only ever arrive by mistake.
 _REGISTRY_NAME = re.compile(r"[A-Za-z0-9][^\\/$:#?%\s\x00-\x1f\x7f]*")
+
+_PARTITION = re.compile(r"0|[1-9][0-9]{0,5}")
 
 _NAMESPACE_RULE = (
     "an Event Hubs namespace name has 6 to 50 characters: letters, digits and hyphens, "
@@ -98,6 +105,31 @@ def check_schema_name(name: object, *, what: str = "schema name") -> str:
     """
     value = _check(name, _REGISTRY_NAME, 50, what, _SCHEMA_RULE)
     return value
+
+
+def partition_ids(partitions: object, *, what: str = "partitions=") -> tuple[str, ...] | None:
+    """``partitions`` (ids as text or numbers) as Event Hubs names them: ``"0"`` to ``"n-1"``.
+
+    None stays None (every partition). Raises :class:`ConfigurationError` for an id that no
+    event hub has (not a whole number from 0: ``"x"``, ``-1``, ``"01"``, ``True``) and for a lone
+    id or string where a list belongs (``partitions="12"`` would otherwise mean 1 and 2).
+    """
+    if partitions is None:
+        return None
+    if isinstance(partitions, (str, bytes, int)) or not isinstance(partitions, Iterable):
+        raise ConfigurationError(
+            f"{what} takes a list of partition ids such as ['0', '1'], not {partitions!r}"
+        )
+    ids = []
+    for p in partitions:
+        text = str(p) if isinstance(p, int) and not isinstance(p, bool) else p
+        if not isinstance(text, str) or not _PARTITION.fullmatch(text):
+            raise ConfigurationError(
+                f"{what} names partition {p!r}; Event Hubs partition ids are the whole "
+                "numbers 0 to n-1 of a hub's n partitions, as text ('0') or numbers (0)"
+            )
+        ids.append(text)
+    return tuple(ids)
 
 
 def namespace_of_host(host: str) -> str | None:

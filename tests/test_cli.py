@@ -303,6 +303,11 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, object], tuple[str, ...]]] = {
         ("ISO 8601",),
     ),
     "replay without --out": (["replay"], {}, ("--out",)),
+    "replay a partition no hub has": (
+        ["replay", "--partition", "x", "--out", "{d}/x.parquet"],
+        {},
+        ("--partition names partition 'x'", "whole numbers 0 to n-1"),
+    ),
     "a workspace that is a file": (
         ["--workspace", "{d}/afile", "schemas", "list"],
         {"afile": "x"},

@@ -49,10 +49,12 @@ from metaverse_kit.history.decode import (
 from metaverse_kit.history.export import ExportFolder
 from metaverse_kit.history.replay import (
     DUPLICATES_DROPPED_KEY,
+    check_registry,
     reader_schema,
     schema_definition,
     warn_skipped,
 )
+from metaverse_kit.names import partition_ids
 
 __all__ = ["GROUPED_SCHEMA", "Plan", "Planner", "records", "registry_schemas"]
 
@@ -152,8 +154,9 @@ class Planner:
         end_utc = None if end is None else utc_time(end, "end", error=ConfigurationError)
         if start_utc and end_utc and start_utc > end_utc:
             raise ConfigurationError(f"start ({start_utc}) is after end ({end_utc})")
+        parts = partition_ids(partitions)
+        check_registry(registry)
         payload = reader_schema(schema, registry=registry, schemas=schemas)
-        parts = None if partitions is None else tuple(str(p) for p in partitions)
         self.lake: Lake = open_lake(location, storage_options=storage_options)
         self.storage_options = storage_options
         self.files = self.lake.list_files(

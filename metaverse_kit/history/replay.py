@@ -59,6 +59,7 @@ from metaverse_kit.history.decode import (
     skipped_files,
     skipped_metadata,
 )
+from metaverse_kit.names import partition_ids
 
 __all__ = [
     "DUPLICATES_DROPPED_KEY",
@@ -70,6 +71,7 @@ __all__ = [
     "ReplayProgress",
     "ReplayStream",
     "SkippedPart",
+    "check_registry",
     "decode_capture_file",
     "decode_capture_files",
     "dedup_batch",
@@ -275,6 +277,20 @@ def _newest_registered(registry: SchemaRegistry | None, group: str | None, name:
     if best is None:
         return None
     return registry.get_schema(group_name=best[1], name=name, version=best[0]).definition
+
+
+def check_registry(registry: object) -> None:
+    """Raise :class:`ConfigurationError` unless ``registry`` is None or a schema registry.
+
+    NOTE: checked before the first file is listed: a registry of the wrong kind (a URL, a
+    namespace name) would otherwise fail deep in the replay with an AttributeError.
+    """
+    if registry is not None and not isinstance(registry, SchemaRegistry):
+        raise ConfigurationError(
+            f"registry= takes a schema registry, such as a workspace's (ws.registry), not "
+            f"{type(registry).__name__} {str(registry)[:80]!r}; to replay against Azure Schema "
+            "Registry, connect a workspace to it (mk.connect(...)) and pass its registry"
+        )
 
 
 def registry_lookup(registry: SchemaRegistry | None) -> SchemaLookup:
@@ -574,7 +590,9 @@ def replay_lake(
     if start_utc and end_utc and start_utc > end_utc:
         raise ConfigurationError(f"start ({start_utc}) is after end ({end_utc})")
     check_options(decoder=opts["decoder"], on_bad_file=opts["on_bad_file"])
-    parts = None if partitions is None else [str(p) for p in partitions]
+    ids = partition_ids(partitions)
+    parts = None if ids is None else list(ids)
+    check_registry(registry)
     store = open_cache(opts["cache"])
     files = lake.list_files(partitions=parts, start=start_utc, end=end_utc)
     payload = reader_schema(opts["schema"], registry=registry, schema_group=schema_group)

@@ -42,6 +42,7 @@ from metaverse_kit.history.replay import (
     registry_lookup,
     with_dropped,
 )
+from metaverse_kit.names import partition_ids
 
 __all__ = ["DEDUP_WINDOW", "Tail", "event_lines", "open_tail", "start_positions"]
 
@@ -83,7 +84,8 @@ def start_positions(
     Raises :class:`ConfigurationError` naming the partition or value that is wrong.
     """
     known = [str(p) for p in hub_partitions]
-    wanted = known if partitions is None else [str(p) for p in partitions]
+    ids = partition_ids(partitions)
+    wanted = known if ids is None else list(ids)
     unknown = [p for p in wanted if p not in known]
     if isinstance(start, Mapping):
         unknown += [str(p) for p in start if str(p) not in known and str(p) not in unknown]

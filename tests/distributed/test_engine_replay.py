@@ -222,6 +222,21 @@ def test_a_bad_schemas_mapping_is_refused_before_any_engine_work(
         dask_replay(demo_lake.root, schemas={7: value})
 
 
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"partitions": "01"}, "partitions= takes a list of partition ids"),
+        ({"partitions": ["0", "x"]}, "partitions= names partition 'x'"),
+        ({"registry": "my-namespace"}, "registry= takes a schema registry"),
+    ],
+)
+def test_a_bad_range_or_registry_is_refused_as_locally(
+    demo_lake: Lake, options: dict, words: str
+) -> None:
+    with pytest.raises(mk.ConfigurationError, match=re.escape(words)):
+        dask_replay(demo_lake.root, **options)
+
+
 def test_a_dask_task_ships_only_the_files_it_reads(demo_lake: Lake) -> None:
     # A spec holds a record of every listed file; a task pickled with the whole listing would
     # grow with the lake (300 MB per task for a million Capture files).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,40 @@ def test_bad_times_are_user_errors(workspace: mk.Workspace) -> None:
         workspace.replay(start="yesterday")
     with pytest.raises(mk.ConfigurationError, match=r"after end"):
         workspace.replay(start="2026-02-01", end="2026-01-01")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # A partition no event hub has would otherwise replay nothing, silently; a lone string
+        # would be read as one partition per character ("12": 1 and 2).
+        ({"partitions": ["x"]}, "names partition 'x'; Event Hubs partition ids are"),
+        ({"partitions": [-1]}, "names partition -1"),
+        ({"partitions": [True]}, "names partition True"),
+        ({"partitions": "12"}, "a list of partition ids such as ['0', '1'], not '12'"),
+        ({"partitions": 3}, "a list of partition ids"),
+        # A registry of the wrong kind would otherwise fail deep inside with AttributeError.
+        ({"registry": "https://ns.servicebus.windows.net"}, "registry= takes a schema registry"),
+    ],
+)
+def test_bad_ranges_and_registries_are_user_errors(
+    workspace: mk.Workspace, options: dict, message: str
+) -> None:
+    workspace.emit(mk.example_mce())
+    with pytest.raises(mk.ConfigurationError, match=re.escape(message)):
+        mk.replay_capture(workspace.lake, **{"registry": workspace.registry, **options})
+
+
+def test_partition_ids_may_be_numbers_or_text(workspace: mk.Workspace, clock: SimClock) -> None:
+    for i in range(8):
+        workspace.emit(mk.mce(mk.make_dataset_urn("hive", f"t{i}"), [mk.aspects.status(False)]))
+        clock.advance(minutes=1)
+    every = workspace.replay(cache=False)
+    some = sorted(set(every["partition"].to_pylist()))[:2]
+    assert len(some) == 2
+    as_numbers = workspace.replay(cache=False, partitions=[int(p) for p in some])
+    assert as_numbers.equals(workspace.replay(cache=False, partitions=some))
+    assert sorted(set(as_numbers["partition"].to_pylist())) == some
 
 
 # -- the native decoder and the fastavro fallback give the same tables ---------------------

@@ -214,6 +214,8 @@ def test_a_block_being_written_is_left_for_later(workspace: mk.Workspace) -> Non
         ({"start": {"9": 0}}, "no partition 9"),
         ({"partitions": ["0", "7"]}, "no partition 7"),
         ({"partitions": []}, "names no partition"),
+        ({"partitions": "01"}, "a list of partition ids"),
+        ({"partitions": ["x"]}, "names partition 'x'"),
         ({"checkpoint": "Not_A_Container"}, "must name a blob container"),
         ({"consumer_group": "a/b"}, "not a consumer group name"),
     ],
