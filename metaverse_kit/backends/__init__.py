@@ -116,6 +116,11 @@ def open_lake(location: Any, *, storage_options: dict[str, Any] | None = None) -
     Raises :class:`ConfigurationError` for anything else, and for ``storage_options`` with a
     local location.
     """
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise ConfigurationError(
+            "storage_options= takes a dict of the options adlfs takes, such as "
+            f"{{'account_name': ..., 'credential': ...}}; got {type(storage_options).__name__}"
+        )
     if isinstance(location, Lake):
         return location
     if isinstance(location, str) and location.startswith(("abfs://", "abfss://", "az://")):

@@ -49,6 +49,7 @@ from metaverse_kit.history.decode import (
 from metaverse_kit.history.export import ExportFolder
 from metaverse_kit.history.replay import (
     DUPLICATES_DROPPED_KEY,
+    check_flag,
     check_registry,
     reader_schema,
     schema_definition,
@@ -156,6 +157,7 @@ class Planner:
             raise ConfigurationError(f"start ({start_utc}) is after end ({end_utc})")
         parts = partition_ids(partitions)
         check_registry(registry)
+        check_flag(dedup, "dedup")
         payload = reader_schema(schema, registry=registry, schemas=schemas)
         self.lake: Lake = open_lake(location, storage_options=storage_options)
         self.storage_options = storage_options

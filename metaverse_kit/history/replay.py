@@ -71,6 +71,7 @@ __all__ = [
     "ReplayProgress",
     "ReplayStream",
     "SkippedPart",
+    "check_flag",
     "check_registry",
     "decode_capture_file",
     "decode_capture_files",
@@ -170,7 +171,26 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
             f"Unknown replay option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
             f"the options are start, end, partitions, {', '.join(_DEFAULTS)}"
         )
-    return {**_DEFAULTS, **options}
+    opts = {**_DEFAULTS, **options}
+    check_flag(opts["dedup"], "dedup")
+    if opts["progress"] is not None:
+        check_flag(opts["progress"], "progress", none="None shows a bar for over 20 files")
+    if opts["on_file"] is not None and not callable(opts["on_file"]):
+        raise ConfigurationError(
+            f"on_file= takes a function of a ReplayProgress, not {type(opts['on_file']).__name__}"
+        )
+    return opts
+
+
+def check_flag(value: object, name: str, *, none: str | None = None) -> None:
+    """Raise :class:`ConfigurationError` unless ``value`` is True or False.
+
+    NOTE: a string such as ``"no"`` (from a config file or a form) is true to Python: taken
+    as it is, ``dedup="no"`` would deduplicate, the opposite of what was asked, silently.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        also = f" ({none})" if none else ""
+        raise ConfigurationError(f"{name}= takes True or False{also}, not {value!r}")
 
 
 def duplicates_dropped(table: Any) -> int:

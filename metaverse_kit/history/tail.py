@@ -36,6 +36,7 @@ from metaverse_kit.backends.protocols import (
 from metaverse_kit.errors import ConfigurationError
 from metaverse_kit.history.replay import (
     CaptureBytes,
+    check_flag,
     decode_capture_files,
     dedup_batch,
     reader_schema,
@@ -271,6 +272,7 @@ def open_tail(
             f"checkpoint {checkpoint!r} must name a blob container: 3 to 63 lowercase letters, "
             "digits and single hyphens, starting and ending with a letter or digit"
         )
+    check_flag(dedup, "dedup")
     positions = start_positions(start, partitions, hub.partition_ids())
     consumer = open_consumer(
         positions=positions, consumer_group=consumer_group, checkpoint=checkpoint

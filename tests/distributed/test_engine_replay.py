@@ -228,6 +228,7 @@ def test_a_bad_schemas_mapping_is_refused_before_any_engine_work(
         ({"partitions": "01"}, "partitions= takes a list of partition ids"),
         ({"partitions": ["0", "x"]}, "partitions= names partition 'x'"),
         ({"registry": "my-namespace"}, "registry= takes a schema registry"),
+        ({"dedup": "false"}, "dedup= takes True or False"),
     ],
 )
 def test_a_bad_range_or_registry_is_refused_as_locally(

@@ -183,9 +183,14 @@ def test_bad_times_are_user_errors(workspace: mk.Workspace) -> None:
         ({"partitions": 3}, "a list of partition ids"),
         # A registry of the wrong kind would otherwise fail deep inside with AttributeError.
         ({"registry": "https://ns.servicebus.windows.net"}, "registry= takes a schema registry"),
+        # A string is true to Python: dedup="no" would deduplicate, the opposite of what it says.
+        ({"dedup": "no"}, "dedup= takes True or False, not 'no'"),
+        ({"progress": "yes"}, "progress= takes True or False (None shows a bar"),
+        ({"on_file": "print"}, "on_file= takes a function of a ReplayProgress, not str"),
+        ({"storage_options": "key=1"}, "storage_options= takes a dict of the options adlfs"),
     ],
 )
-def test_bad_ranges_and_registries_are_user_errors(
+def test_bad_ranges_registries_and_options_are_user_errors(
     workspace: mk.Workspace, options: dict, message: str
 ) -> None:
     workspace.emit(mk.example_mce())

@@ -216,6 +216,7 @@ def test_a_block_being_written_is_left_for_later(workspace: mk.Workspace) -> Non
         ({"partitions": []}, "names no partition"),
         ({"partitions": "01"}, "a list of partition ids"),
         ({"partitions": ["x"]}, "names partition 'x'"),
+        ({"dedup": "off"}, "dedup= takes True or False"),
         ({"checkpoint": "Not_A_Container"}, "must name a blob container"),
         ({"consumer_group": "a/b"}, "not a consumer group name"),
     ],
