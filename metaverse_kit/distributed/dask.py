@@ -38,7 +38,7 @@ from metaverse_kit.distributed._tasks import (
     read_local,
     scan_rows,
 )
-from metaverse_kit.errors import CaptureFileError, MissingDependencyError
+from metaverse_kit.errors import CaptureFileError, ConfigurationError, MissingDependencyError
 from metaverse_kit.history.export import (
     ExportFolder,
     ExportReport,
@@ -50,7 +50,7 @@ from metaverse_kit.history.export import (
 if TYPE_CHECKING:
     import dask.dataframe as dd
 
-__all__ = ["PARTITION_BYTES", "dask_export", "dask_replay", "require_dask"]
+__all__ = ["PARTITION_BYTES", "dask_export", "dask_replay", "partition_size", "require_dask"]
 
 #: Bytes of Capture files per Dask partition (a file larger than this is a partition alone).
 #: PERF: on benchmarks/scale_out.py's tree (1,000,000 events, 300 MB) 32 MB gives 10
@@ -98,6 +98,24 @@ def _frame(table: pa.Table, attrs: Mapping[str, str] | None = None) -> Any:
     if attrs:
         frame.attrs.update(attrs)
     return frame
+
+
+def partition_size(value: object) -> int:
+    """``partition_bytes`` as a number of bytes: a positive int, or text as Dask writes sizes
+    (``"64MiB"``, ``"100 MB"``); raises :class:`ConfigurationError` for anything else."""
+    from dask.utils import parse_bytes
+
+    size: object = value
+    if isinstance(value, str):
+        try:
+            size = parse_bytes(value)
+        except ValueError:
+            size = None
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ConfigurationError(
+            f"partition_bytes= takes a size in bytes (33554432) or as text ('32MiB'); got {value!r}"
+        )
+    return size
 
 
 def _groups(
@@ -351,13 +369,14 @@ def dask_replay(
     storage_options: dict | None = None,
     on_bad_file: str = "raise",
     dedup: bool = True,
-    partition_bytes: int = PARTITION_BYTES,
+    partition_bytes: int | str = PARTITION_BYTES,
 ) -> dd.DataFrame:
     """Replay a Capture tree on Dask: a DataFrame of the rows ``mk.replay_capture`` returns.
 
     Options as :func:`~metaverse_kit.distributed.spark_replay`; ``storage_options`` are also
     handed to fsspec (adlfs) by the workers that read ``abfs[s]://`` files. One partition per
-    group of consecutive files of about ``partition_bytes``, in replay order, so
+    group of consecutive files of about ``partition_bytes`` (bytes, or text such as
+    ``"64MiB"``), in replay order, so
     ``.compute()`` gives the local replay's rows in its order. Columns are pandas
     ``ArrowDtype`` of the replay's Arrow types (``pa.Table.from_pandas`` gives the table
     back); ``mk.skipped_files(ddf)`` and ``mk.duplicates_dropped(ddf)`` read its ``attrs``.
@@ -370,6 +389,7 @@ def dask_replay(
     :class:`~metaverse_kit.errors.ConfigurationError` for a bad option.
     """
     require_dask()
+    size = partition_size(partition_bytes)
     planner = Planner(
         location,
         registry=registry,
@@ -382,8 +402,8 @@ def dask_replay(
         on_bad_file=on_bad_file,
         dedup=dedup,
     )
-    plan = _plan(planner, partition_bytes) if planner.needs_scan else planner.unplanned()
-    return _decoded(planner, plan, partition_bytes)
+    plan = _plan(planner, size) if planner.needs_scan else planner.unplanned()
+    return _decoded(planner, plan, size)
 
 
 # -- the export ----------------------------------------------------------------------------------
@@ -412,7 +432,7 @@ def dask_export(
     schema: Any = None,
     storage_options: dict | None = None,
     on_bad_file: str = "raise",
-    partition_bytes: int = PARTITION_BYTES,
+    partition_bytes: int | str = PARTITION_BYTES,
 ) -> ExportReport:
     """:func:`~metaverse_kit.history.export.export_parquet` on Dask: workers decode and write.
 
@@ -424,6 +444,7 @@ def dask_export(
     dd = require_dask()
     import dask
 
+    size = partition_size(partition_bytes)
     with ExportFolder(out) as folder:
         planner = Planner.for_export(
             folder,
@@ -438,7 +459,7 @@ def dask_export(
             return folder.up_to_date()
         data = [str(p) for p in folder.data_files()]
         exported = dd.read_parquet(data, columns=["message_id"]) if data else None
-        plan = _plan(planner, partition_bytes, exported)
+        plan = _plan(planner, size, exported)
         run = new_run()
         write = functools.partial(
             _write_partition,
@@ -446,7 +467,7 @@ def dask_export(
             storage_options=planner.storage_options,
             folder=os.path.abspath(folder.staging(run)),
         )
-        groups = _groups(planner, plan.files, partition_bytes, plan.events)
+        groups = _groups(planner, plan.files, size, plan.events)
         specs = _task_specs(plan.spec, groups)
         counts = dask.compute(*[dask.delayed(write)(g, specs[i], i) for i, g in enumerate(groups)])
         return folder.commit(

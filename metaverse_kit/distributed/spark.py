@@ -32,7 +32,7 @@ from metaverse_kit.distributed._tasks import (
     decoded_batches,
     scan_rows,
 )
-from metaverse_kit.errors import MissingDependencyError
+from metaverse_kit.errors import ConfigurationError, MissingDependencyError
 from metaverse_kit.history.export import EVENT_DATE, ExportFolder, ExportReport, new_run
 
 if TYPE_CHECKING:
@@ -77,6 +77,19 @@ def spark_schema(arrow_schema: pa.Schema) -> Any:
     from pyspark.sql.pandas.types import from_arrow_schema
 
     return from_arrow_schema(arrow_schema)
+
+
+def _check_session(spark: Any) -> None:
+    """Raise :class:`ConfigurationError` unless ``spark`` is a Spark session (classic or Connect).
+
+    NOTE: by what it offers, not its class: pyspark 3.5's Connect session does not derive from
+    the classic one.
+    """
+    if not all(hasattr(spark, a) for a in ("read", "conf", "createDataFrame")):
+        raise ConfigurationError(
+            "The first argument is the Spark session to run on (SparkSession.builder..."
+            f"getOrCreate(), or the notebook's `spark`), not {type(spark).__name__} {spark!r:.60}"
+        )
 
 
 def _arrow_of(struct_type: Any) -> pa.Schema:
@@ -268,6 +281,7 @@ def spark_replay(
     :class:`~metaverse_kit.errors.ConfigurationError` for a bad option.
     """
     require_pyspark()
+    _check_session(spark)
     with without_pandas_warning():
         planner = Planner(
             location,
@@ -306,6 +320,7 @@ def spark_export(
     :func:`~metaverse_kit.history.export.export_parquet` does.
     """
     require_pyspark()
+    _check_session(spark)
     with without_pandas_warning(), ExportFolder(out) as folder:
         planner = Planner.for_export(
             folder,

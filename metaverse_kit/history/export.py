@@ -115,6 +115,8 @@ class ExportFolder:
     """
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
+        if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+            raise ConfigurationError(f"An export goes to a folder path; got {out!r}")
         text = os.fspath(out)
         if "://" in text:
             raise ConfigurationError(

@@ -148,9 +148,16 @@ def _table(events: Any) -> pa.Table:
             return pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise HistoryInputError(f"{path} is not a readable Parquet file: {exc}") from exc
+    hint = ""
+    if type(events).__module__.startswith("dask."):
+        # NOTE: the questions run on Spark, not Dask; a Dask history is asked through its export.
+        hint = (
+            " (for a Dask replay: ask the Parquet dataset dask_export writes, or "
+            "pa.Table.from_pandas(ddf.compute()) when it fits in memory)"
+        )
     raise HistoryInputError(
         f"expected the events table of ws.replay() or replay_capture() (a pyarrow.Table), a "
-        f"RecordBatch or a Parquet path; got {type(events).__name__}"
+        f"RecordBatch, a pyspark DataFrame or a Parquet path; got {type(events).__name__}{hint}"
     )
 
 

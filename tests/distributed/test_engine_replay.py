@@ -229,6 +229,8 @@ def test_a_bad_schemas_mapping_is_refused_before_any_engine_work(
         ({"partitions": ["0", "x"]}, "partitions= names partition 'x'"),
         ({"registry": "my-namespace"}, "registry= takes a schema registry"),
         ({"dedup": "false"}, "dedup= takes True or False"),
+        ({"partition_bytes": 0}, "partition_bytes= takes a size in bytes"),
+        ({"partition_bytes": "lots"}, "partition_bytes= takes a size in bytes"),
     ],
 )
 def test_a_bad_range_or_registry_is_refused_as_locally(
@@ -236,6 +238,34 @@ def test_a_bad_range_or_registry_is_refused_as_locally(
 ) -> None:
     with pytest.raises(mk.ConfigurationError, match=re.escape(words)):
         dask_replay(demo_lake.root, **options)
+
+
+def test_dask_partition_sizes_may_be_written_as_dask_writes_them(demo_lake: Lake) -> None:
+    import dask
+
+    with dask.config.set(scheduler="sync"):
+        as_text = dask_replay(demo_lake.root, registry=demo_lake.registry, partition_bytes="4KiB")
+        as_int = dask_replay(demo_lake.root, registry=demo_lake.registry, partition_bytes=4096)
+    assert 1 < as_text.npartitions == as_int.npartitions
+
+
+def test_what_is_not_a_spark_session_or_a_question_s_input_is_named() -> None:
+    from metaverse_kit.distributed import spark_replay
+
+    # A master URL where the session belongs would otherwise fail inside with AttributeError.
+    with pytest.raises(mk.ConfigurationError, match=r"the Spark session to run on .* 'local\[2\]'"):
+        spark_replay("local[2]", "lake")
+
+
+def test_a_dask_replay_is_asked_through_its_export(demo_lake: Lake) -> None:
+    import dask
+
+    with dask.config.set(scheduler="sync"):
+        ddf = dask_replay(demo_lake.root, registry=demo_lake.registry)
+    from metaverse_kit.history import HistoryInputError
+
+    with pytest.raises(HistoryInputError, match="for a Dask replay: ask the Parquet dataset"):
+        mk.history.state_as_of(ddf, "2026-12-31")
 
 
 def test_a_dask_task_ships_only_the_files_it_reads(demo_lake: Lake) -> None:

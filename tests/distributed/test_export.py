@@ -57,6 +57,12 @@ def test_round_trip_and_every_reader(demo_lake: Lake, tmp_path: Path) -> None:
     assert got.equals(expected)
 
 
+def test_an_export_needs_a_folder_path(demo_lake: Lake) -> None:
+    for out in (None, "", 7):
+        with pytest.raises(mk.ConfigurationError, match="An export goes to a folder path"):
+            export_parquet(demo_lake.root, out, registry=demo_lake.registry)  # type: ignore[arg-type]
+
+
 def test_reruns_append_only_what_is_new(tmp_path: Path) -> None:
     clock = SimClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
     out = tmp_path / "history"
