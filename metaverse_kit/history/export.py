@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from metaverse_kit._files import atomic_write, locked
 from metaverse_kit.backends.protocols import CaptureFile, Lake, SchemaRegistry
-from metaverse_kit.errors import CaptureFileError, ConfigurationError
+from metaverse_kit.errors import CaptureFileError, ConfigurationError, ReadOnlyWorkspaceError
 from metaverse_kit.history.decode import SkippedPart
 
 __all__ = [
@@ -133,10 +133,16 @@ class ExportFolder:
             raise ConfigurationError(f"{self.out} is a file; an export needs a folder")
         try:
             (self.meta / "runs").mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigurationError(f"Cannot write the export folder {self.out}: {exc}") from exc
-        self._lock = locked(self.meta / "lock")
-        self._lock.__enter__()
+            self._lock = locked(self.meta / "lock")
+            self._lock.__enter__()
+        except (OSError, ReadOnlyWorkspaceError) as exc:
+            # NOTE: an existing dataset the user may only read fails at the lock, not mkdir.
+            cause = exc.__cause__ if isinstance(exc, ReadOnlyWorkspaceError) else exc
+            raise ConfigurationError(
+                f"Cannot write the export folder {self.out}: {cause}. Export to a folder you "
+                "can write; a dataset you can only read still answers the history questions "
+                "(mk.history.state_as_of(folder, ...)) and DuckDB, pandas or Spark"
+            ) from exc
         try:
             self._read_runs()
             self._recover()

@@ -17,7 +17,7 @@ from metaverse_kit.capture import capture_path
 from metaverse_kit.cli import main
 from metaverse_kit.demo import emit_sample_history
 from metaverse_kit.history.export import EVENT_DATE, export_parquet
-from tests.conftest import SimClock
+from tests.conftest import REPO, SimClock, as_other_user
 from tests.distributed.conftest import SORT_KEYS, Lake, assert_same_table
 
 
@@ -55,6 +55,45 @@ def test_round_trip_and_every_reader(demo_lake: Lake, tmp_path: Path) -> None:
     expected = mk.history.state_as_of(local, "2026-02-01").drop_columns(["event_index"])
     got = mk.history.state_as_of(out, "2026-02-01").drop_columns(["event_index"])
     assert got.equals(expected)
+
+
+def test_a_dataset_the_user_may_only_read_is_read_and_not_exported_to(
+    demo_lake: Lake, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "history"
+    export_parquet(demo_lake.root, out, registry=demo_lake.registry)
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    paths = [out, *out.rglob("*")]
+    for path in paths:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    code = (
+        "import sys\n"
+        "import metaverse_kit as mk\n"
+        "from metaverse_kit.history.export import export_parquet\n"
+        "print(mk.history.state_as_of(sys.argv[2], '2026-12-31').num_rows)\n"
+        "export_parquet(sys.argv[1], sys.argv[2])\n"
+    )
+    done = subprocess.run(
+        as_other_user([sys.executable, "-c", code, str(demo_lake.root), str(out)]),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+        check=False,
+    )
+    for path in paths:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    assert done.stdout.split() == ["60"]  # read
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "metaverse_kit.errors.ConfigurationError: Cannot write the export folder"
+    )
+    assert "Export to a folder you can write" in last
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
 
 
 def test_an_export_needs_a_folder_path(demo_lake: Lake) -> None:
