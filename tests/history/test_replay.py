@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,6 +219,26 @@ def _same(a: pa.Table, b: pa.Table) -> None:
     for name in a.column_names:
         assert a[name].equals(b[name]), name
     assert a.equals(b, check_metadata=True)
+
+
+def test_a_list_of_files_is_each_file_once(
+    workspace: mk.Workspace, clock: SimClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(3):
+        workspace.emit(mk.mce(mk.make_dataset_urn("hive", f"t{i}"), [mk.aspects.status(False)]))
+        clock.advance(hours=2)  # a new Capture window, a new file
+    lake = Path(str(workspace.lake.root))
+    files = sorted(lake.rglob("*.avro"))
+    assert len(files) == 3
+    monkeypatch.chdir(lake)
+    relative = [os.path.relpath(f) for f in files]
+    once = mk.replay_capture(files, cache=False, dedup=False)
+    # The same file twice, as written and as its absolute path (a mix commonpath refuses).
+    twice = mk.replay_capture([relative[0], *files], cache=False, dedup=False)
+    assert twice.num_rows == once.num_rows == 3
+    assert mk.duplicates_dropped(mk.replay_capture([files[0], files[0]], cache=False)) == 0
+    with pytest.raises(mk.ConfigurationError, match="is a folder; a list of locations takes"):
+        mk.replay_capture([lake, files[0]], cache=False)
 
 
 def test_native_and_fastavro_decoders_agree_on_the_demo_history(workspace: mk.Workspace) -> None:

@@ -38,8 +38,19 @@ class LocalLake:
             self._paths: list[Path] | None = None
             self.root = str(root)
         else:
-            self._paths = [Path(p) for p in root]
-            self.root = os.path.commonpath([str(p) for p in self._paths]) if self._paths else ""
+            # NOTE: a file listed twice (two spellings of one path) is one file: replayed twice,
+            # its events would come out twice with dedup=False, or count as duplicates dropped.
+            seen: set[str] = set()
+            self._paths = []
+            for p in root:
+                key = os.path.realpath(p)
+                if key not in seen:
+                    seen.add(key)
+                    self._paths.append(Path(p))
+            spelled = [str(p) for p in self._paths]
+            if len({os.path.isabs(p) for p in spelled}) > 1:
+                spelled = [os.path.abspath(p) for p in spelled]  # commonpath takes one kind
+            self.root = os.path.commonpath(spelled) if spelled else ""
 
     def __repr__(self) -> str:
         return f"LocalLake({self.root!r})"
@@ -55,6 +66,12 @@ class LocalLake:
 
     def _candidates(self) -> list[str]:
         if self._paths is not None:
+            folders = [str(p) for p in self._paths if p.is_dir()]
+            if folders:
+                raise ConfigurationError(
+                    f"{folders[0]} is a folder; a list of locations takes Capture files (pass "
+                    "the folder alone to replay everything under it)"
+                )
             missing = [str(p) for p in self._paths if not p.is_file()]
             if missing:
                 raise ConfigurationError(f"Capture file not found: {', '.join(missing[:5])}")
