@@ -137,7 +137,7 @@ class ExportFolder:
             self._lock.__enter__()
         except (OSError, ReadOnlyWorkspaceError) as exc:
             # NOTE: an existing dataset the user may only read fails at the lock, not mkdir.
-            cause = exc.__cause__ if isinstance(exc, ReadOnlyWorkspaceError) else exc
+            cause = (exc.__cause__ or exc) if isinstance(exc, ReadOnlyWorkspaceError) else exc
             raise ConfigurationError(
                 f"Cannot write the export folder {self.out}: {cause}. Export to a folder you "
                 "can write; a dataset you can only read still answers the history questions "

@@ -239,6 +239,8 @@ def test_a_list_of_files_is_each_file_once(
     assert mk.duplicates_dropped(mk.replay_capture([files[0], files[0]], cache=False)) == 0
     with pytest.raises(mk.ConfigurationError, match="is a folder; a list of locations takes"):
         mk.replay_capture([lake, files[0]], cache=False)
+    with pytest.raises(mk.ConfigurationError, match="takes Capture file paths; got int 7"):
+        mk.replay_capture([files[0], 7], cache=False)
 
 
 def test_native_and_fastavro_decoders_agree_on_the_demo_history(workspace: mk.Workspace) -> None:

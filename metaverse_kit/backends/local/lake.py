@@ -43,6 +43,11 @@ class LocalLake:
             seen: set[str] = set()
             self._paths = []
             for p in root:
+                if not isinstance(p, (str, os.PathLike)):
+                    raise ConfigurationError(
+                        f"A list of locations takes Capture file paths; got {type(p).__name__} "
+                        f"{p!r:.60}"
+                    )
                 key = os.path.realpath(p)
                 if key not in seen:
                     seen.add(key)
