@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from metaverse_kit.errors import ConfigurationError
@@ -34,6 +34,7 @@ __all__ = [
     "check_schema_name",
     "inside",
     "namespace_of_host",
+    "no_such_partitions",
     "partition_ids",
     "path_segment",
 ]
@@ -130,6 +131,13 @@ def partition_ids(partitions: object, *, what: str = "partitions=") -> tuple[str
             )
         ids.append(text)
     return tuple(ids)
+
+
+def no_such_partitions(unknown: Sequence[str], known: Sequence[str]) -> ConfigurationError:
+    """The error for partition ids the event hub does not have (``known`` are its ids)."""
+    return ConfigurationError(
+        f"The event hub has no partition {', '.join(unknown)}; it has {', '.join(known)}"
+    )
 
 
 def namespace_of_host(host: str) -> str | None:

@@ -43,7 +43,7 @@ from metaverse_kit.history.replay import (
     registry_lookup,
     with_dropped,
 )
-from metaverse_kit.names import partition_ids
+from metaverse_kit.names import no_such_partitions, partition_ids
 
 __all__ = ["DEDUP_WINDOW", "Tail", "event_lines", "open_tail", "start_positions"]
 
@@ -91,9 +91,7 @@ def start_positions(
     if isinstance(start, Mapping):
         unknown += [str(p) for p in start if str(p) not in known and str(p) not in unknown]
     if unknown:
-        raise ConfigurationError(
-            f"The event hub has no partition {', '.join(unknown)}; it has {', '.join(known)}"
-        )
+        raise no_such_partitions(unknown, known)
     if not wanted:
         raise ConfigurationError("partitions= names no partition to follow")
     if isinstance(start, Mapping):

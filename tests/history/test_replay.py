@@ -211,6 +211,24 @@ def test_partition_ids_may_be_numbers_or_text(workspace: mk.Workspace, clock: Si
     assert sorted(set(as_numbers["partition"].to_pylist())) == some
 
 
+def test_a_workspace_replay_names_partitions_its_hub_does_not_have(
+    workspace: mk.Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace.emit(mk.example_mce())
+    [here] = set(workspace.replay(cache=False)["partition"].to_pylist())
+    with pytest.raises(mk.ConfigurationError, match="The event hub has no partition 7; it has 0"):
+        workspace.replay(cache=False, partitions=[here, 7])
+    # A partition of the hub with nothing captured in the range is an empty answer, not an error.
+    assert workspace.replay(cache=False, partitions=[here], start="2099-01-01").num_rows == 0
+
+    def unreachable() -> list[str]:
+        raise mk.ConfigurationError("no Data Sender role")
+
+    # A hub that cannot say (offline, or on Azure a role the lake does not need) is not asked.
+    monkeypatch.setattr(workspace.hub, "partition_ids", unreachable)
+    assert workspace.replay(cache=False, partitions=[7]).num_rows == 0
+
+
 # -- the native decoder and the fastavro fallback give the same tables ---------------------
 
 
