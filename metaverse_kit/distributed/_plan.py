@@ -29,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaverse_kit._time import utc_time
 from metaverse_kit.backends.protocols import CaptureFile, Lake, SchemaRegistry
 from metaverse_kit.distributed._tasks import FILE, MESSAGE, FileEntry, TaskSpec, engine_key
 from metaverse_kit.errors import (
@@ -52,10 +51,10 @@ from metaverse_kit.history.replay import (
     check_flag,
     check_registry,
     reader_schema,
+    replay_range,
     schema_definition,
     warn_skipped,
 )
-from metaverse_kit.names import partition_ids
 
 __all__ = ["GROUPED_SCHEMA", "Plan", "Planner", "records", "registry_schemas"]
 
@@ -151,19 +150,13 @@ class Planner:
                 raise ConfigurationError(
                     f"schemas[{schema_id!r}] is not an Avro schema: {exc}"
                 ) from exc
-        start_utc = None if start is None else utc_time(start, "start", error=ConfigurationError)
-        end_utc = None if end is None else utc_time(end, "end", error=ConfigurationError)
-        if start_utc and end_utc and start_utc > end_utc:
-            raise ConfigurationError(f"start ({start_utc}) is after end ({end_utc})")
-        parts = partition_ids(partitions)
+        start_utc, end_utc, parts = replay_range(start, end, partitions)
         check_registry(registry)
         check_flag(dedup, "dedup")
         payload = reader_schema(schema, registry=registry, schemas=schemas)
         self.lake: Lake = open_lake(location, storage_options=storage_options)
         self.storage_options = storage_options
-        self.files = self.lake.list_files(
-            partitions=None if parts is None else list(parts), start=start_utc, end=end_utc
-        )
+        self.files = self.lake.list_files(partitions=parts, start=start_utc, end=end_utc)
         self.arrow_schema = output_schema(payload)
         self.dedup = dedup
         known = registry_schemas(registry) if registry is not None else {}
@@ -173,7 +166,7 @@ class Planner:
             on_bad_file=on_bad_file,
             start=start_utc,
             end=end_utc,
-            partitions=parts,
+            partitions=None if parts is None else tuple(parts),
             files=self._entries(self.files, {}),
         )
 

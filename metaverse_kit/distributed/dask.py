@@ -50,7 +50,7 @@ from metaverse_kit.history.export import (
 if TYPE_CHECKING:
     import dask.dataframe as dd
 
-__all__ = ["PARTITION_BYTES", "dask_export", "dask_replay", "partition_size", "require_dask"]
+__all__ = ["PARTITION_BYTES", "dask_export", "dask_replay", "require_dask"]
 
 #: Bytes of Capture files per Dask partition (a file larger than this is a partition alone).
 #: PERF: on benchmarks/scale_out.py's tree (1,000,000 events, 300 MB) 32 MB gives 10
@@ -100,7 +100,7 @@ def _frame(table: pa.Table, attrs: Mapping[str, str] | None = None) -> Any:
     return frame
 
 
-def partition_size(value: object) -> int:
+def _partition_size(value: object) -> int:
     """``partition_bytes`` as a number of bytes: a positive int, or text as Dask writes sizes
     (``"64MiB"``, ``"100 MB"``); raises :class:`ConfigurationError` for anything else."""
     from dask.utils import parse_bytes
@@ -389,7 +389,7 @@ def dask_replay(
     :class:`~metaverse_kit.errors.ConfigurationError` for a bad option.
     """
     require_dask()
-    size = partition_size(partition_bytes)
+    size = _partition_size(partition_bytes)
     planner = Planner(
         location,
         registry=registry,
@@ -444,7 +444,7 @@ def dask_export(
     dd = require_dask()
     import dask
 
-    size = partition_size(partition_bytes)
+    size = _partition_size(partition_bytes)
     with ExportFolder(out) as folder:
         planner = Planner.for_export(
             folder,

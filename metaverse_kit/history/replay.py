@@ -83,6 +83,7 @@ __all__ = [
     "replay_batches",
     "replay_capture",
     "replay_lake",
+    "replay_range",
     "schema_definition",
     "skipped_files",
     "warn_skipped",
@@ -332,8 +333,23 @@ def registry_lookup(registry: SchemaRegistry | None) -> SchemaLookup:
     return lookup
 
 
-def _as_utc(value: datetime | str | None, what: str) -> datetime | None:
-    return None if value is None else utc_time(value, what, error=ConfigurationError)
+def replay_range(
+    start: datetime | str | None,
+    end: datetime | str | None,
+    partitions: Sequence[str | int] | None,
+) -> tuple[datetime | None, datetime | None, list[str] | None]:
+    """A replay's ``start`` and ``end`` as UTC datetimes and its partition ids (None: all),
+    checked; the local replay and the engines' planner take them through here.
+
+    Raises :class:`ConfigurationError` for a bad time, a start after the end or a partition id
+    no event hub has.
+    """
+    start_utc = None if start is None else utc_time(start, "start", error=ConfigurationError)
+    end_utc = None if end is None else utc_time(end, "end", error=ConfigurationError)
+    if start_utc and end_utc and start_utc > end_utc:
+        raise ConfigurationError(f"start ({start_utc}) is after end ({end_utc})")
+    ids = partition_ids(partitions)
+    return start_utc, end_utc, None if ids is None else list(ids)
 
 
 # -- the stream ---------------------------------------------------------------------------------
@@ -606,12 +622,8 @@ def replay_lake(
     (``on_bad_file="raise"``) while streaming, naming a file that cannot be read.
     """
     opts = _options(dict(options))
-    start_utc, end_utc = _as_utc(start, "start"), _as_utc(end, "end")
-    if start_utc and end_utc and start_utc > end_utc:
-        raise ConfigurationError(f"start ({start_utc}) is after end ({end_utc})")
+    start_utc, end_utc, parts = replay_range(start, end, partitions)
     check_options(decoder=opts["decoder"], on_bad_file=opts["on_bad_file"])
-    ids = partition_ids(partitions)
-    parts = None if ids is None else list(ids)
     check_registry(registry)
     store = open_cache(opts["cache"])
     files = lake.list_files(partitions=parts, start=start_utc, end=end_utc)
