@@ -15,7 +15,9 @@ the events a grown file gained since; Capture files only ever grow), drops event
 message id the dataset already holds, writes its files into staging, moves them into place
 and then records itself (``runs/<run>.json``, written atomically). A run that dies before its
 record is written is undone by the next run: its files are deleted and its Capture files read
-again. Runs take an exclusive lock on the folder.
+again. Runs take an exclusive lock on the folder; readers take none. Moving a run's files is
+not one step, so a plain reader may see part of a run that is committing (or died doing so);
+:func:`committed_files` lists the files of recorded runs only, and the questions read those.
 
 The same bookkeeping serves the local export (:func:`export_parquet`, a replay of the new files
 through :func:`~metaverse_kit.history.replay.replay_lake`) and the Spark and Dask ones
@@ -47,9 +49,11 @@ __all__ = [
     "EVENT_DATE",
     "ExportFolder",
     "ExportReport",
+    "committed_files",
     "export_parquet",
     "file_key",
     "new_run",
+    "read_export",
     "with_event_date",
 ]
 
@@ -168,13 +172,12 @@ class ExportFolder:
     def _recover(self) -> None:
         shutil.rmtree(self.meta / "staging", ignore_errors=True)
         for path in self.data_files():
-            m = _PART.match(path.name)
-            if m is None or m["run"] not in self.runs:
+            if _run_of(path) not in self.runs:
                 path.unlink()
 
     def data_files(self) -> list[Path]:
         """The dataset's Parquet files (every file below an ``event_date=`` folder)."""
-        return sorted(self.out.glob(f"{EVENT_DATE}=*/*.parquet"))
+        return _data_files(self.out)
 
     @property
     def known(self) -> dict[str, dict[str, Any]]:
@@ -296,6 +299,53 @@ class ExportFolder:
         shutil.rmtree(staged, ignore_errors=True)
         self.runs[run] = record
         return ExportReport(str(self.out), run, len(files), rows, list(skipped), duplicates)
+
+
+def committed_files(out: str | os.PathLike[str]) -> list[str] | None:
+    """The data files of the runs an export folder recorded, or None when ``out`` is not one.
+
+    A run moves all its files into place and then writes its record (the commit), so these are
+    the dataset as of a commit: a run that is moving its files, or that died while doing so,
+    has none among them, while a plain Parquet reader of the folder sees its files until the
+    next run removes or records them. Takes no lock: readers never wait for a run. For Spark:
+    ``spark.read.option("basePath", out).parquet(*committed_files(out))``; for DuckDB:
+    ``read_parquet(committed_files(out), hive_partitioning=true)``.
+    """
+    root = Path(out)
+    runs = root / _META / "runs"
+    if not runs.is_dir():
+        return None
+    # NOTE: the records before the files, so every file of a run seen recorded is in place.
+    recorded = {path.stem for path in runs.glob("*.json")}
+    return [str(path) for path in _data_files(root) if _run_of(path) in recorded]
+
+
+def read_export(out: str | os.PathLike[str]) -> pa.Table | None:
+    """The rows of an export folder as of its last commit (:func:`committed_files`), or None
+    when ``out`` is not one; a table of no columns when no run has written rows to it."""
+    import pyarrow.dataset as ds
+
+    files = committed_files(out)
+    if files is None:
+        return None
+    if not files:
+        return pa.table({})
+    # The partition column pyarrow.parquet.read_table gives for the folder (a dictionary).
+    partitioning = ds.HivePartitioning.discover(infer_dictionary=True)
+    dataset = ds.dataset(
+        files, format="parquet", partitioning=partitioning, partition_base_dir=os.fspath(out)
+    )
+    return dataset.to_table()
+
+
+def _data_files(out: Path) -> list[Path]:
+    return sorted(out.glob(f"{EVENT_DATE}=*/*.parquet"))
+
+
+def _run_of(path: Path) -> str | None:
+    """The run that wrote the data file at ``path``, or None when a run did not name it."""
+    m = _PART.match(path.name)
+    return None if m is None else m["run"]
 
 
 def file_key(root: str, path: str) -> str:

@@ -74,6 +74,7 @@ from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.errors import MetaverseError
 from metaverse_kit.events.aspects import ASPECT_NAMES, STATUS_TYPE
 from metaverse_kit.history.arrow_types import BRANCH_FIELD, branch_type, union_branch
+from metaverse_kit.history.export import read_export
 
 __all__ = [
     "AUDIT_COLUMNS",
@@ -145,9 +146,17 @@ def _table(events: Any) -> pa.Table:
                 f"Parquet file written from one"
             )
         try:
-            return pq.read_table(path)
+            # An export folder is read as of its last commit; any other path as it is.
+            exported = read_export(path) if path.is_dir() else None
+            table = exported if exported is not None else pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise HistoryInputError(f"{path} is not a readable Parquet file: {exc}") from exc
+        if exported is not None and not exported.num_columns:
+            raise HistoryInputError(
+                f"{path} is a Parquet export no run has written events to yet; export a "
+                "replay into it first (metaverse replay --out FOLDER --format parquet)"
+            )
+        return table
     hint = ""
     if type(events).__module__.startswith("dask."):
         # NOTE: the questions run on Spark, not Dask; a Dask history is asked through its export.

@@ -16,7 +16,7 @@ import metaverse_kit as mk
 from metaverse_kit.capture import capture_path
 from metaverse_kit.cli import main
 from metaverse_kit.demo import emit_sample_history
-from metaverse_kit.history.export import EVENT_DATE, export_parquet
+from metaverse_kit.history.export import EVENT_DATE, committed_files, export_parquet
 from tests.conftest import REPO, SimClock, as_other_user
 from tests.distributed.conftest import SORT_KEYS, Lake, assert_same_table
 
@@ -155,6 +155,38 @@ def test_a_crashed_run_is_undone_by_the_next(demo_lake: Lake, tmp_path: Path) ->
     assert not stray.exists()
     assert not (out / "_metaverse" / "staging").exists()
     assert _read(out).num_rows == 41
+
+
+def test_the_questions_read_an_export_as_of_its_last_commit(
+    demo_lake: Lake, tmp_path: Path, spark: Any
+) -> None:
+    import duckdb
+
+    out = tmp_path / "history"
+    (tmp_path / "empty").mkdir()
+    export_parquet(tmp_path / "empty", out, registry=demo_lake.registry)
+    with pytest.raises(mk.history.HistoryInputError, match="no run has written events"):
+        mk.history.state_as_of(out, "2026-02-01")
+    export_parquet(demo_lake.root, out, registry=demo_lake.registry)
+    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
+    expected = mk.history.changes(local, "2026-01-01", "2026-03-01")
+    # A run moving its files into place (or dead while doing so) has no record yet: a plain
+    # reader of the folder sees its files, the questions do not.
+    day = next(out.glob(f"{EVENT_DATE}=*"))
+    shutil.copyfile(next(day.glob("*.parquet")), day / "part-00000001-deadbeef-00000.parquet")
+    assert pq.read_table(out).num_rows > 41
+    got = mk.history.changes(out, "2026-01-01", "2026-03-01")
+    assert got.num_rows and got.equals(expected)
+    # The recipes committed_files gives other readers.
+    files = committed_files(out)
+    assert files is not None and len(files) == len(list(out.glob("*/*.parquet"))) - 1
+    sql = f"select count(*), count({EVENT_DATE}) from read_parquet(?, hive_partitioning=true)"
+    assert duckdb.execute(sql, [files]).fetchone() == (41, 41)
+    frame = spark.read.option("basePath", str(out)).parquet(*files)
+    assert frame.count() == 41 and EVENT_DATE in frame.columns
+    spark_changes = mk.history.changes(frame, "2026-01-01", "2026-03-01")
+    assert spark_changes.count() == expected.num_rows
+    assert committed_files(tmp_path / "empty") is None
 
 
 def _skipped(parts: Any) -> list[tuple[Any, ...]]:
