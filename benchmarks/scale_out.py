@@ -26,7 +26,9 @@ the configuration's own: on a quiet machine that is CPU time), the CPU seconds o
 (the plan pass and the decode; the JVM and the Python workers apart), the speedup from 1 to
 2 cores per engine (target >= 1.7x) and each engine's per-core rate as a share of the local
 replay's (target >= 70%), all measured in the same run, with the load average around it, and
-beside each speedup the machine's own (``local-2`` against ``local``).
+beside each speedup the machine's own (``local-2`` against ``local``). With more than one round,
+each round's ratios from its own runs are printed too: the best-of figures may pair a run of
+one round with a run of another, and on a shared VM the rounds can differ by a third.
 
 Run: ``.venv/bin/python benchmarks/scale_out.py`` (about 10 minutes per round on 2 cores);
 ``--events N`` sets the tree's size, ``--quick`` makes a smoke run, ``--tree DIR`` keeps (or
@@ -321,15 +323,40 @@ def _report(results: dict[str, dict[str, Any]], rounds: int) -> None:
             f"({pair['aside']['alone']['wall']:.1f} s against {pair['seconds']:.1f} s): what two "
             "cores give here, the ceiling of an engine's speedup"
         )
-    for engine in ("spark", "dask"):
-        if f"{engine}-1" not in rate or f"{engine}-2" not in rate:
-            continue
-        one, two = rate[f"{engine}-1"], rate[f"{engine}-2"]
+    for engine, (speedup, one_core, two_cores) in _ratios(results).items():
         print(
-            f"{engine}: speedup 1 -> 2 cores {two / one:.2f}x (target >= 1.7x{machine}); per "
-            f"core {one / rate['local']:.0%} (1 core) and {two / 2 / rate['local']:.0%} (2 "
-            f"cores) of the local replay (target >= 70%)"
+            f"{engine}: speedup 1 -> 2 cores {speedup:.2f}x (target >= 1.7x{machine}); per "
+            f"core {one_core:.0%} (1 core) and {two_cores:.0%} (2 cores) of the local replay "
+            "(target >= 70%)"
         )
+
+
+def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, tuple[float, float, float]]:
+    """Per engine measured on 1 and 2 cores: its speedup, and its per-core rate on 1 and on 2
+    cores as a share of the local replay's (which ``results`` must hold)."""
+    rate = {c: r["events"] / r["seconds"] for c, r in results.items()}
+    out = {}
+    for engine in ("spark", "dask"):
+        if f"{engine}-1" in rate and f"{engine}-2" in rate:
+            one, two = rate[f"{engine}-1"], rate[f"{engine}-2"]
+            out[engine] = (two / one, one / rate["local"], two / 2 / rate["local"])
+    return out
+
+
+def _report_rounds(rounds: list[dict[str, dict[str, Any]]]) -> None:
+    """Each round's ratios from its own runs alone: the best-of figures above may pair runs of
+    different rounds, so this shows how far one round's load moves them."""
+    if len(rounds) < 2 or any("local" not in r for r in rounds):
+        return
+    print("\neach round alone:")
+    for n, results in enumerate(rounds, 1):
+        parts = []
+        if "local-2" in results:
+            pair = results["local-2"]
+            parts.append(f"machine {pair['aside']['alone']['wall'] / pair['seconds']:.2f}x")
+        for engine, (speedup, one_core, _) in _ratios(results).items():
+            parts.append(f"{engine} {speedup:.2f}x, {one_core:.0%} per core")
+        print(f"round {n}: " + "; ".join(parts))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,9 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         warm = [str(p) for p in sorted(Path(info["lake"]).rglob("*.avro"))[:4]]
         print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
         best: dict[str, dict[str, Any]] = {}
+        every: list[dict[str, dict[str, Any]]] = []
         for n in range(rounds):
+            every.append({})
             for c in configs:
                 r = _run(c, info["lake"], info["registry"], warm)
+                every[-1][c] = r
                 print(
                     f"round {n + 1} {c:<8} {r['events']:>9,} events in {r['seconds']:6.1f} s "
                     f"(load {r['load'][0]:.1f}-{r['load'][1]:.1f})",
@@ -381,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 if c not in best or r["seconds"] < best[c]["seconds"]:
                     best[c] = r
     _report({c: best[c] for c in configs}, rounds)
+    _report_rounds(every)
     return 0
 
 
