@@ -143,6 +143,37 @@ def test_copies_of_exported_events_are_not_written_again(demo_lake: Lake, tmp_pa
     assert _read(out).num_rows == 41
 
 
+def test_a_run_mixing_new_events_and_copies_writes_the_new_ones_once(
+    demo_lake: Lake, tmp_path: Path
+) -> None:
+    lake, later = tmp_path / "lake", tmp_path / "later"
+    shutil.copytree(demo_lake.root, lake)
+    files = sorted(lake.rglob("*.avro"))
+    for path in files[len(files) // 2 :]:
+        (later / path.relative_to(lake)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, later / path.relative_to(lake))
+    out = tmp_path / "history"
+    first = export_parquet(lake, out, registry=demo_lake.registry)
+    # The second run reads new files, two copies of an exported file and a copy of a new one:
+    # its staged rows mix new events, events the dataset holds and repeats within the run.
+    shutil.copytree(later, lake, dirs_exist_ok=True)
+    exported, new = files[0], sorted(later.rglob("*.avro"))[0]
+    for n, source in ((7, exported), (8, exported), (9, new)):
+        copy = lake / capture_path(
+            "metaverse-local", "metaverse", str(n), datetime(2026, 6, 1, tzinfo=UTC)
+        )
+        copy.parent.mkdir(parents=True)
+        shutil.copyfile(source, copy)
+    second = export_parquet(lake, out, registry=demo_lake.registry)
+    copies = 2 * len(mk.replay_capture(exported, cache=False))
+    copies += len(mk.replay_capture(new, cache=False))
+    assert (first.rows + second.rows, second.duplicates_dropped) == (41, copies)
+    assert _runs(out)[-1]["rows"] == second.rows
+    local = mk.replay_capture(lake, registry=demo_lake.registry, cache=False)
+    assert local.num_rows == 41
+    assert_same_table(local, _read(out))
+
+
 def test_a_crashed_run_is_undone_by_the_next(demo_lake: Lake, tmp_path: Path) -> None:
     out = tmp_path / "history"
     export_parquet(demo_lake.root, out, registry=demo_lake.registry)
