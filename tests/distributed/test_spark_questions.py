@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -12,9 +13,10 @@ import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.demo import emit_sample_history
-from metaverse_kit.distributed import spark_replay
+from metaverse_kit.distributed import spark_export, spark_replay
 from metaverse_kit.distributed.spark import without_pandas_warning
 from metaverse_kit.errors import LateEventWarning
+from metaverse_kit.history.export import EVENT_DATE, with_event_date
 from tests.conftest import SimClock
 
 ORDERS = mk.make_dataset_urn("hive", "db.late_orders")
@@ -107,3 +109,47 @@ def test_bad_input_is_refused_before_spark_runs(histories: tuple[pa.Table, Any])
         mk.history.audit_trail(df, "jdoe")
     with pytest.raises(mk.history.MissingColumnError, match="proposedSnapshot"):
         mk.history.state_as_of(df.drop("proposedSnapshot"), "2026-02-01")
+
+
+def test_answers_do_not_depend_on_the_session_time_zone(
+    spark: Any, late_history: Any, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    ws = late_history
+    local = ws.replay(cache=False, progress=False)
+
+    # A moment whose answer differs from those 11 hours before and after it, so a time read in
+    # the session's zone (UTC-11 below) instead of as an instant would be seen.
+    def rows(seconds: float) -> int:
+        return mk.history.state_as_of(local, datetime.fromtimestamp(seconds, UTC)).num_rows
+
+    moment = next(
+        datetime.fromtimestamp(t, UTC)
+        for t in sorted({t.timestamp() for t in local["enqueued_time"].to_pylist()})
+        if rows(t) not in (rows(t - 11 * 3600), rows(t + 11 * 3600))
+    )
+    previous = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "Pacific/Pago_Pago")  # UTC-11, no summer time
+    try:
+        df = spark_replay(spark, ws.lake, registry=ws.registry).cache()
+        _same(mk.history.state_as_of(local, moment), mk.history.state_as_of(df, moment))
+        text = moment.isoformat()
+        _same(
+            mk.history.changes(local, "2026-01-01", text),
+            mk.history.changes(df, "2026-01-01", text),
+        )
+        _same(
+            mk.history.audit_trail(local, ORDERS, aspect="ownership"),
+            mk.history.audit_trail(df, ORDERS, aspect="ownership"),
+        )
+        df.unpersist()
+        # The export's event dates are UTC days, as the local export's, in any session zone.
+        spark_export(spark, ws.lake, tmp_path / "history", registry=ws.registry)
+        days = pq.read_table(tmp_path / "history").column(EVENT_DATE).cast(pa.string())
+        expected = with_event_date(local).column(EVENT_DATE).cast(pa.string())
+        assert sorted(days.to_pylist()) == sorted(expected.to_pylist())
+        times = local["enqueued_time"].to_pylist()
+        assert any((t - timedelta(hours=11)).date() != t.date() for t in times)
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", previous)
