@@ -111,6 +111,15 @@ class Plan:
     #: Events the decode pass drops as copies of an earlier one (or of an exported one).
     duplicates: int = 0
 
+    @property
+    def export_rows(self) -> int:
+        """The rows an export run's decode pass gives: every event of its files (of their
+        intact blocks, less the start an earlier run exported) but the copies it drops."""
+        kept = sum(
+            max(self.events.get(e.file.path, 0) - e.skip, 0) for e in self.spec.files.values()
+        )
+        return kept - self.duplicates
+
 
 class Planner:
     """Lists the files of one distributed replay and, after the plan pass, plans the decode.

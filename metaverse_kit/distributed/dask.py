@@ -193,9 +193,17 @@ def _hashes(scanned: _Scanned) -> np.ndarray:
     return scanned.hashes
 
 
-def _exported_ids(frame: Any) -> pa.Array:
-    ids = pa.array(frame["message_id"], pa.string()).drop_null()
-    return pc.unique(ids)
+def _exported_ids(path: str) -> pa.Array:
+    """The message ids of one of an export's data files.
+
+    NOTE: read with pyarrow, not ``dd.read_parquet``: fsspec expands glob characters in the
+    paths it is given, and an export folder's name may hold some (``[``, ``?``, ``*``).
+    """
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as data:
+        ids = data.read(columns=["message_id"]).column("message_id").combine_chunks()
+    return pc.unique(ids.drop_null()).cast(pa.string())
 
 
 def _repeated(
@@ -243,7 +251,7 @@ def _file_rows(scanned: _Scanned) -> pa.RecordBatch:
 def _plan(
     planner: Planner,
     partition_bytes: int,
-    exported: Any = None,
+    exported: Sequence[str] = (),
     *,
     hash_ids: Callable[[pa.Array], np.ndarray] = id_hashes,
 ) -> Plan:
@@ -267,11 +275,7 @@ def _plan(
         scan(paths, spec, storage_options=planner.storage_options, hash_ids=hash_ids)
         for paths, spec in zip(groups, _task_specs(planner.spec, groups), strict=True)
     ]
-    known = (
-        [dask.delayed(_exported_ids)(part) for part in exported.to_delayed()]
-        if exported is not None
-        else []
-    )
+    known = [dask.delayed(_exported_ids)(path) for path in exported]
     repeated = dask.delayed(_repeated)([dask.delayed(_hashes)(s) for s in scans], known, hash_ids)
     files, found, found_known = dask.compute(
         [dask.delayed(_file_rows)(s) for s in scans],
@@ -441,7 +445,7 @@ def dask_export(
     the same local path (a shared disk or a mount). Options as :func:`dask_replay`. Raises as
     :func:`~metaverse_kit.history.export.export_parquet` does.
     """
-    dd = require_dask()
+    require_dask()
     import dask
 
     size = _partition_size(partition_bytes)
@@ -457,9 +461,7 @@ def dask_export(
         )
         if planner is None:
             return folder.up_to_date()
-        data = [str(p) for p in folder.data_files()]
-        exported = dd.read_parquet(data, columns=["message_id"]) if data else None
-        plan = _plan(planner, size, exported)
+        plan = _plan(planner, size, [str(p) for p in folder.data_files()])
         run = new_run()
         write = functools.partial(
             _write_partition,

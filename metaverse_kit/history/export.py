@@ -287,15 +287,34 @@ class ExportFolder:
         duplicates: int = 0,
         engine: str = "local",
     ) -> ExportReport:
-        """Move the run's staged files into place, then record the run (the commit point)."""
+        """Move the run's staged files into place, then record the run (the commit point).
+
+        ``rows`` is what the run wrote; the staged files must hold that many. Raises
+        :class:`ConfigurationError`, recording nothing and removing what was staged, when they
+        do not: an engine's workers wrote where this process cannot see (an export folder
+        that is not shared), and recording the run would mark its Capture files as exported.
+        """
+        import pyarrow.parquet as pq
+
         staged = self.meta / "staging" / run
-        moved = 0
-        if staged.exists():
-            for path in sorted(staged.glob(f"{EVENT_DATE}=*/*.parquet")):
-                target = self.out / path.parent.name / f"part-{run}-{moved:05d}.parquet"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-                moved += 1
+        parts = sorted(staged.glob(f"{EVENT_DATE}=*/*.parquet")) if staged.exists() else []
+        found = 0
+        for path in parts:
+            with pq.ParquetFile(path) as data:
+                found += data.metadata.num_rows
+        if found != rows:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise ConfigurationError(
+                f"The export run {run} wrote {rows} rows, but {found} are in {staged} "
+                f"({len(parts)} files): its workers wrote where this process cannot see. An "
+                "export folder must be one path the driver and every worker share (a mounted "
+                "volume such as /dbfs/... or /Volumes/..., a shared disk). Nothing was "
+                "recorded: the next run reads these Capture files again"
+            )
+        for n, path in enumerate(parts):
+            target = self.out / path.parent.name / f"part-{run}-{n:05d}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
         record = {
             "run": run,
             "engine": engine,

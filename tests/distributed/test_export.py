@@ -340,8 +340,56 @@ def test_a_grown_file_keeps_the_record_of_the_run_that_committed_last(tmp_path: 
     from metaverse_kit.history.export import ExportFolder
 
     with ExportFolder(tmp_path / "history") as folder:
-        folder.commit("00000001-bbbbbbbb", files={"p/0.avro": {"events": 1}}, rows=1)
-        folder.commit("00000001-aaaaaaaa", files={"p/0.avro": {"events": 2}}, rows=1)
+        folder.commit("00000001-bbbbbbbb", files={"p/0.avro": {"events": 1}}, rows=0)
+        folder.commit("00000001-aaaaaaaa", files={"p/0.avro": {"events": 2}}, rows=0)
         assert folder.known["p/0.avro"]["events"] == 2
     with ExportFolder(tmp_path / "history") as folder:
         assert folder.known["p/0.avro"]["events"] == 2
+
+
+@pytest.mark.parametrize("engine", ["spark", "dask"])
+def test_engines_export_into_folders_whose_names_look_like_globs(
+    engine: str, request: pytest.FixtureRequest, demo_lake: Lake, tmp_path: Path
+) -> None:
+    # Spark reads paths as globs; a path it writes to is not one, and escaping it wrote to
+    # another folder (named with the backslashes) while the run was recorded as done.
+    export = _engine_export(engine, request)
+    lake, out = tmp_path / "lake [2026] {a,b}?", tmp_path / "history [1] x?y*"
+    shutil.copytree(demo_lake.root, lake)
+    assert export(lake, out, registry=demo_lake.registry).rows == 41
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([lake.name, out.name])
+    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
+    expected = mk.history.state_as_of(local, "2026-03-01").drop_columns(["event_index"])
+    got = mk.history.state_as_of(out, "2026-03-01").drop_columns(["event_index"])
+    assert got.equals(expected)
+    assert export(lake, out, registry=demo_lake.registry).run is None
+    # A copy of an exported file: the next run reads the dataset's ids from the same folder.
+    copy = lake / capture_path(
+        "metaverse-local", "metaverse", "9", datetime(2026, 6, 1, tzinfo=UTC)
+    )
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(next(lake.rglob("*.avro")), copy)
+    report = export(lake, out, registry=demo_lake.registry)
+    assert (report.files, report.rows, report.duplicates_dropped) == (1, 0, 1)
+
+
+def test_a_run_whose_files_are_not_all_staged_is_not_recorded(
+    demo_lake: Lake, tmp_path: Path
+) -> None:
+    """What an engine whose workers write to a folder this process does not share leaves."""
+    from metaverse_kit.history.export import ExportFolder
+
+    out = tmp_path / "history"
+    export_parquet(demo_lake.root, out, registry=demo_lake.registry)
+    day = next(out.glob(f"{EVENT_DATE}=*"))
+    part = next(day.glob("*.parquet"))
+    rows = pq.ParquetFile(part).metadata.num_rows
+    with ExportFolder(out) as folder:
+        staged = folder.staging("00000002-cafecafe") / day.name
+        staged.mkdir()
+        shutil.copyfile(part, staged / "part-0.parquet")
+        with pytest.raises(mk.ConfigurationError, match=f"wrote {rows + 5} rows, but {rows} are"):
+            folder.commit("00000002-cafecafe", files={"p/0.avro": {"events": 9}}, rows=rows + 5)
+        assert "00000002-cafecafe" not in folder.runs
+    assert not (out / "_metaverse" / "staging" / "00000002-cafecafe").exists()
+    assert len(_runs(out)) == 1 and _read(out).num_rows == 41
