@@ -9,6 +9,8 @@ Layout of an export folder::
 DuckDB (``read_parquet('<out>/*/*.parquet', hive_partitioning=true)``), pandas
 (``pd.read_parquet(out)``), polars and Spark (``spark.read.parquet(out)``) read it as it is:
 folders starting with ``_`` are hidden from them. ``mk.history`` questions take the folder.
+An export starts in a new or empty folder (one holding another tool's files is refused); a file
+no run named that is put into it later is neither read nor deleted.
 
 Incremental: each run lists the Capture files, reads only those no earlier run recorded (and
 the events a grown file gained since; Capture files only ever grow), drops events whose
@@ -135,6 +137,13 @@ class ExportFolder:
     def __enter__(self) -> ExportFolder:
         if self.out.exists() and not self.out.is_dir():
             raise ConfigurationError(f"{self.out} is a file; an export needs a folder")
+        if self.out.is_dir() and not self.meta.is_dir() and _visible(self.out):
+            # NOTE: another tool's Hive dataset by event date looks like ours; its files must
+            # never be mixed with an export's, nor taken for a crashed run's and deleted.
+            raise ConfigurationError(
+                f"{self.out} holds files and is not a metaverse-kit export (it has no "
+                f"{_META} folder); export into a new or empty folder"
+            )
         try:
             (self.meta / "runs").mkdir(parents=True, exist_ok=True)
             self._lock = locked(self.meta / "lock")
@@ -176,8 +185,12 @@ class ExportFolder:
                 path.unlink()
 
     def data_files(self) -> list[Path]:
-        """The dataset's Parquet files (every file below an ``event_date=`` folder)."""
-        return _data_files(self.out)
+        """The dataset's Parquet files: below an ``event_date=`` folder, named by a run.
+
+        A file a run did not name (put there by hand or by another tool) is neither read
+        nor deleted.
+        """
+        return [path for path in _data_files(self.out) if _run_of(path) is not None]
 
     @property
     def known(self) -> dict[str, dict[str, Any]]:
@@ -367,6 +380,11 @@ def read_export(out: str | os.PathLike[str]) -> pa.Table | None:
         files, format="parquet", partitioning=partitioning, partition_base_dir=os.fspath(out)
     )
     return dataset.to_table()
+
+
+def _visible(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but hidden entries (``.ipynb_checkpoints``, ...)."""
+    return any(not entry.name.startswith(".") for entry in folder.iterdir())
 
 
 def _data_files(out: Path) -> list[Path]:

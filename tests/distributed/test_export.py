@@ -393,3 +393,36 @@ def test_a_run_whose_files_are_not_all_staged_is_not_recorded(
         assert "00000002-cafecafe" not in folder.runs
     assert not (out / "_metaverse" / "staging" / "00000002-cafecafe").exists()
     assert len(_runs(out)) == 1 and _read(out).num_rows == 41
+
+
+def test_another_datasets_files_are_never_mixed_in_nor_deleted(
+    demo_lake: Lake, tmp_path: Path
+) -> None:
+    # A Hive dataset by event date written by another tool looks like an export's layout.
+    theirs = tmp_path / "warehouse"
+    (theirs / f"{EVENT_DATE}=2026-01-05").mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1, 2]}), theirs / f"{EVENT_DATE}=2026-01-05" / "part-0.parquet")
+    with pytest.raises(mk.ConfigurationError, match="is not a metaverse-kit export"):
+        export_parquet(demo_lake.root, theirs, registry=demo_lake.registry)
+    assert sorted(p.relative_to(theirs).as_posix() for p in theirs.rglob("*")) == [
+        f"{EVENT_DATE}=2026-01-05",
+        f"{EVENT_DATE}=2026-01-05/part-0.parquet",
+    ]
+    # A folder with hidden entries only (Jupyter's checkpoints) is taken as empty.
+    out = tmp_path / "history"
+    (out / ".ipynb_checkpoints").mkdir(parents=True)
+    export_parquet(demo_lake.root, out, registry=demo_lake.registry)
+    # A file no run named, dropped into an export, is left alone and not read as the export's.
+    day = next(out.glob(f"{EVENT_DATE}=*"))
+    dropped = day / "notes.parquet"
+    pq.write_table(pa.table({"x": [1]}), dropped)
+    lake = tmp_path / "lake"
+    shutil.copytree(demo_lake.root, lake)
+    copy = lake / capture_path(
+        "metaverse-local", "metaverse", "9", datetime(2026, 6, 1, tzinfo=UTC)
+    )
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(next(lake.rglob("*.avro")), copy)
+    assert export_parquet(lake, out, registry=demo_lake.registry).duplicates_dropped == 1
+    assert dropped.exists()
+    assert mk.history.state_as_of(out, "2026-03-01").num_rows > 0
