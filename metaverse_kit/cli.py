@@ -671,6 +671,10 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _os_error(exc: OSError, args: argparse.Namespace) -> str:
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        # The code that knew what it was writing said so (an export run): no workspace guess.
+        return f"{exc.strerror or exc}; {' '.join(notes)}"
     if exc.filename is not None:
         where = str(exc.filename)
     else:

@@ -133,6 +133,7 @@ class ExportFolder:
         self.meta = self.out / _META
         self.runs: dict[str, dict[str, Any]] = {}
         self._lock: Any = None
+        self._staged: set[Path] = set()  # staging folders of runs not committed yet
 
     def __enter__(self) -> ExportFolder:
         if self.out.exists() and not self.out.is_dir():
@@ -164,8 +165,21 @@ class ExportFolder:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__(None, None, None)
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc is not None and self._staged:
+                # A failed run's staged files go now, not at the next run: a disk that filled
+                # up is not left full.
+                for folder in self._staged:
+                    shutil.rmtree(folder, ignore_errors=True)
+                if isinstance(exc, OSError):
+                    exc.add_note(
+                        f"while writing an export run into {self.out}: nothing was recorded "
+                        "and its staged files were removed; the next run reads the same "
+                        "Capture files again"
+                    )
+        finally:
+            self._lock.__exit__(None, None, None)
 
     def _read_runs(self) -> None:
         for path in sorted((self.meta / "runs").glob("*.json")):
@@ -288,6 +302,7 @@ class ExportFolder:
         """Where a run writes its files before :meth:`commit` moves them into place."""
         folder = self.meta / "staging" / run
         folder.mkdir(parents=True, exist_ok=True)
+        self._staged.add(folder)
         return folder
 
     def commit(
@@ -341,6 +356,7 @@ class ExportFolder:
             self.meta / "runs" / f"{run}.json", json.dumps(record, indent=1).encode("utf-8")
         )
         shutil.rmtree(staged, ignore_errors=True)
+        self._staged.discard(staged)
         self.runs[run] = record
         return ExportReport(str(self.out), run, len(files), rows, list(skipped), duplicates)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -426,3 +428,40 @@ def test_another_datasets_files_are_never_mixed_in_nor_deleted(
     assert export_parquet(lake, out, registry=demo_lake.registry).duplicates_dropped == 1
     assert dropped.exists()
     assert mk.history.state_as_of(out, "2026-03-01").num_rows > 0
+
+
+def test_a_run_that_cannot_write_leaves_nothing_staged(demo_lake: Lake, tmp_path: Path) -> None:
+    """A real write failure (files over the process's size limit, as a full disk would fail
+    them): the error says what happened to the run, and nothing is left staged."""
+    out = tmp_path / "history"
+    script = f"""
+import resource, signal, sys
+sys.path.insert(0, {str(REPO)!r})
+import metaverse_kit as mk
+from metaverse_kit.history.export import export_parquet
+registry = mk.connect(path={str(demo_lake.root.parent)!r}).registry
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+try:
+    export_parquet({str(demo_lake.root)!r}, {str(out)!r}, registry=registry)
+except OSError as exc:
+    print("|".join([str(exc), *exc.__notes__]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "File too large" in done.stdout, done.stderr[-2000:]
+    assert f"while writing an export run into {out}: nothing was recorded" in done.stdout
+    assert not list((out / "_metaverse" / "staging").glob("*"))
+    assert not list((out / "_metaverse" / "runs").glob("*"))
+    # The command line says the same in one line.
+    command = script.split("try:")[0] + (
+        "from metaverse_kit.cli import main\n"
+        f"sys.exit(main(['--workspace', {str(demo_lake.root.parent)!r}, 'replay', '--out', "
+        f"{str(out)!r}, '--format', 'parquet']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    line = done.stderr.strip().splitlines()[-1]
+    assert "File too large" in line and f"while writing an export run into {out}" in line, line
+    assert export_parquet(demo_lake.root, out, registry=demo_lake.registry).rows == 41
