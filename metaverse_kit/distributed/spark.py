@@ -333,11 +333,12 @@ def spark_export(
         )
         if planner is None:
             return folder.up_to_date()
-        exported = (
-            spark.read.parquet(_glob_escaped(_local_uri(folder.out))).select("message_id")
-            if folder.data_files()
-            else None
-        )
+        # The files runs wrote, named one by one: a file no run named is not the dataset's.
+        data = [_glob_escaped(_local_uri(path)) for path in folder.data_files()]
+        exported = None
+        if data:
+            with _listing_on_driver(spark, True):  # an export folder is always local
+                exported = spark.read.parquet(*data).select("message_id")
         plan = _plan(spark, planner, exported)
         return _write(spark, planner, plan, folder)
 

@@ -465,3 +465,23 @@ except OSError as exc:
     line = done.stderr.strip().splitlines()[-1]
     assert "File too large" in line and f"while writing an export run into {out}" in line, line
     assert export_parquet(demo_lake.root, out, registry=demo_lake.registry).rows == 41
+
+
+@pytest.mark.parametrize("engine", ["spark", "dask"])
+def test_engines_neither_read_nor_delete_files_no_run_named(
+    engine: str, request: pytest.FixtureRequest, demo_lake: Lake, tmp_path: Path
+) -> None:
+    export = _engine_export(engine, request)
+    lake, out = tmp_path / "lake", tmp_path / "history"
+    shutil.copytree(demo_lake.root, lake)
+    export(lake, out, registry=demo_lake.registry)
+    dropped = next(out.glob(f"{EVENT_DATE}=*")) / "notes.parquet"
+    pq.write_table(pa.table({"x": [1]}), dropped)
+    copy = lake / capture_path(
+        "metaverse-local", "metaverse", "9", datetime(2026, 6, 1, tzinfo=UTC)
+    )
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(next(lake.rglob("*.avro")), copy)
+    report = export(lake, out, registry=demo_lake.registry)
+    assert (report.rows, report.duplicates_dropped) == (0, 1)
+    assert dropped.exists()
