@@ -36,6 +36,17 @@ def _runs(out: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (r["finished"], r["run"]))
 
 
+def _copy_into_partition(lake: Path, source: Path, partition: int) -> Path:
+    """A copy of the Capture file ``source`` in a partition of its own, in a later window
+    (what a file copied into the lake, or redelivered events, look like to a replay)."""
+    copy = lake / capture_path(
+        "metaverse-local", "metaverse", str(partition), datetime(2026, 6, 1, tzinfo=UTC)
+    )
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(source, copy)
+    return copy
+
+
 def test_round_trip_and_every_reader(demo_lake: Lake, tmp_path: Path) -> None:
     import duckdb
     import polars as pl
@@ -134,11 +145,7 @@ def test_copies_of_exported_events_are_not_written_again(demo_lake: Lake, tmp_pa
     out = tmp_path / "history"
     export_parquet(lake, out, registry=demo_lake.registry)
     original = sorted(lake.rglob("*.avro"))[0]
-    copy = lake / capture_path(
-        "metaverse-local", "metaverse", "9", datetime(2026, 6, 1, tzinfo=UTC)
-    )
-    copy.parent.mkdir(parents=True)
-    shutil.copyfile(original, copy)
+    _copy_into_partition(lake, original, 9)
     report = export_parquet(lake, out, registry=demo_lake.registry)
     assert (report.files, report.rows) == (1, 0)
     assert report.duplicates_dropped == len(mk.replay_capture(original, cache=False))
@@ -161,11 +168,7 @@ def test_a_run_mixing_new_events_and_copies_writes_the_new_ones_once(
     shutil.copytree(later, lake, dirs_exist_ok=True)
     exported, new = files[0], sorted(later.rglob("*.avro"))[0]
     for n, source in ((7, exported), (8, exported), (9, new)):
-        copy = lake / capture_path(
-            "metaverse-local", "metaverse", str(n), datetime(2026, 6, 1, tzinfo=UTC)
-        )
-        copy.parent.mkdir(parents=True)
-        shutil.copyfile(source, copy)
+        _copy_into_partition(lake, source, n)
     second = export_parquet(lake, out, registry=demo_lake.registry)
     copies = 2 * len(mk.replay_capture(exported, cache=False))
     copies += len(mk.replay_capture(new, cache=False))
@@ -366,11 +369,7 @@ def test_engines_export_into_folders_whose_names_look_like_globs(
     assert got.equals(expected)
     assert export(lake, out, registry=demo_lake.registry).run is None
     # A copy of an exported file: the next run reads the dataset's ids from the same folder.
-    copy = lake / capture_path(
-        "metaverse-local", "metaverse", "9", datetime(2026, 6, 1, tzinfo=UTC)
-    )
-    copy.parent.mkdir(parents=True)
-    shutil.copyfile(next(lake.rglob("*.avro")), copy)
+    _copy_into_partition(lake, next(lake.rglob("*.avro")), 9)
     report = export(lake, out, registry=demo_lake.registry)
     assert (report.files, report.rows, report.duplicates_dropped) == (1, 0, 1)
 
@@ -420,11 +419,7 @@ def test_another_datasets_files_are_never_mixed_in_nor_deleted(
     pq.write_table(pa.table({"x": [1]}), dropped)
     lake = tmp_path / "lake"
     shutil.copytree(demo_lake.root, lake)
-    copy = lake / capture_path(
-        "metaverse-local", "metaverse", "9", datetime(2026, 6, 1, tzinfo=UTC)
-    )
-    copy.parent.mkdir(parents=True)
-    shutil.copyfile(next(lake.rglob("*.avro")), copy)
+    _copy_into_partition(lake, next(lake.rglob("*.avro")), 9)
     assert export_parquet(lake, out, registry=demo_lake.registry).duplicates_dropped == 1
     assert dropped.exists()
     assert mk.history.state_as_of(out, "2026-03-01").num_rows > 0
@@ -477,11 +472,7 @@ def test_engines_neither_read_nor_delete_files_no_run_named(
     export(lake, out, registry=demo_lake.registry)
     dropped = next(out.glob(f"{EVENT_DATE}=*")) / "notes.parquet"
     pq.write_table(pa.table({"x": [1]}), dropped)
-    copy = lake / capture_path(
-        "metaverse-local", "metaverse", "9", datetime(2026, 6, 1, tzinfo=UTC)
-    )
-    copy.parent.mkdir(parents=True)
-    shutil.copyfile(next(lake.rglob("*.avro")), copy)
+    _copy_into_partition(lake, next(lake.rglob("*.avro")), 9)
     report = export(lake, out, registry=demo_lake.registry)
     assert (report.rows, report.duplicates_dropped) == (0, 1)
     assert dropped.exists()
