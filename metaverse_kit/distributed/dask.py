@@ -42,6 +42,7 @@ from metaverse_kit.errors import CaptureFileError, ConfigurationError, MissingDe
 from metaverse_kit.history.export import (
     ExportFolder,
     ExportReport,
+    message_ids_of,
     new_run,
     with_event_date,
     write_part,
@@ -194,16 +195,12 @@ def _hashes(scanned: _Scanned) -> np.ndarray:
 
 
 def _exported_ids(path: str) -> pa.Array:
-    """The message ids of one of an export's data files.
+    """The distinct message ids of one of an export's data files.
 
-    NOTE: read with pyarrow, not ``dd.read_parquet``: fsspec expands glob characters in the
-    paths it is given, and an export folder's name may hold some (``[``, ``?``, ``*``).
+    NOTE: not ``dd.read_parquet``: fsspec expands glob characters in the paths it is given,
+    and an export folder's name may hold some (``[``, ``?``, ``*``).
     """
-    import pyarrow.parquet as pq
-
-    with pq.ParquetFile(path) as data:
-        ids = data.read(columns=["message_id"]).column("message_id").combine_chunks()
-    return pc.unique(ids.drop_null()).cast(pa.string())
+    return pc.unique(message_ids_of(path).drop_null()).cast(pa.string())
 
 
 def _repeated(
