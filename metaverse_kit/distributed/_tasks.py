@@ -35,7 +35,7 @@ from metaverse_kit.history.decode import (
     DecodedFile,
     SkippedPart,
     decode_stream,
-    read_message_ids,
+    read_message_ids_of,
 )
 from metaverse_kit.history.replay import range_mask
 
@@ -184,6 +184,19 @@ def _kept_rows(
     return batch.filter(pa.array(keep)), rows[keep]
 
 
+def _archives(
+    items: Iterable[tuple[str, bytes]], spec: TaskSpec, entries: deque[FileEntry]
+) -> Iterator[CaptureBytes]:
+    """``items`` (engine path, bytes) as the decode layer's archives, lazily: the bytes the
+    listing saw, named by the driver's path (local files are read in place by that name).
+    Each one's listed entry is appended to ``entries`` as it is handed on, for the caller to
+    pair with what the decode layer gives back, in the same order."""
+    for engine_path, data in items:
+        entry = spec.entry(engine_path)
+        entries.append(entry)
+        yield CaptureBytes(data[: entry.file.size], entry.file.path, entry.file)
+
+
 def _orders(entry: FileEntry, rows: np.ndarray) -> np.ndarray:
     return (np.int64(entry.ordinal) << _ROW_BITS) | rows
 
@@ -205,17 +218,12 @@ def scan_rows(items: Iterable[tuple[str, bytes]], spec: TaskSpec) -> pa.RecordBa
     orders: list[int] = []
     infos: list[str | None] = []
     pieces: list[pa.RecordBatch] = []
-    for engine_path, data in items:
-        entry = spec.entry(engine_path)
+    entries: deque[FileEntry] = deque()
+    archives = _archives(items, spec, entries)
+    for read in read_message_ids_of(archives, decoder=spec.decoder, on_bad_file=spec.on_bad_file):
+        entry = entries.popleft()
         path = entry.file.path
-        item = CaptureBytes(data[: entry.file.size], path, entry.file)
-        del data
-        error = None
-        try:
-            found = read_message_ids(item, decoder=spec.decoder, on_bad_file=spec.on_bad_file)
-        except CaptureFileError as exc:
-            found, error = None, str(exc)
-        del item
+        found, error = (None, str(read)) if isinstance(read, CaptureFileError) else (read, None)
         events = 0 if found is None else found.events
         skipped = [] if found is None else found.damage
         kinds.append(FILE)
@@ -348,15 +356,8 @@ def decoded_batches(
     with ``on_bad_file="raise"`` (the plan pass found none: the file changed since).
     """
     entries: deque[FileEntry] = deque()
-
-    def sources() -> Iterator[CaptureBytes]:
-        for engine_path, data in items:
-            entry = spec.entry(engine_path)
-            entries.append(entry)
-            yield CaptureBytes(data[: entry.file.size], entry.file.path, entry.file)
-
     decoded = decode_stream(
-        sources(),
+        _archives(items, spec, entries),
         reader=spec.reader,
         schemas=spec.schemas,
         decoder=spec.decoder,

@@ -41,7 +41,7 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import fastavro
 import numpy as np
@@ -84,6 +84,7 @@ __all__ = [
     "payload_schema",
     "read_envelope",
     "read_message_ids",
+    "read_message_ids_of",
     "skipped_files",
     "skipped_metadata",
     "with_skipped",
@@ -378,7 +379,9 @@ def _envelope(
     data = _container.joined(found.intact())
     try:
         try:
-            columns = _read_columns(data, where, native=_native(decoder))
+            columns = _read_columns(
+                data, where, native=_native(decoder), source=item.path if found.whole else None
+            )
         except _Undecodable:
             # Framing was whole, yet the records do not decode: find the damaged blocks.
             good, more = _container.blocks_that_decode(found)
@@ -400,80 +403,96 @@ SMALL_FILE_BYTES = 256 << 10
 SMALL_FILES = 64
 
 
-def _with_envelopes(
-    items: Iterable[CaptureBytes | DecodedFile], *, decoder: str, on_bad_file: str
-) -> Iterator[tuple[CaptureBytes | DecodedFile, Envelope | None]]:
-    """Each item with its envelope (None for a :class:`DecodedFile`), in order.
+def _small_runs(
+    items: Iterable[CaptureBytes | DecodedFile], *, native: bool
+) -> Iterator[tuple[bool, list[tuple[Any, _container.Scan | None]]]]:
+    """The items in order, each with its walked blocks (None for a :class:`DecodedFile`), in
+    runs: consecutive small archives whose framing is whole, to be read together (True), and
+    every other item alone (False).
 
     PERF: a native read costs about 2 ms whatever its size, and a quiet hub's Capture files
     hold a few events each (one file per partition and window): 5,000 files of 0-2 events
-    replayed at 2.7 ms a file, slower than the baseline. Consecutive small archives whose
-    framing is whole are read together (:func:`_envelopes_together`); the others, and any
-    that cannot be read together, as before (:func:`read_envelope`).
+    replayed at 2.7 ms a file, slower than the baseline. Runs hold at most :data:`SMALL_FILES`
+    archives and, unless one archive holds more, :data:`GROUP_EVENTS` events.
     """
-    native = _native(decoder)
-    batch: list[tuple[CaptureBytes, _container.Scan]] = []
+    run: list[tuple[Any, _container.Scan | None]] = []
     events = 0
-
-    def drain() -> Iterator[tuple[CaptureBytes | DecodedFile, Envelope | None]]:
-        nonlocal events
-        read = _envelopes_together(batch, decoder=decoder, on_bad_file=on_bad_file)
-        yield from zip([item for item, _ in batch], read, strict=True)
-        batch.clear()
-        events = 0
-
     for item in items:
-        if isinstance(item, DecodedFile):
-            yield from drain()
-            yield item, None
-            continue
-        found = _container.scan(item.data, where=item.path or "the Capture file")
-        if native and found.whole and 0 < len(item.data) <= SMALL_FILE_BYTES:
-            batch.append((item, found))
-            events += found.events
-            if len(batch) >= SMALL_FILES or events >= GROUP_EVENTS:
-                yield from drain()
-            continue
-        yield from drain()
-        yield item, _envelope(item, found, decoder=decoder, on_bad_file=on_bad_file)
-    yield from drain()
+        found = None
+        if not isinstance(item, DecodedFile):
+            found = _container.scan(item.data, where=item.path or "the Capture file")
+            if native and found.whole and 0 < len(item.data) <= SMALL_FILE_BYTES:
+                if run and events + found.events > GROUP_EVENTS:
+                    yield True, run  # one native read each, never a read cut in two
+                    run, events = [], 0
+                run.append((item, found))
+                events += found.events
+                if len(run) >= SMALL_FILES:
+                    yield True, run
+                    run, events = [], 0
+                continue
+        if run:
+            yield True, run
+            run, events = [], 0
+        yield False, [(item, found)]
+    if run:
+        yield True, run
 
 
-def _envelopes_together(
-    batch: list[tuple[CaptureBytes, _container.Scan]], *, decoder: str, on_bad_file: str
-) -> list[Envelope]:
-    """The envelopes of whole archives, those of one header (codec, schema) in one read.
+_T = TypeVar("_T")
 
-    Their blocks are joined behind the first one's header, each closed by its sync marker;
-    the rows are then cut back by the archives' record counts. Archives that cannot be read
-    so (a record that does not decode, a time that does not parse) are read one by one, which
-    says which and why.
+
+def _read_together(
+    run: list[tuple[Any, _container.Scan | None]], read: Callable[[bytes], tuple[_T, int]]
+) -> list[tuple[_T, int] | None]:
+    """Read whole archives' blocks, those of one header (codec, schema) at once: for each
+    archive, what ``read`` gave for its header's archives joined (``read`` says how many rows
+    it read) and the row its events start at; None for an archive with no event, or one whose
+    header's archives could not be read so (a record that does not decode, a time that does not
+    parse, a count that does not add up): read it alone, which says which and why.
+
+    The blocks are joined behind the first archive's header, each closed by its sync marker.
     """
-    out: list[Envelope | None] = [None] * len(batch)
+    out: list[tuple[_T, int] | None] = [None] * len(run)
     by_header: dict[bytes, list[int]] = {}
-    for i, (_, found) in enumerate(batch):
-        if found.events:
+    for i, (_, found) in enumerate(run):
+        if found is not None and found.events:
             by_header.setdefault(found.header_key, []).append(i)
-        else:
-            out[i] = Envelope(None, [])
     for members in by_header.values():
-        counts = [batch[i][1].events for i in members]
-        columns: _Columns | None
+        scans = [found for i in members if (found := run[i][1]) is not None]
         try:
-            spliced = _container.spliced([batch[i][1] for i in members])
-            columns = _columns_native(spliced, "several Capture files")
+            got, rows = read(_container.spliced(scans))
         except (_decoder.Unsupported, _Undecodable, _BadTimes):
-            columns = None
-        if columns is None or len(columns.sequence_number) != sum(counts):
-            for i in members:
-                item, found = batch[i]
-                out[i] = _envelope(item, found, decoder=decoder, on_bad_file=on_bad_file)
+            continue
+        if rows != sum(found.events for found in scans):
             continue
         at = 0
-        for i, n in zip(members, counts, strict=True):
-            out[i] = Envelope(columns.slice(at, n), [])
-            at += n
-    return [e for e in out if e is not None]
+        for i, found in zip(members, scans, strict=True):
+            out[i] = (got, at)
+            at += found.events
+    return out
+
+
+def _with_envelopes(
+    items: Iterable[CaptureBytes | DecodedFile], *, decoder: str, on_bad_file: str
+) -> Iterator[tuple[CaptureBytes | DecodedFile, Envelope | None]]:
+    """Each item with its envelope (None for a :class:`DecodedFile`), in order; small whole
+    archives read together (:func:`_small_runs`)."""
+
+    def read(data: bytes) -> tuple[_Columns, int]:
+        columns = _columns_native(data, "several Capture files")
+        return columns, len(columns.sequence_number)
+
+    for together, run in _small_runs(items, native=_native(decoder)):
+        reads = _read_together(run, read) if together else [None]
+        for (item, found), got in zip(run, reads, strict=True):
+            if found is None:
+                yield item, None
+            elif got is not None:
+                columns, at = got
+                yield item, Envelope(columns.slice(at, found.events), [])
+            else:
+                yield item, _envelope(item, found, decoder=decoder, on_bad_file=on_bad_file)
 
 
 def _check_damage(damage: list[_container.Damage], path: str, on_bad_file: str) -> None:
@@ -503,27 +522,51 @@ def read_message_ids(
     other properties (half to two thirds of reading its envelope); anything else is read by
     :func:`read_envelope`, so both give the same events and the same damage.
     """
-    if _native(decoder):
-        found = _container.scan(item.data, where=item.path or "the Capture file")
-        if found.whole and found.events:
-            try:
-                cols = _decoder.read_properties(item.data)
-                times = _enqueued_ms(
-                    cols["enqueued_ms"],
-                    cols["has_enqueued_ms"],
-                    cols["enqueued_text"],
-                    pa.array(np.arange(len(cols["enqueued_ms"]))),
-                    item.path,
+    found = _container.scan(item.data, where=item.path or "the Capture file")
+    return _message_ids(item, found, decoder=decoder, on_bad_file=on_bad_file)
+
+
+def read_message_ids_of(
+    items: Iterable[CaptureBytes], *, decoder: str = "auto", on_bad_file: str = "raise"
+) -> Iterator[MessageIds | CaptureFileError]:
+    """:func:`read_message_ids` of each item, in order, lazily; for a damaged archive with
+    ``on_bad_file="raise"``, the :class:`CaptureFileError` it would raise, in its place, so
+    that a plan learns of every archive. Small whole archives are read together, as the
+    replay reads their envelopes (:func:`_small_runs`).
+    """
+
+    def read(data: bytes) -> tuple[tuple[pa.Array, pa.Array], int]:
+        ids, times = _native_message_ids(data, "several Capture files")
+        return (ids, times), len(times)
+
+    for together, run in _small_runs(items, native=_native(decoder)):
+        reads = _read_together(run, read) if together else [None]
+        for (item, found), got in zip(run, reads, strict=True):
+            assert found is not None  # archives only: each was walked
+            if got is not None:
+                (ids, times), at = got
+                yield MessageIds(
+                    ids.slice(at, found.events), times.slice(at, found.events), [], found.events
                 )
-            except (_decoder.Unsupported, _BadTimes):
-                pass  # read_envelope says what it is
-            else:
-                ids = _decoder.string_entry(cols["system_properties"], "message-id")
-                if ids.null_count:
-                    app = _decoder.string_entry(cols["properties"], "message-id")
-                    ids = pc.coalesce(ids, app)
-                return MessageIds(ids, times, [], len(times))
-    envelope = read_envelope(item, decoder=decoder, on_bad_file=on_bad_file)
+                continue
+            try:
+                yield _message_ids(item, found, decoder=decoder, on_bad_file=on_bad_file)
+            except CaptureFileError as exc:
+                yield exc
+
+
+def _message_ids(
+    item: CaptureBytes, found: _container.Scan, *, decoder: str, on_bad_file: str
+) -> MessageIds:
+    """:func:`read_message_ids` of an archive whose blocks were walked already (``found``)."""
+    if _native(decoder) and found.whole and found.events:
+        try:
+            ids, times = _native_message_ids(item.data, item.path, source=item.path)
+        except (_decoder.Unsupported, _BadTimes):
+            pass  # the envelope's read says what it is
+        else:
+            return MessageIds(ids, times, [], len(times))
+    envelope = _envelope(item, found, decoder=decoder, on_bad_file=on_bad_file)
     columns = envelope.columns
     return MessageIds(
         None if columns is None else columns.message_id,
@@ -531,6 +574,25 @@ def read_message_ids(
         envelope.damage,
         envelope.events,
     )
+
+
+def _native_message_ids(
+    data: bytes, where: str, *, source: str | None = None
+) -> tuple[pa.Array, pa.Array]:
+    """The message ids and enqueued times of a whole archive's records, read natively without
+    their bodies; raises :class:`_decoder.Unsupported` or :class:`_BadTimes`."""
+    cols = _decoder.read_properties(data, source=source)
+    times = _enqueued_ms(
+        cols["enqueued_ms"],
+        cols["has_enqueued_ms"],
+        cols["enqueued_text"],
+        pa.array(np.arange(len(cols["enqueued_ms"]))),
+        where,
+    )
+    ids = _decoder.string_entry(cols["system_properties"], "message-id")
+    if ids.null_count:
+        ids = pc.coalesce(ids, _decoder.string_entry(cols["properties"], "message-id"))
+    return ids, times
 
 
 class _Undecodable(Exception):
@@ -541,10 +603,10 @@ class _BadTimes(Exception):
     """An event has neither x-opt-enqueued-time nor a readable EnqueuedTimeUtc."""
 
 
-def _read_columns(data: bytes, where: str, *, native: bool) -> _Columns:
+def _read_columns(data: bytes, where: str, *, native: bool, source: str | None = None) -> _Columns:
     if native:
         try:
-            return _columns_native(data, where)
+            return _columns_native(data, where, source=source)
         except _decoder.Unsupported:
             pass
     return _columns_fastavro(data, where)
@@ -581,8 +643,8 @@ def _enqueued_ms(
     return pa.array(ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
 
 
-def _columns_native(data: bytes, where: str) -> _Columns:
-    cols = _decoder.read_envelope(data)
+def _columns_native(data: bytes, where: str, *, source: str | None = None) -> _Columns:
+    cols = _decoder.read_envelope(data, source=source)
     system, app = cols["system_properties"], cols["properties"]
     pool = _decoder.pool()
     content_type = pc.coalesce(

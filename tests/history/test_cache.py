@@ -250,8 +250,13 @@ def test_leftovers_of_a_killed_replay_are_removed_and_nothing_else(
     read_alive.write_bytes(b"Obj\x01")
     stranger = shm / "someone-elses.avro"
     stranger.write_bytes(b"not ours")
+    # A native read of a local file in place goes through a link named as a copy is.
+    lake_file = Path(workspace.lake.list_files()[0].path)
+    link_dead = shm / f"mk-replay-{child.pid}-ijkl9012.avro"
+    link_dead.symlink_to(lake_file)
     removed = remove_leftovers(folder, temp_folders=[shm, *_decoder.temp_folders()])
     assert dead in removed and read_dead in removed
+    assert link_dead in removed and not link_dead.is_symlink() and lake_file.exists()
     assert not dead.exists() and not read_dead.exists()
     assert alive.exists() and entry.exists() and read_alive.exists() and stranger.exists()
     assert list(folder.rglob(f"*.{child.pid}.*.tmp")) == []

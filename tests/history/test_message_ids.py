@@ -83,3 +83,49 @@ def test_damaged_and_empty_archives_give_the_same_damage() -> None:
     assert _same(CaptureBytes(append_events(None, []), "empty")) == 0
     bad_time = [_record(0, {}, {}, text="yesterday at noon")]
     assert _same(CaptureBytes(append_events(None, bad_time), "bad"), on_bad_file="skip") == 0
+
+
+def test_many_archives_at_once_give_what_each_gives_alone() -> None:
+    from metaverse_kit.history.decode import read_message_ids_of
+
+    def archive(first: int, n: int, codec: str = "null") -> bytes:
+        ms = 1_772_438_400_000
+        records = [
+            _record(i, {"message-id": f"m{i}", "x-opt-enqueued-time": ms + i}, {})
+            for i in range(first, first + n)
+        ]
+        return append_events(None, records, codec=codec)
+
+    whole = archive(20, 3)
+    items = [
+        CaptureBytes(archive(0, 2), "a"),
+        CaptureBytes(archive(2, 3, "deflate"), "b"),  # another header: read apart
+        CaptureBytes(append_events(None, []), "empty"),
+        CaptureBytes(archive(5, 4), "c"),
+        CaptureBytes(whole[: len(whole) - 5], "cut"),  # damaged: its error, in its place
+        CaptureBytes(archive(9, 1), "d"),
+    ]
+    got = list(read_message_ids_of(items))
+    assert len(got) == len(items)
+    error = got[4]
+    assert isinstance(error, mk.CaptureFileError) and "cut" in str(error)
+    with pytest.raises(mk.CaptureFileError) as alone:
+        read_message_ids(items[4])
+    assert str(alone.value) == str(error)
+    for item, found in zip(items, got, strict=True):
+        if item.path == "cut":
+            continue
+        assert not isinstance(found, mk.CaptureFileError)
+        one = read_message_ids(item)
+        assert found.events == one.events and found.damage == one.damage
+        if one.message_id is None:
+            assert found.message_id is None
+            continue
+        assert found.message_id is not None and found.enqueued_time is not None
+        assert found.message_id.to_pylist() == one.message_id.to_pylist()
+        assert found.enqueued_time.to_pylist() == one.enqueued_time.to_pylist()
+    ids = [g.message_id.to_pylist() for g in got if not isinstance(g, Exception) and g.events]
+    assert ids == [["m0", "m1"], ["m2", "m3", "m4"], ["m5", "m6", "m7", "m8"], ["m9"]]
+    skipped = list(read_message_ids_of(items, on_bad_file="skip"))
+    assert not isinstance(skipped[4], Exception) and skipped[4].events == 0
+    assert skipped[4].damage
