@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -483,8 +484,10 @@ def _in_place(source: str | None, data: bytes) -> Iterator[str | None]:
         yield None
         return
     try:
-        if os.stat(source).st_size != len(data):
-            yield None  # grown or rewritten since: read what the caller holds
+        found = os.stat(source)
+        # NOTE: a regular file only: DataFusion would read a folder as a table of its files.
+        if not stat.S_ISREG(found.st_mode) or found.st_size != len(data):
+            yield None  # grown, rewritten or replaced since: read what the caller holds
             return
     except OSError:
         yield None
