@@ -285,8 +285,14 @@ def temp_folders() -> list[str]:
     return [*([shm] if shm else []), tempfile.gettempdir()]
 
 
+def _temp_file(folder: str | None) -> tuple[int, str]:
+    """A new, empty private file in ``folder`` (None: the temp folder), named as
+    :data:`TEMP_PREFIX` says; its descriptor and path."""
+    return tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".avro", dir=folder)
+
+
 def _write_temp(data: bytes | list[Any], folder: str | None) -> str:
-    fd, path = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".avro", dir=folder)
+    fd, path = _temp_file(folder)
     try:
         with os.fdopen(fd, "wb") as f:
             for part in [data] if isinstance(data, bytes) else data:
@@ -492,11 +498,9 @@ def _in_place(source: str | None, data: bytes) -> Iterator[str | None]:
     except OSError:
         yield None
         return
-    for folder in dict.fromkeys((_tmpdir(), None)):
+    for folder in temp_folders():
         try:
-            fd, link = tempfile.mkstemp(
-                prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".avro", dir=folder
-            )
+            fd, link = _temp_file(folder)
             os.close(fd)
             os.unlink(link)
             os.symlink(source, link)

@@ -12,20 +12,21 @@ from metaverse_kit.history import _decoder
 from metaverse_kit.history.decode import CaptureBytes, read_envelope, read_message_ids
 
 
-def _archive(seqs: range, body: bytes = b"{}", last: bytes | None = None) -> bytes:
+def _record(s: int, body: bytes = b"{}") -> dict:
     # Fixed-width fields: archives of as many records are as long, whatever their numbers.
-    records = [
-        {
-            "SequenceNumber": s,
-            "Offset": f"{s:04d}",
-            "EnqueuedTimeUtc": "3/2/2026 8:00:00 AM",
-            "SystemProperties": {"message-id": f"m{s:04d}", "x-opt-enqueued-time": 1_772_438_400},
-            "Properties": {},
-            "Body": last if last is not None and s == seqs[-1] else body,
-        }
-        for s in seqs
-    ]
-    return append_events(None, records)
+    return {
+        "SequenceNumber": s,
+        "Offset": f"{s:04d}",
+        "EnqueuedTimeUtc": "3/2/2026 8:00:00 AM",
+        "SystemProperties": {"message-id": f"m{s:04d}", "x-opt-enqueued-time": 1_772_438_400},
+        "Properties": {},
+        "Body": body,
+    }
+
+
+def _archive(seqs: range, body: bytes = b"{}", last: bytes | None = None) -> bytes:
+    bodies = [body] * (len(seqs) - 1) + [body if last is None else last]
+    return append_events(None, [_record(s, b) for s, b in zip(seqs, bodies, strict=True)])
 
 
 def _sequence_numbers(data: bytes, source: str | None) -> list[int]:
@@ -55,7 +56,7 @@ def test_the_bytes_held_are_read_when_the_file_is_not_what_was_read(tmp_path: Pa
     held = _archive(range(10, 13))
     path = tmp_path / "00.avro"
     # Grown since it was read (the hub appends blocks in place): the bytes held.
-    path.write_bytes(append_events(held, [_archive_record(13)]))
+    path.write_bytes(append_events(held, [_record(13)]))
     assert _sequence_numbers(held, str(path)) == [10, 11, 12]
     # As long, with another number of records: the rows read do not add up; the bytes held.
     # Two bodies of under 64 bytes each (their lengths take one byte to write) fill the gap.
@@ -73,17 +74,6 @@ def test_the_bytes_held_are_read_when_the_file_is_not_what_was_read(tmp_path: Pa
     path.write_bytes(_archive(range(20, 23)))
     relative = Path("00.avro")
     assert _sequence_numbers(held, str(relative)) == [10, 11, 12]
-
-
-def _archive_record(s: int) -> dict:
-    return {
-        "SequenceNumber": s,
-        "Offset": f"{s:04d}",
-        "EnqueuedTimeUtc": "3/2/2026 8:00:00 AM",
-        "SystemProperties": {"message-id": f"m{s:04d}"},
-        "Properties": {},
-        "Body": b"{}",
-    }
 
 
 def test_replays_of_a_lake_read_in_place_are_unchanged(
