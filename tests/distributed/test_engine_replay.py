@@ -287,26 +287,67 @@ def test_a_dask_task_ships_only_the_files_it_reads(demo_lake: Lake) -> None:
     assert abs(largest_task(files) - largest_task(files[:2])) < 200
 
 
-def test_a_spark_task_function_does_not_carry_the_listing(spark: Any, demo_lake: Lake) -> None:
-    # The records of the listed files go in a broadcast, loaded once per Python worker; the
-    # function each task unpickles stays the same size whatever the lake.
+def _spec_of(files: int, schemas: dict[str, str]) -> Any:
+    """A task spec listing ``files`` Capture files named as Azure names them."""
     from dataclasses import replace
-
-    from pyspark import cloudpickle
+    from datetime import UTC, datetime, timedelta
 
     from metaverse_kit.capture import CaptureFile
     from metaverse_kit.distributed._tasks import FileEntry, TaskSpec
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    entries = {}
+    for i in range(files):
+        window, partition = start + timedelta(minutes=5 * (i // 32)), str(i % 32)
+        path = f"/lake/ns/eh/{partition}/{window:%Y/%m/%d/%H/%M/%S}.avro"
+        entries[path] = FileEntry(
+            CaptureFile(path, 1000 + i, f"0x8DC{i:010X}", "ns", "eh", partition, window), i
+        )
+    return replace(TaskSpec(reader=None, schemas=schemas), files=entries)
+
+
+def test_a_spark_task_function_does_not_carry_the_listing(spark: Any, demo_lake: Lake) -> None:
+    # The records of the listed files go in a broadcast, loaded once per Python worker; the
+    # function each task unpickles stays the same size whatever the lake.
+    from pyspark import cloudpickle
+
     from metaverse_kit.distributed.spark import _decode_function, _shipped
 
     def pickled(files: int) -> int:
-        entries = {
-            f"/lake/{i}.avro": FileEntry(CaptureFile(f"/lake/{i}.avro", 1000, "v"), i)
-            for i in range(files)
-        }
-        spec = replace(TaskSpec(reader=None, schemas=demo_lake.schemas), files=entries)
-        shipped = _shipped(spark, spec)
+        shipped = _shipped(spark, _spec_of(files, demo_lake.schemas))
         assert len(shipped().files) == files  # what a task sees, here on the driver
         return len(cloudpickle.dumps(_decode_function(shipped, pa.schema([]))))
 
     assert abs(pickled(10_000) - pickled(10)) < 200
     # Every Spark replay test reads through the broadcast: the rows are checked there.
+
+
+class _ConnectSession:
+    """What ``_shipped`` sees of a Spark Connect session: no ``sparkContext``."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"{name} is not supported on Spark Connect")
+
+
+def test_on_spark_connect_a_task_function_carries_the_listing_packed(demo_lake: Lake) -> None:
+    # Connect cannot broadcast: the listing goes with the function, compressed (the plan is a
+    # gRPC message of at most 128 MiB by default), and a worker unpacks it once, not per task.
+    import pickle
+
+    from pyspark import cloudpickle
+
+    from metaverse_kit.distributed.spark import _decode_function, _shipped
+
+    spec = _spec_of(20_000, demo_lake.schemas)
+    shipped = _shipped(_ConnectSession(), spec)
+    function = cloudpickle.dumps(_decode_function(shipped, pa.schema([])))
+    assert len(function) / 20_000 < 30
+    assert len(function) < len(pickle.dumps(spec)) / 5
+    # Two tasks in one worker: the second finds the first's spec.
+    tasks = [pickle.loads(cloudpickle.dumps(shipped)) for _ in range(2)]
+    specs = [task() for task in tasks]
+    assert specs[0] is specs[1]
+    assert specs[0].files == spec.files and specs[0].schemas == spec.schemas
+    other = _shipped(_ConnectSession(), _spec_of(3, demo_lake.schemas))
+    assert len(other().files) == 3
+    # The replays on a Connect server read through it (test_spark_connect.py).
