@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed-stamp
 CACHE := .cache
 AZURITE := $(CACHE)/node/node_modules/.bin/azurite-blob
 DATAHUB_WHEEL := $(CACHE)/acryl_datahub-1.7.0.17-py3-none-any.whl
+# Spark 3.5 (Databricks 15.4 LTS, Synapse, Fabric): pyspark 3.5 beside the venv's pyspark 4.
+SPARK35 := $(CACHE)/pyspark-3.5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export METAVERSE_HOME ?= $(CURDIR)/.metaverse
 # root (containers, CI machines) must say so to Jupyter.
@@ -68,7 +70,12 @@ $(AZURITE):
 $(DATAHUB_WHEEL): $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps acryl-datahub==1.7.0.17 -d $(CACHE)
 
-test-deps: env chromium postgresql java $(AZURITE) $(DATAHUB_WHEEL)
+$(SPARK35)/.stamp: $(STAMP)
+	rm -rf $(SPARK35)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(SPARK35) "pyspark==3.5.*"
+	touch $@
+
+test-deps: env chromium postgresql java $(AZURITE) $(DATAHUB_WHEEL) $(SPARK35)/.stamp
 
 lint: env
 	$(BIN)/ruff check $(LINTED)
@@ -77,6 +84,10 @@ lint: env
 
 test: test-deps lint
 	$(BIN)/python -m pytest
+	@echo "The Spark tests again on pyspark 3.5 (its own warnings: distutils, sockets it leaves to GC)"
+	PYTHONPATH=$(SPARK35) METAVERSE_TEST_PYSPARK=3.5. $(BIN)/python -m pytest -q tests/distributed -k "spark and not connect" \
+		-p no:unraisableexception -W "ignore::ResourceWarning" \
+		-W "ignore:distutils Version classes are deprecated:DeprecationWarning"
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import pickle
+import uuid
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,7 +37,7 @@ from metaverse_kit.distributed._tasks import (
     scan_rows,
 )
 from metaverse_kit.errors import ConfigurationError, MissingDependencyError
-from metaverse_kit.history.export import EVENT_DATE, ExportFolder, ExportReport, new_run
+from metaverse_kit.history.export import ExportFolder, ExportReport, PartWriter, new_run
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -75,11 +76,26 @@ def without_pandas_warning() -> Iterator[None]:
 
 
 def spark_schema(arrow_schema: pa.Schema) -> Any:
-    """The Spark ``StructType`` of an Arrow schema, mapped the way pyspark maps Arrow types."""
+    """The Spark ``StructType`` of an Arrow schema, mapped the way pyspark 4 maps Arrow types."""
     require_pyspark()
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    return from_arrow_schema(arrow_schema)
+    return from_arrow_schema(pa.schema([f.with_type(_mapped(f.type)) for f in arrow_schema]))
+
+
+def _mapped(t: pa.DataType) -> pa.DataType:
+    """``t`` with the Arrow types pyspark 3.5 does not map replaced by what pyspark 4 maps them
+    to: a fixed-size binary (an Avro ``fixed``, such as the audit header's message id) is
+    ``BinaryType`` (pyspark 3.5 raises ``UNSUPPORTED_DATA_TYPE_FOR_ARROW_CONVERSION``)."""
+    if pa.types.is_fixed_size_binary(t):
+        return pa.binary()
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_mapped(f.type)) for f in t])
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.list_(t.value_field.with_type(_mapped(t.value_type)))
+    if pa.types.is_map(t):
+        return pa.map_(t.key_field, t.item_field.with_type(_mapped(t.item_type)))
+    return t
 
 
 def _check_session(spark: Any) -> None:
@@ -355,8 +371,8 @@ def spark_export(
     Appends the Capture files new since the last run to the Parquet dataset at ``out`` (see
     :mod:`metaverse_kit.history.export`), which the driver and every executor must reach
     as the same local path (a shared disk or a mount such as ``/Volumes/...``). Options as
-    :func:`spark_replay`. Timestamps are written as Parquet ``TIMESTAMP_MILLIS`` (UTC), the
-    type the local export writes, so runs of either kind append to one dataset. Raises as
+    :func:`spark_replay`. Executors write the files with pyarrow, as the local export and Dask
+    write them (the same Parquet types), so runs of any kind append to one dataset. Raises as
     :func:`~metaverse_kit.history.export.export_parquet` does.
     """
     require_pyspark()
@@ -384,16 +400,13 @@ def spark_export(
 
 
 def _write(spark: SparkSession, planner: Planner, plan: Plan, folder: ExportFolder) -> ExportReport:
-    f = require_pyspark().functions
     run = new_run()
-    staging = folder.staging(run)
-    micros = f.unix_micros(f.col("enqueued_time"))
-    # NOTE: the UTC day whatever the session's time zone.
-    day = f.date_from_unix_date(f.floor(micros / f.lit(86_400_000_000)).cast("int"))
-    rows = _decoded(spark, planner, plan).withColumn(EVENT_DATE, day)
-    with _conf(spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MILLIS"):
-        # NOTE: a path Spark writes to is not a glob: escaping would write elsewhere.
-        rows.write.partitionBy(EVENT_DATE).mode("overwrite").parquet(_local_uri(staging))
+    staging = os.path.abspath(folder.staging(run))
+    if plan.files:
+        written = _binary_files(spark, planner, plan.files).mapInArrow(
+            _write_function(_shipped(spark, plan.spec), plan.arrow_schema, staging), "rows long"
+        )
+        written.collect()  # a row per task; the commit counts what the files hold
     # The commit checks that the staged files hold what the plan says the decode gives.
     return folder.commit(
         run,
@@ -405,6 +418,29 @@ def _write(spark: SparkSession, planner: Planner, plan: Plan, folder: ExportFold
         duplicates=plan.duplicates,
         engine="spark",
     )
+
+
+def _write_function(spec: Callable[[], TaskSpec], schema: pa.Schema, staging: str) -> Any:
+    """A task's decode and write: its rows go into ``staging`` as the local export writes them.
+
+    NOTE: executors write with pyarrow (:class:`PartWriter`), not Spark's Parquet writer: the
+    files have the local export's types (a column of Arrow's null type, which Spark 3.5's
+    writer refuses as VOID; millisecond timestamps), and the decoded rows never become Spark
+    rows. Files are named by the task's partition, so a retried task rewrites its own.
+    """
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        # NOTE: a Python worker always has its task's context; a name of its own otherwise.
+        task = f"{context.partitionId():05d}" if context is not None else uuid.uuid4().hex
+        parts = PartWriter(Path(staging), schema, f"spark-{task}")
+        for _, _, rows in decoded_batches(_contents(batches), spec(), schema):
+            parts.add(rows)
+        yield pa.record_batch([pa.array([parts.close()], pa.int64())], names=["rows"])
+
+    return write
 
 
 def _local_uri(path: Path) -> str:

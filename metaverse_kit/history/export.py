@@ -51,6 +51,7 @@ __all__ = [
     "EVENT_DATE",
     "ExportFolder",
     "ExportReport",
+    "PartWriter",
     "committed_files",
     "export_parquet",
     "file_key",
@@ -446,6 +447,43 @@ def write_part(table: pa.Table, folder: Path, name: str) -> None:
     )
 
 
+class PartWriter:
+    """Rows of an export run written into its staging folder a few tens of MB at a time, so
+    that memory stays flat: files ``<name>-<n>-<i>.parquet`` below ``event_date=<day>``.
+
+    ``name`` must be the writer's own within the run (a task's, on an engine); a writer that
+    runs again under the same name with the same rows (a retried task) writes the same files.
+    """
+
+    def __init__(self, folder: Path, schema: pa.Schema, name: str) -> None:
+        self.folder = folder
+        self.schema = schema
+        self.name = name
+        self.rows = 0
+        self._batches: list[pa.RecordBatch] = []
+        self._size = self._chunk = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Keep ``batch`` (of :attr:`schema`) to write; writes once enough is kept."""
+        if batch.num_rows:
+            self._batches.append(batch.replace_schema_metadata(None))
+            self._size += batch.nbytes
+        if self._size >= _CHUNK_BYTES:
+            self._flush()
+
+    def close(self) -> int:
+        """Write what is kept; the rows written in all."""
+        self._flush()
+        return self.rows
+
+    def _flush(self) -> None:
+        if self._batches:
+            table = pa.Table.from_batches(self._batches, self.schema)
+            write_part(with_event_date(table), self.folder, f"{self.name}-{self._chunk:05d}")
+            self.rows += table.num_rows
+        self._batches, self._size, self._chunk = [], 0, self._chunk + 1
+
+
 class _Files:
     """The files of one export run, read through the lake they were listed from."""
 
@@ -517,23 +555,16 @@ def export_parquet(
         # The run's own ids: repeats within the run are dropped as they come, and the ones the
         # dataset holds already are looked up once the run is staged (see ExportFolder.holding).
         seen: set[str] = set()
-        rows = dropped = 0
-        batches: list[pa.RecordBatch] = []
-        size = chunk = 0
+        dropped = 0
+        parts = PartWriter(staging, stream.schema, "chunk")
         for batch in stream:
             path = batch.column("capture_file")[0].as_py()
             if skip.get(path):
                 batch = batch.slice(skip[path])
             batch, repeats = dedup_batch(batch, seen)
             dropped += repeats
-            if batch.num_rows:
-                batches.append(batch.replace_schema_metadata(None))
-                size += batch.nbytes
-            # NOTE: a few tens of MB written at a time: memory stays flat.
-            if size >= _CHUNK_BYTES:
-                rows += _flush(batches, stream.schema, staging, chunk)
-                batches, size, chunk = [], 0, chunk + 1
-        rows += _flush(batches, stream.schema, staging, chunk)
+            parts.add(batch)
+        rows = parts.close()
         held = _drop_staged(staging, folder.holding(seen))
         return folder.commit(
             run,
@@ -568,9 +599,3 @@ def _drop_staged(staging: Path, ids: set[str]) -> int:
         else:
             path.unlink()
     return dropped
-
-
-def _flush(batches: list[pa.RecordBatch], schema: pa.Schema, staging: Path, n: int) -> int:
-    table = pa.Table.from_batches(batches, schema)
-    write_part(with_event_date(table), staging, f"chunk-{n:05d}")
-    return table.num_rows

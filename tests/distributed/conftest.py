@@ -64,7 +64,10 @@ def spark_session(cores: int) -> Any:
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """A local Spark session with two cores, stopped at the end of the run."""
-    pytest.importorskip("pyspark")
+    pyspark = pytest.importorskip("pyspark")
+    # The Spark 3.5 run of `make test` says which pyspark it means to test.
+    expected = os.environ.get("METAVERSE_TEST_PYSPARK")
+    assert expected is None or pyspark.__version__.startswith(expected), pyspark.__version__
     session = spark_session(2)
     yield session
     session.stop()
@@ -85,12 +88,28 @@ def dask_client() -> Iterator[Any]:
         yield client
 
 
-def spark_rows(df: Any) -> pa.Table:
-    """A Spark DataFrame's rows as Arrow, sorted like :func:`local_rows`."""
+def spark_arrow(df: Any) -> pa.Table:
+    """A Spark DataFrame's rows as Arrow, in Spark's order.
+
+    NOTE: ``toArrow`` is pyspark 4's; on pyspark 3.5 (the Spark 3.5 run of ``make test``) the
+    same Arrow batches come from the method ``toPandas`` uses.
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
     from metaverse_kit.distributed.spark import without_pandas_warning
 
     with without_pandas_warning():
-        table = df.toArrow()
+        if hasattr(df, "toArrow"):
+            return df.toArrow()
+        batches = df._collect_as_arrow()
+        # NOTE: the batches' own schema: their timestamps are in the session's time zone.
+        schema = batches[0].schema if batches else to_arrow_schema(df.schema)
+        return pa.Table.from_batches(batches, schema=schema)
+
+
+def spark_rows(df: Any) -> pa.Table:
+    """A Spark DataFrame's rows as Arrow, sorted like :func:`local_rows`."""
+    table = spark_arrow(df)
     return table.sort_by(SORT_KEYS) if table.num_rows else table
 
 

@@ -137,6 +137,11 @@ def test_three_schema_versions_duplicates_and_foreign_bodies(
     assert mk.duplicates_dropped(frame) == mk.duplicates_dropped(local)
 
 
+def _warned(caught: Any) -> list[str]:
+    # NOTE: pyspark 3.5 warns too (distutils) whenever it builds an Arrow UDF.
+    return [str(w.message) for w in caught if issubclass(w.category, mk.CaptureFileWarning)]
+
+
 def _skipped_records(parts: list[Any]) -> list[tuple[Any, ...]]:
     return sorted((p.path, p.offset, p.reason, p.events_kept) for p in parts)
 
@@ -152,7 +157,7 @@ def test_damaged_files_keep_their_intact_blocks(replay: Replay, damaged_lake: La
     assert all(p.events_kept > 0 and p.offset for p in skipped)
     with pytest.warns(mk.CaptureFileWarning) as caught:
         got, frame = replay(damaged_lake.root, registry=damaged_lake.registry, on_bad_file="skip")
-    assert [str(w.message) for w in caught] == [str(w.message) for w in expected]
+    assert _warned(caught) == _warned(expected)
     assert_same_table(local, got)
     assert _skipped_records(mk.skipped_files(frame)) == _skipped_records(skipped)
     assert mk.duplicates_dropped(frame) == mk.duplicates_dropped(local) > 0

@@ -14,10 +14,10 @@ import pytest
 import metaverse_kit as mk
 from metaverse_kit.demo import emit_sample_history
 from metaverse_kit.distributed import spark_export, spark_replay
-from metaverse_kit.distributed.spark import without_pandas_warning
 from metaverse_kit.errors import LateEventWarning
 from metaverse_kit.history.export import EVENT_DATE, with_event_date
 from tests.conftest import SimClock
+from tests.distributed.conftest import spark_arrow
 
 ORDERS = mk.make_dataset_urn("hive", "db.late_orders")
 
@@ -53,8 +53,7 @@ def histories(spark: Any, late_history: Any) -> tuple[pa.Table, Any]:
 
 def _same(local: pa.Table, df: Any) -> None:
     assert type(df).__name__ == "DataFrame"
-    with without_pandas_warning():
-        got = df.toArrow()
+    got = spark_arrow(df)
     if "event_index" in local.column_names:
         local = local.drop_columns(["event_index"])
     assert got.column_names == local.column_names
