@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -418,10 +419,15 @@ def _write_partition(
     schema: pa.Schema,
     storage_options: dict | None,
     folder: str,
-) -> int:
+) -> tuple[int, list[str]]:
+    """A task's decode and write: its rows and the files it wrote (relative to ``folder``).
+
+    NOTE: named by task and call: a task Dask ran again (its worker was lost) writes files of
+    its own, and the commit keeps only the ones the results name.
+    """
     table = _decode_table(paths, spec, schema, storage_options)
-    write_part(with_event_date(table), Path(folder), f"dask-{index:05d}")
-    return table.num_rows
+    name = f"dask-{index:05d}-{uuid.uuid4().hex[:8]}"
+    return table.num_rows, write_part(with_event_date(table), Path(folder), name)
 
 
 def dask_export(
@@ -468,14 +474,15 @@ def dask_export(
         )
         groups = _groups(planner, plan.files, size, plan.events)
         specs = _task_specs(plan.spec, groups)
-        counts = dask.compute(*[dask.delayed(write)(g, specs[i], i) for i, g in enumerate(groups)])
+        done = dask.compute(*[dask.delayed(write)(g, specs[i], i) for i, g in enumerate(groups)])
         return folder.commit(
             run,
             files=folder.records(
                 planner.files, root=planner.lake.root, events=plan.events, skipped=plan.skipped
             ),
-            rows=int(sum(counts)),
+            rows=sum(rows for rows, _ in done),
             skipped=plan.skipped,
             duplicates=plan.duplicates,
             engine="dask",
+            written=[path for _, files in done for path in files],
         )

@@ -402,12 +402,14 @@ def spark_export(
 def _write(spark: SparkSession, planner: Planner, plan: Plan, folder: ExportFolder) -> ExportReport:
     run = new_run()
     staging = os.path.abspath(folder.staging(run))
+    written: list[str] = []
     if plan.files:
-        written = _binary_files(spark, planner, plan.files).mapInArrow(
-            _write_function(_shipped(spark, plan.spec), plan.arrow_schema, staging), "rows long"
+        tasks = _binary_files(spark, planner, plan.files).mapInArrow(
+            _write_function(_shipped(spark, plan.spec), plan.arrow_schema, staging), "file string"
         )
-        written.collect()  # a row per task; the commit counts what the files hold
-    # The commit checks that the staged files hold what the plan says the decode gives.
+        # NOTE: Spark returns the rows of one successful attempt of each task.
+        written = [row.file for row in tasks.collect()]
+    # The commit keeps those files only, and checks that they hold what the plan says.
     return folder.commit(
         run,
         files=folder.records(
@@ -417,16 +419,20 @@ def _write(spark: SparkSession, planner: Planner, plan: Plan, folder: ExportFold
         skipped=plan.skipped,
         duplicates=plan.duplicates,
         engine="spark",
+        written=written,
     )
 
 
 def _write_function(spec: Callable[[], TaskSpec], schema: pa.Schema, staging: str) -> Any:
-    """A task's decode and write: its rows go into ``staging`` as the local export writes them.
+    """A task's decode and write: its rows go into ``staging`` as the local export writes them,
+    and it returns the names of the files it wrote.
 
     NOTE: executors write with pyarrow (:class:`PartWriter`), not Spark's Parquet writer: the
     files have the local export's types (a column of Arrow's null type, which Spark 3.5's
     writer refuses as VOID; millisecond timestamps), and the decoded rows never become Spark
-    rows. Files are named by the task's partition, so a retried task rewrites its own.
+    rows. Files are named by task and attempt: a failed attempt's files, or those of a
+    speculative copy that lost, are not the run's (the commit removes them), and two attempts
+    never write to one file.
     """
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -434,11 +440,16 @@ def _write_function(spec: Callable[[], TaskSpec], schema: pa.Schema, staging: st
 
         context = TaskContext.get()
         # NOTE: a Python worker always has its task's context; a name of its own otherwise.
-        task = f"{context.partitionId():05d}" if context is not None else uuid.uuid4().hex
+        task = (
+            f"{context.partitionId():05d}-{context.attemptNumber()}"
+            if context is not None
+            else uuid.uuid4().hex
+        )
         parts = PartWriter(Path(staging), schema, f"spark-{task}")
         for _, _, rows in decoded_batches(_contents(batches), spec(), schema):
             parts.add(rows)
-        yield pa.record_batch([pa.array([parts.close()], pa.int64())], names=["rows"])
+        parts.close()
+        yield pa.record_batch([pa.array(parts.files, pa.string())], names=["file"])
 
     return write
 

@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -312,9 +312,13 @@ class ExportFolder:
         skipped: Sequence[SkippedPart] = (),
         duplicates: int = 0,
         engine: str = "local",
+        written: Collection[str] | None = None,
     ) -> ExportReport:
         """Move the run's staged files into place, then record the run (the commit point).
 
+        ``written``, when given, names the staged files that make the run (relative to its
+        staging folder, as :class:`PartWriter` reports them): the others are removed first (a
+        failed or speculative attempt of an engine's task wrote them under another name).
         ``rows`` is what the run wrote; the staged files must hold that many. Raises
         :class:`ConfigurationError`, recording nothing and removing what was staged, when they
         do not: an engine's workers wrote where this process cannot see (an export folder
@@ -324,18 +328,30 @@ class ExportFolder:
 
         staged = self.meta / "staging" / run
         parts = sorted(staged.glob(f"{EVENT_DATE}=*/*.parquet")) if staged.exists() else []
+        if written is not None:
+            keep = set(written)
+            for path in parts:
+                if path.relative_to(staged).as_posix() not in keep:
+                    path.unlink()
+            parts = [p for p in parts if p.relative_to(staged).as_posix() in keep]
         found = 0
         for path in parts:
             with pq.ParquetFile(path) as data:
                 found += data.metadata.num_rows
         if found != rows:
             shutil.rmtree(staged, ignore_errors=True)
+            why = (
+                "its workers wrote where this process cannot see. An export folder must be one "
+                "path the driver and every worker share (a mounted volume such as /dbfs/... or "
+                "/Volumes/..., a shared disk)"
+                if found < rows
+                else "something other than the run wrote into its staging folder (two runs "
+                "given the same run id, or a task's attempt that the engine did not report)"
+            )
             raise ConfigurationError(
                 f"The export run {run} wrote {rows} rows, but {found} are in {staged} "
-                f"({len(parts)} files): its workers wrote where this process cannot see. An "
-                "export folder must be one path the driver and every worker share (a mounted "
-                "volume such as /dbfs/... or /Volumes/..., a shared disk). Nothing was "
-                "recorded: the next run reads these Capture files again"
+                f"({len(parts)} files): {why}. Nothing was recorded: the next run reads these "
+                "Capture files again"
             )
         for n, path in enumerate(parts):
             target = self.out / path.parent.name / f"part-{run}-{n:05d}.parquet"
@@ -431,12 +447,15 @@ def file_key(root: str, path: str) -> str:
     return path.replace(os.sep, "/")
 
 
-def write_part(table: pa.Table, folder: Path, name: str) -> None:
-    """Write ``table`` (with :data:`EVENT_DATE`) into ``folder``, one file per event date."""
+def write_part(table: pa.Table, folder: Path, name: str) -> list[str]:
+    """Write ``table`` (with :data:`EVENT_DATE`) into ``folder``, one file per event date; the
+    files written, relative to ``folder`` (forward slashes)."""
     import pyarrow.dataset as ds
 
+    written: list[str] = []
     if not table.num_rows:
-        return
+        return written
+    base = str(folder).replace(os.sep, "/").rstrip("/") + "/"
     ds.write_dataset(
         table,
         folder,
@@ -444,7 +463,9 @@ def write_part(table: pa.Table, folder: Path, name: str) -> None:
         partitioning=ds.partitioning(pa.schema([table.schema.field(EVENT_DATE)]), flavor="hive"),
         basename_template=f"{name}-{{i}}.parquet",
         existing_data_behavior="overwrite_or_ignore",
+        file_visitor=lambda f: written.append(f.path.replace(os.sep, "/").removeprefix(base)),
     )
+    return written
 
 
 class PartWriter:
@@ -460,6 +481,8 @@ class PartWriter:
         self.schema = schema
         self.name = name
         self.rows = 0
+        #: The files written, relative to ``folder`` (see :func:`write_part`).
+        self.files: list[str] = []
         self._batches: list[pa.RecordBatch] = []
         self._size = self._chunk = 0
 
@@ -479,7 +502,8 @@ class PartWriter:
     def _flush(self) -> None:
         if self._batches:
             table = pa.Table.from_batches(self._batches, self.schema)
-            write_part(with_event_date(table), self.folder, f"{self.name}-{self._chunk:05d}")
+            part = f"{self.name}-{self._chunk:05d}"
+            self.files += write_part(with_event_date(table), self.folder, part)
             self.rows += table.num_rows
         self._batches, self._size, self._chunk = [], 0, self._chunk + 1
 

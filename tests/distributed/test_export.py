@@ -404,6 +404,48 @@ def test_a_run_whose_files_are_not_all_staged_is_not_recorded(
     assert len(_runs(out)) == 1 and _read(out).num_rows == 41
 
 
+def test_only_the_files_an_engines_tasks_reported_are_committed(
+    demo_lake: Lake, tmp_path: Path
+) -> None:
+    """A failed attempt of a task, or a speculative copy that lost, leaves files under names of
+    its own; the run is the files its tasks' winning attempts reported."""
+    from metaverse_kit.history.export import ExportFolder, PartWriter
+
+    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
+    table = local.replace_schema_metadata(None)
+    half = table.num_rows // 2
+
+    def stage(folder: ExportFolder, run: str) -> list[str]:
+        """Two attempts of task 0 (the first lost) and one of task 1; what the winners wrote."""
+        staging = folder.staging(run)
+        writers = {
+            name: PartWriter(staging, local.schema, name)
+            for name in ("spark-00000-0", "spark-00000-1", "spark-00001-0")
+        }
+        for name, rows in (
+            ("spark-00000-0", table),
+            ("spark-00000-1", table.slice(0, half)),
+            ("spark-00001-0", table.slice(half)),
+        ):
+            for batch in rows.to_batches():
+                writers[name].add(batch)
+            writers[name].close()
+        assert all(w.files for w in writers.values())
+        return writers["spark-00000-1"].files + writers["spark-00001-0"].files
+
+    out = tmp_path / "history"
+    files = {"p/0.avro": {"events": 41}}
+    with ExportFolder(out) as folder:
+        stage(folder, "00000002-cafecafe")
+        with pytest.raises(mk.ConfigurationError, match="something other than the run wrote"):
+            folder.commit("00000002-cafecafe", files=files, rows=local.num_rows)
+        written = stage(folder, "00000003-cafecafe")
+        report = folder.commit("00000003-cafecafe", files=files, rows=41, written=written)
+    assert report.rows == local.num_rows == 41
+    assert_same_table(local, _read(out))
+    assert not list((out / "_metaverse" / "staging").iterdir())
+
+
 def test_another_datasets_files_are_never_mixed_in_nor_deleted(
     demo_lake: Lake, tmp_path: Path
 ) -> None:
