@@ -83,7 +83,7 @@ lint: env
 	$(BIN)/mypy metaverse_kit
 
 test: test-deps lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 	@echo "The Spark tests again on pyspark 3.5 (its own warnings: distutils, sockets it leaves to GC)"
 	PYTHONPATH=$(SPARK35) METAVERSE_TEST_PYSPARK=3.5. $(BIN)/python -m pytest -q tests/distributed -k "spark and not connect" \
 		-p no:unraisableexception -W "ignore::ResourceWarning" \
