@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -442,6 +443,73 @@ def test_only_the_files_an_engines_tasks_reported_are_committed(
         written = stage(folder, "00000003-cafecafe")
         report = folder.commit("00000003-cafecafe", files=files, rows=41, written=written)
     assert report.rows == local.num_rows == 41
+    assert_same_table(local, _read(out))
+    assert not list((out / "_metaverse" / "staging").iterdir())
+
+
+_RETRIED = """
+import json, os, sys
+from pathlib import Path
+
+os.environ["PYSPARK_PYTHON"] = sys.executable
+from pyspark import TaskContext
+from pyspark.sql import SparkSession
+
+import metaverse_kit.distributed.spark as engine
+from metaverse_kit.history.export import PartWriter
+
+lake, out, schemas, marks = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), Path(sys.argv[4])
+
+
+class FirstAttemptDies(PartWriter):
+    # Travels to the Python workers by value (defined here, in __main__), with the function.
+    def close(self):
+        rows = super().close()
+        context = TaskContext.get()
+        if context.attemptNumber() == 0 and self.files:
+            (marks / f"{context.partitionId()}").write_text(json.dumps(self.files))
+            raise RuntimeError("the first attempt dies after writing its files")
+        return rows
+
+
+engine.PartWriter = FirstAttemptDies
+# local[2,2]: two cores, and a failed task is tried again once (local mode's default: never).
+spark = (
+    SparkSession.builder.master("local[2,2]")
+    .config("spark.ui.enabled", "false")
+    .config("spark.sql.codegen.wholeStage", "false")
+    .config("spark.sql.codegen.factoryMode", "NO_CODEGEN")
+    .getOrCreate()
+)
+spark.sparkContext.setLogLevel("OFF")
+report = engine.spark_export(spark, lake, out, schemas=schemas)
+print(json.dumps([report.files, report.rows]))
+spark.stop()
+"""
+
+
+def test_a_spark_task_that_died_after_writing_leaves_nothing_in_the_run(
+    demo_lake: Lake, tmp_path: Path
+) -> None:
+    """Real Spark retries: every task's first attempt writes its files and then fails; the
+    run is the second attempts' files alone."""
+    pytest.importorskip("pyspark")
+    out, marks = tmp_path / "history", tmp_path / "marks"
+    marks.mkdir()
+    args = [str(demo_lake.root), str(out), json.dumps(demo_lake.schemas), str(marks)]
+    done = subprocess.run(
+        [sys.executable, "-c", _RETRIED, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
+    files, rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (files, rows) == (len(list(demo_lake.root.rglob("*.avro"))), local.num_rows)
+    died = [json.loads(p.read_text()) for p in marks.iterdir()]
+    assert died and all(died), "the first attempts wrote files and died"
     assert_same_table(local, _read(out))
     assert not list((out / "_metaverse" / "staging").iterdir())
 
