@@ -339,8 +339,7 @@ def test_on_spark_connect_a_task_function_carries_the_listing_packed(demo_lake: 
     # gRPC message of at most 128 MiB by default), and a worker unpacks it once, not per task.
     import pickle
 
-    from pyspark import cloudpickle
-
+    cloudpickle = pytest.importorskip("pyspark.cloudpickle")
     from metaverse_kit.distributed.spark import _decode_function, _shipped
 
     spec = _spec_of(20_000, demo_lake.schemas)
