@@ -95,7 +95,11 @@ def test_a_dataset_the_user_may_only_read_is_read_and_not_exported_to(
         as_other_user([sys.executable, "-c", code, str(demo_lake.root), str(out)]),
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        # NOTE: REPO first, then what the run was given (the Spark 3.5 run's pyspark).
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        },
         timeout=120,
         check=False,
     )
@@ -483,7 +487,9 @@ spark = (
 )
 spark.sparkContext.setLogLevel("OFF")
 report = engine.spark_export(spark, lake, out, schemas=schemas)
-print(json.dumps([report.files, report.rows]))
+import pyspark
+
+print(json.dumps([report.files, report.rows, pyspark.__version__]))
 spark.stop()
 """
 
@@ -502,11 +508,16 @@ def test_a_spark_task_that_died_after_writing_leaves_nothing_in_the_run(
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        # NOTE: REPO first, then what the run was given (the Spark 3.5 run's pyspark).
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        },
     )
     assert done.returncode == 0, done.stderr[-3000:]
     local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
-    files, rows = json.loads(done.stdout.strip().splitlines()[-1])
+    files, rows, version = json.loads(done.stdout.strip().splitlines()[-1])
+    assert version.startswith(os.environ.get("METAVERSE_TEST_PYSPARK", ""))
     assert (files, rows) == (len(list(demo_lake.root.rglob("*.avro"))), local.num_rows)
     died = [json.loads(p.read_text()) for p in marks.iterdir()]
     assert died and all(died), "the first attempts wrote files and died"
