@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import os
 import pickle
-import uuid
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -439,12 +438,8 @@ def _write_function(spec: Callable[[], TaskSpec], schema: pa.Schema, staging: st
         from pyspark import TaskContext
 
         context = TaskContext.get()
-        # NOTE: a Python worker always has its task's context; a name of its own otherwise.
-        task = (
-            f"{context.partitionId():05d}-{context.attemptNumber()}"
-            if context is not None
-            else uuid.uuid4().hex
-        )
+        assert context is not None  # a mapInArrow task always has one
+        task = f"{context.partitionId():05d}-{context.attemptNumber()}"
         parts = PartWriter(Path(staging), schema, f"spark-{task}")
         for _, _, rows in decoded_batches(_contents(batches), spec(), schema):
             parts.add(rows)

@@ -330,10 +330,9 @@ class ExportFolder:
         parts = sorted(staged.glob(f"{EVENT_DATE}=*/*.parquet")) if staged.exists() else []
         if written is not None:
             keep = set(written)
-            for path in parts:
-                if path.relative_to(staged).as_posix() not in keep:
-                    path.unlink()
-            parts = [p for p in parts if p.relative_to(staged).as_posix() in keep]
+            for path in [p for p in parts if p.relative_to(staged).as_posix() not in keep]:
+                path.unlink()
+                parts.remove(path)
         found = 0
         for path in parts:
             with pq.ParquetFile(path) as data:
@@ -472,8 +471,8 @@ class PartWriter:
     """Rows of an export run written into its staging folder a few tens of MB at a time, so
     that memory stays flat: files ``<name>-<n>-<i>.parquet`` below ``event_date=<day>``.
 
-    ``name`` must be the writer's own within the run (a task's, on an engine); a writer that
-    runs again under the same name with the same rows (a retried task) writes the same files.
+    ``name`` must be the writer's own within the run: on an engine, a task attempt's, so that
+    two attempts never write one file; :attr:`files` is what the commit is told to keep.
     """
 
     def __init__(self, folder: Path, schema: pa.Schema, name: str) -> None:
