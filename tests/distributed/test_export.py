@@ -525,6 +525,83 @@ def test_a_spark_task_that_died_after_writing_leaves_nothing_in_the_run(
     assert not list((out / "_metaverse" / "staging").iterdir())
 
 
+_KILLED = """
+import json, os, sys
+from pathlib import Path
+
+lake, out, schemas, marks = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), Path(sys.argv[4])
+
+
+def first_attempts_die(marks):
+    # Runs in each worker process (by value: defined in __main__). A worker its nanny restarts
+    # imports the module afresh, unpatched; the mark files also stop a patched worker from
+    # killing itself twice for one task.
+    import metaverse_kit.distributed.dask as engine
+
+    write = engine.write_part
+
+    def write_then_die(table, folder, name):
+        files = write(table, folder, name)
+        try:
+            with open(marks / name.split("-")[1], "x") as mark:
+                mark.write(json.dumps(files))
+        except FileExistsError:
+            return files
+        os._exit(1)  # the worker process dies with its files written, as a killed one would
+
+    engine.write_part = write_then_die
+
+
+if __name__ == "__main__":
+    from distributed import Client, LocalCluster
+
+    from metaverse_kit.distributed import dask_export
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        as cluster,
+        Client(cluster) as client,
+    ):
+        client.run(first_attempts_die, marks)
+        # partition_bytes=1: a task per Capture file, so that both workers die mid-run.
+        report = dask_export(lake, out, schemas=schemas, partition_bytes=1)
+    print(json.dumps([report.files, report.rows]))
+"""
+
+
+def test_a_dask_worker_that_died_after_writing_leaves_nothing_in_the_run(
+    demo_lake: Lake, tmp_path: Path
+) -> None:
+    """A real lost worker: each worker process dies (``os._exit``) in its first task, after the
+    task wrote its files; Dask's nanny restarts it, the scheduler runs the task again, and the
+    run holds the files of the attempts that returned, nothing of the dead ones."""
+    pytest.importorskip("distributed")
+    out, marks = tmp_path / "history", tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "killed.py"  # a file: the workers' spawned processes re-import __main__
+    script.write_text(_KILLED)
+    args = [str(demo_lake.root), str(out), json.dumps(demo_lake.schemas), str(marks)]
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        },
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
+    files, rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (files, rows) == (len(list(demo_lake.root.rglob("*.avro"))), local.num_rows)
+    died = [json.loads(p.read_text()) for p in marks.iterdir()]
+    assert len(died) >= 2 and all(died), "both workers wrote files and died"
+    assert done.stderr.count("Restarting worker") >= 2
+    assert_same_table(local, _read(out))
+    assert not list((out / "_metaverse" / "staging").iterdir())
+
+
 def test_another_datasets_files_are_never_mixed_in_nor_deleted(
     demo_lake: Lake, tmp_path: Path
 ) -> None:
