@@ -451,6 +451,27 @@ def test_only_the_files_an_engines_tasks_reported_are_committed(
     assert not list((out / "_metaverse" / "staging").iterdir())
 
 
+def _export_in_a_process(
+    command: list[str], lake: Lake, out: Path, marks: Path
+) -> tuple[list[Any], str]:
+    """Runs a script exporting ``lake`` (``command`` given the lake, ``out``, the schemas and
+    ``marks``) in a Python process of its own; the JSON of its last line of output, and its
+    standard error."""
+    done = subprocess.run(
+        [sys.executable, *command, str(lake.root), str(out), json.dumps(lake.schemas), str(marks)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        # NOTE: REPO first, then what the run was given (the Spark 3.5 run's pyspark).
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        },
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
 _RETRIED = """
 import json, os, sys
 from pathlib import Path
@@ -502,21 +523,8 @@ def test_a_spark_task_that_died_after_writing_leaves_nothing_in_the_run(
     pytest.importorskip("pyspark")
     out, marks = tmp_path / "history", tmp_path / "marks"
     marks.mkdir()
-    args = [str(demo_lake.root), str(out), json.dumps(demo_lake.schemas), str(marks)]
-    done = subprocess.run(
-        [sys.executable, "-c", _RETRIED, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        # NOTE: REPO first, then what the run was given (the Spark 3.5 run's pyspark).
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        },
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    (files, rows, version), _ = _export_in_a_process(["-c", _RETRIED], demo_lake, out, marks)
     local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
-    files, rows, version = json.loads(done.stdout.strip().splitlines()[-1])
     assert version.startswith(os.environ.get("METAVERSE_TEST_PYSPARK", ""))
     assert (files, rows) == (len(list(demo_lake.root.rglob("*.avro"))), local.num_rows)
     died = [json.loads(p.read_text()) for p in marks.iterdir()]
@@ -580,24 +588,12 @@ def test_a_dask_worker_that_died_after_writing_leaves_nothing_in_the_run(
     marks.mkdir()
     script = tmp_path / "killed.py"  # a file: the workers' spawned processes re-import __main__
     script.write_text(_KILLED)
-    args = [str(demo_lake.root), str(out), json.dumps(demo_lake.schemas), str(marks)]
-    done = subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        },
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    (files, rows), stderr = _export_in_a_process([str(script)], demo_lake, out, marks)
     local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
-    files, rows = json.loads(done.stdout.strip().splitlines()[-1])
     assert (files, rows) == (len(list(demo_lake.root.rglob("*.avro"))), local.num_rows)
     died = [json.loads(p.read_text()) for p in marks.iterdir()]
     assert len(died) >= 2 and all(died), "both workers wrote files and died"
-    assert done.stderr.count("Restarting worker") >= 2
+    assert stderr.count("Restarting worker") >= 2
     assert_same_table(local, _read(out))
     assert not list((out / "_metaverse" / "staging").iterdir())
 
