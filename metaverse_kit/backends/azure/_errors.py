@@ -24,10 +24,13 @@ def _first_line(exc: BaseException) -> str:
     return redact(text.splitlines()[0])
 
 
-def translate_http_error(exc: Exception, *, what: str, role: str) -> MetaverseError:
+def translate_http_error(
+    exc: Exception, *, what: str, role: str, credential_option: str = "credential=..."
+) -> MetaverseError:
     """A metaverse-kit error for an azure-core exception raised while doing ``what``.
 
-    ``role`` names the Azure role that grants the operation (said when access is denied).
+    ``role`` names the Azure role that grants the operation (said when access is denied);
+    ``credential_option`` how the caller passes a credential (said when none gets a token).
     """
     from azure.core.exceptions import (
         ClientAuthenticationError,
@@ -45,7 +48,7 @@ def translate_http_error(exc: Exception, *, what: str, role: str) -> MetaverseEr
     if isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None:
         return ServiceError(
             f"{what}: no Azure credential could get a token ({detail}). Run `az login` (and "
-            "`az account set --subscription ...`), or pass credential=..."
+            f"`az account set --subscription ...`), or pass {credential_option}"
         )
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return TransientServiceError(f"{what}: the connection failed ({detail}); try again")

@@ -285,7 +285,7 @@ def _checkpoint_store(
     from azure.storage.blob import ContainerClient
 
     from metaverse_kit.backends.azure._errors import translate_http_error
-    from metaverse_kit.backends.azure.lake import parse_lake_url
+    from metaverse_kit.backends.azure.lake import parse_lake_url, storage_retry_policy
 
     if storage_connection_string:
         client = ContainerClient.from_connection_string(storage_connection_string, container)
@@ -293,8 +293,12 @@ def _checkpoint_store(
     elif lake_url:
         account, _, _ = parse_lake_url(lake_url)
         url = f"https://{account}.blob.core.windows.net"
-        client = ContainerClient(url, container, credential=credential)
-        store = BlobCheckpointStore(url, container, credential=credential)
+        client = ContainerClient(
+            url, container, credential=credential, retry_policy=storage_retry_policy()
+        )
+        store = BlobCheckpointStore(
+            url, container, credential=credential, retry_policy=storage_retry_policy()
+        )
     else:
         raise ConfigurationError(
             "checkpoint= stores checkpoints in a blob container of the lake's storage account; "

@@ -135,7 +135,12 @@ def lake_from_url(url: str, *, storage_options: dict[str, Any] | None = None) ->
         or options.get("sas_token")
         or LazyDefaultCredential()
     )
-    return AzureLake.from_url(url, credential=credential, account_name=options.get("account_name"))
+    lake = AzureLake.from_url(url, credential=credential, account_name=options.get("account_name"))
+    # NOTE: these callers have no credential= of their own (replay_capture, the engines).
+    lake.credential_option = (
+        "storage_options={'credential': ...} (or 'account_key', 'sas_token', 'connection_string')"
+    )
+    return lake
 
 
 def create(

@@ -27,7 +27,7 @@ from metaverse_kit.capture import CAPTURE_MAX_WINDOW, parse_capture_path, select
 from metaverse_kit.errors import CaptureFileError, ConfigurationError, SchemaNotFoundError
 from metaverse_kit.redact import redact
 
-__all__ = ["AzureLake", "parse_lake_url", "time_prefixes"]
+__all__ = ["AzureLake", "parse_lake_url", "storage_retry_policy", "time_prefixes"]
 
 _ROLE = "Storage Blob Data Reader"
 _YEAR = re.compile(r"^\d{4}$")
@@ -57,6 +57,31 @@ def parse_lake_url(url: str, *, account_name: str | None = None) -> tuple[str, s
     return account, container, prefix
 
 
+def storage_retry_policy(**options: Any) -> Any:
+    """Azure Storage's exponential retry policy (``options`` as the storage clients take them:
+    ``retry_total=`` ...), but a credential that cannot get a token fails the call at once;
+    pass it as ``retry_policy=`` to storage clients given a credential.
+
+    NOTE: azure-core's retry policy re-raises ``ClientAuthenticationError`` (the credential has
+    already tried; azure-sdk-for-python#6019), Storage's own retries it like a lost connection:
+    without ``az login`` a lake listing waited 78 s (4 tries of its backoff) before saying so.
+    """
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.storage.blob import ExponentialRetry
+
+    class SignInIsFinal(ExponentialRetry):
+        def increment(
+            self, settings: Any, request: Any, response: Any = None, error: Any = None
+        ) -> bool:
+            # Raised inside the pipeline, this comes from the credential (an HTTP 401 from the
+            # service is a response, which Storage never retries).
+            if isinstance(error, ClientAuthenticationError):
+                return False
+            return bool(super().increment(settings, request, response=response, error=error))
+
+    return SignInIsFinal(**options)
+
+
 class AzureLake:
     """Capture files under ``prefix`` in one container, read with ``azure-storage-blob``.
 
@@ -66,6 +91,10 @@ class AzureLake:
     ``max_concurrency`` is the number of parallel ranged reads per file, and ``prefetch`` the
     number of files fetched ahead while one is decoded.
     """
+
+    #: How the caller passes a credential; a lake opened from a URL and ``storage_options``
+    #: says so (see :func:`~metaverse_kit.backends.azure.factory.lake_from_url`).
+    credential_option = "credential=..."
 
     def __init__(
         self,
@@ -123,6 +152,8 @@ class AzureLake:
                 "abfss://<container>@<account>.dfs.core.windows.net/ or pass "
                 "storage_options={'account_name': ...}"
             )
+        if "retry_policy" not in client_options:
+            client_options["retry_policy"] = storage_retry_policy(**client_options)
         service = BlobServiceClient(
             f"https://{account}.blob.core.windows.net",
             credential=credential,
@@ -198,7 +229,9 @@ class AzureLake:
         try:
             return fn(*args, **kwargs)
         except AzureError as exc:
-            error = translate_http_error(exc, what=what, role=_ROLE)
+            error = translate_http_error(
+                exc, what=what, role=_ROLE, credential_option=self.credential_option
+            )
             if isinstance(error, SchemaNotFoundError):
                 error = ConfigurationError(f"{what}: the container or path does not exist")
             raise error from exc

@@ -220,7 +220,7 @@ class _BlobRaw(io.RawIOBase):
 
 class _Blobs:
     def __init__(self, url: str, connection_string: str | None) -> None:
-        from metaverse_kit.backends.azure.lake import parse_lake_url
+        from metaverse_kit.backends.azure.lake import parse_lake_url, storage_retry_policy
         from metaverse_kit.errors import ConfigurationError
 
         try:
@@ -240,6 +240,7 @@ class _Blobs:
                     f"https://{account}.blob.core.windows.net",
                     container,
                     credential=DefaultAzureCredential(),
+                    retry_policy=storage_retry_policy(),
                 )
             self.blobs = [
                 b

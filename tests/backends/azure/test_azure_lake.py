@@ -225,6 +225,27 @@ def test_lake_urls_and_storage_options() -> None:
     assert lake.root == "abfss://main@acct.dfs.core.windows.net/p/"
 
 
+def test_a_failed_sign_in_says_where_a_url_lake_takes_its_credential() -> None:
+    """A replay of a URL has no ``credential=``: the advice names ``storage_options``. The
+    credential is asked once: Storage's own retry policy would ask 4 times, 78 s of backoff."""
+    asked: list[str] = []
+
+    class NoSignIn:
+        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            from azure.core.exceptions import ClientAuthenticationError
+
+            asked.extend(scopes)
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+
+    url = "abfss://main@acct.dfs.core.windows.net/p"
+    with pytest.raises(mk.ServiceError, match=r"az login.*pass storage_options=\{'credential'"):
+        mk.replay_capture(url, storage_options={"credential": NoSignIn()}, cache=False)
+    assert asked == ["https://storage.azure.com/.default"]
+    with pytest.raises(mk.ServiceError, match=r"pass credential=\.\.\.$"):
+        AzureLake.from_url(url, credential=NoSignIn(), retry_total=2).list_files()
+    assert len(asked) == 2
+
+
 def test_time_prefixes_pick_the_finest_level_with_few_listings() -> None:
     t = datetime(2026, 3, 2, 8, 20, tzinfo=UTC)
     assert time_prefixes(t, t + timedelta(minutes=30)) == ["2026/03/02/08/"]
