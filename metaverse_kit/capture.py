@@ -15,6 +15,7 @@ import json
 import os
 import re
 import struct
+import warnings
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, cast
 
 import fastavro
 
-from metaverse_kit.errors import CaptureFileError
+from metaverse_kit.errors import CaptureFileError, MissingPartitionWarning, user_stacklevel
 
 __all__ = [
     "BLOCK_RECORDS",
@@ -173,12 +174,22 @@ def select_files(
     partitions: Sequence[str] | None,
     start: datetime | None,
     end: datetime | None,
+    lake_partitions: Iterable[str] | None = None,
 ) -> list[CaptureFile]:
     """Keep the files that may hold events of ``partitions`` in [start, end], in replay order.
 
     Files whose path does not follow the Capture format cannot be pruned and are kept.
+    ``lake_partitions`` are the partitions the whole lake has files of (default: those of
+    ``files``); a wanted partition not among them gets a :class:`MissingPartitionWarning`.
     """
     wanted = None if partitions is None else {str(p) for p in partitions}
+    if wanted is not None:
+        _warn_missing(
+            wanted,
+            {f.partition for f in files if f.partition is not None}
+            if lake_partitions is None
+            else set(lake_partitions),
+        )
     kept = []
     for f in files:
         if wanted is not None and f.partition is not None and f.partition not in wanted:
@@ -198,6 +209,23 @@ def select_files(
             f.path,
         ),
     )
+
+
+def _warn_missing(wanted: set[str], present: set[str]) -> None:
+    # NOTE: a warning, not an error: Capture set to skip empty windows writes no folder for a
+    # partition that never had an event. Without a single partition (not a Capture tree)
+    # nothing can be said. A workspace replay asks its hub and raises for unknown ids.
+    missing = sorted(wanted - present, key=_partition_order)
+    if missing and present:
+        warnings.warn(
+            f"partitions= names {', '.join(repr(p) for p in missing)}, but the lake has no "
+            "Capture file of "
+            f"{'it' if len(missing) == 1 else 'them'}: the replay holds none of "
+            f"{'its' if len(missing) == 1 else 'their'} events (the lake's partitions: "
+            f"{', '.join(sorted(present, key=_partition_order))})",
+            MissingPartitionWarning,
+            stacklevel=user_stacklevel(),
+        )
 
 
 def _partition_order(partition: str | None) -> tuple[int, int, str]:

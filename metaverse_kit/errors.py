@@ -26,7 +26,8 @@
     MetaverseWarning (a UserWarning)
     ├── CaptureFileWarning          a replay with on_bad_file="skip" left damaged parts out
     ├── DamagedFileWarning          a damaged Capture file was set aside; events went to another
-    └── LateEventWarning            an event older than a write already in the lake was sent
+    ├── LateEventWarning            an event older than a write already in the lake was sent
+    └── MissingPartitionWarning     a replay's partitions= names one the lake has no file of
 
 ``TransientError`` is a mixin: ``isinstance(exc, TransientError)`` says that trying the same
 call again later may succeed (throttling, a lost connection); every other error is terminal.
@@ -34,6 +35,8 @@ call again later may succeed (throttling, a lost connection); every other error 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +53,7 @@ __all__ = [
     "MetaverseError",
     "MetaverseWarning",
     "MissingDependencyError",
+    "MissingPartitionWarning",
     "ReadOnlyWorkspaceError",
     "RegistryError",
     "SchemaNotFoundError",
@@ -58,6 +62,7 @@ __all__ = [
     "TransientError",
     "TransientServiceError",
     "ValidationError",
+    "user_stacklevel",
 ]
 
 
@@ -186,3 +191,24 @@ class DamagedFileWarning(MetaverseWarning):
 
 class LateEventWarning(MetaverseWarning):
     """An event was sent after a newer write of the same aspect; history keeps the newer one."""
+
+
+class MissingPartitionWarning(MetaverseWarning):
+    """A replay's ``partitions=`` names a partition of which the lake has no Capture file (a
+    mistyped id, or one that never had an event where Capture skips empty windows)."""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the caller that names the first frame
+    outside metaverse-kit: the user's line, whatever depth of the package warns.
+
+    NOTE: a warning attributed to a line of ours shows once per session under Python's default
+    filter; attributed to the user's line, once per line of theirs.
+    """
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level

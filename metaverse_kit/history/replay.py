@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +38,7 @@ from metaverse_kit.errors import (
     ConfigurationError,
     MetaverseError,
     SchemaNotFoundError,
+    user_stacklevel,
 )
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.history.cache import ReplayCache, open_cache, schema_fingerprint
@@ -509,22 +509,11 @@ def warn_skipped(skipped: Sequence[SkippedPart], *, stacklevel: int | None = Non
         f"file{'s' if files != 1 else ''} skipped (every intact block was kept); "
         "mk.skipped_files(table) or stream.skipped_files lists them",
         CaptureFileWarning,
-        stacklevel=_caller_level() if stacklevel is None else stacklevel,
+        stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
     )
 
 
 # -- deduplication ------------------------------------------------------------------------------
-
-
-def _caller_level() -> int:
-    """The ``stacklevel`` of the first frame outside this package: the user's line."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame = sys._getframe(1)
-    level = 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    return level
 
 
 def dedup_batch(batch: pa.RecordBatch, seen: set[str]) -> tuple[pa.RecordBatch, int]:
@@ -850,7 +839,8 @@ def replay_capture(
     Duplicates (same message id) are dropped unless ``dedup=False`` (how many:
     :func:`duplicates_dropped`). Options: :class:`ReplayOptions`. Raises
     :class:`CaptureFileError` naming a file that cannot be read (unless
-    ``on_bad_file="skip"``: then :func:`skipped_files` lists what was left out).
+    ``on_bad_file="skip"``: then :func:`skipped_files` lists what was left out). A
+    ``partitions=`` id of which the lake has no file warns :class:`MissingPartitionWarning`.
     """
     return replay_batches(
         location,

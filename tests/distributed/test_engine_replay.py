@@ -65,6 +65,10 @@ def test_dask_with_threads_and_ranges(demo_lake: Lake, evolved_lake: Lake) -> No
             mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False),
             dask_rows(small),
         )
+        # A partition the lake has no file of: the driver's listing says so, as locally.
+        with pytest.warns(mk.MissingPartitionWarning, match="names '9'") as caught:
+            assert len(dask_replay(lake.root, registry=lake.registry, partitions=[9])) == 0
+        assert caught[0].filename == __file__
 
 
 def test_the_dask_plan_compares_ids_whose_hashes_collide(evolved_lake: Lake) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,10 @@ def test_a_workspace_replay_names_partitions_its_hub_does_not_have(
 ) -> None:
     workspace.emit(mk.example_mce())
     [here] = set(workspace.replay(cache=False)["partition"].to_pylist())
-    with pytest.raises(mk.ConfigurationError, match="The event hub has no partition 7; it has 0"):
+    with (
+        pytest.warns(mk.MissingPartitionWarning),  # the lake's word, before the hub's
+        pytest.raises(mk.ConfigurationError, match="The event hub has no partition 7; it has 0"),
+    ):
         workspace.replay(cache=False, partitions=[here, 7])
     # A partition of the hub with nothing captured in the range is an empty answer, not an error.
     assert workspace.replay(cache=False, partitions=[here], start="2099-01-01").num_rows == 0
@@ -224,9 +228,38 @@ def test_a_workspace_replay_names_partitions_its_hub_does_not_have(
     def unreachable() -> list[str]:
         raise mk.ConfigurationError("no Data Sender role")
 
-    # A hub that cannot say (offline, or on Azure a role the lake does not need) is not asked.
+    # A hub that cannot say (offline, or on Azure a role the lake does not need) is not asked;
+    # the lake's files say that none is of partition 7.
     monkeypatch.setattr(workspace.hub, "partition_ids", unreachable)
-    assert workspace.replay(cache=False, partitions=[7]).num_rows == 0
+    with pytest.warns(mk.MissingPartitionWarning, match=rf"'7'.*lake's partitions: {here}\)"):
+        assert workspace.replay(cache=False, partitions=[7]).num_rows == 0
+
+
+def test_a_bare_lake_warns_of_partitions_it_has_no_file_of(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    """Without a hub to ask, a partition id no file has is said (a typo would otherwise
+    replay nothing without a word); one whose files lie outside the range is not."""
+    for i in range(8):
+        workspace.emit(mk.mce(mk.make_dataset_urn("hive", f"t{i}"), [mk.aspects.status(False)]))
+    lake = Path(str(workspace.lake.root))
+    parts = sorted({p.relative_to(lake).parts[2] for p in lake.rglob("*.avro")}, key=int)
+    assert len(parts) > 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            mk.replay_capture(lake, cache=False, partitions=parts[:1], start="2099-01-01").num_rows
+            == 0
+        )
+    with pytest.warns(mk.MissingPartitionWarning) as caught:
+        table = mk.replay_capture(lake, cache=False, partitions=[parts[0], 9, 12])
+    assert set(table["partition"].to_pylist()) == {parts[0]}
+    [warning] = caught
+    assert str(warning.message) == (
+        "partitions= names '9', '12', but the lake has no Capture file of them: the replay "
+        f"holds none of their events (the lake's partitions: {', '.join(parts)})"
+    )
+    assert warning.filename == __file__  # the user's line, not one of the package's
 
 
 # -- the native decoder and the fastavro fallback give the same tables ---------------------

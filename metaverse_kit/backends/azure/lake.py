@@ -315,6 +315,7 @@ class AzureLake:
         Raises :class:`ServiceError` (access denied: the identity needs Storage Blob Data
         Reader) or :class:`TransientServiceError` (connection lost, throttled).
         """
+        folders: list[str] = []
         if self.prefix.endswith(".avro"):
             blobs = [b for b in self._flat(self.prefix) if b.name == self.prefix]
         else:
@@ -332,7 +333,16 @@ class AzureLake:
             elif prefixes:
                 blobs = blobs + self._list_all(prefixes)
         files = [f for f in (self._file(b) for b in blobs) if f is not None]
-        selected = select_files(files, partitions=partitions, start=start, end=end)
+        # NOTE: only the wanted partitions were listed; the folders say which the lake has.
+        selected = select_files(
+            files,
+            partitions=partitions,
+            start=start,
+            end=end,
+            lake_partitions=[f.rstrip("/").rsplit("/", 1)[-1] for f in folders]
+            if folders
+            else None,
+        )
         self._order = selected
         return selected
 

@@ -150,6 +150,11 @@ def test_listing_is_one_flat_listing_per_partition_and_time_prefix(
     )
     assert {f.partition for f in files} <= {"0", "1"}
     assert all(f.window_start and f.window_start.hour in (14, 15) for f in files)
+    # A partition with no folder is said from the walk's folders: nothing more is listed.
+    seen.clear()
+    with lake, pytest.warns(mk.MissingPartitionWarning, match=r"'9'.*partitions: 0, 1, 2, 3\)"):
+        assert lake.list_files(partitions=["9"]) == []
+    assert not [u for u in seen if "delimiter" not in u]
 
 
 def test_downloads_are_ranged_and_prefetched(history: mk.Workspace, azurite: Azurite) -> None:
