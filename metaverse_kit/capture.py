@@ -217,11 +217,11 @@ def _warn_missing(wanted: set[str], present: set[str]) -> None:
     # nothing can be said. A workspace replay asks its hub and raises for unknown ids.
     missing = sorted(wanted - present, key=_partition_order)
     if missing and present:
+        one = len(missing) == 1
         warnings.warn(
-            f"partitions= names {', '.join(repr(p) for p in missing)}, but the lake has no "
-            "Capture file of "
-            f"{'it' if len(missing) == 1 else 'them'}: the replay holds none of "
-            f"{'its' if len(missing) == 1 else 'their'} events (the lake's partitions: "
+            f"No Capture file of partition{'' if one else 's'} "
+            f"{', '.join(repr(p) for p in missing)} is in the lake: the replay holds none of "
+            f"{'its' if one else 'their'} events (the lake's partitions: "
             f"{', '.join(sorted(present, key=_partition_order))})",
             MissingPartitionWarning,
             stacklevel=user_stacklevel(),

@@ -29,12 +29,13 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from metaverse_kit.errors import MetaverseError
+from metaverse_kit.errors import MetaverseError, MetaverseWarning
 
 __all__ = ["Subcommands", "UsageError", "command", "main", "open_workspace", "read_text"]
 
@@ -386,8 +387,6 @@ def _replay(args: argparse.Namespace) -> None:
 
 def _replay_table(ws: Any, args: argparse.Namespace) -> Any:
     """The replay of ``metaverse replay``; with --skip-bad-files, what was skipped is listed."""
-    import warnings
-
     from metaverse_kit.errors import CaptureFileWarning
     from metaverse_kit.history.decode import skipped_files
 
@@ -413,8 +412,6 @@ def _print_skipped(parts: Any) -> None:
 
 def _replay_to_dataset(args: argparse.Namespace) -> None:
     """``metaverse replay --out DIR``: append what is new in the lake to a Parquet dataset."""
-    import warnings
-
     from metaverse_kit.errors import CaptureFileWarning
     from metaverse_kit.history.export import export_parquet
 
@@ -688,6 +685,19 @@ def _one_line(text: str) -> str:
     return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
 
 
+def _warning_printer(name: str, show: Any) -> Any:
+    """``warnings.showwarning`` for a command: a :class:`MetaverseWarning` as one line on stderr
+    (``metaverse <name>: warning: ...``), any other warning as ``show`` does."""
+
+    def printer(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, MetaverseWarning):
+            print(f"metaverse {name}: warning: {_one_line(str(message))}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return printer
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
     parser = _parser()
@@ -697,7 +707,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if exc.code == 0 else 2
     name = args.command
     try:
-        status = _COMMANDS[name].run(args)
+        with warnings.catch_warnings():
+            # NOTE: our warnings are lines of the command's output, each time, not Python's
+            # two lines naming the console script.
+            warnings.filterwarnings("always", category=MetaverseWarning)
+            warnings.showwarning = _warning_printer(name, warnings.showwarning)
+            status = _COMMANDS[name].run(args)
     except MetaverseError as exc:
         message = _one_line(str(exc))
     except OSError as exc:

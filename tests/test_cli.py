@@ -101,6 +101,13 @@ def test_emit_file_in_avro_json_and_replay_to_parquet(
     table = pq.read_table(target)
     assert table.num_rows == 3 and "proposedSnapshot" in table.column_names
     assert table["decode_error"].null_count == 3
+    # A partition of the hub that captured nothing: an empty answer, and a warning line.
+    [empty, *_] = sorted({"0", "1", "2", "3"} - set(table["partition"].to_pylist()))
+    args = ["--workspace", str(home), "replay", "--partition", empty, "--out", str(target)]
+    code, out, err = run(capsys, *args)
+    assert code == 0 and "Wrote 0 events" in out
+    assert err.startswith(f"metaverse replay: warning: No Capture file of partition '{empty}'")
+    assert len(err.splitlines()) == 1
 
 
 def test_user_errors_exit_2_with_one_line(

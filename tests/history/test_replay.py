@@ -256,8 +256,8 @@ def test_a_bare_lake_warns_of_partitions_it_has_no_file_of(
     assert set(table["partition"].to_pylist()) == {parts[0]}
     [warning] = caught
     assert str(warning.message) == (
-        "partitions= names '9', '12', but the lake has no Capture file of them: the replay "
-        f"holds none of their events (the lake's partitions: {', '.join(parts)})"
+        "No Capture file of partitions '9', '12' is in the lake: the replay holds none of "
+        f"their events (the lake's partitions: {', '.join(parts)})"
     )
     assert warning.filename == __file__  # the user's line, not one of the package's
 
