@@ -17,7 +17,9 @@ the events a grown file gained since; Capture files only ever grow), drops event
 message id the dataset already holds, writes its files into staging, moves them into place
 and then records itself (``runs/<run>.json``, written atomically). A run that dies before its
 record is written is undone by the next run: its files are deleted and its Capture files read
-again. Runs take an exclusive lock on the folder; readers take none. Moving a run's files is
+again. Runs take an exclusive lock on the folder; readers take none. Where the lock does not
+reach across machines (FUSE mounts lock per machine), a run that finds at its commit that
+another committed meanwhile records nothing (the first stands). Moving a run's files is
 not one step, so a plain reader may see part of a run that is committing (or died doing so);
 :func:`committed_files` lists the files of recorded runs only, and the questions read those.
 
@@ -194,6 +196,17 @@ class ExportFolder:
                 ) from exc
             self.runs[path.stem] = record
 
+    def _committed_since(self) -> list[str]:
+        """Runs recorded since this folder was opened: none, under a lock that holds.
+
+        NOTE: checked at the commit, so that a run that overlapped another (its lock not
+        shared between the machines they ran on) records nothing rather than the same Capture
+        files twice; the run that committed first stands.
+        """
+        return sorted(
+            path.stem for path in (self.meta / "runs").glob("*.json") if path.stem not in self.runs
+        )
+
     def _recover(self) -> None:
         shutil.rmtree(self.meta / "staging", ignore_errors=True)
         for path in self.data_files():
@@ -333,6 +346,17 @@ class ExportFolder:
             for path in [p for p in parts if p.relative_to(staged).as_posix() not in keep]:
                 path.unlink()
                 parts.remove(path)
+        others = self._committed_since()
+        if others:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise ConfigurationError(
+                f"Another export run ({', '.join(others)}) committed into {self.out} while run "
+                f"{run} ran: two runs at once, which the folder's lock excludes only where its "
+                "file system shares locks between machines (FUSE mounts such as /Volumes/... "
+                f"or blobfuse lock per machine). Nothing of run {run} was recorded and its "
+                "staged files are removed; the next run reads what is still new. Run one "
+                "export into a folder at a time"
+            )
         found = 0
         for path in parts:
             with pq.ParquetFile(path) as data:

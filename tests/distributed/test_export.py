@@ -198,6 +198,32 @@ def test_a_crashed_run_is_undone_by_the_next(demo_lake: Lake, tmp_path: Path) ->
     assert _read(out).num_rows == 41
 
 
+def test_a_run_that_overlapped_another_records_nothing(demo_lake: Lake, tmp_path: Path) -> None:
+    """Two runs at once, as on two machines whose mount locks per machine: the one that
+    commits second finds the other's record, records nothing and leaves no file."""
+    from metaverse_kit.history.export import ExportFolder, PartWriter, new_run
+
+    local = mk.replay_capture(demo_lake.root, registry=demo_lake.registry, cache=False)
+    out, other = tmp_path / "history", tmp_path / "other"
+    with ExportFolder(out) as folder:
+        run = new_run()
+        writer = PartWriter(folder.staging(run), local.schema, "local")
+        for batch in local.to_batches():
+            writer.add(batch)
+        writer.close()
+        # Meanwhile, elsewhere: a whole run commits into the same folder.
+        export_parquet(demo_lake.root, other, registry=demo_lake.registry)
+        [record] = (other / "_metaverse" / "runs").glob("*.json")
+        shutil.copytree(other / f"{EVENT_DATE}=2026-01-05", out / f"{EVENT_DATE}=2026-01-05")
+        shutil.copyfile(record, out / "_metaverse" / "runs" / record.name)
+        with pytest.raises(mk.ConfigurationError, match=f"Another export run \\({record.stem}\\)"):
+            folder.commit(run, files={"p/0.avro": {"events": 41}}, rows=local.num_rows)
+        assert run not in folder.runs
+    assert [p.stem for p in (out / "_metaverse" / "runs").iterdir()] == [record.stem]
+    assert not list((out / "_metaverse" / "staging").iterdir())
+    assert not [p for p in out.rglob("*.parquet") if run in p.name]
+
+
 def test_the_questions_read_an_export_as_of_its_last_commit(
     demo_lake: Lake, tmp_path: Path, spark: Any
 ) -> None:
