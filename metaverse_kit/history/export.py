@@ -18,8 +18,9 @@ message id the dataset already holds, writes its files into staging, moves them 
 and then records itself (``runs/<run>.json``, written atomically). A run that dies before its
 record is written is undone by the next run: its files are deleted and its Capture files read
 again. Runs take an exclusive lock on the folder; readers take none. Where the lock does not
-reach across machines (FUSE mounts lock per machine), a run that finds at its commit that
-another committed meanwhile records nothing (the first stands). Moving a run's files is
+reach across machines (Linux keeps the locks of a FUSE file system that implements none per
+machine), a run that finds at its commit that another committed meanwhile records nothing (the
+first stands). Moving a run's files is
 not one step, so a plain reader may see part of a run that is committing (or died doing so);
 :func:`committed_files` lists the files of recorded runs only, and the questions read those.
 
@@ -352,8 +353,8 @@ class ExportFolder:
             raise ConfigurationError(
                 f"Another export run ({', '.join(others)}) committed into {self.out} while run "
                 f"{run} ran: two runs at once, which the folder's lock excludes only where its "
-                "file system shares locks between machines (FUSE mounts such as /Volumes/... "
-                f"or blobfuse lock per machine). Nothing of run {run} was recorded and its "
+                "file system shares locks between machines (a FUSE mount such as /Volumes/... "
+                f"or blobfuse may lock per machine). Nothing of run {run} was recorded and its "
                 "staged files are removed; the next run reads what is still new. Run one "
                 "export into a folder at a time"
             )
