@@ -367,7 +367,8 @@ class ExportFolder:
             why = (
                 "its workers wrote where this process cannot see. An export folder must be one "
                 "path the driver and every worker share (a mounted volume such as /dbfs/... or "
-                "/Volumes/..., a shared disk)"
+                "/Volumes/..., a shared disk); or another run started in the folder meanwhile "
+                "and removed them as a crashed run's (run one export into a folder at a time)"
                 if found < rows
                 else "something other than the run wrote into its staging folder (two runs "
                 "given the same run id, or a task's attempt that the engine did not report)"

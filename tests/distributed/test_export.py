@@ -428,8 +428,11 @@ def test_a_run_whose_files_are_not_all_staged_is_not_recorded(
         staged = folder.staging("00000002-cafecafe") / day.name
         staged.mkdir()
         shutil.copyfile(part, staged / "part-0.parquet")
-        with pytest.raises(mk.ConfigurationError, match=f"wrote {rows + 5} rows, but {rows} are"):
+        with pytest.raises(
+            mk.ConfigurationError, match=f"wrote {rows + 5} rows, but {rows} are"
+        ) as e:
             folder.commit("00000002-cafecafe", files={"p/0.avro": {"events": 9}}, rows=rows + 5)
+        assert "every worker share" in str(e.value) and "another run started" in str(e.value)
         assert "00000002-cafecafe" not in folder.runs
     assert not (out / "_metaverse" / "staging" / "00000002-cafecafe").exists()
     assert len(_runs(out)) == 1 and _read(out).num_rows == 41
