@@ -235,7 +235,7 @@ def _measure_dask(lake: str, registry_root: str, cores: int, warm: list[str], cl
     registry = _registry(registry_root)
     with (
         LocalCluster(
-            n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster),
     ):

@@ -79,9 +79,11 @@ def dask_client() -> Iterator[Any]:
     pytest.importorskip("distributed")
     from distributed import Client, LocalCluster
 
+    # NOTE: ":0", a free port: None means Dask's :8787, and with that port taken (another
+    # cluster, a second test run) the scheduler warns, which fails the fixture here.
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
     ):

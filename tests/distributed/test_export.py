@@ -595,7 +595,7 @@ if __name__ == "__main__":
     from metaverse_kit.distributed import dask_export
 
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
         as cluster,
         Client(cluster) as client,
     ):
