@@ -246,9 +246,12 @@ def test_a_failed_sign_in_says_where_a_url_lake_takes_its_credential() -> None:
     with pytest.raises(mk.ServiceError, match=r"az login.*pass storage_options=\{'credential'"):
         mk.replay_capture(url, storage_options={"credential": NoSignIn()}, cache=False)
     assert asked == ["https://storage.azure.com/.default"]
-    with pytest.raises(mk.ServiceError, match=r"pass credential=\.\.\.$"):
-        AzureLake.from_url(url, credential=NoSignIn(), retry_total=2).list_files()
+    # A lake built with its own retry options keeps them, and stops at the sign-in all the same.
+    lake = AzureLake.from_url(url, credential=NoSignIn(), retry_total=2)
+    with lake, pytest.raises(mk.ServiceError, match=r"pass credential=\.\.\.$"):
+        lake.list_files()
     assert len(asked) == 2
+    assert lake._container._config.retry_policy.total_retries == 2
 
 
 def test_time_prefixes_pick_the_finest_level_with_few_listings() -> None:
