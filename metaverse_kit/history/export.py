@@ -20,9 +20,9 @@ record is written is undone by the next run: its files are deleted and its Captu
 again. Runs take an exclusive lock on the folder; readers take none. Where the lock does not
 reach across machines (Linux keeps the locks of a FUSE file system that implements none per
 machine), a run that finds at its commit that another committed meanwhile records nothing (the
-first stands). Moving a run's files is
-not one step, so a plain reader may see part of a run that is committing (or died doing so);
-:func:`committed_files` lists the files of recorded runs only, and the questions read those.
+first stands). Moving a run's files is not one step, so a plain reader may see part of a run
+that is committing (or died doing so); :func:`committed_files` lists the files of recorded
+runs only, and the questions read those.
 
 The same bookkeeping serves the local export (:func:`export_parquet`, a replay of the new files
 through :func:`~metaverse_kit.history.replay.replay_lake`) and the Spark and Dask ones

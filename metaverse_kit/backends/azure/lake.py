@@ -315,15 +315,17 @@ class AzureLake:
         Raises :class:`ServiceError` (access denied: the identity needs Storage Blob Data
         Reader) or :class:`TransientServiceError` (connection lost, throttled).
         """
-        folders: list[str] = []
+        # The partition folders' names: only the wanted ones are listed below, so these say
+        # which partitions the lake has (None: not a Capture tree).
+        lake_partitions: list[str] | None = None
         if self.prefix.endswith(".avro"):
             blobs = [b for b in self._flat(self.prefix) if b.name == self.prefix]
         else:
             folders, blobs = self._partition_folders()
             wanted = None if partitions is None else {str(p) for p in partitions}
             prefixes: list[str] = []
-            for folder in folders:
-                partition = folder.rstrip("/").rsplit("/", 1)[-1]
+            lake_partitions = [f.rstrip("/").rsplit("/", 1)[-1] for f in folders] or None
+            for folder, partition in zip(folders, lake_partitions or (), strict=True):
                 if wanted is not None and partition not in wanted:
                     continue
                 prefixes.extend(folder + p for p in time_prefixes(start, end))
@@ -333,15 +335,8 @@ class AzureLake:
             elif prefixes:
                 blobs = blobs + self._list_all(prefixes)
         files = [f for f in (self._file(b) for b in blobs) if f is not None]
-        # NOTE: only the wanted partitions were listed; the folders say which the lake has.
         selected = select_files(
-            files,
-            partitions=partitions,
-            start=start,
-            end=end,
-            lake_partitions=[f.rstrip("/").rsplit("/", 1)[-1] for f in folders]
-            if folders
-            else None,
+            files, partitions=partitions, start=start, end=end, lake_partitions=lake_partitions
         )
         self._order = selected
         return selected
