@@ -15,7 +15,6 @@ import json
 import os
 import re
 import struct
-import warnings
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any, cast
 
 import fastavro
 
-from metaverse_kit.errors import CaptureFileError, MissingPartitionWarning, user_stacklevel
+from metaverse_kit.errors import CaptureFileError, MissingPartitionWarning, warn
 
 __all__ = [
     "BLOCK_RECORDS",
@@ -218,13 +217,13 @@ def _warn_missing(wanted: set[str], present: set[str]) -> None:
     missing = sorted(wanted - present, key=_partition_order)
     if missing and present:
         one = len(missing) == 1
-        warnings.warn(
-            f"No Capture file of partition{'' if one else 's'} "
-            f"{', '.join(repr(p) for p in missing)} is in the lake: the replay holds none of "
-            f"{'its' if one else 'their'} events (the lake's partitions: "
-            f"{', '.join(sorted(present, key=_partition_order))})",
-            MissingPartitionWarning,
-            stacklevel=user_stacklevel(),
+        warn(
+            MissingPartitionWarning(
+                f"No Capture file of partition{'' if one else 's'} "
+                f"{', '.join(repr(p) for p in missing)} is in the lake: the replay holds none of "
+                f"{'its' if one else 'their'} events (the lake's partitions: "
+                f"{', '.join(sorted(present, key=_partition_order))})"
+            )
         )
 
 

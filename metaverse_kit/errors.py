@@ -29,6 +29,9 @@
     ├── LateEventWarning            an event older than a write already in the lake was sent
     └── MissingPartitionWarning     a replay's partitions= names one the lake has no file of
 
+Warnings are given by :func:`warn` (on the user's line), which a widget's work can route to the
+widget with :func:`warnings_to`.
+
 ``TransientError`` is a mixin: ``isinstance(exc, TransientError)`` says that trying the same
 call again later may succeed (throttling, a lost connection); every other error is terminal.
 """
@@ -37,7 +40,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 __all__ = [
@@ -63,6 +69,8 @@ __all__ = [
     "TransientServiceError",
     "ValidationError",
     "user_stacklevel",
+    "warn",
+    "warnings_to",
 ]
 
 
@@ -212,3 +220,37 @@ def user_stacklevel() -> int:
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
+
+
+_HANDLER: ContextVar[Callable[[MetaverseWarning], None] | None] = ContextVar(
+    "metaverse_warning_handler", default=None
+)
+
+
+def warn(warning: MetaverseWarning) -> None:
+    """Give one of metaverse-kit's warnings: to the handler of the innermost :func:`warnings_to`
+    around this call, or else as a Python warning attributed to the user's line.
+
+    Every warning of the package goes through here, so that a widget can show it where its user
+    looks instead of on a background thread's stderr.
+    """
+    handler = _HANDLER.get()
+    if handler is not None:
+        handler(warning)
+        return
+    warnings.warn(warning, stacklevel=user_stacklevel())
+
+
+@contextmanager
+def warnings_to(handler: Callable[[MetaverseWarning], None]) -> Iterator[None]:
+    """Hand the metaverse-kit warnings given inside the block to ``handler`` instead of Python.
+
+    NOTE: a context variable rather than ``warnings.catch_warnings``, which swaps the process's
+    filters and would take the warnings of every other thread too (the notebook's own, a second
+    widget's). A thread starts with no handler, whatever the thread that started it had set.
+    """
+    token = _HANDLER.set(handler)
+    try:
+        yield
+    finally:
+        _HANDLER.reset(token)

@@ -43,7 +43,6 @@ import logging
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -59,6 +58,7 @@ from metaverse_kit.errors import (
     LateEventWarning,
     MetaverseError,
     ServiceError,
+    warn,
 )
 from metaverse_kit.redact import redact
 
@@ -506,13 +506,12 @@ class Outbox:
                 )
         if late:
             shown = "; ".join(late[:5]) + (f"; and {len(late) - 5} more" if len(late) > 5 else "")
-            warnings.warn(
+            warn(
                 LateEventWarning(
                     f"{len(late)} retried event(s) are older than a write of the same aspect "
                     f"already in the lake: {shown}. They are sent; history keeps the newer "
                     "writes and audit_trail() marks these late=True"
-                ),
-                stacklevel=3,
+                )
             )
 
     def _as_events(self, entries: Sequence[OutboxEntry]) -> pa.Table:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from metaverse_kit.errors import (
     ConfigurationError,
     MetaverseError,
     SchemaNotFoundError,
-    user_stacklevel,
+    warn,
 )
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.history.cache import ReplayCache, open_cache, schema_fingerprint
@@ -496,20 +495,20 @@ class ReplayStream(Iterator[pa.RecordBatch]):
             close()
 
 
-def warn_skipped(skipped: Sequence[SkippedPart], *, stacklevel: int | None = None) -> None:
-    """Warn (:class:`CaptureFileWarning`) that a replay left ``skipped`` out: how many parts of
-    how many files. Every replay that skips damaged parts warns with this message, once.
-    ``stacklevel`` defaults to the first frame outside this package (the user's line)."""
+def warn_skipped(skipped: Sequence[SkippedPart]) -> None:
+    """Warn (:class:`CaptureFileWarning`, on the user's line) that a replay left ``skipped``
+    out: how many parts of how many files. Every replay that skips damaged parts warns with
+    this message, once."""
     if not skipped:
         return
     files = len({s.path for s in skipped})
     count = len(skipped)
-    warnings.warn(
-        f"{count} damaged part{'s' if count != 1 else ''} of {files} Capture "
-        f"file{'s' if files != 1 else ''} skipped (every intact block was kept); "
-        "mk.skipped_files(table) or stream.skipped_files lists them",
-        CaptureFileWarning,
-        stacklevel=user_stacklevel() if stacklevel is None else stacklevel,
+    warn(
+        CaptureFileWarning(
+            f"{count} damaged part{'s' if count != 1 else ''} of {files} Capture "
+            f"file{'s' if files != 1 else ''} skipped (every intact block was kept); "
+            "mk.skipped_files(table) or stream.skipped_files lists them"
+        )
     )
 
 

@@ -108,6 +108,11 @@ def message_html(text: str, *, ok: bool) -> str:
     return f"<b>{sign} {esc(text)}</b>"
 
 
+def warnings_html(found: Sequence[Warning]) -> str:
+    """What a widget's work warned of, one line each, to follow its status line."""
+    return "".join(f"<br>⚠ {esc(w)}" for w in found)
+
+
 def json_preview(value: Any) -> str:
     """JSON data as an escaped, pre-formatted HTML block."""
     text = json.dumps(value, indent=2, ensure_ascii=False, default=str)

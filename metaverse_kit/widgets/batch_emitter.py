@@ -23,10 +23,22 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from metaverse_kit.backends.protocols import Receipt
-from metaverse_kit.errors import ConfigurationError, EmitError, MetaverseError
+from metaverse_kit.errors import (
+    ConfigurationError,
+    EmitError,
+    MetaverseError,
+    MetaverseWarning,
+    warnings_to,
+)
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.validation import validate as validate_record
-from metaverse_kit.widgets._common import WidgetController, esc, html_table, message_html
+from metaverse_kit.widgets._common import (
+    WidgetController,
+    esc,
+    html_table,
+    message_html,
+    warnings_html,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,6 +131,9 @@ class BatchEmitter(WidgetController):
         self.chunk_size = chunk_size
         self.all_or_nothing = all_or_nothing
         self.results: list[RowResult] = []
+        #: What the last emit's sends warned of (a damaged Capture file set aside), shown with
+        #: the summary.
+        self.warnings: list[MetaverseWarning] = []
         self._records: dict[int, Any] = {}
         self.progress = W.IntProgress(value=0, min=0, max=1, description="Rows")
         self.summary = W.HTML("")
@@ -206,6 +221,7 @@ class BatchEmitter(WidgetController):
             ]
             self._show(results)
             return results
+        self.warnings = []
         by_row = {r.row: r for r in results}
         todo = [r.row for r in results if r.status == "valid"]
         self.progress.max = max(len(todo), 1)
@@ -224,7 +240,10 @@ class BatchEmitter(WidgetController):
     def _send(self, rows: list[int]) -> list[tuple[str, str, Receipt | None]]:
         records = [self._records[r] for r in rows]
         try:
-            receipts = self.ws.emit(records, schema=self.definition)
+            # NOTE: shown with the summary; from the Emit button a Python warning reaches only
+            # JupyterLab's log console, and a served page's server log.
+            with warnings_to(self.warnings.append):
+                receipts = self.ws.emit(records, schema=self.definition)
         except EmitError as exc:
             failed = {i: e for i, e in exc.failures}
             sent = iter(exc.receipts)
@@ -264,7 +283,9 @@ class BatchEmitter(WidgetController):
         counts = {s: sum(r.status == s for r in results) for s in STATUSES}
         said = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         bad = counts["invalid"] + counts["failed"] + counts["held"]
-        self.summary.value = message_html(f"{len(results)} rows: {said or 'none'}", ok=not bad)
+        self.summary.value = message_html(
+            f"{len(results)} rows: {said or 'none'}", ok=not bad
+        ) + warnings_html(self.warnings)
         # NOTE: rows that need attention first, so a long batch does not hide them.
         ordered = sorted(results, key=lambda r: (r.status in ("sent", "valid"), r.row))
         shown = ordered[:_MAX_SHOWN]

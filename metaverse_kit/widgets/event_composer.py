@@ -27,7 +27,9 @@ from metaverse_kit.errors import (
     ConfigurationError,
     FieldProblem,
     MetaverseError,
+    MetaverseWarning,
     ValidationError,
+    warnings_to,
 )
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.jsonform import from_json, to_avro_json
@@ -39,6 +41,7 @@ from metaverse_kit.widgets._common import (
     json_preview,
     message_html,
     problems_html,
+    warnings_html,
 )
 from metaverse_kit.widgets._form import AvroForm, blank_value
 
@@ -67,6 +70,8 @@ class EventComposer(WidgetController):
         self.avro = AvroSchema(self.definition)
         self.form = AvroForm(self.avro)
         self.receipts: list[Receipt] = []
+        #: What the last emit warned of (a damaged Capture file set aside), shown under it.
+        self.warnings: list[MetaverseWarning] = []
         self.problems: list[FieldProblem] = []
         self.batch: BatchEmitter | None = None
         self._make_controls()
@@ -140,13 +145,21 @@ class EventComposer(WidgetController):
                 f"Not emitted: the record has {len(problems)} problem(s), listed below.", ok=False
             )
             raise ValidationError(problems, what="event")
+        self.warnings = []
         try:
-            receipts = self.ws.emit(self.form.value, schema=self.definition)
+            # NOTE: shown in the widget: from the Emit button a Python warning reaches only
+            # JupyterLab's log console, and a served page's server log.
+            with warnings_to(self.warnings.append):
+                receipts = self.ws.emit(self.form.value, schema=self.definition)
         except MetaverseError as exc:
-            self.status.value = message_html(f"Not emitted: {exc}", ok=False)
+            self.status.value = message_html(f"Not emitted: {exc}", ok=False) + warnings_html(
+                self.warnings
+            )
             raise
         self.receipts = receipts
-        self.status.value = "<br>".join(message_html(str(r), ok=True) for r in receipts)
+        self.status.value = "<br>".join(
+            message_html(str(r), ok=True) for r in receipts
+        ) + warnings_html(self.warnings)
         return receipts
 
     def emit_batch(self, data: Any, *, build: Any = None) -> list[RowResult]:

@@ -42,11 +42,22 @@ import ipywidgets as W
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaverse_kit.errors import ConfigurationError, MetaverseError
+from metaverse_kit.errors import (
+    ConfigurationError,
+    MetaverseError,
+    MetaverseWarning,
+    warnings_to,
+)
 from metaverse_kit.history import questions as q
 from metaverse_kit.history.decode import check_options
 from metaverse_kit.history.replay import ReplayProgress, SkippedPart
-from metaverse_kit.widgets._common import Quiet, WidgetController, esc, html_table
+from metaverse_kit.widgets._common import (
+    Quiet,
+    WidgetController,
+    esc,
+    html_table,
+    warnings_html,
+)
 
 if TYPE_CHECKING:
     from metaverse_kit.workspace import Workspace
@@ -101,6 +112,8 @@ class _Load:
     undecoded: int = 0
     files: int = 0
     skipped: list[SkippedPart] = field(default_factory=list)
+    #: What the replay warned of (a partition with no Capture file), shown in the status line.
+    warnings: list[MetaverseWarning] = field(default_factory=list)
 
 
 def _replay(
@@ -120,7 +133,7 @@ def _replay(
     stream = ws.replay_batches(
         r.start, r.end, r.partitions, progress=False, on_bad_file=on_bad_file, on_file=on_file
     )
-    # NOTE: the widget lists what was skipped itself; a warning from this thread would go astray.
+    # NOTE: the widget lists what was skipped itself, below the status; no summary warning too.
     stream.warn_on_skip = False
     total = sum(f.size for f in stream.files)
     report(0, total, 0, len(stream.files))
@@ -597,7 +610,10 @@ class HistoryExplorer(WidgetController):
 
         def run() -> None:
             try:
-                _replay(self._ws, load, report, self._on_bad_file)
+                # NOTE: a warning given on this thread would reach no one (a Python warning
+                # names threading.py, on stderr or the server's log): the status line shows it.
+                with warnings_to(load.warnings.append):
+                    _replay(self._ws, load, report, self._on_bad_file)
                 if not load.cancelled.is_set():
                     on_done(load)
             except BaseException as exc:  # shown in the widget, raised again by wait()
@@ -647,7 +663,7 @@ class HistoryExplorer(WidgetController):
                 f"{load.events} events from {load.files} Capture files"
                 + (f"; {load.undecoded} could not be decoded" if load.undecoded else "")
                 + (parts if skipped else "")
-            )
+            ) + warnings_html(load.warnings)
             rows = [
                 (p.path, "whole file" if p.offset is None else p.offset, p.reason, p.events_kept)
                 for p in load.skipped

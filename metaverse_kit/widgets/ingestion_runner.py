@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
-from metaverse_kit.errors import MetaverseError
+from metaverse_kit.errors import MetaverseError, MetaverseWarning, warnings_to
 from metaverse_kit.ingest import (
     ConfigField,
     EntityChange,
@@ -31,7 +31,13 @@ from metaverse_kit.ingest import (
     get_source,
     ingest,
 )
-from metaverse_kit.widgets._common import WidgetController, esc, html_list, message_html
+from metaverse_kit.widgets._common import (
+    WidgetController,
+    esc,
+    html_list,
+    message_html,
+    warnings_html,
+)
 
 if TYPE_CHECKING:
     from metaverse_kit.workspace import Workspace
@@ -112,6 +118,9 @@ class IngestionRunner(WidgetController):
         self.ws = ws
         self.sources = {name: why for name, why in available_sources().items() if why is None}
         self.report: IngestReport | None = None
+        #: What the last run's emits warned of (a damaged Capture file set aside), shown under
+        #: its report (not the source's warnings: those are in the report).
+        self.warnings: list[MetaverseWarning] = []
         self.inputs: dict[str, W.Widget] = {}
         self.fields: list[ConfigField] = []
         self.source_picker = W.Dropdown(
@@ -196,8 +205,14 @@ class IngestionRunner(WidgetController):
             if self.progress.value >= self.progress.max:
                 self.progress.max = self.progress.value + 1
 
+        self.warnings = []
         try:
-            report = ingest(self.ws, self.recipe, dry_run=dry_run, progress=False, on_change=step)
+            # NOTE: shown in the widget: from a button a Python warning reaches only
+            # JupyterLab's log console, and a served page's server log.
+            with warnings_to(self.warnings.append):
+                report = ingest(
+                    self.ws, self.recipe, dry_run=dry_run, progress=False, on_change=step
+                )
         except RecipeError as exc:
             self.progress.bar_style = "danger"
             self.message.value = message_html("The recipe has problems:", ok=False) + html_list(
@@ -206,7 +221,9 @@ class IngestionRunner(WidgetController):
             return None
         except MetaverseError as exc:
             self.progress.bar_style = "danger"
-            self.message.value = message_html(" ".join(str(exc).split()), ok=False)
+            self.message.value = message_html(" ".join(str(exc).split()), ok=False) + warnings_html(
+                self.warnings
+            )
             return None
         finally:
             self.preview_button.disabled = self.emit_button.disabled = False
@@ -238,7 +255,9 @@ class IngestionRunner(WidgetController):
             problems += f"<b>{report.warnings.total} warnings</b>" + html_list(report.warnings)
         title = "Preview" if report.dry_run else f"Run {report.run_id}"
         self.message.value = (
-            message_html(f"{title}: {summary}", ok=not report.failures.total) + problems
+            message_html(f"{title}: {summary}", ok=not report.failures.total)
+            + problems
+            + warnings_html(self.warnings)
         )
         rows = []
         for change in report.changes[:_MAX_SHOWN]:

@@ -82,3 +82,20 @@ def datahub_mce(pytestconfig: pytest.Config) -> dict:
         )
     with zipfile.ZipFile(path) as wheel:
         return json.loads(wheel.read("datahub/metadata/schemas/MetadataChangeEvent.avsc"))
+
+
+@pytest.fixture
+def torn_workspace(workspace: mk.Workspace) -> mk.Workspace:
+    """A workspace whose every partition's Capture file has a torn tail (an append cut short).
+
+    Readers stop at the hub's committed length, so replays are whole; the hub appends to none
+    of them and warns (``DamagedFileWarning``) as it writes the next events elsewhere.
+    """
+    for i in range(16):
+        workspace.emit(mk.mce(mk.make_dataset_urn("hive", f"seed{i}"), [mk.aspects.status(False)]))
+    lake = Path(str(workspace.lake.root))
+    files = sorted(lake.rglob("*.avro"))
+    assert {f.relative_to(lake).parts[2] for f in files} == set(workspace.hub.partition_ids())
+    for f in files:
+        f.write_bytes(f.read_bytes() + b"\x02\x40torn")
+    return workspace

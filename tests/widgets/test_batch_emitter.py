@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import warnings
 from typing import Any
 
 import pandas as pd
@@ -121,3 +123,17 @@ def test_rows_without_build_must_be_records(workspace: mk.Workspace) -> None:
         BatchEmitter(workspace, "not rows").emit()
     with pytest.raises(ConfigurationError, match="No rows"):
         BatchEmitter(workspace).emit()
+
+
+def test_warnings_of_the_sends_are_shown_with_the_summary(
+    torn_workspace: mk.Workspace,
+) -> None:
+    batch = BatchEmitter(torn_workspace, _frame(), build=build, chunk_size=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none is given as a Python warning
+        results = batch.emit()
+    assert [r.status for r in results] == ["sent", "sent", "invalid", "sent"]
+    assert batch.warnings and all(isinstance(w, mk.DamagedFileWarning) for w in batch.warnings)
+    shown = batch.summary.value.split("<br>")
+    assert shown[0] == "<b>✖ 4 rows: 1 invalid, 3 sent</b>"
+    assert shown[1:] == [f"⚠ {html.escape(str(w))}" for w in batch.warnings]

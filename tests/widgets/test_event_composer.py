@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import warnings
 from typing import Any
 
 import pytest
@@ -256,3 +258,19 @@ def test_from_arrow_undoes_the_arrow_shapes_of_replayed_values() -> None:
         "either": ("t.B", {"x": 2}),
         "maybe": ("t.A", {"x": 1}),
     }
+
+
+def test_a_warning_of_the_emit_is_shown_under_it(torn_workspace: mk.Workspace) -> None:
+    """From the Emit button a Python warning would reach only JupyterLab's log console."""
+    composer = EventComposer(torn_workspace, value=a.mce(ORDERS, [a.global_tags(["PII"])]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none is given as a Python warning
+        composer.emit_button.click()
+    (receipt,) = composer.receipts
+    [warning] = composer.warnings
+    assert isinstance(warning, mk.DamagedFileWarning)
+    assert "MCE Published" in composer.status.value
+    assert f"⚠ {html.escape(str(warning))}" in composer.status.value
+    assert receipt.location in str(warning) and "metaverse doctor --repair" in str(warning)
+    composer.emit()  # the next event goes to the same new file, and nothing is said
+    assert composer.warnings == [] and "⚠" not in composer.status.value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,6 +130,28 @@ def test_a_wider_range_replays_only_what_it_needs(sample: mk.Workspace) -> None:
     explorer.wait()
     assert explorer.replays[-1] == (start, None, None)
     assert len(set(explorer.events["partition"].to_pylist())) > 1
+
+
+def test_a_partition_with_no_capture_file_is_said_in_the_status(
+    workspace: mk.Workspace,
+) -> None:
+    """A new hub's partitions that no event reached yet are in the Partition list; choosing one
+    says why nothing shows, in the widget (a warning from the replay's thread reached no one)."""
+    (receipt,) = workspace.emit(mk.mce(CUSTOMERS, [mk.aspects.status(False)]))
+    empty = next(p for p in workspace.hub.partition_ids() if p != receipt.partition)
+    explorer = HistoryExplorer(workspace, partition=empty)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none is given as a Python warning
+        explorer.refresh(block=True)
+        assert explorer.events.num_rows == 0
+        assert explorer.status.value == (
+            f"0 events from 0 Capture files<br>⚠ No Capture file of partition &#x27;{empty}"
+            "&#x27; is in the lake: the replay holds none of its events (the lake&#x27;s "
+            f"partitions: {receipt.partition})"
+        )
+        explorer.partition.value = None  # every partition: nothing to say
+        explorer.wait()
+    assert explorer.status.value == "1 events from 1 Capture files"
 
 
 def test_reload_picks_up_new_events(explorer: HistoryExplorer, sample: mk.Workspace) -> None:

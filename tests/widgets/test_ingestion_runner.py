@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import sqlite3
+import warnings
 
+from metaverse_kit.errors import DamagedFileWarning
 from metaverse_kit.widgets import IngestionRunner
 
 
@@ -57,3 +60,16 @@ def test_problems_are_shown_not_raised(workspace, tmp_path):
     runner.inputs["url"].value = ""
     runner.emit()
     assert "source.config.url: required" in runner.message.value
+
+
+def test_a_warning_of_the_run_is_shown_under_its_report(torn_workspace, tmp_path):
+    db = _db(tmp_path)
+    runner = IngestionRunner(torn_workspace, source="sql", config={"url": f"sqlite:///{db}"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none is given as a Python warning
+        runner.emit_button.click()
+    assert "2 events emitted" in runner.message.value
+    assert runner.warnings
+    assert all(isinstance(w, DamagedFileWarning) for w in runner.warnings)
+    for w in runner.warnings:
+        assert f"⚠ {html.escape(str(w))}" in runner.message.value

@@ -41,7 +41,6 @@ import fcntl
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,7 +64,7 @@ from metaverse_kit.capture import (
     read_header,
     scan_blocks,
 )
-from metaverse_kit.errors import CaptureFileError, ConfigurationError, DamagedFileWarning
+from metaverse_kit.errors import CaptureFileError, ConfigurationError, DamagedFileWarning, warn
 from metaverse_kit.names import path_segment
 
 __all__ = ["LocalEventHub", "partition_for_key"]
@@ -483,13 +482,12 @@ class LocalEventHub:
                 window, later = window + seconds, window + seconds
             ms = max(ms, later * 1000)
             damaged, relative = relative, self._relative(partition, later)
-            warnings.warn(
+            warn(
                 DamagedFileWarning(
                     f"{self.lake_root / damaged} is damaged ({found}); the hub does not append "
                     f"to it and writes these events to {self.lake_root / relative} instead. "
                     "`metaverse doctor --repair` keeps its intact blocks and sets it aside"
-                ),
-                stacklevel=2,
+                )
             )
 
     def _relative(self, partition: str, second: int) -> str:
