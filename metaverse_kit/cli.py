@@ -123,10 +123,22 @@ def _parser() -> argparse.ArgumentParser:
 # -- helpers for commands ------------------------------------------------------------------------
 
 
-def open_workspace(args: argparse.Namespace) -> Any:
-    """The workspace ``--workspace`` (or the default) names, opened (created when missing)."""
+def open_workspace(args: argparse.Namespace, *, existing: bool = False) -> Any:
+    """The workspace ``--workspace`` (or the default) names, opened (created when missing).
+
+    ``existing=True``, for commands that only read, refuses a local workspace that is not
+    there: created empty, a mistyped path would answer "no events" (Azure keeps its history
+    in the cloud; its local folder holds only the outbox).
+    """
+    from metaverse_kit.config import default_backend, default_workspace_path
     from metaverse_kit.workspace import connect
 
+    if existing and default_backend(workspace=args.workspace) == "local":
+        from metaverse_kit.backends.local.factory import existing_settings
+
+        existing_settings(
+            Path(args.workspace).expanduser() if args.workspace else default_workspace_path()
+        )
     return connect(path=args.workspace) if args.workspace else connect()
 
 
@@ -375,7 +387,7 @@ def _replay(args: argparse.Namespace) -> None:
             )
         _replay_to_dataset(args)
         return
-    with open_workspace(args) as ws:
+    with open_workspace(args, existing=True) as ws:
         table = _replay_table(ws, args)
 
         buf = io.BytesIO()
@@ -421,7 +433,7 @@ def _replay_to_dataset(args: argparse.Namespace) -> None:
             f"{', '.join(ranges)} cannot be used with a dataset folder: each run appends the "
             f"whole history that is new; filter when you read it (or --out a .parquet file)"
         )
-    with open_workspace(args) as ws, warnings.catch_warnings():
+    with open_workspace(args, existing=True) as ws, warnings.catch_warnings():
         # NOTE: the parts skipped are listed below, one line each, instead of a warning.
         warnings.simplefilter("ignore", CaptureFileWarning)
         report = export_parquet(
@@ -596,7 +608,7 @@ def _tail(args: argparse.Namespace) -> None:
     from metaverse_kit.history.tail import event_lines
 
     with (
-        open_workspace(args) as ws,
+        open_workspace(args, existing=True) as ws,
         ws.tail(
             start=args.since,
             partitions=args.partition,

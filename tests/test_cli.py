@@ -363,6 +363,28 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(
     assert sorted(p.name for p in home.rglob("*")) == before  # nothing written
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["replay", "--out", "x.parquet"], ["replay", "--out", "history"], ["tail"]],
+    ids=["replay-to-a-file", "replay-to-a-dataset", "tail"],
+)
+def test_a_reader_does_not_create_the_workspace_it_was_given(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    """Created empty, a mistyped --workspace would answer "0 events" or wait for ever."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "--workspace", "prdo", *argv)
+    assert code == 2 and out == ""
+    assert err == (
+        f"metaverse {argv[0]}: error: No workspace at prdo (no workspace.json); `metaverse init` "
+        "creates one, or --workspace (or $METAVERSE_HOME) names another\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # no workspace, export folder or file was made
+
+
 def test_the_table_has_at_least_30_cases() -> None:
     assert len(BAD_INPUTS) >= 30
 

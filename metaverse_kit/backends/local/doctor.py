@@ -30,7 +30,7 @@ import fastavro
 
 from metaverse_kit._files import Leftover, atomic_write, find_leftovers, remove_leftovers
 from metaverse_kit.backends.health import SEVERITIES, Finding
-from metaverse_kit.backends.local.factory import read_settings
+from metaverse_kit.backends.local.factory import existing_settings
 from metaverse_kit.backends.local.hub import LocalEventHub
 from metaverse_kit.capture import BlockScan, decode_block, read_header, scan_blocks
 from metaverse_kit.errors import CaptureFileError, ConfigurationError
@@ -67,11 +67,7 @@ class LocalDoctor:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path).expanduser()
-        settings = read_settings(self.root) if self.root.is_dir() else None
-        if settings is None:
-            raise ConfigurationError(
-                f"No workspace at {self.root} (no workspace.json); `metaverse init` creates one"
-            )
+        settings = existing_settings(self.root)
         self.hub = LocalEventHub(
             self.root / "lake",
             self.root / "hub",

@@ -64,6 +64,22 @@ def read_settings(root: Path) -> dict[str, Any] | None:
     return None if saved is None else {**DEFAULTS, **saved}
 
 
+def existing_settings(root: Path) -> dict[str, Any]:
+    """:func:`read_settings` of a workspace that must be there already (a command that only
+    reads, the doctor); raises :class:`ConfigurationError` naming ``root`` when it is not.
+
+    NOTE: opening a workspace creates it when missing; for a reader that would turn a mistyped
+    path into an empty workspace and an answer of "nothing".
+    """
+    settings = read_settings(root) if root.is_dir() else None
+    if settings is None:
+        raise ConfigurationError(
+            f"No workspace at {root} (no workspace.json); `metaverse init` creates one, or "
+            "--workspace (or $METAVERSE_HOME) names another"
+        )
+    return settings
+
+
 def _read_settings(settings_path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(settings_path.read_text("utf-8"))
