@@ -10,7 +10,8 @@ DuckDB (``read_parquet('<out>/*/*.parquet', hive_partitioning=true)``), pandas
 (``pd.read_parquet(out)``), polars and Spark (``spark.read.parquet(out)``) read it as it is:
 folders starting with ``_`` are hidden from them. ``mk.history`` questions take the folder.
 An export starts in a new or empty folder (one holding another tool's files is refused); a file
-no run named that is put into it later is neither read nor deleted.
+no run named that is put into it later is neither read nor deleted. A first run that fails
+leaves the folder as it found it (a folder it created is removed).
 
 Incremental: each run lists the Capture files, reads only those no earlier run recorded (and
 the events a grown file gained since; Capture files only ever grow), drops events whose
@@ -31,6 +32,7 @@ through :func:`~metaverse_kit.history.replay.replay_lake`) and the Spark and Das
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -139,6 +141,7 @@ class ExportFolder:
         self.runs: dict[str, dict[str, Any]] = {}
         self._lock: Any = None
         self._staged: set[Path] = set()  # staging folders of runs not committed yet
+        self._made: Path | None = None  # the topmost folder this run created, if any
 
     def __enter__(self) -> ExportFolder:
         if self.out.exists() and not self.out.is_dir():
@@ -150,11 +153,14 @@ class ExportFolder:
                 f"{self.out} holds files and is not a metaverse-kit export (it has no "
                 f"{_META} folder); export into a new or empty folder"
             )
+        missing = [p for p in (self.meta, *self.meta.parents) if not p.exists()]
+        self._made = missing[-1] if missing else None
         try:
             (self.meta / "runs").mkdir(parents=True, exist_ok=True)
             self._lock = locked(self.meta / "lock")
             self._lock.__enter__()
         except (OSError, ReadOnlyWorkspaceError) as exc:
+            self._unmake()
             # NOTE: an existing dataset the user may only read fails at the lock, not mkdir.
             cause = (exc.__cause__ or exc) if isinstance(exc, ReadOnlyWorkspaceError) else exc
             raise ConfigurationError(
@@ -166,12 +172,15 @@ class ExportFolder:
             self._read_runs()
             self._recover()
         except BaseException:
+            self._unmake()
             self._lock.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         try:
+            if exc is not None:
+                self._unmake()
             if exc is not None and self._staged:
                 # A failed run's staged files go now, not at the next run: a disk that filled
                 # up is not left full.
@@ -185,6 +194,34 @@ class ExportFolder:
                     )
         finally:
             self._lock.__exit__(None, None, None)
+
+    def _unmake(self) -> None:
+        """Remove what this run created when it failed in a folder no run has recorded into.
+
+        NOTE: a first export that fails (a mistyped lake, a refused sign-in, a bad option)
+        would otherwise leave a folder behind that looks like an export. Done under the lock.
+        What it removes is this run's alone: the bookkeeping, files moved into place but not
+        recorded (a next run would delete them as a crashed run's), and the folders it made
+        where they are left empty.
+        """
+        made = self._made
+        runs = self.meta / "runs"
+        if made is None or not self.meta.is_dir() or (runs.is_dir() and any(runs.iterdir())):
+            return
+        for entry in self.out.glob(f"{EVENT_DATE}=*"):
+            for path in entry.glob("*.parquet"):
+                if _run_of(path) is not None:
+                    path.unlink()
+            with contextlib.suppress(OSError):
+                entry.rmdir()
+        shutil.rmtree(self.meta, ignore_errors=True)
+        for folder in (self.out, *self.out.parents):
+            if made not in (folder, *folder.parents):
+                break
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
 
     def _read_runs(self) -> None:
         for path in sorted((self.meta / "runs").glob("*.json")):

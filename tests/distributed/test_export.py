@@ -287,6 +287,33 @@ def test_damaged_files_stop_the_run_or_are_recorded(damaged_lake: Lake, tmp_path
     )
 
 
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_a_first_run_that_fails_leaves_no_folder_behind(
+    engine: str, request: pytest.FixtureRequest, damaged_lake: Lake, tmp_path: Path
+) -> None:
+    """A mistyped lake, a refused sign-in or a damaged file on the first run: no empty folder
+    that looks like an export is left; a folder the user made stays, as it was."""
+    export = export_parquet if engine == "local" else _engine_export(engine, request)
+    with pytest.raises(mk.ConfigurationError, match="No Capture file or folder at"):
+        export(tmp_path / "no-lake", tmp_path / "new" / "deeper" / "history")
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(mk.CaptureFileError):  # fails after reading some files
+        export(damaged_lake.root, mine, registry=damaged_lake.registry)
+    assert list(mine.iterdir()) == []
+    with pytest.raises(mk.CaptureFileError):
+        export(damaged_lake.root, tmp_path / "history", registry=damaged_lake.registry)
+    assert not (tmp_path / "history").exists()
+    # Once a run is recorded, a failed run leaves the dataset as it was.
+    with pytest.warns(mk.CaptureFileWarning):
+        export(damaged_lake.root, mine, registry=damaged_lake.registry, on_bad_file="skip")
+    before = sorted(p for p in mine.rglob("*") if p.is_file())
+    with pytest.raises(mk.ConfigurationError, match="No Capture file or folder at"):
+        export(tmp_path / "no-lake", mine)
+    assert sorted(p for p in mine.rglob("*") if p.is_file()) == before
+
+
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "ws"
     with mk.connect(path=home) as ws:
