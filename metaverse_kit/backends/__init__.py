@@ -131,8 +131,15 @@ def open_lake(location: Any, *, storage_options: dict[str, Any] | None = None) -
     from metaverse_kit.backends.local.lake import LocalLake
 
     if isinstance(location, (str, os.PathLike)):
+        if not os.fspath(location).strip():
+            # NOTE: Path("") is the working folder: an empty setting would replay whatever
+            # Capture files lie below it (usually none) instead of saying it is empty.
+            raise ConfigurationError(
+                "The Capture location is empty; give a folder, a file, a list of files or an "
+                "abfss:// URL"
+            )
         return LocalLake(location)
-    if isinstance(location, Iterable):
+    if isinstance(location, Iterable) and not isinstance(location, (bytes, bytearray, Mapping)):
         return LocalLake(list(location))
     raise ConfigurationError(
         "A Capture location is a folder, a file, a list of files, an abfss:// URL or a Lake; "

@@ -200,6 +200,27 @@ def test_bad_ranges_registries_and_options_are_user_errors(
         mk.replay_capture(workspace.lake, **{"registry": workspace.registry, **options})
 
 
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("", "The Capture location is empty"),
+        ("  ", "The Capture location is empty"),
+        (b"lake", "got bytes"),
+        ({"path": "lake"}, "got dict"),
+        (42, "got int"),
+        (None, "got NoneType"),
+    ],
+    ids=["empty", "blank", "bytes", "dict", "int", "none"],
+)
+def test_a_location_that_names_no_lake_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, location: object, message: str
+) -> None:
+    """Not read as the working folder (``Path("")``) or as a list of its characters."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(mk.ConfigurationError, match=re.escape(message)):
+        mk.replay_capture(location)
+
+
 def test_partition_ids_may_be_numbers_or_text(workspace: mk.Workspace, clock: SimClock) -> None:
     for i in range(8):
         workspace.emit(mk.mce(mk.make_dataset_urn("hive", f"t{i}"), [mk.aspects.status(False)]))
