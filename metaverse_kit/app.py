@@ -70,7 +70,7 @@ def app_command(server: AppServer, *, notebook: Path | None = None) -> list[str]
     """The Voila command line serving the app as ``server`` says.
 
     Raises :class:`MissingDependencyError` (with the pip line) when Voila is not installed, and
-    :class:`ConfigurationError` for a port or theme out of range.
+    :class:`ConfigurationError` for a port or theme out of range or a planner that does not load.
     """
     import importlib.util
 
@@ -80,6 +80,12 @@ def app_command(server: AppServer, *, notebook: Path | None = None) -> list[str]
         raise ConfigurationError(f"--port must be between 1 and 65535, not {server.port}")
     if server.theme not in ("light", "dark"):
         raise ConfigurationError(f"the theme is 'light' or 'dark', not {server.theme!r}")
+    if server.planner:
+        from metaverse_kit.widgets.steward_app import load_planner
+
+        # NOTE: loaded here as each page's kernel will (same interpreter and environment): a
+        # mistyped planner is the operator's error now, not a failed page for every steward.
+        load_planner(server.planner)
     return [
         sys.executable,
         "-m",

@@ -2,8 +2,9 @@
 
 One server for the module (a kernel per page visit, as visitors get). The page is driven as a
 steward would: compose and emit an MCE from a template entity, upload a CSV of 20 rows with 2
-bad ones, emit the 18 valid rows, and see the emitted events in Activity. The Bulk edit tab's
-row planner is the tests' own (``tests/widgets/row_planner.py``), injected with ``--planner``.
+bad ones, emit the 18 valid rows, and see the emitted events in Activity. The Bulk edit tab
+has the default row planner (DataHub csv-enricher's columns); the sheet is the one of
+``tests/widgets/row_planner.py``.
 """
 
 from __future__ import annotations

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ import metaverse_kit as mk
 from metaverse_kit.demo import emit_sample_history
 from metaverse_kit.widgets.bulk_editor import BulkEditor, read_sheet
 from metaverse_kit.widgets.steward_app import StewardApp, load_planner
+from tests.conftest import REPO
 from tests.widgets.row_planner import plan, sheet
 
 URN = mk.make_dataset_urn("hive", "bulk.t1")
@@ -154,3 +158,33 @@ def test_planners_are_loaded_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     ]:
         with pytest.raises(mk.ConfigurationError, match=message):
             load_planner(name)
+
+
+@pytest.mark.parametrize(
+    ("planner", "message"),
+    [
+        ("nomodule", "a planner is named 'package.module:function', not 'nomodule'"),
+        (
+            "os:no_such_function",
+            "Cannot load the row planner 'os:no_such_function': module 'os' has no attribute "
+            "'no_such_function'",
+        ),
+        ("os:sep", "The row planner 'os:sep' is not a function"),
+    ],
+)
+def test_metaverse_app_refuses_a_planner_that_does_not_load(
+    tmp_path: Path, planner: str, message: str
+) -> None:
+    """Before serving: otherwise every steward's page would fail, the operator seeing nothing."""
+    command = [sys.executable, "-m", "metaverse_kit.cli", "app"]
+    command += ["--workspace", str(tmp_path / "ws"), "--planner", planner]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"metaverse app: error: {message}\n"
+    assert not (tmp_path / "ws").exists()
