@@ -204,7 +204,7 @@ class Planner:
             storage_options=storage_options,
             on_bad_file=on_bad_file,
         )
-        todo, skip = folder.plan(planner.files, root=planner.lake.root)
+        todo, skip = folder.plan(planner.lake, planner.files)
         if not todo:
             return None
         planner.files = list(todo)

@@ -18,7 +18,10 @@ the events a grown file gained since; Capture files only ever grow), drops event
 message id the dataset already holds, writes its files into staging, moves them into place
 and then records itself (``runs/<run>.json``, written atomically). A run that dies before its
 record is written is undone by the next run: its files are deleted and its Capture files read
-again. Runs take an exclusive lock on the folder; readers take none. Where the lock does not
+again. Files are known by their path below the lake's root, so a copy of the lake is the same
+lake; a run refuses another lake whose paths match recorded ones (a workspace created again),
+by the Avro sync marker of a file an earlier run read. Runs take an exclusive lock on the
+folder; readers take none. Where the lock does not
 reach across machines (Linux keeps the locks of a FUSE file system that implements none per
 machine), a run that finds at its commit that another committed meanwhile records nothing (the
 first stands). Moving a run's files is not one step, so a plain reader may see part of a run
@@ -142,6 +145,7 @@ class ExportFolder:
         self._lock: Any = None
         self._staged: set[Path] = set()  # staging folders of runs not committed yet
         self._made: Path | None = None  # the topmost folder this run created, if any
+        self._lake_check: dict[str, str] | None = None  # what this run records of its lake
 
     def __enter__(self) -> ExportFolder:
         if self.out.exists() and not self.out.is_dir():
@@ -266,18 +270,23 @@ class ExportFolder:
         # NOTE: in commit order (runs commit under the folder's lock): a file that grew between
         # runs keeps its newest record. Run ids sort by their start second only, and two runs
         # in one second sort by their random part.
-        for record in sorted(self.runs.values(), key=lambda r: (str(r.get("finished")), r["run"])):
+        for record in sorted(self.runs.values(), key=_commit_order):
             out.update(record.get("files", {}))
         return out
 
     def plan(
-        self, files: Sequence[CaptureFile], *, root: str = ""
+        self, lake: Lake, files: Sequence[CaptureFile]
     ) -> tuple[list[CaptureFile], dict[str, int]]:
-        """The files a new run reads, and the events to skip at the start of grown ones.
+        """The files of ``lake`` (``files``, as listed) a new run reads, and the events to skip
+        at the start of grown ones.
 
-        Files are recorded by their path below the lake's ``root`` (:func:`file_key`), so the
-        same lake reached from another folder or machine is recognised.
+        Files are recorded by their path below the lake's root (:func:`file_key`), so the
+        same lake reached from another folder or machine is recognised. Raises
+        :class:`ConfigurationError` when ``lake`` is not the lake earlier runs read
+        (:meth:`_check_lake`).
         """
+        root = lake.root
+        self._check_lake(lake, files)
         known = self.known
         todo: list[CaptureFile] = []
         skip: dict[str, int] = {}
@@ -294,7 +303,41 @@ class ExportFolder:
                     f"({before['size']} bytes): it was replaced, and Capture files only grow; "
                     f"export into a new folder"
                 )
+        self._lake_check = _sync_mark(lake, [f for f in todo if f.path not in skip])
         return todo, skip
+
+    def _check_lake(self, lake: Lake, files: Sequence[CaptureFile]) -> None:
+        """Refuse a lake other than the one the folder's runs read.
+
+        NOTE: files are known by their path, so another lake with the same namespace and event
+        hub names (a local workspace created again, a second one with the defaults) would have
+        its files taken for exported ones and left out, without a word. Each run records the
+        Avro sync marker of one of its files (random per file, the same in a copy); this reads
+        the header of that file again for the two newest runs whose file is listed. A lake that
+        shares no recorded path with the folder loses nothing and is not refused.
+        """
+        listed = {file_key(lake.root, f.path): f for f in files}
+        checked = 0
+        for record in sorted(self.runs.values(), key=_commit_order, reverse=True):
+            mark = record.get("lake_check")
+            if not isinstance(mark, dict) or mark.get("file") not in listed:
+                continue
+            f = listed[mark["file"]]
+            found = _sync_of(lake, f)
+            if found is None:
+                continue  # damaged since: the replay says so
+            if found != mark["sync"]:
+                raise ConfigurationError(
+                    f"{self.out} holds the export of another lake: its run {record['run']} "
+                    f"read {mark['file']} with the Avro sync marker {mark['sync']}, and that "
+                    f"file in this lake has {found} (sync markers are random per file: this is "
+                    "another file). Its other files would be taken for ones already exported "
+                    "and left out. Export each lake (or a workspace created again) into a "
+                    "folder of its own"
+                )
+            checked += 1
+            if checked == 2:
+                return
 
     def up_to_date(self) -> ExportReport:
         """The report of a run that found nothing new to read."""
@@ -428,6 +471,8 @@ class ExportFolder:
             "files": dict(files),
             "skipped": [part.to_dict() for part in skipped],
         }
+        if self._lake_check is not None:
+            record["lake_check"] = self._lake_check
         atomic_write(
             self.meta / "runs" / f"{run}.json", json.dumps(record, indent=1).encode("utf-8")
         )
@@ -484,6 +529,31 @@ def message_ids_of(path: str | os.PathLike[str]) -> pa.Array:
 
     with pq.ParquetFile(path) as data:
         return data.read(columns=["message_id"]).column("message_id").combine_chunks()
+
+
+def _commit_order(record: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(record.get("finished")), str(record["run"]))
+
+
+def _sync_of(lake: Lake, file: CaptureFile) -> str | None:
+    """The Avro sync marker of ``file`` (hex), or None when it is not a readable archive."""
+    from metaverse_kit.capture import read_header
+
+    try:
+        _, sync, _ = read_header(lake.read_bytes(file), where=file.path)
+    except CaptureFileError:
+        return None
+    return sync.hex()
+
+
+def _sync_mark(lake: Lake, files: Sequence[CaptureFile]) -> dict[str, str] | None:
+    """What a run records for :meth:`ExportFolder._check_lake`: the sync marker of the
+    smallest of its new files that is a readable archive (read whole: a lake reads no part)."""
+    for f in sorted((f for f in files if f.size > 0), key=lambda f: f.size)[:3]:
+        sync = _sync_of(lake, f)
+        if sync is not None:
+            return {"file": file_key(lake.root, f.path), "sync": sync}
+    return None
 
 
 def _visible(folder: Path) -> bool:
@@ -617,7 +687,7 @@ def export_parquet(
 
     lake = open_lake(location, storage_options=storage_options)
     with ExportFolder(out) as folder:
-        todo, skip = folder.plan(lake.list_files(), root=lake.root)
+        todo, skip = folder.plan(lake, lake.list_files())
         if not todo:
             return folder.up_to_date()
         events: dict[str, int] = {}

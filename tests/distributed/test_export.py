@@ -37,6 +37,10 @@ def _runs(out: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (r["finished"], r["run"]))
 
 
+def _avro(lake: Lake) -> list[Path]:
+    return sorted(Path(lake.root).rglob("*.avro"))
+
+
 def _copy_into_partition(lake: Path, source: Path, partition: int) -> Path:
     """A copy of the Capture file ``source`` in a partition of its own, in a later window
     (what a file copied into the lake, or redelivered events, look like to a replay)."""
@@ -312,6 +316,34 @@ def test_a_first_run_that_fails_leaves_no_folder_behind(
     with pytest.raises(mk.ConfigurationError, match="No Capture file or folder at"):
         export(tmp_path / "no-lake", mine)
     assert sorted(p for p in mine.rglob("*") if p.is_file()) == before
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_another_lake_with_the_same_paths_is_refused(
+    engine: str, request: pytest.FixtureRequest, demo_lake: Lake, tmp_path: Path
+) -> None:
+    """The sample history made again in a new workspace: the same paths and sizes, other
+    events. Taken for the exported files, its 41 events would be left out without a word."""
+    export = export_parquet if engine == "local" else _engine_export(engine, request)
+    out = tmp_path / "history"
+    export(demo_lake.root, out, registry=demo_lake.registry)
+    [first] = _runs(out)
+    assert first["lake_check"]["file"] in first["files"]
+    with mk.connect(path=tmp_path / "again") as ws:
+        emit_sample_history(ws)
+        again = Path(ws.lake.root)
+        registry = ws.registry
+        listed = {str(p.relative_to(again)): p.stat().st_size for p in again.rglob("*.avro")}
+        exported = {str(p.relative_to(demo_lake.root)): p.stat().st_size for p in _avro(demo_lake)}
+        assert listed == exported
+        with pytest.raises(mk.ConfigurationError, match="holds the export of another lake") as e:
+            export(again, out, registry=registry)
+    assert first["lake_check"]["file"] in str(e.value) and "a folder of its own" in str(e.value)
+    assert _runs(out) == [first] and _read(out).num_rows == 41
+    # A copy of the lake is the same lake: nothing new to read.
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_lake.root, copy)
+    assert export(copy, out, registry=demo_lake.registry).run is None
 
 
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
