@@ -315,8 +315,7 @@ class ExportFolder:
         Avro sync marker of one of its files (random per file, the same in a copy); this reads
         the header of that file again for the two newest runs whose file is listed. A lake that
         shares no recorded path with the folder loses nothing and is not refused; one that
-        shares some paths but none of the marked files is not caught (not seen in practice: a
-        workspace made again repeats the whole sequence of paths).
+        shares some paths but none of the marked files is not caught.
         """
         listed = {file_key(lake.root, f.path): f for f in files}
         checked = 0
