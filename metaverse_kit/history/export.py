@@ -13,20 +13,21 @@ An export starts in a new or empty folder (one holding another tool's files is r
 no run named that is put into it later is neither read nor deleted. A first run that fails
 leaves the folder as it found it (a folder it created is removed).
 
-Incremental: each run lists the Capture files, reads only those no earlier run recorded (and
-the events a grown file gained since; Capture files only ever grow), drops events whose
-message id the dataset already holds, writes its files into staging, moves them into place
-and then records itself (``runs/<run>.json``, written atomically). A run that dies before its
-record is written is undone by the next run: its files are deleted and its Capture files read
-again. Files are known by their path below the lake's root, so a copy of the lake is the same
-lake; a run refuses another lake whose paths match recorded ones (a workspace created again),
-by the Avro sync marker of a file an earlier run read. Runs take an exclusive lock on the
-folder; readers take none. Where the lock does not
-reach across machines (Linux keeps the locks of a FUSE file system that implements none per
-machine), a run that finds at its commit that another committed meanwhile records nothing (the
-first stands). Moving a run's files is not one step, so a plain reader may see part of a run
-that is committing (or died doing so); :func:`committed_files` lists the files of recorded
-runs only, and the questions read those.
+Incremental: each run lists the Capture files, reads only those no earlier run recorded (and the
+events a grown file gained since; Capture files only ever grow), drops events whose message id
+the dataset already holds, writes its files into staging, moves them into place and then records
+itself (``runs/<run>.json``, written atomically). A run that dies before its record is written
+is undone by the next run: its files are deleted and its Capture files read again. Files are
+known by their path below the lake's root, so a copy of the lake is the same lake; a run refuses
+another lake whose paths match recorded ones (a workspace created again), by the Avro sync
+marker of a file an earlier run read. Runs take an exclusive lock on the folder; readers take
+none. Where the lock does not reach across machines (Linux keeps the locks of a FUSE file system
+that implements none per machine), a run that finds at its commit that another committed
+meanwhile records nothing (the first stands), one whose moved files another run removed before
+its record was written takes the record back, and a run asks for a record again before it
+removes another run's files. Moving a run's files is not one step, so a plain reader may see
+part of a run that is committing (or died doing so); :func:`committed_files` lists the files of
+recorded runs only, and the questions read those.
 
 The same bookkeeping serves the local export (:func:`export_parquet`, a replay of the new files
 through :func:`~metaverse_kit.history.replay.replay_lake`) and the Spark and Dask ones
@@ -252,8 +253,19 @@ class ExportFolder:
     def _recover(self) -> None:
         shutil.rmtree(self.meta / "staging", ignore_errors=True)
         for path in self.data_files():
-            if _run_of(path) not in self.runs:
-                path.unlink()
+            run = _run_of(path)
+            # NOTE: a file of a run not recorded when the records were read is asked about
+            # again: a run the lock does not keep out (another machine) may have recorded
+            # itself since, and its files are the dataset now.
+            if run not in self.runs and not self._record_path(str(run)).exists():
+                path.unlink(missing_ok=True)
+
+    def _record_path(self, run: str) -> Path:
+        return self.meta / "runs" / f"{run}.json"
+
+    def _write_record(self, run: str, record: Mapping[str, Any]) -> None:
+        """Write a run's record: the commit point."""
+        atomic_write(self._record_path(run), json.dumps(record, indent=1).encode("utf-8"))
 
     def data_files(self) -> list[Path]:
         """The dataset's Parquet files: below an ``event_date=`` folder, named by a run.
@@ -459,10 +471,12 @@ class ExportFolder:
                 f"({len(parts)} files): {why}. Nothing was recorded: the next run reads these "
                 "Capture files again"
             )
+        moved = []
         for n, path in enumerate(parts):
             target = self.out / path.parent.name / f"part-{run}-{n:05d}.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
+            moved.append(target)
         record = {
             "run": run,
             "engine": engine,
@@ -474,9 +488,24 @@ class ExportFolder:
         }
         if self._lake_check is not None:
             record["lake_check"] = self._lake_check
-        atomic_write(
-            self.meta / "runs" / f"{run}.json", json.dumps(record, indent=1).encode("utf-8")
-        )
+        self._write_record(run, record)
+        lost = [path for path in moved if not path.exists()]
+        if lost:
+            # NOTE: another run started between this run's moves and its record (a lock that
+            # does not reach across machines) and removed the files as a crashed run's. The
+            # record would name events the dataset does not hold: it is taken back.
+            self._record_path(run).unlink(missing_ok=True)
+            for path in moved:
+                path.unlink(missing_ok=True)
+            shutil.rmtree(staged, ignore_errors=True)
+            raise ConfigurationError(
+                f"Another export run started in {self.out} while run {run} committed, and "
+                f"removed {len(lost)} of its {len(moved)} files as a crashed run's (two runs "
+                "at once, which the folder's lock excludes only where its file system shares "
+                "locks between machines). Nothing of run "
+                f"{run} is recorded; the next run reads its Capture files again. Run one export "
+                "into a folder at a time"
+            )
         shutil.rmtree(staged, ignore_errors=True)
         self._staged.discard(staged)
         self.runs[run] = record
