@@ -6,9 +6,13 @@ Layout of an export folder::
     <out>/_metaverse/runs/<run>.json                       what each run read and wrote
     <out>/_metaverse/staging/<run>/...                     a run's files before they are moved
 
-DuckDB (``read_parquet('<out>/*/*.parquet', hive_partitioning=true)``), pandas
-(``pd.read_parquet(out)``), polars and Spark (``spark.read.parquet(out)``) read it as it is:
-folders starting with ``_`` are hidden from them. ``mk.history`` questions take the folder.
+DuckDB (``read_parquet('<out>/*/*.parquet', hive_partitioning=true, union_by_name=true)``),
+Spark (``spark.read.option("mergeSchema", "true").parquet(out)``), and pandas or polars
+through :func:`read_export` read it as it is: folders starting with ``_`` are hidden from
+them. Each run writes with the reader schema of its day, so after a schema version added
+fields later files have more columns (:func:`export_schema`): a reader that takes one file's
+schema (``pd.read_parquet(out)``, Spark without ``mergeSchema``) leaves them out.
+``mk.history`` questions take the folder.
 An export starts in a new or empty folder (one holding another tool's files is refused); a file
 no run named that is put into it later is neither read nor deleted. A first run that fails
 leaves the folder as it found it (a folder it created is removed).
@@ -63,6 +67,7 @@ __all__ = [
     "PartWriter",
     "committed_files",
     "export_parquet",
+    "export_schema",
     "file_key",
     "message_ids_of",
     "new_run",
@@ -73,6 +78,7 @@ __all__ = [
 #: The Hive partition column of an export: the UTC date of ``enqueued_time``.
 EVENT_DATE = "event_date"
 _META = "_metaverse"
+_EVENT_DATE_TYPE = pa.dictionary(pa.int32(), pa.string())
 _PART = re.compile(r"^part-(?P<run>[0-9a-f]{8}-[0-9a-f]{8})-.*\.parquet$")
 # A few tens of MB of Capture files decoded and written at a time: memory stays flat.
 _CHUNK_BYTES = 64 << 20
@@ -519,8 +525,9 @@ def committed_files(out: str | os.PathLike[str]) -> list[str] | None:
     the dataset as of a commit: a run that is moving its files, or that died while doing so,
     has none among them, while a plain Parquet reader of the folder sees its files until the
     next run removes or records them. Takes no lock: readers never wait for a run. For Spark:
-    ``spark.read.option("basePath", out).parquet(*committed_files(out))``; for DuckDB:
-    ``read_parquet(committed_files(out), hive_partitioning=true)``.
+    ``spark.read.option("basePath", out).option("mergeSchema", "true")
+    .parquet(*committed_files(out))``; for DuckDB:
+    ``read_parquet(committed_files(out), hive_partitioning=true, union_by_name=true)``.
     """
     root = Path(out)
     runs = root / _META / "runs"
@@ -533,7 +540,12 @@ def committed_files(out: str | os.PathLike[str]) -> list[str] | None:
 
 def read_export(out: str | os.PathLike[str]) -> pa.Table | None:
     """The rows of an export folder as of its last commit (:func:`committed_files`), or None
-    when ``out`` is not one; a table of no columns when no run has written rows to it."""
+    when ``out`` is not one; a table of no columns when no run has written rows to it.
+
+    Every run's columns are there (:func:`export_schema`); rows of runs that wrote fewer read
+    the missing ones as null. Raises :class:`ConfigurationError` when runs wrote types that do
+    not combine.
+    """
     import pyarrow.dataset as ds
 
     files = committed_files(out)
@@ -541,12 +553,47 @@ def read_export(out: str | os.PathLike[str]) -> pa.Table | None:
         return None
     if not files:
         return pa.table({})
-    # The partition column pyarrow.parquet.read_table gives for the folder (a dictionary).
-    partitioning = ds.HivePartitioning.discover(infer_dictionary=True)
-    dataset = ds.dataset(
-        files, format="parquet", partitioning=partitioning, partition_base_dir=os.fspath(out)
+    partition = pa.field(EVENT_DATE, pa.string())
+    table = ds.dataset(
+        files,
+        format="parquet",
+        partitioning=ds.partitioning(pa.schema([partition]), flavor="hive"),
+        partition_base_dir=os.fspath(out),
+        schema=export_schema(out, files).append(partition),
+    ).to_table()
+    # The partition column as pyarrow.parquet.read_table gives it for the folder: a dictionary.
+    column = table.schema.get_field_index(EVENT_DATE)
+    return table.set_column(
+        column, EVENT_DATE, table.column(column).dictionary_encode().cast(_EVENT_DATE_TYPE)
     )
-    return dataset.to_table()
+
+
+def export_schema(out: str | os.PathLike[str], files: Sequence[str]) -> pa.Schema:
+    """The schema of an export's ``files`` together: every run's columns (the partition column
+    ``event_date`` is in the folder names, not in the files).
+
+    NOTE: each run writes with the reader schema of its day, so after a schema version added
+    a field (at the top or deep in the value) later runs' files have more than earlier ones.
+    A dataset takes its first file's schema and would leave the new fields out without a
+    word (``pd.read_parquet`` and ``pq.read_table`` on the folder do); here the earlier rows
+    read them as null. A run's files share one schema: one file of each is asked.
+    Raises :class:`ConfigurationError` when two runs wrote types that do not combine.
+    """
+    import pyarrow.parquet as pq
+
+    first: dict[str | None, str] = {}
+    for f in files:
+        first.setdefault(_run_of(Path(f)), f)
+    try:
+        schema = pa.unify_schemas(
+            [pq.read_schema(f) for f in first.values()], promote_options="permissive"
+        )
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise ConfigurationError(
+            f"The runs of the export {out} wrote columns whose types do not combine ({exc}); "
+            "read the runs apart (committed_files lists the files) or export into a new folder"
+        ) from exc
+    return schema
 
 
 def message_ids_of(path: str | os.PathLike[str]) -> pa.Array:

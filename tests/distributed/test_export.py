@@ -415,6 +415,45 @@ def test_another_lake_with_the_same_paths_is_refused(
     assert export(copy, out, registry=demo_lake.registry).run is None
 
 
+def test_fields_a_later_schema_version_added_are_read_from_the_later_runs(
+    tmp_path: Path,
+) -> None:
+    """Each run writes with the reader schema of its day: a version that adds a field at the
+    top and one deep in the value makes the later runs' files wider than the earlier ones'."""
+    from metaverse_kit.history.export import read_export
+
+    clock = SimClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    out = tmp_path / "history"
+    with mk.connect(path=tmp_path / "ws", clock=clock) as ws:
+        emit_sample_history(ws, start=datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+        export_parquet(ws.lake, out, registry=ws.registry, schema_group=ws.schema_group)
+        definition = json.loads(mk.mce_definition())
+        definition["fields"].append({"name": "origin", "type": "string", "default": "legacy"})
+        [system] = [f for f in definition["fields"] if f["name"] == "systemMetadata"]
+        system["type"][1]["fields"].append({"name": "note", "type": ["null", "string"]})
+        system["type"][1]["fields"][-1]["default"] = None
+        clock.advance(minutes=7)
+        event = mk.mce(mk.make_dataset_urn("hive", "db.later"), [mk.aspects.status(False)])
+        event["systemMetadata"] = {"lastObserved": 1, "note": "deep"}
+        ws.emit({**event, "origin": "v2"}, schema=json.dumps(definition))
+        export_parquet(ws.lake, out, registry=ws.registry, schema_group=ws.schema_group)
+        replayed = ws.replay(progress=False)
+    assert len(_runs(out)) == 2
+    # A dataset takes its first file's schema: the new fields are left out there.
+    assert "origin" not in pq.read_table(out).column_names
+    table = read_export(out)
+    assert table.num_rows == replayed.num_rows == 42
+    rows = table.select(["origin", "systemMetadata"]).to_pylist()
+    [later] = [r for r in rows if r["origin"] is not None]
+    assert later["origin"] == "v2" and later["systemMetadata"]["note"] == "deep"
+    # Rows exported before the version keep their run's schema: null, where a replay of the
+    # lake now resolves the field's default.
+    assert [r["origin"] for r in rows].count(None) == 41
+    assert set(replayed.column("origin").to_pylist()) == {"legacy", "v2"}
+    later = mk.history.audit_trail(out, mk.make_dataset_urn("hive", "db.later"))
+    assert later.num_rows == 1
+
+
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "ws"
     with mk.connect(path=home) as ws:
