@@ -454,6 +454,19 @@ def test_fields_a_later_schema_version_added_are_read_from_the_later_runs(
     assert later.num_rows == 1
 
 
+def test_runs_whose_types_do_not_combine_are_named(tmp_path: Path) -> None:
+    from metaverse_kit.history.export import export_schema
+
+    files = []
+    for run, column in (("00000001-aaaaaaaa", pa.array(["a"])), ("00000002-bbbbbbbb", [{"x": 1}])):
+        path = tmp_path / f"{EVENT_DATE}=2026-01-05" / f"part-{run}-00000.parquet"
+        path.parent.mkdir(exist_ok=True)
+        pq.write_table(pa.table({"origin": column}), path)
+        files.append(str(path))
+    with pytest.raises(mk.ConfigurationError, match="wrote columns whose types do not combine"):
+        export_schema(tmp_path, files)
+
+
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "ws"
     with mk.connect(path=home) as ws:
