@@ -9,6 +9,10 @@ Temporary files are named ``.<target>.<pid>.<random>.tmp``: a process killed mid
 one behind, and the pid in its name tells whether its writer is still alive, so that
 :func:`remove_leftovers` never takes a file from under a live writer.
 
+Files get the mode a plain ``open`` would give them (``0o666`` less the umask), not the
+``0o600`` of a temporary file: a workspace on a shared drive stays readable by whom the umask
+lets read it.
+
 A folder the user cannot write (a read-only mount, a colleague's workspace) makes every write
 raise :class:`~metaverse_kit.errors.ReadOnlyWorkspaceError` naming the folder, instead of a
 bare ``PermissionError``.
@@ -33,6 +37,7 @@ __all__ = [
     "Leftover",
     "atomic_write",
     "can_write",
+    "file_mode",
     "find_leftovers",
     "fsync_folder",
     "locked",
@@ -95,6 +100,7 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
             prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
         )
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:
@@ -105,6 +111,25 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def file_mode() -> int:
+    """The mode ``open`` gives a new file in this process: ``0o666`` less the umask.
+
+    NOTE: read from ``/proc/self/status`` (Linux 4.7 and later) without changing it: elsewhere
+    the umask can only be read by setting it and putting it back, which a file another thread
+    creates at that moment would see.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextlib.contextmanager

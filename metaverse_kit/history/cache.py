@@ -64,7 +64,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaverse_kit._files import atomic_write
+from metaverse_kit._files import atomic_write, file_mode
 from metaverse_kit.backends.protocols import CaptureFile
 from metaverse_kit.errors import ConfigurationError
 from metaverse_kit.history._sparse import NullMemo, SubtreePath, without_nulls
@@ -406,6 +406,7 @@ class ReplayCache:
                 suffix=_TMP_SUFFIX,
                 dir=path.parent,
             )
+            os.fchmod(fd, file_mode())
             os.close(fd)
             # PERF: Arrow's own file writes the buffers directly, not through Python's io.
             with pa.OSFile(tmp, "wb") as sink:

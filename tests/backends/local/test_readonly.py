@@ -154,3 +154,35 @@ def test_a_read_only_workspace_reads_and_refuses_writes_in_one_line(
         assert code == 2
         assert len(err.splitlines()) == 1 and "Cannot write in " in err and "Traceback" not in err
     assert _tree(readonly) == before  # nothing was written, not even a lock file
+
+
+@pytest.mark.parametrize("umask", [0o027, 0o077])
+def test_written_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """A workspace on a shared drive is readable by whom the umask lets read it: files are not
+    left with the 0o600 of the temporary files they are written through."""
+    from metaverse_kit.cli import main
+    from metaverse_kit.history.export import export_parquet
+
+    before = os.umask(umask)
+    try:
+        root = tmp_path / "ws"
+        with mk.connect(path=root) as ws:
+            emit_sample_history(ws)
+            ws.replay(progress=False)  # fills the replay cache
+            export_parquet(ws.lake, tmp_path / "history", registry=ws.registry)
+        assert main(["--workspace", str(root), "replay", "--out", str(tmp_path / "x.parquet")]) == 0
+    finally:
+        os.umask(before)
+    written = [
+        root / "workspace.json",
+        root / "registry" / "index.json",
+        next((root / "registry" / "schemas").iterdir()),
+        root / "hub" / "partitions.json",
+        next((root / "lake").rglob("*.avro")),
+        next((root / "cache" / "replay").rglob("*.arrow*")),
+        next((tmp_path / "history" / "_metaverse" / "runs").iterdir()),
+        next((tmp_path / "history").rglob("*.parquet")),
+        tmp_path / "x.parquet",
+    ]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in written}
+    assert modes == dict.fromkeys(modes, oct(0o666 & ~umask))
