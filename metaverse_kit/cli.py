@@ -387,6 +387,12 @@ def _replay(args: argparse.Namespace) -> None:
             )
         _replay_to_dataset(args)
         return
+    if out.is_dir():
+        # NOTE: Spark names its output folders *.parquet; said before the replay, not after.
+        raise UsageError(
+            f"{out} is a folder: --out names a .parquet file to write, or a folder without the "
+            ".parquet suffix for a Parquet dataset"
+        )
     with open_workspace(args, existing=True) as ws:
         table = _replay_table(ws, args)
 

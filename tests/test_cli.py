@@ -310,6 +310,11 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, object], tuple[str, ...]]] = {
         ("ISO 8601",),
     ),
     "replay without --out": (["replay"], {}, ("--out",)),
+    "replay to a folder named .parquet": (
+        ["replay", "--out", "{d}/spark-output.parquet"],
+        {"spark-output.parquet/part-00000.parquet": "x"},
+        ("spark-output.parquet is a folder", "without the .parquet suffix"),
+    ),
     "replay a partition no hub has": (
         ["replay", "--partition", "x", "--out", "{d}/x.parquet"],
         {},
@@ -350,6 +355,7 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(
     d.mkdir(exist_ok=True)
     for name, content in files.items():
         target = d / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
             target.write_bytes(content)
         else:
