@@ -22,6 +22,7 @@ from metaverse_kit.backends.protocols import (
 from metaverse_kit.errors import (
     CaptureFileError,
     CaptureFileWarning,
+    ChangedFileWarning,
     ConfigurationError,
     DamagedFileWarning,
     DecodeError,
@@ -79,6 +80,7 @@ __all__ = [
     "MCE_FULL_NAME",
     "CaptureFileError",
     "CaptureFileWarning",
+    "ChangedFileWarning",
     "ConfigurationError",
     "DamagedFileWarning",
     "DecodeError",

@@ -25,6 +25,7 @@
 
     MetaverseWarning (a UserWarning)
     ├── CaptureFileWarning          a replay with on_bad_file="skip" left damaged parts out
+    ├── ChangedFileWarning          an export found a Capture file smaller than it exported
     ├── DamagedFileWarning          a damaged Capture file was set aside; events went to another
     ├── LateEventWarning            an event older than a write already in the lake was sent
     └── MissingPartitionWarning     a replay's partitions= names one the lake has no file of
@@ -49,6 +50,7 @@ from dataclasses import dataclass
 __all__ = [
     "CaptureFileError",
     "CaptureFileWarning",
+    "ChangedFileWarning",
     "ConfigurationError",
     "DamagedFileWarning",
     "DecodeError",
@@ -191,6 +193,11 @@ class MetaverseWarning(UserWarning):
 class CaptureFileWarning(MetaverseWarning):
     """A replay skipped damaged Capture files or blocks (``on_bad_file="skip"``); the message
     says how many, and ``metaverse_kit.skipped_files(table)`` lists them."""
+
+
+class ChangedFileWarning(MetaverseWarning):
+    """An export found Capture files smaller than when it exported them (repaired by
+    ``metaverse doctor --repair``, or replaced) and read them again whole."""
 
 
 class DamagedFileWarning(MetaverseWarning):

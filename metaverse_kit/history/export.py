@@ -18,7 +18,8 @@ no run named that is put into it later is neither read nor deleted. A first run 
 leaves the folder as it found it (a folder it created is removed).
 
 Incremental: each run lists the Capture files, reads only those no earlier run recorded (and the
-events a grown file gained since; Capture files only ever grow), drops events whose message id
+events a grown file gained since; Capture files only ever grow, and one that shrank, repaired or
+replaced, is read again whole with a warning), drops events whose message id
 the dataset already holds, writes its files into staging, moves them into place and then records
 itself (``runs/<run>.json``, written atomically). A run that dies before its record is written
 is undone by the next run: its files are deleted and its Capture files read again. Files are
@@ -57,7 +58,13 @@ import pyarrow.compute as pc
 
 from metaverse_kit._files import atomic_write, locked
 from metaverse_kit.backends.protocols import CaptureFile, Lake, SchemaRegistry
-from metaverse_kit.errors import CaptureFileError, ConfigurationError, ReadOnlyWorkspaceError
+from metaverse_kit.errors import (
+    CaptureFileError,
+    ChangedFileWarning,
+    ConfigurationError,
+    ReadOnlyWorkspaceError,
+    warn,
+)
 from metaverse_kit.history.decode import SkippedPart
 
 __all__ = [
@@ -133,8 +140,9 @@ class ExportFolder:
     runs without a record) and reads the records of earlier runs. :meth:`plan` says which
     Capture files (and which of their events) a new run must read; :meth:`commit` moves a
     run's staged files into place and records it. Raises :class:`ConfigurationError` when
-    ``out`` is not a folder this machine can write, and :class:`CaptureFileError` when a
-    Capture file shrank since it was exported (it was replaced: export into a new folder).
+    ``out`` is not a folder this machine can write; warns
+    :class:`~metaverse_kit.errors.ChangedFileWarning` when a Capture file shrank since it was
+    exported (repaired or replaced), and reads it again.
     """
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
@@ -308,6 +316,7 @@ class ExportFolder:
         known = self.known
         todo: list[CaptureFile] = []
         skip: dict[str, int] = {}
+        shrunk: list[str] = []
         for f in files:
             before = known.get(file_key(root, f.path))
             if before is None:
@@ -316,11 +325,22 @@ class ExportFolder:
                 todo.append(f)
                 skip[f.path] = int(before["events"])
             elif f.size < int(before["size"]):
-                raise CaptureFileError(
-                    f"{f.path} is smaller ({f.size} bytes) than when it was exported "
-                    f"({before['size']} bytes): it was replaced, and Capture files only grow; "
-                    f"export into a new folder"
+                # NOTE: Capture files only grow. A smaller one was repaired (`metaverse doctor
+                # --repair` keeps the intact blocks, which an export that skipped its damage
+                # wrote already) or replaced: read again whole, its events the dataset holds
+                # are not written twice, and nothing is lost either way.
+                todo.append(f)
+                shrunk.append(f"{f.path} ({f.size} bytes, {before['size']} when exported)")
+        if shrunk:
+            warn(
+                ChangedFileWarning(
+                    f"{len(shrunk)} Capture file(s) are smaller than when they were exported "
+                    "(repaired by `metaverse doctor --repair`, or replaced): read again whole; "
+                    "events the dataset holds are not written twice, and rows exported from "
+                    f"what they held before stay: {'; '.join(shrunk[:3])}"
+                    + (f"; and {len(shrunk) - 3} more" if len(shrunk) > 3 else "")
                 )
+            )
         self._lake_check = _sync_mark(lake, [f for f in todo if f.path not in skip])
         return todo, skip
 

@@ -467,6 +467,36 @@ def test_runs_whose_types_do_not_combine_are_named(tmp_path: Path) -> None:
         export_schema(tmp_path, files)
 
 
+def test_a_file_repaired_after_its_export_is_read_again(tmp_path: Path) -> None:
+    """Export around a damaged file, then `metaverse doctor --repair`: the repaired file is
+    smaller than the one exported. The next runs go on (it used to be an error that only a
+    new folder, a whole export again, got past)."""
+    from metaverse_kit.backends.local.doctor import LocalDoctor
+    from metaverse_kit.history.export import read_export
+
+    root, out = tmp_path / "ws", tmp_path / "history"
+    clock = SimClock(datetime(2026, 3, 2, 8, 0, tzinfo=UTC))
+    with mk.connect(path=root, clock=clock) as ws:
+        emit_sample_history(ws, start=datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+        clock.advance(minutes=20)
+        [receipt] = ws.emit(mk.example_mce())
+    damaged = Path(receipt.location)
+    damaged.write_bytes(damaged.read_bytes()[:-9])  # its last block cut short
+    with mk.connect(path=root) as ws, pytest.warns(mk.CaptureFileWarning):
+        first = export_parquet(ws.lake, out, registry=ws.registry, on_bad_file="skip")
+    exported = damaged.stat().st_size
+    LocalDoctor(root).repair()
+    assert damaged.stat().st_size < exported
+    with mk.connect(path=root) as ws:
+        with pytest.warns(mk.ChangedFileWarning, match=rf"{damaged.name} \(\d+ bytes, {exported} "):
+            second = export_parquet(ws.lake, out, registry=ws.registry)
+        assert (second.files, second.rows) == (1, 0)  # its intact events were exported
+        assert export_parquet(ws.lake, out, registry=ws.registry).run is None
+        replayed = ws.replay(progress=False)
+    table = read_export(out)
+    assert table.num_rows == first.rows == replayed.num_rows == 41
+
+
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "ws"
     with mk.connect(path=home) as ws:
