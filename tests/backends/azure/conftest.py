@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,24 @@ def live() -> dict[str, str]:
     if missing:
         pytest.skip(f"live Azure tests need {', '.join(missing)}")
     return {v: os.environ[v] for v in LIVE_VARIABLES}
+
+
+def upload_lake(azurite: Azurite, lake: Path, container: str) -> Any:
+    """A new ``container`` holding a local Capture tree, with the folder markers an HNS account
+    shows (blobs that are no Capture file)."""
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    client = service.get_container_client(container)
+    if client.exists():
+        client.delete_container()
+    client.create_container()
+    folders: set[str] = set()
+    for path in sorted(lake.rglob("*.avro")):
+        name = path.relative_to(lake).as_posix()
+        client.upload_blob(name, path.read_bytes())
+        parts = name.split("/")[:-1]
+        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    for folder in folders:
+        client.upload_blob(folder, b"", metadata={"hdi_isfolder": "true"})
+    return client

@@ -20,7 +20,7 @@ from tests.backends.azure._registry_service import (
     RegistryTransport,
     _Version,
 )
-from tests.backends.azure.conftest import Azurite
+from tests.backends.azure.conftest import Azurite, upload_lake
 from tests.conftest import SimClock
 
 pytestmark = pytest.mark.azurite
@@ -40,26 +40,6 @@ def history(workspace: mk.Workspace, clock: SimClock) -> mk.Workspace:
     return workspace
 
 
-def _upload(azurite: Azurite, lake: Path, container: str) -> Any:
-    """Upload a local Capture tree with the folder markers an HNS account shows, and noise."""
-    from azure.storage.blob import BlobServiceClient
-
-    service = BlobServiceClient.from_connection_string(azurite.connection_string)
-    client = service.get_container_client(container)
-    if client.exists():
-        client.delete_container()
-    client.create_container()
-    folders: set[str] = set()
-    for path in sorted(lake.rglob("*.avro")):
-        name = path.relative_to(lake).as_posix()
-        client.upload_blob(name, path.read_bytes())
-        parts = name.split("/")[:-1]
-        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    for folder in folders:
-        client.upload_blob(folder, b"", metadata={"hdi_isfolder": "true"})
-    return client
-
-
 def test_replay_through_abfs_gives_the_local_table(
     history: mk.Workspace, azurite: Azurite, clock: SimClock
 ) -> None:
@@ -68,7 +48,7 @@ def test_replay_through_abfs_gives_the_local_table(
     empty = lake / capture_path("metaverse-local", "metaverse", "3", clock.now + timedelta(days=1))
     empty.parent.mkdir(parents=True, exist_ok=True)
     empty.write_bytes(append_events(None, []))
-    client = _upload(azurite, lake, "main")
+    client = upload_lake(azurite, lake, "main")
     # A zero-byte blob (an upload in progress) is skipped, not read.
     client.upload_blob("metaverse-local/metaverse/0/2026/03/02/08/00/01.avro", b"")
     options = {"connection_string": azurite.connection_string}
@@ -121,7 +101,7 @@ def test_replay_through_abfs_gives_the_local_table(
 def test_listing_is_one_flat_listing_per_partition_and_time_prefix(
     history: mk.Workspace, azurite: Azurite
 ) -> None:
-    _upload(azurite, history.path / "lake", "listing")
+    upload_lake(azurite, history.path / "lake", "listing")
     seen: list[str] = []
 
     def hook(request: Any) -> None:
@@ -158,7 +138,7 @@ def test_listing_is_one_flat_listing_per_partition_and_time_prefix(
 
 
 def test_downloads_are_ranged_and_prefetched(history: mk.Workspace, azurite: Azurite) -> None:
-    _upload(azurite, history.path / "lake", "ranged")
+    upload_lake(azurite, history.path / "lake", "ranged")
     ranges: list[str] = []
 
     def hook(request: Any) -> None:
@@ -190,7 +170,7 @@ def test_workspace_replay_on_azure_with_the_configured_lake(
     registry_transport: RegistryTransport,
     tmp_path: Path,
 ) -> None:
-    _upload(azurite, history.path / "lake", "wslake")
+    upload_lake(azurite, history.path / "lake", "wslake")
     # The schemas the local workspace wrote with, known to the (in-process) service by id.
     for name in history.registry.list_schemas("metadata"):
         local = history.registry.get_schema(group_name="metadata", name=name, version=1)
