@@ -151,6 +151,7 @@ class ReplayCache:
         self._last_empty: tuple[pa.Schema, pa.RecordBatch] | None = None
         self._nulls = NullMemo()
         self._swept = False
+        self._mode: int | None = None  # of new entries: asked once, not per entry
 
     def __repr__(self) -> str:
         return f"ReplayCache({str(self.root)!r})"
@@ -406,7 +407,9 @@ class ReplayCache:
                 suffix=_TMP_SUFFIX,
                 dir=path.parent,
             )
-            os.fchmod(fd, file_mode())
+            if self._mode is None:
+                self._mode = file_mode()
+            os.fchmod(fd, self._mode)
             os.close(fd)
             # PERF: Arrow's own file writes the buffers directly, not through Python's io.
             with pa.OSFile(tmp, "wb") as sink:
