@@ -98,7 +98,9 @@ class ExportReport:
     ``skipped`` lists the damaged parts left out (``on_bad_file="skip"``; every intact block
     was written), as a replay's :func:`~metaverse_kit.skipped_files` does;
     ``duplicates_dropped`` counts events whose message id was already in the dataset or
-    earlier in the run.
+    earlier in the run. ``undecoded`` counts the rows written with their body raw (a
+    ``decode_error`` says why; ``undecoded_reasons`` has the most common reasons): a run
+    records its Capture files, so they are not decoded again by a later run that could.
     """
 
     out: str
@@ -107,6 +109,8 @@ class ExportReport:
     rows: int
     skipped: list[SkippedPart] = field(default_factory=list)
     duplicates_dropped: int = 0
+    undecoded: int = 0
+    undecoded_reasons: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         if self.run is None:
@@ -115,6 +119,14 @@ class ExportReport:
         if self.skipped:
             files = len({s.path for s in self.skipped})
             text += f" ({len(self.skipped)} damaged parts of {files} files skipped)"
+        if self.undecoded:
+            # NOTE: said at once: an export run without registry= writes every body raw, and
+            # its files are recorded, so no later run decodes them.
+            text += (
+                f"; {self.undecoded} of them could not be decoded and keep their body raw "
+                f"({'; '.join(self.undecoded_reasons)}): pass registry= (or schemas=) and "
+                "export into a new folder to have them decoded"
+            )
         return text
 
 
@@ -477,10 +489,11 @@ class ExportFolder:
                 "staged files are removed; the next run reads what is still new. Run one "
                 "export into a folder at a time"
             )
-        found = 0
+        found = undecoded = 0
         for path in parts:
             with pq.ParquetFile(path) as data:
                 found += data.metadata.num_rows
+                undecoded += _undecoded(data)
         if found != rows:
             shutil.rmtree(staged, ignore_errors=True)
             why = (
@@ -535,7 +548,16 @@ class ExportFolder:
         shutil.rmtree(staged, ignore_errors=True)
         self._staged.discard(staged)
         self.runs[run] = record
-        return ExportReport(str(self.out), run, len(files), rows, list(skipped), duplicates)
+        return ExportReport(
+            str(self.out),
+            run,
+            len(files),
+            rows,
+            list(skipped),
+            duplicates,
+            undecoded,
+            _common_reasons(moved) if undecoded else [],
+        )
 
 
 def committed_files(out: str | os.PathLike[str]) -> list[str] | None:
@@ -626,6 +648,45 @@ def message_ids_of(path: str | os.PathLike[str]) -> pa.Array:
 
     with pq.ParquetFile(path) as data:
         return data.read(columns=["message_id"]).column("message_id").combine_chunks()
+
+
+def _undecoded(data: Any) -> int:
+    """How many rows of a data file (a ``pq.ParquetFile``) have a ``decode_error``.
+
+    PERF: from the row groups' statistics (its null count) when pyarrow wrote them, as it does.
+    """
+    meta = data.metadata
+    if not meta.num_row_groups:
+        return 0
+    # NOTE: the statistics are per leaf column (nested fields are many), named by their path.
+    first = meta.row_group(0)
+    leaves = [first.column(j).path_in_schema for j in range(first.num_columns)]
+    if "decode_error" not in leaves:
+        return 0
+    column = leaves.index("decode_error")
+    total = 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_null_count:
+            errors = data.read_row_group(i, columns=["decode_error"]).column(0)
+            total += len(errors) - errors.null_count
+        else:
+            total += group.num_rows - stats.null_count
+    return total
+
+
+def _common_reasons(paths: Sequence[Path], most: int = 3) -> list[str]:
+    """The most common ``decode_error`` texts in these data files, with their counts."""
+    import pyarrow.parquet as pq
+
+    counts: dict[str, int] = {}
+    for path in paths:
+        errors = pq.read_table(path, columns=["decode_error"]).column(0).drop_null()
+        for value in pc.value_counts(errors).to_pylist():
+            counts[value["values"]] = counts.get(value["values"], 0) + value["counts"]
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:most]
+    return [f"{n} x {reason}" for reason, n in ranked]
 
 
 def _commit_order(record: Mapping[str, Any]) -> tuple[str, str]:

@@ -497,6 +497,34 @@ def test_a_file_repaired_after_its_export_is_read_again(tmp_path: Path) -> None:
     assert table.num_rows == first.rows == replayed.num_rows == 41
 
 
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_the_report_says_how_many_events_could_not_be_decoded(
+    engine: str, request: pytest.FixtureRequest, evolved_lake: Lake, demo_lake: Lake, tmp_path: Path
+) -> None:
+    """A run records its Capture files: rows written with their body raw (no registry given,
+    foreign bodies) are never decoded by a later run, so the report says so at once."""
+    export = export_parquet if engine == "local" else _engine_export(engine, request)
+    local = mk.replay_capture(
+        evolved_lake.root, registry=evolved_lake.registry, schema=evolved_lake.schema, cache=False
+    )
+    foreign = local.num_rows - local.column("decode_error").null_count
+    assert foreign > 0
+    report = export(
+        evolved_lake.root,
+        tmp_path / "evolved",
+        registry=evolved_lake.registry,
+        schema=evolved_lake.schema,
+    )
+    assert report.undecoded == foreign and f"; {foreign} of them could not be decoded" in str(
+        report
+    )
+    forgot = export(demo_lake.root, tmp_path / "no-registry")
+    assert forgot.undecoded == forgot.rows == 41
+    [reason] = forgot.undecoded_reasons
+    assert reason.startswith("41 x unknown schema id ") and "pass registry=" in str(forgot)
+    assert export(demo_lake.root, tmp_path / "decoded", registry=demo_lake.registry).undecoded == 0
+
+
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "ws"
     with mk.connect(path=home) as ws:
