@@ -58,6 +58,7 @@ import pyarrow.compute as pc
 
 from metaverse_kit._files import atomic_write, locked
 from metaverse_kit.backends.protocols import CaptureFile, Lake, SchemaRegistry
+from metaverse_kit.capture import read_header
 from metaverse_kit.errors import (
     CaptureFileError,
     ChangedFileWarning,
@@ -695,8 +696,6 @@ def _commit_order(record: Mapping[str, Any]) -> tuple[str, str]:
 
 def _sync_of(lake: Lake, file: CaptureFile) -> str | None:
     """The Avro sync marker of ``file`` (hex), or None when it is not a readable archive."""
-    from metaverse_kit.capture import read_header
-
     try:
         _, sync, _ = read_header(lake.read_bytes(file), where=file.path)
     except CaptureFileError:

@@ -109,7 +109,12 @@ def message_html(text: str, *, ok: bool) -> str:
 
 
 def warnings_html(found: Sequence[Warning]) -> str:
-    """What a widget's work warned of, one line each, to follow its status line."""
+    """What a widget's work warned of, one line each, to follow its status line.
+
+    NOTE: widgets run their work inside :func:`~metaverse_kit.errors.warnings_to` and show its
+    warnings here: from a button's callback or a background thread a Python warning is not
+    shown beside the widget (JupyterLab's log console at best, a served page's server log).
+    """
     return "".join(f"<br>⚠ {esc(w)}" for w in found)
 
 

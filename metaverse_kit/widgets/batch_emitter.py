@@ -240,8 +240,7 @@ class BatchEmitter(WidgetController):
     def _send(self, rows: list[int]) -> list[tuple[str, str, Receipt | None]]:
         records = [self._records[r] for r in rows]
         try:
-            # NOTE: shown with the summary; from the Emit button a Python warning reaches only
-            # JupyterLab's log console, and a served page's server log.
+            # NOTE: shown with the summary (see warnings_html).
             with warnings_to(self.warnings.append):
                 receipts = self.ws.emit(records, schema=self.definition)
         except EmitError as exc:

@@ -147,8 +147,7 @@ class EventComposer(WidgetController):
             raise ValidationError(problems, what="event")
         self.warnings = []
         try:
-            # NOTE: shown in the widget: from the Emit button a Python warning reaches only
-            # JupyterLab's log console, and a served page's server log.
+            # NOTE: shown under the status (see warnings_html).
             with warnings_to(self.warnings.append):
                 receipts = self.ws.emit(self.form.value, schema=self.definition)
         except MetaverseError as exc:

@@ -610,8 +610,8 @@ class HistoryExplorer(WidgetController):
 
         def run() -> None:
             try:
-                # NOTE: a warning given on this thread would reach no one (a Python warning
-                # names threading.py, on stderr or the server's log): the status line shows it.
+                # NOTE: shown under the status (see warnings_html); given on this thread a
+                # Python warning would name threading.py.
                 with warnings_to(load.warnings.append):
                     _replay(self._ws, load, report, self._on_bad_file)
                 if not load.cancelled.is_set():

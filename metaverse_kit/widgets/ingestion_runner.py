@@ -207,8 +207,7 @@ class IngestionRunner(WidgetController):
 
         self.warnings = []
         try:
-            # NOTE: shown in the widget: from a button a Python warning reaches only
-            # JupyterLab's log console, and a served page's server log.
+            # NOTE: shown under the report (see warnings_html).
             with warnings_to(self.warnings.append):
                 report = ingest(
                     self.ws, self.recipe, dry_run=dry_run, progress=False, on_change=step
