@@ -22,9 +22,10 @@ SEVERITIES = ("error", "warning", "info")
 class Finding:
     """One thing a doctor found: how bad it is, what it is, and how to fix it.
 
-    ``kind`` is a short stable name (``damaged-file``, ``leftover``, ``stuck-journal``,
-    ``outbox``, ``state``) for scripts; ``path`` the file or folder it is about, when there is
-    one; ``repairable`` whether the doctor's ``repair`` fixes it (else ``fix`` says who does).
+    ``kind`` is a short stable name (``damaged-file``, ``leftover``, ``owner-only``,
+    ``stuck-journal``, ``outbox``, ``state``) for scripts; ``path`` the file or folder it is
+    about, when there is one; ``repairable`` whether the doctor's ``repair`` fixes it (else
+    ``fix`` says who does).
     """
 
     severity: str

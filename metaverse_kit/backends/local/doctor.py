@@ -9,7 +9,10 @@ the user cannot write), and with ``--repair`` :meth:`LocalDoctor.repair`, which:
   marker), after moving the damaged original aside to ``<workspace>/quarantine/`` under its
   path in the workspace; a file with no intact block is only moved aside;
 - rebuilds an unreadable hub state from the lake;
-- deletes the temporary files of dead processes (never a live writer's).
+- deletes the temporary files of dead processes (never a live writer's);
+- gives files that versions before 2026-12-03 wrote ``0600`` whatever the umask (the mode of
+  the temporary file they were written through) the mode the umask gives now, so a team that
+  shares the workspace can read them.
 
 Outbox entries are reported, not repaired: ``ws.outbox.retry()`` sends them and
 ``ws.outbox.discard(ids)`` drops them. Findings use the shape of
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,13 @@ from typing import Any
 
 import fastavro
 
-from metaverse_kit._files import Leftover, atomic_write, find_leftovers, remove_leftovers
+from metaverse_kit._files import (
+    Leftover,
+    atomic_write,
+    file_mode,
+    find_leftovers,
+    remove_leftovers,
+)
 from metaverse_kit.backends.health import SEVERITIES, Finding
 from metaverse_kit.backends.local.factory import existing_settings
 from metaverse_kit.backends.local.hub import LocalEventHub
@@ -109,6 +119,7 @@ class LocalDoctor:
                 )
             )
         findings.extend(self._leftovers())
+        findings.extend(self._owner_only())
         findings.extend(self._outbox())
         return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
 
@@ -220,6 +231,24 @@ class LocalDoctor:
                 )
         return out
 
+    def _owner_only(self) -> list[Finding]:
+        paths = _owner_only(self.root)
+        if not paths:
+            return []
+        return [
+            Finding(
+                "warning",
+                "owner-only",
+                f"{len(paths)} file(s) in {self.root} can be read by their owner alone (mode "
+                f"0600, e.g. {paths[0]}): metaverse-kit before 2026-12-03 wrote every file "
+                "0600 whatever the umask, so others who share the workspace cannot read them",
+                f"`metaverse doctor --repair` gives them the mode your umask gives new files "
+                f"({file_mode():04o})",
+                str(paths[0]),
+                repairable=True,
+            )
+        ]
+
     def _outbox(self) -> list[Finding]:
         from metaverse_kit.outbox import Outbox
 
@@ -281,6 +310,12 @@ class LocalDoctor:
             f"deleted {leftover.path} ({_size(leftover)}), left by a killed process"
             for leftover in remove_leftovers(self.root, skip=_SKIP)
         )
+        opened = _owner_only(self.root)
+        mode = file_mode()
+        for path in opened:
+            os.chmod(path, mode)
+        if opened:
+            actions.append(f"set {len(opened)} owner-only file(s) to mode {mode:04o}")
         return actions
 
     def _repair(self, damage: _Damage) -> str:
@@ -310,6 +345,32 @@ class LocalDoctor:
         damage.path.unlink()
         self.hub.file_rewritten(lake_relative)
         return f"moved {damage.path} to {aside}: nothing in it was readable"
+
+
+def _owner_only(root: Path) -> list[Path]:
+    """The files under ``root`` left ``0600`` by the versions that wrote every file so, when the
+    umask now gives others more (none under ``umask 077``, which asks for ``0600``).
+
+    Temporary files (named with a leading dot) and symbolic links are not counted; only files
+    this user owns, the ones ``chmod`` can change.
+    """
+    if file_mode() & 0o077 == 0:
+        return []
+    uid = os.geteuid()
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            regular = stat.S_ISREG(info.st_mode) and info.st_uid == uid
+            if regular and stat.S_IMODE(info.st_mode) == 0o600:
+                found.append(path)
+    return sorted(found)
 
 
 def _size(leftover: Leftover) -> str:

@@ -186,3 +186,42 @@ def test_written_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
     ]
     modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in written}
     assert modes == dict.fromkeys(modes, oct(0o666 & ~umask))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_doctor_opens_the_files_older_versions_left_owner_only(
+    tmp_path: Path, umask: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Versions before 2026-12-03 wrote every file 0o600 whatever the umask: the doctor names
+    them and ``--repair`` gives them the umask's mode; under ``umask 077``, which asks for
+    0o600, there is nothing to report."""
+    from metaverse_kit.cli import main
+
+    before = os.umask(umask)
+    try:
+        root = tmp_path / "ws"
+        with mk.connect(path=root) as ws:
+            emit_sample_history(ws)
+            ws.replay(progress=False)
+        old = [
+            root / "workspace.json",
+            root / "hub" / "partitions.json",
+            *sorted((root / "lake").rglob("*.avro"))[:3],
+            next((root / "cache" / "replay").rglob("*.arrow*")),
+        ]
+        for path in old:
+            path.chmod(0o600)
+        assert main(["--workspace", str(root), "doctor"]) == (2 if umask == 0o022 else 0)
+        out = capsys.readouterr().out
+        if umask == 0o077:
+            assert "owner-only" not in out and "0600" not in out
+            return
+        assert f"{len(old)} file(s) in {root} can be read by their owner alone" in out
+        assert main(["--workspace", str(root), "doctor", "--repair"]) == 0
+        assert f"set {len(old)} owner-only file(s) to mode 0644" in capsys.readouterr().out
+        assert main(["--workspace", str(root), "doctor"]) == 0
+    finally:
+        os.umask(before)
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in old} == {"0o644"}
+    with mk.connect(path=root) as ws:  # the workspace reads as before
+        assert ws.replay(progress=False).num_rows == 41
