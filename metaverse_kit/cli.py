@@ -24,6 +24,7 @@ files with :func:`read_text`; ``OSError`` from the workspace is turned into one 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
@@ -479,18 +480,13 @@ def _ingest_arguments(p: argparse.ArgumentParser) -> None:
 )
 def _ingest(args: argparse.Namespace) -> int:
     from metaverse_kit.ingest import load_recipe
-    from metaverse_kit.ingest.runner import Recipe, ingest
+    from metaverse_kit.ingest.runner import ingest
 
     recipe = load_recipe(args.recipe)
     if args.replace:
         if recipe.source_type != "csv":
             raise UsageError(f"--replace applies to the csv source, not {recipe.source_type!r}")
-        recipe = Recipe(
-            recipe.source_type,
-            {**recipe.config, "replace": True},
-            recipe.pipeline_name,
-            recipe.remove_unseen,
-        )
+        recipe = dataclasses.replace(recipe, config={**recipe.config, "replace": True})
 
     def show(change: Any) -> None:
         if args.dry_run and change.kind != "unchanged":

@@ -140,6 +140,13 @@ class LakeState:
         """The entities this pipeline emitted and that are not soft-deleted now."""
         return self._mine - self._removed
 
+    def other_pipelines(self, urn: str) -> set[str]:
+        """The other pipelines of this source type that wrote one of the latest aspects of
+        ``urn`` (a pipeline renamed, or named after a URL written another way)."""
+        name, source = self._scope
+        writers = (self._writers[row] for row in self._rows.get(urn, {}).values())
+        return {p for p, s in writers if s == source and p and p != name}
+
     def fingerprint(self, urn: str) -> str | None:
         """The fingerprint on this pipeline's last event about ``urn`` (None if it had none)."""
         return self._fingerprints.get(urn)

@@ -12,23 +12,28 @@ For each work unit the runner
 
 Entities this pipeline emitted before and the source no longer reports get ``Status(removed=
 True)``, unless the run had failures (a source that could not read a folder must not delete
-everything in it). Events are emitted in chunks through :meth:`Workspace.emit`.
+everything in it) or they are more than the recipe's ``fail_safe_threshold`` percent of the
+pipeline's entities (a source read as empty). Each event is checked alone, then emitted in
+chunks through :meth:`Workspace.emit`; runs into one workspace folder take turns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from metaverse_kit._files import locked
 from metaverse_kit.errors import EmitError, MetaverseError, ValidationError
 from metaverse_kit.events import aspects as A
+from metaverse_kit.events.codec import encode_bodies
 from metaverse_kit.events.urns import encode_urn_part
 from metaverse_kit.ingest.config import RecipeError, parse_config
 from metaverse_kit.ingest.diff import changed_paths
@@ -55,7 +60,7 @@ _SHARED = {
     _P + "common.Ownership": ("owners", "owner"),
     _P + "common.GlossaryTerms": ("terms", "urn"),
 }
-_RECIPE_KEYS = ("source", "pipeline_name", "remove_unseen")
+_RECIPE_KEYS = ("source", "pipeline_name", "remove_unseen", "fail_safe_threshold")
 
 
 def _steward_only(full_name: str) -> bool:
@@ -74,13 +79,25 @@ class Recipe:
     config: Mapping[str, Any]
     pipeline_name: str | None = None
     remove_unseen: bool = True
+    fail_safe_threshold: float = 75.0
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand(value: Any, path: str, problems: list[str]) -> Any:
-    """``${VAR}`` in recipe text, from the environment (as DataHub's recipes do)."""
+def _expand(
+    value: Any, path: str, problems: list[str], inside: frozenset[int] = frozenset()
+) -> Any:
+    """``${VAR}`` in recipe text, from the environment (as DataHub's recipes do).
+
+    ``inside`` holds the mappings and lists around ``value``: a YAML alias can put a list
+    inside itself (``include: &a [*a]``), which would recurse until Python gave up.
+    """
+    if isinstance(value, (Mapping, list)):
+        if id(value) in inside:
+            problems.append(f"{path or 'recipe'}: a YAML alias puts this value inside itself")
+            return None
+        inside = inside | {id(value)}
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
@@ -91,10 +108,21 @@ def _expand(value: Any, path: str, problems: list[str]) -> Any:
 
         return _ENV.sub(sub, value)
     if isinstance(value, Mapping):
-        return {k: _expand(v, f"{path}.{k}", problems) for k, v in value.items()}
+        return {
+            k: _expand(v, f"{path}.{k}" if path else str(k), problems, inside)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_expand(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return [_expand(v, f"{path}[{i}]", problems, inside) for i, v in enumerate(value)]
     return value
+
+
+def _recipe_text(data: bytes) -> str:
+    """A recipe file's text: UTF-8 (with or without a byte order mark), or UTF-16 with one
+    (what Windows PowerShell 5's ``>`` writes). Raises :class:`UnicodeDecodeError`."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig")
 
 
 def load_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
@@ -102,7 +130,9 @@ def load_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
 
     The shape is DataHub's: ``source: {type, config}`` and ``pipeline_name``; ``${VAR}`` is
     replaced from the environment; ``remove_unseen: false`` keeps entities the source no
-    longer sees. Raises :class:`RecipeError` listing every problem with its key.
+    longer sees; ``fail_safe_threshold`` (percent, DataHub's name and default, 75) is the
+    largest share of a pipeline's entities one run may remove. Raises :class:`RecipeError`
+    listing every problem with its key.
     """
     if isinstance(recipe, Recipe):
         return recipe
@@ -111,9 +141,16 @@ def load_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
         path = Path(recipe)
         where = str(path)
         try:
-            text = path.read_text("utf-8")
+            text = _recipe_text(path.read_bytes())
         except OSError as exc:
             raise RecipeError([f"{path}: cannot read the recipe: {exc.strerror}"]) from exc
+        except UnicodeDecodeError as exc:
+            raise RecipeError(
+                [
+                    f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                    "save the recipe as UTF-8"
+                ]
+            ) from exc
         try:
             import yaml
         except ImportError as exc:  # pragma: no cover - pyyaml is in the ingest extra
@@ -157,10 +194,18 @@ def load_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
     remove = data.get("remove_unseen", True)
     if not isinstance(remove, bool):
         problems.append(f"remove_unseen: expected true or false, got {remove!r}")
+    threshold = data.get("fail_safe_threshold", 75.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        threshold = None
+    if threshold is None or not 0 <= threshold <= 100:
+        problems.append(
+            "fail_safe_threshold: expected a percentage from 0 to 100 (the largest share of the "
+            f"pipeline's entities one run may remove), got {data.get('fail_safe_threshold')!r}"
+        )
     if problems:
         raise RecipeError(problems)
-    assert isinstance(source_type, str)
-    return Recipe(source_type, dict(config), name, remove)
+    assert isinstance(source_type, str) and threshold is not None
+    return Recipe(source_type, dict(config), name, remove, float(threshold))
 
 
 # -- comparing and merging ----------------------------------------------------------------------
@@ -239,6 +284,17 @@ class _Emitter:
     ) -> None:
         self.ws, self.report, self.dry_run, self.keep, self.chunk = ws, report, dry_run, keep, chunk
         self.pending: list[dict[str, Any]] = []
+        self.definition = ws.schema_definition(None)
+
+    def check(self, event: dict[str, Any]) -> None:
+        """Raise :class:`ValidationError` when ``ws.emit`` would refuse ``event``.
+
+        NOTE: each event is checked alone before it joins a chunk: ``ws.emit`` refuses a whole
+        chunk for one bad event, which dropped up to ``chunk_size`` good ones and named only
+        its place in the chunk; and a dry run, which sends nothing, must refuse what a real
+        run would. It costs a second encoding of each event.
+        """
+        encode_bodies([event], self.definition, what="event", prefix="")
 
     def add(self, event: dict[str, Any]) -> None:
         self.pending.append(event)
@@ -298,7 +354,7 @@ def ingest(
         workspace=ws, report=report, pipeline_name="", latest=lambda u, a: None, now_ms=now_ms
     )
     source = source_cls(config, context)
-    with source:
+    with source, _one_run_at_a_time(ws, dry_run=dry_run):
         pipeline = plan.pipeline_name or f"{plan.source_type}:{source.identity()}"
         report.pipeline_name = context.pipeline_name = pipeline
         source.open()
@@ -317,10 +373,30 @@ def ingest(
         )
         run.run(progress=sys.stderr.isatty() if progress is None else progress)
         if plan.remove_unseen and not source.edits:
-            run.remove_unseen()
+            run.remove_unseen(fail_safe_threshold=plan.fail_safe_threshold)
         run.finish()
     report.finished = datetime.now(UTC)
     return report
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time(ws: Workspace, *, dry_run: bool) -> Iterator[None]:
+    """Hold the workspace's ingestion lock (``<workspace>/ingest.lock``) for a run's whole
+    read-compare-emit; a second run waits for it.
+
+    NOTE: a run reads the lake once, then emits what differs from it: two runs at once each
+    merged their tags with a lake that lacked the other's, and the later one's GlobalTags
+    dropped the earlier one's (both said "1 emitted"); two runs of one recipe emitted every
+    entity twice. A dry run writes nothing and takes no lock. Workspaces without a folder
+    (Azure) have no lock here: runs against one from two machines are the user's to keep
+    apart. Edits that do not go through ``ingest`` (the composer, ``ws.emit``) are not
+    excluded either.
+    """
+    if dry_run or ws.path is None:
+        yield
+        return
+    with locked(ws.path / "ingest.lock"):
+        yield
 
 
 class _Run:
@@ -343,6 +419,8 @@ class _Run:
         self.emitted: set[str] = set()
         self.source_urn = pipeline_source_urn(report.pipeline_name)
         self.stopped = False
+        #: Other pipelines of this source type whose entities this run saw unchanged: counts.
+        self.elsewhere: dict[str, int] = {}
 
     def _record(self, change: EntityChange) -> None:
         if not self.emitter.keep and change.aspects:
@@ -445,6 +523,9 @@ class _Run:
                 )
             )
         if not to_emit:
+            if unit.urn not in lake.pipeline_urns():
+                for other in lake.other_pipelines(unit.urn):
+                    self.elsewhere[other] = self.elsewhere.get(other, 0) + 1
             self._record(EntityChange(unit.urn, "unchanged", where=unit.where))
             return
         first = all(c.kind == "added" for c in changes) and unit.urn not in self.emitted
@@ -465,6 +546,8 @@ class _Run:
         )
         try:
             events = [A.mce(urn, aspects, system_metadata=meta)]
+            for event in events:
+                self.emitter.check(event)
         except (ValidationError, MetaverseError) as exc:
             self.report.failures.add(where or urn, " ".join(str(exc).split()))
             self._record(EntityChange(urn, "failed", where=where))
@@ -486,9 +569,11 @@ class _Run:
         )
         self.stopped = True
 
-    def remove_unseen(self) -> None:
-        """Soft-delete what this pipeline emitted before and did not see now."""
-        gone = sorted(self.lake.pipeline_urns() - self.seen)
+    def remove_unseen(self, *, fail_safe_threshold: float) -> None:
+        """Soft-delete what this pipeline emitted before and did not see now, unless that is
+        more than ``fail_safe_threshold`` percent of it."""
+        owned = self.lake.pipeline_urns()
+        gone = sorted(owned - self.seen)
         if not gone:
             return
         if self.report.failures.total or self.stopped:
@@ -497,12 +582,39 @@ class _Run:
                 f"{len(gone)} entities were not seen but are not removed: the run had failures",
             )
             return
+        share = 100 * len(gone) / len(owned)
+        if share > fail_safe_threshold:
+            # NOTE: a source that reads as empty without failing (a database file emptied or
+            # replaced, a mistyped include, a URL naming another database) would otherwise
+            # soft-delete everything the pipeline ever emitted, exit 0. DataHub's stateful
+            # ingestion guards the same way (its fail_safe_threshold, 75% by default).
+            self.report.failures.add(
+                "removal",
+                f"{len(gone)} of the {len(owned)} entities this pipeline emitted ({share:.0f}%) "
+                f"were not seen, more than fail_safe_threshold ({fail_safe_threshold:g}%): none "
+                "is removed. Check the source (an emptied database, a mistyped include or "
+                "URL?); if they are really gone, run again with fail_safe_threshold: 100 in "
+                "the recipe",
+            )
+            return
         for urn in gone:
             if self._emit(urn, [A.status(True)], None, ""):
                 change = AspectChange("status", "changed", ("removed",), None, None)
                 self._record(EntityChange(urn, "removed", (change,)))
 
     def finish(self) -> None:
+        # NOTE: a pipeline owns (and later removes) only entities it emitted. A run that finds
+        # another pipeline's entities as it would write them emits nothing, so it never owns
+        # them: after a rename, or a URL written another way (the default name is the URL as
+        # written), dropped tables were never removed, and the runs said nothing.
+        for other, count in sorted(self.elsewhere.items()):
+            self.report.warnings.add(
+                "pipeline",
+                f"{count} entities this run found unchanged were emitted by pipeline {other!r} "
+                f"of the same source: pipeline {self.report.pipeline_name!r} does not own them "
+                f"and will not remove them when they go. To carry on that pipeline, set "
+                f"pipeline_name: {other!r} in the recipe",
+            )
         try:
             self.emitter.flush()
         except EmitError as exc:

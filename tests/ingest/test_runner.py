@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import pyarrow.compute as pc
 import pytest
 
 import metaverse_kit as mk
@@ -189,7 +190,13 @@ def test_unseen_entities_are_removed_only_by_their_own_source_and_pipeline(works
     assert mk.ingest(workspace, elsewhere, progress=False).entities_removed == 0
     keep = {**_acme(skip=True), "remove_unseen": False}
     assert mk.ingest(workspace, keep, progress=False).entities_removed == 0
-    gone = mk.ingest(workspace, _acme(skip=True), progress=False)
+    # All of the pipeline's entities unseen: more than the fail-safe threshold removes.
+    held = mk.ingest(workspace, _acme(skip=True), progress=False)
+    assert (held.entities_removed, held.exit_status) == (0, 1)
+    assert "1 of the 1 entities this pipeline emitted (100%) were not seen" in str(
+        next(iter(held.failures))
+    )
+    gone = mk.ingest(workspace, {**_acme(skip=True), "fail_safe_threshold": 100}, progress=False)
     assert [(c.urn, c.kind) for c in gone.changes] == [(TABLE, "removed")]
 
 
@@ -250,9 +257,149 @@ def test_recipes_from_yaml_with_environment_variables(tmp_path, monkeypatch):
         load_recipe({"source": {"type": "sql", "cfg": {}}, "sink": {}, "pipeline_name": ""})
     assert info.value.problems == [
         "sink: unknown key (events go to the workspace: use --workspace or mk.ingest(ws, ...)); "
-        "a recipe has source, pipeline_name, remove_unseen",
+        "a recipe has source, pipeline_name, remove_unseen, fail_safe_threshold",
         "source.cfg: unknown key; a source has type and config",
         "pipeline_name: expected a non-empty name, got ''",
     ]
     with pytest.raises(RecipeError, match="cannot read the recipe"):
         load_recipe(tmp_path / "missing.yml")
+
+
+def _module_source(name: str, source: type) -> None:
+    """Register ``source`` as the importable ``<name>:<class>`` source type."""
+    import sys
+    import types
+
+    module = types.ModuleType(name)
+    setattr(module, source.__name__, source)
+    sys.modules[name] = module
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_an_event_the_workspace_refuses_fails_alone(workspace, dry_run):
+    """One entity whose event does not fit the schema is a failure naming it; the others of
+    its chunk are emitted and counted (a whole chunk of 500 was refused with it, and a dry
+    run, which sends nothing, reported no failure at all)."""
+    from metaverse_kit.ingest import WorkUnit
+
+    @dataclass
+    class Empty:
+        pass
+
+    class Shaky(Source):
+        config_class = Empty
+
+        def work_units(self):
+            for i in range(1200):
+                urn = mk.make_dataset_urn("shaky", f"t{i:04d}")
+                bad = ("com.linkedin.pegasus2avro.common.Status", {"removed": "not a boolean"})
+                aspects = [bad] if i == 700 else [A.dataset_properties(description=f"t{i}")]
+                yield WorkUnit(urn, aspects, where=f"table t{i:04d}")
+
+    _module_source("shaky_source", Shaky)
+    recipe = {"source": {"type": "shaky_source:Shaky"}, "pipeline_name": "shaky"}
+    report = mk.ingest(workspace, recipe, progress=False, dry_run=dry_run)
+    assert report.exit_status == 1
+    assert [str(f).split(":")[0] for f in report.failures] == ["table t0700"]
+    assert "removed" in str(next(iter(report.failures)))
+    assert report.events_emitted == len(report.events) == 1199
+    assert report.aspects_emitted == 1199 * 2  # the properties and Status(removed=False)
+    assert (report.entities_seen, report.entities_added) == (1200, 1199)
+    lake = workspace.replay(progress=False)
+    assert lake.num_rows == (0 if dry_run else 1199)
+
+
+def test_two_runs_at_once_take_turns(tmp_path):
+    """Two pipelines tagging one table at once: the second waits for the first and merges
+    with what it wrote (it read the lake before the first emitted, and its GlobalTags dropped
+    the first one's tag: both runs said "1 emitted")."""
+    import threading
+
+    from metaverse_kit.ingest import WorkUnit
+
+    first_reading, second_opened = threading.Event(), threading.Event()
+
+    @dataclass
+    class TagConfig:
+        tag: str = ""
+
+    class Tagger(Source):
+        config_class = TagConfig
+
+        def open(self):
+            if self.config.tag == "second":
+                second_opened.set()
+
+        def work_units(self):
+            if self.config.tag == "first":
+                first_reading.set()
+                # Without the lock the second run opens, reads the lake and emits here.
+                second_opened.wait(timeout=3)
+            yield WorkUnit(TABLE, [A.global_tags([self.config.tag])])
+
+    _module_source("tagger_source", Tagger)
+    root = tmp_path / "ws"
+    mk.connect(path=root).close()
+    reports = {}
+
+    def run(tag: str) -> None:
+        recipe = {"source": {"type": "tagger_source:Tagger", "config": {"tag": tag}}}
+        with mk.connect(path=root) as ws:
+            reports[tag] = mk.ingest(ws, {**recipe, "pipeline_name": tag}, progress=False)
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    assert first_reading.wait(timeout=30)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert [reports[t].events_emitted for t in ("first", "second")] == [1, 1]
+    with mk.connect(path=root) as ws:
+        state = mk.history.state_as_of(ws.replay(progress=False), "2100-01-01")
+    tags = state.filter(pc.equal(state["aspect"], "globalTags")).column("value").to_pylist()
+    assert [t["tag"] for t in mk.history.aspect_record(tags[0])["tags"]] == [
+        "urn:li:tag:first",
+        "urn:li:tag:second",
+    ]
+
+
+@pytest.mark.parametrize("threshold", ["lots", True, -1, 101])
+def test_the_fail_safe_threshold_is_a_percentage(threshold):
+    with pytest.raises(RecipeError, match="fail_safe_threshold: expected a percentage from 0 to"):
+        load_recipe({**_acme(), "fail_safe_threshold": threshold})
+    assert load_recipe({**_acme(), "fail_safe_threshold": 10}).fail_safe_threshold == 10.0
+
+
+def test_recipe_files_in_utf16_cp1252_or_with_a_loop(tmp_path):
+    """Windows PowerShell 5 writes UTF-16: read. Other encodings and a YAML alias inside itself
+    are a RecipeError naming the file (they were a UnicodeDecodeError or RecursionError)."""
+    text = "pipeline_name: café\nsource:\n  type: sql\n  config:\n    url: sqlite:///s.db\n"
+    path = tmp_path / "recipe.yml"
+    path.write_bytes(text.encode("utf-16"))
+    assert load_recipe(path).pipeline_name == "café"
+    path.write_bytes(text.encode("cp1252"))
+    with pytest.raises(RecipeError, match=r"recipe.yml: not UTF-8 text \(byte 18 is 0xe9\)"):
+        load_recipe(path)
+    path.write_text("pipeline_name: x\nsource:\n  type: sql\n  config:\n    include: &b [*b]\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert info.value.problems == [
+        "source.config.include[0]: a YAML alias puts this value inside itself"
+    ]
+
+
+def test_a_run_says_when_another_pipeline_owns_what_it_found(workspace, acme):
+    """A renamed pipeline (or one named after a URL written another way) finds the old one's
+    entities unchanged and emits nothing: it never owns them, so it would never remove them.
+    It said nothing; now it names the pipeline to carry on."""
+    assert mk.ingest(workspace, _acme(), progress=False).entities_added == 1
+    renamed = mk.ingest(workspace, {**_acme(), "pipeline_name": "acme-2"}, progress=False)
+    assert (renamed.entities_unchanged, renamed.events_emitted) == (1, 0)
+    assert [str(w) for w in renamed.warnings if str(w).startswith("pipeline")] == [
+        "pipeline: 1 entities this run found unchanged were emitted by pipeline 'acme' of the "
+        "same source: pipeline 'acme-2' does not own them and will not remove them when they "
+        "go. To carry on that pipeline, set pipeline_name: 'acme' in the recipe"
+    ]
+    again = mk.ingest(workspace, _acme(), progress=False)
+    assert [str(w) for w in again.warnings if str(w).startswith("pipeline")] == []
