@@ -32,7 +32,7 @@ from typing import Any
 
 from metaverse_kit.errors import MetaverseError, ValidationError
 from metaverse_kit.events import aspects as A
-from metaverse_kit.events.urns import parse_urn, snapshot_for_urn
+from metaverse_kit.events.urns import make_user_urn, parse_urn, snapshot_for_urn
 from metaverse_kit.ingest.diff import changed_paths
 from metaverse_kit.ingest.report import AspectChange
 
@@ -264,8 +264,9 @@ def plan_row(
 ) -> RowPlan:
     """Plan one row against ``latest(urn, aspect_full_name)`` (see the module docstring).
 
-    ``diffs=False`` leaves :attr:`RowPlan.changes` empty (the diffs cost more than the plan).
-    Never raises for a bad row: its problems come back in :attr:`RowPlan.problems`.
+    ``actor`` is a user name or a corpuser URN. ``diffs=False`` leaves :attr:`RowPlan.changes`
+    empty (the diffs cost more than the plan). Never raises for a bad row: its problems (and
+    an ``actor`` that is no user) come back in :attr:`RowPlan.problems`.
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
     problems: list[str] = []
@@ -282,6 +283,12 @@ def plan_row(
     except MetaverseError as exc:
         return RowPlan(line, urn, problems=(f"resource: {' '.join(str(exc).split())}",))
     sub = cell("subresource")
+    try:
+        # NOTE: the builders below make the URN themselves, but the column-level stamp is
+        # written here, and a plain user name there does not fit AuditStamp.actor.
+        actor = make_user_urn(actor)
+    except MetaverseError as exc:
+        return RowPlan(line, urn, problems=(f"actor: {' '.join(str(exc).split())}",))
 
     def listed(column: str) -> list[str]:
         try:
@@ -389,7 +396,7 @@ def plan_row(
 
 
 def plan_rows(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, Any] | tuple[int, Mapping[str, Any]]],
     latest: Latest,
     *,
     replace: bool = False,
@@ -403,9 +410,12 @@ def plan_rows(
     """Plan each row in turn, each one seeing what the rows before it planned.
 
     ``rows`` are mappings with the :data:`COLUMNS` keys (a ``csv.DictReader``, rows read from
-    an Excel sheet, dicts). ``latest`` is looked up only for values no earlier row planned.
-    Rows are numbered from ``first_line`` (2: the line after a CSV header). Lazy: rows are read
-    as the plans are consumed, and memory stays flat (see :class:`PlannedValues`).
+    an Excel sheet, dicts), or ``(line, mapping)`` pairs when the caller knows each row's line.
+    ``latest`` is looked up only for values no earlier row planned. Mappings are numbered from
+    ``first_line`` (2: the line after a CSV header), which is right only for a file without
+    blank lines or multi-line cells: a CSV reader should pass the line each record starts on.
+    Lazy: rows are read as the plans are consumed, and memory stays flat (see
+    :class:`PlannedValues`).
     """
     now = int(time.time() * 1000) if now_ms is None else now_ms
     with PlannedValues(max_in_memory=max_in_memory) as planned:
@@ -414,11 +424,12 @@ def plan_rows(
             found, value = planned.get(urn, aspect)
             return value if found else latest(urn, aspect)
 
-        for i, row in enumerate(rows):
+        for i, item in enumerate(rows):
+            line, row = item if isinstance(item, tuple) else (first_line + i, item)
             plan = plan_row(
                 row,
                 current,
-                line=first_line + i,
+                line=line,
                 replace=replace,
                 actor=actor,
                 now_ms=now,

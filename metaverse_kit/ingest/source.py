@@ -24,7 +24,7 @@ import abc
 import importlib
 import importlib.metadata
 import importlib.util
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -44,6 +44,7 @@ __all__ = [
     "WorkUnit",
     "available_sources",
     "get_source",
+    "repeated_columns",
 ]
 
 #: The entry point group third-party sources register under.
@@ -138,6 +139,23 @@ _BUILTIN: dict[str, tuple[str, str, tuple[str, ...], str | None]] = {
     ),
     "csv": ("metaverse_kit.ingest.sources.csv_enricher", "CsvSource", (), None),
 }
+
+
+def repeated_columns(names: Sequence[str], *, read: Container[str] | None = None) -> str:
+    """The column names given more than once, with their positions (``'tags' in columns 2
+    and 3``; ``; ``-separated), or ``""``. ``read`` limits it to the columns a source reads.
+
+    A file whose header names a column twice is refused by the sources: a reader keeps one
+    of the cells (``csv.DictReader`` the last) and loses the other without a word.
+    """
+    positions: dict[str, list[int]] = {}
+    for n, name in enumerate(names, 1):
+        positions.setdefault(name, []).append(n)
+    return "; ".join(
+        f"{c!r} in columns {', '.join(map(str, at[:-1]))} and {at[-1]}"
+        for c, at in positions.items()
+        if len(at) > 1 and (read is None or c in read)
+    )
 
 
 def _missing(modules: Sequence[str]) -> list[str]:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from metaverse_kit.errors import ConfigurationError, MetaverseError
+from metaverse_kit.ingest.source import repeated_columns
 from metaverse_kit.widgets._common import WidgetController, esc, html_table, message_html
 
 if TYPE_CHECKING:
@@ -144,11 +145,21 @@ def csv_enricher_planner(ws: Workspace, rows: Sequence[Mapping[str, str]]) -> li
     return plans
 
 
+def _refuse_repeats(name: str, header: Sequence[str]) -> None:
+    named = repeated_columns([h if h else f"<unnamed {i}>" for i, h in enumerate(header)])
+    if named:
+        raise ConfigurationError(
+            f"{name} names a column more than once in its first row: {named}; keep one column "
+            "of each name (a list's items go in one cell, separated by '|')"
+        )
+
+
 def read_sheet(name: str, data: bytes) -> list[dict[str, str]]:
     """The rows of a CSV (UTF-8) or Excel (``.xlsx``, first sheet) file: column -> text.
 
     The first row names the columns. Raises :class:`ConfigurationError` naming the file when
-    it is not one of those, has no header, or is not readable.
+    it is not one of those, has no header, names a column twice (one of the cells would be
+    lost), or is not readable.
     """
     lower = name.lower()
     if lower.endswith(".csv"):
@@ -161,6 +172,7 @@ def read_sheet(name: str, data: bytes) -> list[dict[str, str]]:
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames:
             raise ConfigurationError(f"{name} is empty: the first row must name the columns")
+        _refuse_repeats(name, [str(k).strip() for k in reader.fieldnames])
         return [
             {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
             for row in reader
@@ -185,6 +197,7 @@ def read_sheet(name: str, data: bytes) -> list[dict[str, str]]:
         if not rows or not any(rows[0]):
             raise ConfigurationError(f"{name} is empty: the first row must name the columns")
         header = [str(h).strip() if h is not None else "" for h in rows[0]]
+        _refuse_repeats(name, header)
         return [
             {
                 h: ("" if v is None else str(v).strip())

@@ -215,3 +215,70 @@ def test_a_domain_is_refused_with_the_reason_not_dropped(sampled, tmp_path):
     report = mk.ingest(sampled, _recipe(path), progress=False)
     assert report.events_emitted == 0 and report.exit_status == 1
     assert any("DataHub's MCE has no Domains aspect" in str(f) for f in report.failures)
+
+
+def test_a_plain_user_name_as_actor_stamps_every_aspect_with_its_urn(sampled, tmp_path):
+    path = _write(
+        tmp_path / "edits.csv",
+        [
+            {"resource": CUSTOMERS, "tags": "[Gold]", "description": "Everyone who bought"},
+            {"resource": CUSTOMERS, "subresource": "email", "description": "Where receipts go"},
+        ],
+    )
+    report = mk.ingest(sampled, _recipe(path, actor="jdoe"), progress=False)
+    assert report.exit_status == 0, report.summary()
+    columns = _latest(sampled, CUSTOMERS, "editableSchemaMetadata")
+    described = _latest(sampled, CUSTOMERS, "editableDatasetProperties")
+    assert columns["lastModified"]["actor"] == "urn:li:corpuser:jdoe"
+    assert described["lastModified"]["actor"] == "urn:li:corpuser:jdoe"
+    # An actor that is no user is refused when the config is checked, not row by row.
+    with pytest.raises(SourceUnreachableError, match=r"source\.config\.actor must be a user name"):
+        mk.ingest(sampled, _recipe(path, actor="urn:li:corpGroup:stewards"), progress=False)
+
+
+def test_lines_are_where_each_record_starts_blank_lines_and_multiline_cells_counted(
+    workspace, tmp_path
+):
+    path = tmp_path / "edits.csv"
+    path.write_text(
+        "resource,tags,owners,ownership_type,description\n"  # line 1
+        "\n\n"  # lines 2-3
+        f'"{CUSTOMERS}",Gold,,,"a description\non three\nlines"\n'  # lines 4-6
+        "\n"  # line 7
+        f'"{CUSTOMERS}",,jdoe,WEIRD,\n'  # line 8
+        f'"{CUSTOMERS}",Silver,,,\n'  # line 9
+        f'"{CUSTOMERS}",,,,"{"x" * 200_000}"\n'  # line 10: a cell over csv's field limit
+        f'"{CUSTOMERS}",Bronze,,,\n'  # line 11: not read
+    )
+    report = mk.ingest(workspace, _recipe(path), dry_run=True, progress=False)
+    failures = [(p.where, p.message) for p in report.failures]
+    assert failures[0][0] == "edits.csv line 8"
+    assert failures[0][1].startswith("ownership_type: 'WEIRD' is not an ownership type")
+    assert failures[1][0] == "edits.csv line 10"
+    assert "field larger than field limit" in failures[1][1]
+    assert len(failures) == 2
+    # The rows before the unreadable record are applied; the unit names their lines.
+    assert [c.where for c in report.changes] == ["edits.csv lines 4-9"]
+    tags = report.events[0]["proposedSnapshot"][1]["aspects"][0][1]["tags"]
+    assert [t["tag"] for t in tags] == ["urn:li:tag:Gold", "urn:li:tag:Silver"]
+    # plan_rows keeps the lines its caller gives with the rows.
+    plans = plan_rows([(7, {"resource": "nope"})], lambda urn, aspect: None)
+    assert [p.line for p in plans] == [7]
+
+
+def test_a_header_naming_a_column_twice_is_refused_with_the_columns(workspace, tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text(f'resource,tags,owners,tags,,\n"{CUSTOMERS}",keep_me,jdoe,other,,\n')
+    with pytest.raises(SourceUnreachableError) as refused:
+        mk.ingest(workspace, _recipe(path), dry_run=True, progress=False)
+    message = str(refused.value)
+    assert message.startswith(f"{path} names a column more than once in its header")
+    # Two empty names (trailing separators) are ignored columns: they lose nothing.
+    assert "'tags' in columns 2 and 4; keep one column of each name" in message
+    assert "''" not in message
+
+
+def test_an_empty_array_delimiter_is_refused_with_the_config(workspace, tmp_path):
+    path = _write(tmp_path / "edits.csv", [{"resource": CUSTOMERS, "tags": "[Gold]"}])
+    with pytest.raises(SourceUnreachableError, match=r"source\.config\.array_delimiter must be"):
+        mk.ingest(workspace, _recipe(path, array_delimiter=""), dry_run=True, progress=False)

@@ -148,3 +148,15 @@ def test_a_damaged_file_fails_alone(workspace, folder):
     os.remove(folder / "ref" / "broken.parquet")
     again = mk.ingest(workspace, _recipe(folder, exclude=["sales/*"]), progress=False)
     assert again.entities_removed == 0 and again.exit_status == 0
+
+
+def test_a_csv_naming_a_column_twice_fails_alone_naming_the_column(workspace, folder):
+    (folder / "ref" / "dup.csv").write_text("code,name,code\nDE,Germany,DE\n")
+    report = mk.ingest(workspace, _recipe(folder, exclude=["sales/*"]), progress=False)
+    (problem,) = report.failures
+    assert problem.where == "csv ref/dup.csv"
+    assert problem.message == (
+        "ref/dup.csv names a column more than once: 'code' in columns 1 and 3; "
+        "give each column its own name"
+    )
+    assert report.entities_added == 3  # the others are in

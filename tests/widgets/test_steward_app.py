@@ -102,6 +102,12 @@ def test_excel_sheets_and_bad_files(workspace: mk.Workspace) -> None:
         ("edits.csv", b"resource,tags\n", "no row to apply"),
         ("edits.txt", b"x", "upload a .csv or an .xlsx"),
         ("edits.xlsx", b"not a zip", "not a readable Excel workbook"),
+        # A second tags column: one of the two cells was dropped without a word.
+        (
+            "edits.csv",
+            f"resource,tags,tags\n{URN},Gold,Silver\n".encode(),
+            "names a column more than once in its first row: &#x27;tags&#x27; in columns 2 and 3",
+        ),
     ]:
         upload = {"name": name, "type": "", "size": len(data), "content": memoryview(data)}
         upload["last_modified"] = datetime(2026, 3, 2, tzinfo=UTC)

@@ -1,11 +1,13 @@
 """The ``csv`` source: stewards' bulk edits in DataHub csv-enricher's layout.
 
-The file is read row by row (``csv.DictReader``) and each row planned by
+The file is read row by row (``csv.reader``) and each row planned by
 :func:`metaverse_kit.ingest.csv_plan.plan_rows` against the lake's latest values: tags, owners
 and terms are added to those already there (``replace: true``, or ``metaverse ingest
 --replace``, sets them to the row's), descriptions replace. Consecutive rows about one entity
-become one MCE. A row with a problem is reported with its line and column and skipped; the
-others are applied. This source carries edits, not an inventory: it never soft-deletes.
+become one MCE. A row with a problem is reported with its line (the line its record starts on,
+blank lines and multi-line cells counted) and column and skipped; the others are applied. A
+header that names one of the columns twice is refused. This source carries edits, not an
+inventory: it never soft-deletes.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metaverse_kit.events import aspects as A
+from metaverse_kit.events.urns import InvalidUrnError, make_user_urn
 from metaverse_kit.ingest.csv_plan import COLUMNS, RowPlan, plan_rows
-from metaverse_kit.ingest.source import Source, SourceUnreachableError, WorkUnit
+from metaverse_kit.ingest.source import (
+    Source,
+    SourceUnreachableError,
+    WorkUnit,
+    repeated_columns,
+)
 
 __all__ = ["CsvConfig", "CsvSource"]
 
@@ -56,6 +64,17 @@ class CsvSource(Source):
             raise SourceUnreachableError(
                 f"source.config.delimiter must be one character, got {self.config.delimiter!r}"
             )
+        if not self.config.array_delimiter:
+            raise SourceUnreachableError(
+                "source.config.array_delimiter must be the text that separates the items of a "
+                "list cell, like '|' (the default) or ';'; got an empty text"
+            )
+        try:
+            make_user_urn(self.config.actor)
+        except InvalidUrnError as exc:
+            raise SourceUnreachableError(
+                f"source.config.actor must be a user name or an 'urn:li:corpuser:...' URN: {exc}"
+            ) from None
         try:
             with path.open(newline="", encoding="utf-8-sig") as f:
                 header = next(csv.reader(f, delimiter=self.config.delimiter), None)
@@ -67,6 +86,15 @@ class CsvSource(Source):
                 f"{path} has no 'resource' column in its header ({', '.join(columns) or 'empty'}); "
                 f"the csv source reads the columns {', '.join(COLUMNS)}"
             )
+        # NOTE: only the columns read: an ignored one named twice (two empty names from
+        # trailing separators) loses nothing.
+        named = repeated_columns(columns, read=COLUMNS)
+        if named:
+            raise SourceUnreachableError(
+                f"{path} names a column more than once in its header: {named}; "
+                "keep one column of each name (a list's items go in one cell, separated by "
+                f"{self.config.array_delimiter!r})"
+            )
         unknown = [c for c in columns if c not in COLUMNS]
         if unknown:
             self.context.report.warnings.add(
@@ -74,11 +102,39 @@ class CsvSource(Source):
             )
         self.path = path
 
-    def _rows(self) -> Iterator[dict[str, str]]:
+    def _rows(self) -> Iterator[tuple[int, dict[str, str]]]:
+        """(line the record starts on, column -> cell) of each row; unreadable CSV ends them.
+
+        Read with ``csv.reader``, not ``DictReader``: DictReader skips blank lines itself, so
+        the line a record starts on could not be told from its ``line_num`` (where it ends).
+        """
         with self.path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, delimiter=self.config.delimiter)
-            reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
-            yield from reader
+            reader = csv.reader(f, delimiter=self.config.delimiter)
+            start = 1
+            try:
+                columns = [c.strip() for c in next(reader, [])]
+                while True:
+                    start = reader.line_num + 1
+                    cells = next(reader, None)
+                    if cells is None:
+                        return
+                    if cells:  # [] is a blank line
+                        # NOTE: as DictReader: a short row lacks the last columns, extra cells
+                        # (beyond the header) are not read.
+                        yield start, dict(zip(columns, cells, strict=False))
+            except csv.Error as exc:
+                self.context.report.failures.add(
+                    f"{self.path.name} line {start}",
+                    f"the file stops being readable CSV in the record that starts here: {exc}; "
+                    "the rows from here on were not read (often a quote opened and never "
+                    "closed, which makes the rest of the file one cell)",
+                )
+            except UnicodeDecodeError as exc:
+                # NOTE: no line: the file is decoded in blocks, so the error comes with the
+                # first line of the block that holds the bad byte, not with its own line.
+                self.context.report.failures.add(
+                    str(self.path), f"the file stops being readable CSV: {exc}"
+                )
 
     def work_units(self) -> Iterator[WorkUnit]:
         report = self.context.report
@@ -105,17 +161,14 @@ class CsvSource(Source):
             # NOTE: the runner diffs what it emits, per entity; per-row diffs would be thrown away.
             diffs=False,
         )
-        try:
-            for plan in plans:
-                if plan.problems:
-                    for problem in plan.problems:
-                        report.failures.add(f"{self.path.name} line {plan.line}", problem)
-                    continue
-                if group and group[0].urn != plan.urn:
-                    yield unit()
-                    group = []
-                group.append(plan)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            report.failures.add(str(self.path), f"the file stops being readable CSV: {exc}")
+        for plan in plans:
+            if plan.problems:
+                for problem in plan.problems:
+                    report.failures.add(f"{self.path.name} line {plan.line}", problem)
+                continue
+            if group and group[0].urn != plan.urn:
+                yield unit()
+                group = []
+            group.append(plan)
         if group:
             yield unit()

@@ -33,7 +33,12 @@ import pyarrow as pa
 
 from metaverse_kit.events import aspects as A
 from metaverse_kit.events.urns import make_dataset_urn
-from metaverse_kit.ingest.source import Source, SourceUnreachableError, WorkUnit
+from metaverse_kit.ingest.source import (
+    Source,
+    SourceUnreachableError,
+    WorkUnit,
+    repeated_columns,
+)
 
 __all__ = ["FORMATS", "FilesConfig", "FilesSource", "arrow_fields"]
 
@@ -315,6 +320,17 @@ def _format_of(name: str, formats: list[str]) -> str | None:
     return None
 
 
+def _check_unique_columns(f: _File, schema: pa.Schema) -> None:
+    """Raise ValueError naming each column ``f`` has more than once, with its positions."""
+    named = repeated_columns(schema.names)
+    if named:
+        # NOTE: checked before unifying: pyarrow's own error then blames the dataset's files
+        # for disagreeing, and a dataset's fields must have distinct paths anyway.
+        raise ValueError(
+            f"{f.path} names a column more than once: {named}; give each column its own name"
+        )
+
+
 class FilesSource(Source):
     """Reads the schemas of data files (see the module docstring)."""
 
@@ -463,6 +479,7 @@ class FilesSource(Source):
                 with self.store.open(f.path) as handle:
                     count = pq.ParquetFile(handle).metadata.num_rows
             if schema is not None:
+                _check_unique_columns(f, schema)
                 schemas.append(schema)
                 native = {**types, **native}
             rows += count or 0
