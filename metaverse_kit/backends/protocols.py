@@ -30,6 +30,7 @@ from metaverse_kit.capture import CaptureFile
 
 __all__ = [
     "COMPATIBILITY_MODES",
+    "MAX_EVENT_BYTES",
     "BackendFactory",
     "BackendParts",
     "CaptureFile",
@@ -154,6 +155,22 @@ class OutgoingEvent:
     partition_key: str
     message_id: str
     properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: The largest event Event Hubs takes on the Standard and Premium tiers (Capture needs one of
+#: them; Basic takes 256 KB): 1 MiB, its properties counted (see :func:`event_size`).
+MAX_EVENT_BYTES = 1_048_576
+
+
+def event_size(event: OutgoingEvent, *, properties: int | None = None) -> int:
+    """About what Event Hubs counts of ``event`` against :data:`MAX_EVENT_BYTES`: the body,
+    the partition key and the application properties' names and values as text (the AMQP
+    framing adds a few dozen bytes more). ``properties``: their size, when already counted."""
+    if properties is None:
+        properties = sum(
+            len(str(k).encode()) + len(str(v).encode()) for k, v in event.properties.items()
+        )
+    return len(event.body) + len(event.partition_key.encode()) + properties
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metaverse_kit._files import locked
+from metaverse_kit.backends.protocols import MAX_EVENT_BYTES
 from metaverse_kit.errors import EmitError, MetaverseError, ValidationError
 from metaverse_kit.events import aspects as A
 from metaverse_kit.events.codec import encode_bodies
@@ -292,9 +293,16 @@ class _Emitter:
         NOTE: each event is checked alone before it joins a chunk: ``ws.emit`` refuses a whole
         chunk for one bad event, which dropped up to ``chunk_size`` good ones and named only
         its place in the chunk; and a dry run, which sends nothing, must refuse what a real
-        run would. It costs a second encoding of each event.
+        run would. It costs a second encoding of each event. An event larger than Event Hubs
+        takes fails the same way (the hub would refuse it after the chunk's others were sent,
+        and stop the run).
         """
-        encode_bodies([event], self.definition, what="event", prefix="")
+        (body,) = encode_bodies([event], self.definition, what="event", prefix="")
+        if len(body) > MAX_EVENT_BYTES:
+            raise MetaverseError(
+                f"its event is {len(body)} bytes encoded, more than Event Hubs takes "
+                f"({MAX_EVENT_BYTES} bytes): the source reported too much for one entity"
+            )
 
     def add(self, event: dict[str, Any]) -> None:
         self.pending.append(event)

@@ -403,3 +403,27 @@ def test_a_run_says_when_another_pipeline_owns_what_it_found(workspace, acme):
     ]
     again = mk.ingest(workspace, _acme(), progress=False)
     assert [str(w) for w in again.warnings if str(w).startswith("pipeline")] == []
+
+
+def test_an_entity_too_large_for_event_hubs_fails_alone(workspace):
+    """A view with a 2.5 MB definition made a 2.5 MB event, which the local hub wrote and
+    Event Hubs refuses; now its entity fails alone, naming it, and the others are emitted."""
+    from metaverse_kit.ingest import WorkUnit
+
+    @dataclass
+    class Empty:
+        pass
+
+    class Wide(Source):
+        config_class = Empty
+
+        def work_units(self):
+            for i, size in enumerate([10, 1_100_000, 10]):
+                urn = mk.make_dataset_urn("wide", f"t{i}")
+                yield WorkUnit(urn, [A.dataset_properties(description="x" * size)], where=f"t{i}")
+
+    _module_source("wide_source", Wide)
+    report = mk.ingest(workspace, {"source": {"type": "wide_source:Wide"}}, progress=False)
+    (failure,) = (str(f) for f in report.failures)
+    assert failure.startswith("t1: its event is 1100") and "(1048576 bytes)" in failure
+    assert (report.events_emitted, workspace.replay(progress=False).num_rows) == (2, 2)

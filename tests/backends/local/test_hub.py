@@ -124,6 +124,24 @@ def test_invalid_events_are_rejected_before_anything_is_written(workspace: mk.Wo
     assert not list((workspace.path / "lake").rglob("*.avro"))
 
 
+def test_an_event_larger_than_event_hubs_takes_is_refused_alone(workspace: mk.Workspace) -> None:
+    """Event Hubs refuses an event over 1 MiB (Standard, Premium); the local hub wrote a
+    2.5 MB one, which passed offline and failed on Azure. The others of the send land; the
+    refused one waits in the outbox, as the Azure hub leaves it."""
+    big = mk.mce(
+        mk.make_dataset_urn("hive", "db.wide"),
+        [mk.aspects.dataset_properties(description="x" * 1_100_000)],
+    )
+    small = mk.example_mce()
+    with pytest.raises(mk.EmitError) as info:
+        workspace.emit([small, big, small])
+    assert [i for i, _ in info.value.failures] == [1]
+    assert "is larger than Event Hubs takes (1048576 bytes)" in str(info.value.failures[0][1])
+    assert len(info.value.receipts) == 2
+    assert workspace.replay(progress=False).num_rows == 2
+    assert len(workspace.outbox.list()) == 1
+
+
 def _hub(tmp_path: Path, partitions: int = 4) -> LocalEventHub:
     return LocalEventHub(
         tmp_path / "lake",
