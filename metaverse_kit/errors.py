@@ -27,6 +27,7 @@
     ├── CaptureFileWarning          a replay with on_bad_file="skip" left damaged parts out
     ├── ChangedFileWarning          an export found a Capture file smaller than it exported
     ├── DamagedFileWarning          a damaged Capture file was set aside; events went to another
+    ├── ImmutableReadWarning        a WAL-mode SQLite file was read without locks (immutable=1)
     ├── LateEventWarning            an event older than a write already in the lake was sent
     └── MissingPartitionWarning     a replay's partitions= names one the lake has no file of
 
@@ -56,6 +57,7 @@ __all__ = [
     "DecodeError",
     "EmitError",
     "FieldProblem",
+    "ImmutableReadWarning",
     "IncompatibleSchemaError",
     "LateEventWarning",
     "MetaverseError",
@@ -202,6 +204,12 @@ class ChangedFileWarning(MetaverseWarning):
 
 class DamagedFileWarning(MetaverseWarning):
     """A damaged Capture file was passed over for a new one; ``metaverse doctor`` repairs it."""
+
+
+class ImmutableReadWarning(MetaverseWarning):
+    """A SQLite database in WAL mode, in a folder this user cannot write, was read with SQLite's
+    ``immutable=1`` (no locks, the WAL ignored), the one way SQLite can read it there: the
+    ingested snapshot may miss changes written meanwhile. The message names the file."""
 
 
 class LateEventWarning(MetaverseWarning):

@@ -34,6 +34,7 @@ __all__ = [
     "decode_urn_part",
     "encode_urn_part",
     "entity_type_of",
+    "fabric_type",
     "make_data_platform_urn",
     "make_dataset_urn",
     "make_glossary_node_urn",
@@ -260,8 +261,11 @@ def make_data_platform_urn(platform: str) -> str:
     return _single(platform, "dataPlatform", "platform name", "urn:li:dataPlatform:hive")
 
 
-def _env(env: str) -> str:
-    # DataHub upper-cases env before use, so "prod" is accepted as PROD.
+def fabric_type(env: str) -> str:
+    """The FabricType symbol of ``env`` (DataHub upper-cases it: ``"prod"`` is ``PROD``).
+
+    Raises :class:`InvalidUrnError` naming the symbols when it is none of them.
+    """
     value = env.upper() if isinstance(env, str) else env
     if value not in FABRIC_TYPES:
         raise InvalidUrnError(
@@ -281,7 +285,7 @@ def make_dataset_urn(platform: str, name: str, env: str = DEFAULT_ENV) -> str:
     platform_urn = make_data_platform_urn(platform)
     if not isinstance(name, str) or not name:
         raise InvalidUrnError(f"A dataset name must be a non-empty string, got {name!r}.")
-    return f"{_PREFIX}dataset:({platform_urn},{encode_urn_part(name)},{_env(env)})"
+    return f"{_PREFIX}dataset:({platform_urn},{encode_urn_part(name)},{fabric_type(env)})"
 
 
 def make_user_urn(username: str) -> str:

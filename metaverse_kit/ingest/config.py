@@ -16,11 +16,12 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from metaverse_kit.errors import ConfigurationError
+from metaverse_kit.events.urns import InvalidUrnError, fabric_type, make_data_platform_urn
 
 __all__ = ["ConfigField", "RecipeError", "config_fields", "parse_config"]
 
@@ -142,13 +143,21 @@ def _check(field: ConfigField, value: Any, path: str, problems: list[str]) -> An
     return None
 
 
+#: Config keys (DataHub's names) whose values go into URNs, and the check of each.
+_URN_PARTS: dict[str, Callable[[str], str]] = {
+    "env": fabric_type,
+    "platform": make_data_platform_urn,
+}
+
+
 def parse_config(
     config_class: type, data: Mapping[str, Any] | None, *, where: str = "source.config"
 ) -> Any:
     """An instance of ``config_class`` from the mapping ``data`` (a recipe's ``config``).
 
     Raises :class:`RecipeError` listing every unknown key (with the closest known one), every
-    missing required key and every value of the wrong type, each with its path under ``where``.
+    missing required key, every value of the wrong type and an ``env`` or ``platform`` that
+    cannot be part of a URN, each with its path under ``where``.
     """
     if data is None:
         data = {}
@@ -169,6 +178,13 @@ def parse_config(
                 problems.append(f"{where}.{name}: required{help_text}")
             continue
         values[name] = _check(field, data[name], f"{where}.{name}", problems)
+        # NOTE: DataHub's conventional keys become part of every URN a source makes: checked
+        # here, a wrong one is a config error naming it, not a failure in the middle of a run.
+        if name in _URN_PARTS and isinstance(values[name], str) and values[name]:
+            try:
+                _URN_PARTS[name](values[name])
+            except InvalidUrnError as exc:
+                problems.append(f"{where}.{name}: {exc}")
     if problems:
         raise RecipeError(problems, what="source config" if where.endswith("config") else where)
     return config_class(**values)

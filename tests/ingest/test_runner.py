@@ -427,3 +427,23 @@ def test_an_entity_too_large_for_event_hubs_fails_alone(workspace):
     (failure,) = (str(f) for f in report.failures)
     assert failure.startswith("t1: its event is 1100") and "(1048576 bytes)" in failure
     assert (report.events_emitted, workspace.replay(progress=False).num_rows) == (2, 2)
+
+
+def test_env_and_platform_are_checked_with_the_config():
+    """Every source's ``env`` and ``platform`` go into URNs: a wrong one was a failure in the
+    middle of a run (the files and registry sources, the sql source) instead of a config
+    error naming its key."""
+
+    @dataclass
+    class Conventional:
+        env: str = "PROD"
+        platform: str = ""
+
+    assert parse_config(Conventional, {"env": "dev"}).env == "dev"
+    with pytest.raises(RecipeError) as info:
+        parse_config(Conventional, {"env": "NOTANENV", "platform": "urn:li:corpuser:x"})
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "source.config.env",
+        "source.config.platform",
+    ]
+    assert "is not a DataHub environment (FabricType)" in info.value.problems[0]

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -218,6 +225,97 @@ def test_bad_config_keys_are_named(workspace, shop_db):
     assert "source.config.include_views: expected true or false, got 'yes'" in text
 
 
+def test_a_view_follows_the_tables_it_reads_and_a_broken_view_is_a_failure(workspace, shop_db):
+    """A view's DDL stays the same when its table changes; what SQLite reports for it does not."""
+    run_sql(shop_db, "CREATE VIEW all_refunds AS SELECT * FROM refunds;")
+    recipe = sql_recipe(sqlite_url(shop_db))
+    mk.ingest(workspace, recipe, progress=False)
+    view = _urn("shop.all_refunds")
+
+    run_sql(shop_db, "ALTER TABLE refunds ADD COLUMN reason TEXT;")
+    report = mk.ingest(workspace, recipe, progress=False)
+    assert {c.urn: c.kind for c in report.changes if c.kind != "unchanged"} == {
+        _urn("shop.refunds"): "changed",
+        view: "changed",
+    }
+    schema = mk.history.latest_aspect(workspace.replay(progress=False), view, "schemaMetadata")
+    assert [f["fieldPath"] for f in schema["fields"]] == ["id", "order_id", "amount", "reason"]
+    assert mk.ingest(workspace, recipe, progress=False).events_emitted == 0
+
+    # A table it reads is gone: the view cannot be read, which is a failure, not "unchanged".
+    run_sql(shop_db, "DROP TABLE refunds;")
+    broken = mk.ingest(workspace, recipe, progress=False)
+    assert broken.exit_status == 1
+    assert [(p.where, p.message) for p in broken.failures] == [
+        (
+            "view all_refunds",
+            "OperationalError: (sqlite3.OperationalError) no such table: main.refunds",
+        )
+    ]
+    assert {c.urn: c.kind for c in broken.changes if c.kind != "unchanged"} == {view: "failed"}
+    # The run had a failure, so the dropped table is kept until a clean run removes it.
+    assert broken.entities_removed == 0 and broken.warnings.total == 1
+
+
+def test_two_tables_with_one_urn_are_a_failure_and_neither_is_emitted(workspace, tmp_path):
+    """',' is written %2C in a URN and '%' is not encoded, so "a,b" and "a%2Cb" share a URN."""
+    db = tmp_path / "c.db"
+    run_sql(db, 'CREATE TABLE "a,b" (x INT); CREATE TABLE t (z INT);')
+    recipe = sql_recipe(sqlite_url(db), pipeline="c")
+    assert mk.ingest(workspace, recipe, progress=False).entities_added == 2
+    shared = _urn("c.a,b")
+    assert shared == _urn("c.a%2Cb")
+    before = mk.history.latest_aspect(workspace.replay(progress=False), shared, "schemaMetadata")
+
+    run_sql(db, 'CREATE TABLE "a%2Cb" (y TEXT, w TEXT); ALTER TABLE t ADD COLUMN u INT;')
+    for _ in range(2):  # every run says so, and neither table overwrites the other
+        report = mk.ingest(workspace, recipe, progress=False)
+        assert report.exit_status == 1
+        ((where, message),) = [(p.where, p.message) for p in report.failures]
+        assert where == shared
+        assert 'table "a%2Cb", table "a,b"' in message and "source.config.exclude" in message
+        assert shared not in [c.urn for c in report.changes]
+        assert report.entities_removed == 0
+    events = workspace.replay(progress=False)
+    assert mk.history.latest_aspect(events, shared, "schemaMetadata") == before
+    assert mk.history.latest_aspect(events, shared, "status")["removed"] is False
+
+    run_sql(db, 'DROP TABLE "a%2Cb";')
+    assert mk.ingest(workspace, recipe, progress=False).exit_status == 0
+
+
+def test_an_unknown_env_or_a_file_that_is_no_database_exits_2_naming_it(
+    workspace, tmp_path, shop_db, capsys
+):
+    """Both are known before anything is read: a bad config and an unusable source (exit 2)."""
+    from metaverse_kit.cli import main
+
+    not_a_database = tmp_path / "notes.db"
+    not_a_database.write_text("hello\n")
+    cases = [
+        (
+            f"    url: {sqlite_url(shop_db)}\n    env: NOTANENV\n",
+            "source.config.env: 'NOTANENV' is not a DataHub environment (FabricType); "
+            "use one of DEV, TEST,",
+        ),
+        (
+            f"    url: {sqlite_url(not_a_database)}\n",
+            f"{not_a_database} is not a SQLite database",
+        ),
+    ]
+    for config, message in cases:
+        recipe = tmp_path / "recipe.yml"
+        recipe.write_text(f"source:\n  type: sql\n  config:\n{config}")
+        assert main(["--workspace", str(tmp_path / "ws"), "ingest", str(recipe), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("metaverse ingest: error: ") and message in err, err
+    assert not_a_database.read_text() == "hello\n"
+    with pytest.raises(RecipeError, match=r"source\.config\.env: 'nope' is not"):
+        mk.ingest(workspace, sql_recipe(sqlite_url(shop_db), env="nope"), progress=False)
+    with pytest.raises(SourceUnreachableError, match="is not a SQLite database"):
+        mk.ingest(workspace, sql_recipe(sqlite_url(not_a_database)), progress=False)
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 PG_DDL = """
@@ -295,6 +393,24 @@ def test_postgres_tables_views_comments_keys_and_lineage(workspace, postgres_db,
     ]
 
 
+def test_postgres_schema_and_table_names_that_share_a_urn_are_a_failure(workspace, postgres_db):
+    """Schema a with table "b.c" and schema "a.b" with table c are both <db>.a.b.c."""
+    run_postgres(
+        postgres_db,
+        'CREATE SCHEMA a; CREATE SCHEMA "a.b"; CREATE TABLE a."b.c" (x INT); '
+        'CREATE TABLE "a.b".c (y TEXT); CREATE TABLE a.d (z INT);',
+    )
+    report = mk.ingest(workspace, sql_recipe(postgres_db, pipeline="pg"), progress=False)
+    database = postgres_db.rpartition("/")[2]
+    ((where, message),) = [(p.where, p.message) for p in report.failures]
+    assert where == _urn(f"{database}.a.b.c", "postgres")
+    assert 'table "a"."b.c"' in message and 'table "a.b"."c"' in message
+    assert [e["proposedSnapshot"][1]["urn"] for e in report.events] == [
+        _urn(f"{database}.a.d", "postgres")
+    ]
+    assert report.exit_status == 1
+
+
 def test_the_sqlite_file_need_not_be_writable(workspace, shop_db, tmp_path):
     shop_db.chmod(0o444)
     Path(tmp_path).chmod(0o555)
@@ -304,3 +420,63 @@ def test_the_sqlite_file_need_not_be_writable(workspace, shop_db, tmp_path):
         Path(tmp_path).chmod(0o755)
         shop_db.chmod(0o644)
     assert report.entities_added == 4
+
+
+def test_a_wal_database_in_a_folder_this_user_cannot_write_is_read_immutable(tmp_path):
+    """SQLite cannot make the -shm file a WAL reader needs there; immutable=1 reads it anyway.
+
+    See https://www.sqlite.org/wal.html#readonly. As root (who writes anywhere) the run is done
+    as the user nobody, in a folder outside pytest's (root's is 0700).
+    """
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root needs setpriv to read as another user")
+    base = Path(tempfile.mkdtemp(prefix="metaverse-wal-"))
+    folder, home = base / "db", base / "home"
+    try:
+        base.chmod(0o755)
+        folder.mkdir()
+        home.mkdir(mode=0o777)
+        home.chmod(0o777)
+        db = folder / "w.db"
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA journal_mode=wal")
+            conn.execute("CREATE TABLE a (x INTEGER)")
+        conn.close()
+        assert sorted(p.name for p in folder.iterdir()) == ["w.db"]  # no -wal nor -shm left
+        db.chmod(0o644)
+        folder.chmod(0o555)
+        script = (
+            "import json, sys\n"
+            "import metaverse_kit as mk\n"
+            "from metaverse_kit.errors import warnings_to\n"
+            "seen = []\n"
+            "with warnings_to(seen.append), mk.connect(path=sys.argv[2]) as ws:\n"
+            "    recipe = {'source': {'type': 'sql', 'config': {'url': sys.argv[1]}}}\n"
+            "    report = mk.ingest(ws, recipe, dry_run=True, progress=False)\n"
+            "print(json.dumps({'added': report.entities_added,\n"
+            "    'failures': [str(p) for p in report.failures],\n"
+            "    'warnings': [(type(w).__name__, str(w)) for w in seen]}))\n"
+        )
+        prefix = (
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            if os.geteuid() == 0
+            else []
+        )
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", script, sqlite_url(db), str(home / "ws")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "HOME": str(home)},
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.splitlines()[-1])
+        assert (result["added"], result["failures"]) == (1, [])
+        ((kind, message),) = result["warnings"]
+        assert kind == "ImmutableReadWarning"
+        assert str(db) in message and "may miss changes" in message
+        assert sorted(p.name for p in folder.iterdir()) == ["w.db"]
+    finally:
+        if folder.exists():
+            folder.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)

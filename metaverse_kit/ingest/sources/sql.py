@@ -6,10 +6,20 @@ ViewProperties (the definition) and, where the database records it (PostgreSQL, 
 ``information_schema.view_table_usage``), UpstreamLineage to the tables a view reads.
 
 SQLite is read through its own catalogue: ``sqlite_master`` holds every table's and view's DDL,
-which is the fingerprint of the entity, so a rerun reads only the tables whose DDL changed.
+which is a table's fingerprint, so a rerun reads only the tables whose DDL changed. A view's DDL
+stays the same when a table it reads changes, so its fingerprint adds the columns SQLite reports
+for it now; a view SQLite cannot read (a table it reads was dropped) is a failure of the run.
 Other databases are reflected in bulk (``Inspector.get_multi_columns`` and friends: a few
-queries per schema) and fingerprinted from what was read. SQLite databases are opened
-read-only; a path that does not exist is an error, not a new empty database.
+queries per schema) and fingerprinted from what was read.
+
+SQLite databases are opened read-only; a path that does not exist, or a file that is not a
+SQLite database, makes the source unreachable, and no file is ever created. A database in WAL
+mode in a folder this user cannot write is read with SQLite's ``immutable=1`` (with an
+:class:`~metaverse_kit.errors.ImmutableReadWarning`), the one way SQLite can read it there.
+
+Two tables can map to one dataset URN (``,`` is written ``%2C`` in a URN and ``%`` is not
+encoded, and ``.`` joins schema and table names): such a URN is a failure of the run naming both
+tables, and neither is emitted, so neither silently overwrites the other.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from metaverse_kit.errors import ImmutableReadWarning, warn
 from metaverse_kit.events import aspects as A
 from metaverse_kit.events.urns import make_dataset_urn
 from metaverse_kit.ingest.source import Source, SourceUnreachableError, WorkUnit
@@ -105,6 +116,33 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def _label(kind: str, schema: str | None, name: str) -> str:
+    """``table "a"."b.c"``: a table as SQL quotes it, which no other table's name can give."""
+    parts = [p for p in (schema, name) if p is not None]
+    return kind + " " + ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+
+
+def _probe_sqlite(uri: str) -> None:
+    """Open ``uri`` and read the catalogue: the first read is what fails, not the connect."""
+    import sqlite3
+
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        conn.close()
+
+
+def _sqlite_unreadable(path: Any, exc: Any) -> SourceUnreachableError:
+    """The error for a SQLite file that cannot be read, as a missing one is reported."""
+    if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+        return SourceUnreachableError(
+            f"{path} is not a SQLite database (SQLite says: {exc}); "
+            "source.config.url must name a SQLite database file"
+        )
+    return SourceUnreachableError(f"cannot read the SQLite database {path}: {exc}")
+
+
 @dataclass
 class _Table:
     schema: str | None
@@ -125,6 +163,11 @@ class SqlSource(Source):
     description = "Tables and views of a database (SQLite, PostgreSQL, any SQLAlchemy URL)"
 
     def open(self) -> None:
+        """Connect, and check the database can be read.
+
+        Raises :class:`SourceUnreachableError` when the database cannot be reached or read (for
+        SQLite: no file, or not a SQLite database).
+        """
         import sqlalchemy as sa
 
         try:
@@ -162,10 +205,34 @@ class SqlSource(Source):
             raise SourceUnreachableError(
                 "source.config.url names no SQLite file; an in-memory database has no tables"
             )
-        if not Path(path).is_file():
-            raise SourceUnreachableError(f"no SQLite database at {Path(path).resolve()}")
-        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        file = Path(path).resolve()
+        if not file.is_file():
+            raise SourceUnreachableError(f"no SQLite database at {file}")
         # NOTE: read-only, so a typo never leaves an empty database behind and nothing is locked.
+        uri = file.as_uri() + "?mode=ro"
+        try:
+            _probe_sqlite(uri)
+        except sqlite3.Error as exc:
+            # NOTE: a WAL reader needs the -shm file, which it cannot create in a folder it may
+            # not write: SQLite's documented way to read there is immutable=1, which takes no
+            # locks and ignores the WAL (https://www.sqlite.org/wal.html#readonly). Only this
+            # error: when the -shm exists (a writer is at work) the plain read works and is safe.
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_DIRECTORY":
+                raise _sqlite_unreadable(file, exc) from exc
+            uri += "&immutable=1"
+            try:
+                _probe_sqlite(uri)
+            except sqlite3.Error as again:
+                raise _sqlite_unreadable(file, again) from again
+            warn(
+                ImmutableReadWarning(
+                    f"{file} is in WAL mode and this user cannot write its folder "
+                    f"{file.parent}, where SQLite keeps the -shm file a shared read needs; it "
+                    "is read as immutable (no locks), so the snapshot may miss changes written "
+                    "meanwhile, or fail on a half-written page. For a consistent read, run when "
+                    "nothing writes to it, or as a user who can write the folder."
+                )
+            )
         return sa.create_engine(
             "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
         )
@@ -218,6 +285,9 @@ class SqlSource(Source):
         schemas = self.config.schemas or [
             s for s in inspector.get_schema_names() if s not in _SYSTEM_SCHEMAS
         ]
+        found: list[tuple[WorkUnit, str]] = []
+        # NOTE: every schema is reflected before the first unit is yielded: two tables in
+        # different schemas may share a URN, and neither may be emitted then.
         for schema in schemas:
             try:
                 tables = self._reflect_schema(inspector, schema)
@@ -227,12 +297,34 @@ class SqlSource(Source):
                 )
                 continue
             for table in tables:
-                yield WorkUnit(
+                unit = WorkUnit(
                     self._urn(schema, table.name),
                     functools.partial(self._aspects, table),
                     _hash(self._key(table)),
                     f"{table.kind} {schema}.{table.name}",
                 )
+                found.append((unit, _label(table.kind, schema, table.name)))
+        yield from self._one_per_urn(found)
+
+    def _one_per_urn(self, found: list[tuple[WorkUnit, str]]) -> Iterator[WorkUnit]:
+        """The units of ``found`` (each with its table's quoted name), but for URNs that two or
+        more tables map to: each of those is one failure naming them, and none is yielded."""
+        labels: dict[str, list[str]] = {}
+        for unit, label in found:
+            labels.setdefault(unit.urn, []).append(label)
+        for urn, names in labels.items():
+            if len(names) > 1:
+                self.context.report.failures.add(
+                    urn,
+                    f"{len(names)} tables or views map to this one dataset URN: "
+                    f"{', '.join(names)} (a URN writes ',', '(' and ')' as %2C, %28 and %29 but "
+                    "leaves '%' alone, and joins schema and table with '.'); none of them is "
+                    "emitted, so none overwrites another. Rename one, or leave all but one out "
+                    "with source.config.exclude or source.config.schemas.",
+                )
+        for unit, _ in found:
+            if len(labels[unit.urn]) == 1:
+                yield unit
 
     def _key(self, table: _Table) -> Any:
         columns = [
@@ -248,23 +340,40 @@ class SqlSource(Source):
             table.upstreams,
         ]
 
-    # -- SQLite: the catalogue's DDL is the fingerprint ----------------------------------------
+    # -- SQLite: the catalogue's DDL is the fingerprint (and a view's columns) ----------------
 
     def _sqlite_units(self, inspector: Any) -> Iterator[WorkUnit]:
+        import sqlalchemy as sa
+
+        found: list[tuple[WorkUnit, str]] = []
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT type, name, sql FROM sqlite_master "
                 "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name"
             ).fetchall()
-        for kind, name, ddl in rows:
-            if not self._wanted(None, name, kind):
-                continue
-            yield WorkUnit(
-                self._urn(None, name),
-                functools.partial(self._sqlite_aspects, inspector, kind, name, ddl or ""),
-                _hash(kind, ddl),
-                f"{kind} {name}",
-            )
+            for kind, name, ddl in rows:
+                if not self._wanted(None, name, kind):
+                    continue
+                # NOTE: a table's DDL holds its columns (ALTER TABLE rewrites it) and so is its
+                # fingerprint; a view's does not change when a table it reads does.
+                fingerprint: str | None = _hash(kind, ddl)
+                if kind == "view":
+                    try:
+                        columns = conn.exec_driver_sql(
+                            "SELECT * FROM pragma_table_xinfo(?)", (name,)
+                        ).fetchall()
+                        fingerprint = _hash(kind, ddl, [list(c) for c in columns])
+                    except sa.exc.DBAPIError:
+                        # NOTE: no fingerprint: the unit is read, and fails with SQLite's reason.
+                        fingerprint = None
+                unit = WorkUnit(
+                    self._urn(None, name),
+                    functools.partial(self._sqlite_aspects, inspector, kind, name, ddl or ""),
+                    fingerprint,
+                    f"{kind} {name}",
+                )
+                found.append((unit, _label(kind, None, name)))
+        yield from self._one_per_urn(found)
 
     def _sqlite_aspects(self, inspector: Any, kind: str, name: str, ddl: str) -> list[A.Aspect]:
         return self._aspects(self._reflect_sqlite(inspector, kind, name, ddl))
