@@ -118,6 +118,31 @@ def _expand(
     return value
 
 
+def _unique_keys_loader(yaml: Any) -> Any:
+    """PyYAML's safe loader, refusing a mapping that gives a key twice.
+
+    NOTE: YAML forbids it, but PyYAML keeps the last value without a word: ``type: sql`` then
+    ``type: csv`` ran the csv source.
+    """
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"the key {key!r} is given twice (lines {seen[key]} and {line}); keep one",
+                    )
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
 def _recipe_text(data: bytes) -> str:
     """A recipe file's text: UTF-8 (with or without a byte order mark), or UTF-16 with one
     (what Windows PowerShell 5's ``>`` writes). Raises :class:`UnicodeDecodeError`."""
@@ -159,7 +184,7 @@ def load_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
                 ['reading YAML recipes needs pyyaml: pip install "metaverse-kit[ingest]"']
             ) from exc
         try:
-            recipe = yaml.safe_load(text)
+            recipe = yaml.load(text, Loader=_unique_keys_loader(yaml))
         except yaml.YAMLError as exc:
             raise RecipeError([f"{path}: not valid YAML: {exc}"]) from exc
     if not isinstance(recipe, Mapping):
@@ -204,7 +229,7 @@ def load_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
             f"pipeline's entities one run may remove), got {data.get('fail_safe_threshold')!r}"
         )
     if problems:
-        raise RecipeError(problems)
+        raise RecipeError(problems, what="recipe" if where == "recipe" else f"recipe {where}")
     assert isinstance(source_type, str) and threshold is not None
     return Recipe(source_type, dict(config), name, remove, float(threshold))
 

@@ -447,3 +447,15 @@ def test_env_and_platform_are_checked_with_the_config():
         "source.config.platform",
     ]
     assert "is not a DataHub environment (FabricType)" in info.value.problems[0]
+
+
+def test_a_recipe_giving_a_key_twice_is_refused_and_problems_name_the_file(tmp_path):
+    """PyYAML keeps the last of two equal keys: ``type: sql`` then ``type: csv`` ran the csv
+    source without a word."""
+    path = tmp_path / "shop.yml"
+    path.write_text("source:\n  type: sql\n  type: csv\n")
+    with pytest.raises(RecipeError, match=r"the key 'type' is given twice \(lines 2 and 3\)"):
+        load_recipe(path)
+    path.write_text("source:\n  type: sql\nsinks: {}\n")
+    with pytest.raises(RecipeError, match=f"The recipe {path} has 1 problem"):
+        load_recipe(path)
