@@ -9,9 +9,10 @@ A registry stores a definition only when it passes :func:`check_definition`:
   which its parser leaves unchecked;
 * fastavro (the encoder that will write every event with it) parses it too: undefined or
   redefined named types, and defaults of the wrong primitive type;
-* every field default whose JSON form is its datum form (no ``bytes``/``fixed``/records inside)
-  is validated against its field's type with ``avro.io.validate``: an enum default that is not a
-  symbol, a map default with values of the wrong type.
+* every field default is checked against its field's type by :func:`_default_problem`, the one
+  home of that rule: an enum default that is not a symbol, a map default with values of the
+  wrong type, a record default that lacks a field without a default, and a union's default that
+  is not of the union's FIRST branch (``["null", "int"]`` with ``"default": 3``), at any depth.
 
 Problems come back as one :class:`SchemaParseError` whose message is the parser's own, prefixed
 with what was being checked.
@@ -96,6 +97,7 @@ def _check(definition: str) -> None:
         raise SchemaParseError(f"Not a valid Avro schema: {exc}") from None
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         raise SchemaParseError(f"Not a valid Avro schema: {type(exc).__name__}: {exc}") from None
+    problems = []
     for record in _records(schema):
         for field in record.fields:
             where = f"field {field.name!r} of {record.fullname}"
@@ -103,14 +105,21 @@ def _check(definition: str) -> None:
                 avro.name.validate_basename(field.name)
             except avro.errors.InvalidName as exc:
                 raise SchemaParseError(f"Not a valid Avro schema: {where}: {exc}") from None
-            if field.has_default and _json_is_datum(field.type):
-                import avro.io
-
-                if not avro.io.validate(field.type, field.default):
-                    raise SchemaParseError(
-                        f"Not a valid Avro schema: the default {field.default!r} of {where} "
-                        f"is not a {_type_text(field.type)}"
+            if field.has_default:
+                problem = _default_problem(field.type, field.default, "")
+                if problem is not None:
+                    at, what = problem
+                    inside = f" (at {at})" if at else ""
+                    problems.append(
+                        f"the default {_value_text(field.default)} of {where}{inside} {what}"
                     )
+    if len(problems) == 1:
+        raise SchemaParseError(f"Not a valid Avro schema: {problems[0]}")
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise SchemaParseError(
+            f"Not a valid Avro schema ({len(problems)} defaults do not fit their fields):\n{listed}"
+        )
 
 
 def _records(schema: Any) -> list[Any]:
@@ -137,19 +146,114 @@ def _records(schema: Any) -> list[Any]:
     return out
 
 
-def _json_is_datum(schema: Any) -> bool:
-    """True when a default's JSON form is also its Python datum (no bytes, fixed or records)."""
+_INT_RANGES = {"int": 2**31, "long": 2**63}
+
+
+def _default_problem(schema: Any, value: Any, at: str) -> tuple[str, str] | None:
+    """Where inside a default ``value`` (Avro's JSON form) it does not fit ``schema`` (``""``:
+    the value itself, else a path such as ``owner.type`` or ``items[2]``) and what is wrong
+    there, a sentence from its verb on; None when it fits.
+
+    NOTE: a union's default is checked against the union's FIRST branch only. The Avro
+    specification up to 1.11 requires it and Apache Avro's Java parser 1.9 to 1.11 refuses a
+    schema that breaks it; 1.12 relaxed the rule to any branch, but a schema relying on that is
+    refused by readers on earlier versions (and older resolvers read another value), while a
+    first-branch default means the same to every reader. A record's default may leave out a
+    field that has a default of its own.
+    """
     import avro.schema
 
     if isinstance(schema, avro.schema.UnionSchema):
-        return all(_json_is_datum(s) for s in schema.schemas)
-    if isinstance(schema, avro.schema.ArraySchema):
-        return _json_is_datum(schema.items)
-    if isinstance(schema, avro.schema.MapSchema):
-        return _json_is_datum(schema.values)
-    return schema.type not in ("bytes", "fixed", "record", "error")
+        first = schema.schemas[0]
+        problem = _default_problem(first, value, at)
+        if problem is None:
+            return None
+        where, what = problem
+        if where == at:
+            what += (
+                f", the first branch of the union {_type_text(schema)}: readers on Avro before "
+                "1.12 require a union's default to be of its first branch"
+            )
+        fits = next((b for b in schema.schemas[1:] if _default_problem(b, value, at) is None), None)
+        if fits is not None:
+            what += f" (put {_type_text(fits)} first in the union, or change the default)"
+        return where, what
+    kind = schema.type
+    if kind in ("record", "error"):
+        if not isinstance(value, dict):
+            return at, f"is not a {schema.name} record (a JSON object)"
+        for f in schema.fields:
+            inner = f"{at}.{f.name}" if at else f.name
+            if f.name in value:
+                problem = _default_problem(f.type, value[f.name], inner)
+                if problem is not None:
+                    return problem
+            elif not f.has_default:
+                return at, f"lacks the field {f.name!r}, which has no default of its own"
+        return None
+    if kind in ("array", "map"):
+        items = schema.items if kind == "array" else schema.values
+        if kind == "array" and isinstance(value, list):
+            pairs = [(f"{at}[{i}]", v) for i, v in enumerate(value)]
+        elif kind == "map" and isinstance(value, dict):
+            pairs = [(f"{at}[{k!r}]", v) for k, v in value.items()]
+        else:
+            shape = "a JSON list" if kind == "array" else "a JSON object"
+            return at, f"is not {_type_text(schema)} ({shape})"
+        for inner, item in pairs:
+            problem = _default_problem(items, item, inner)
+            if problem is not None:
+                return problem
+        return None
+    if kind == "enum":
+        if isinstance(value, str) and value in schema.symbols:
+            return None
+        return at, f"is not a symbol of {schema.name} ({', '.join(schema.symbols)})"
+    if kind in ("bytes", "fixed"):
+        # NOTE: Avro writes bytes and fixed defaults as text of code points 0-255, one per byte.
+        size = schema.size if kind == "fixed" else None
+        if (
+            isinstance(value, str)
+            and all(ord(c) < 256 for c in value)
+            and (size is None or len(value) == size)
+        ):
+            return None
+        what = f"{size} bytes" if size is not None else "bytes"
+        return at, f"is not {what} (a JSON string of code points 0-255)"
+    if kind in _INT_RANGES:
+        limit = _INT_RANGES[kind]
+        if isinstance(value, int) and not isinstance(value, bool) and -limit <= value < limit:
+            return None
+        return at, f"is not an {kind}"
+    if kind in ("float", "double"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        return at, f"is not a {kind}"
+    expected = {"null": type(None), "boolean": bool, "string": str}.get(kind)
+    if expected is None or isinstance(value, expected):
+        return None
+    return at, "is not null" if kind == "null" else f"is not a {kind}"
+
+
+def _value_text(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _type_text(schema: Any) -> str:
-    text = json.dumps(schema.to_json())
+    """A type as a message shows it: its JSON form with named types by their full names."""
+    import avro.schema
+
+    def short(s: Any) -> Any:
+        if isinstance(s, avro.schema.UnionSchema):
+            return [short(b) for b in s.schemas]
+        if isinstance(s, avro.schema.NamedSchema):
+            return s.fullname
+        if isinstance(s, avro.schema.ArraySchema):
+            return {"type": "array", "items": short(s.items)}
+        if isinstance(s, avro.schema.MapSchema):
+            return {"type": "map", "values": short(s.values)}
+        return s.to_json()
+
+    text = json.dumps(short(schema))
     return text if len(text) <= 80 else text[:77] + "..."

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,57 +158,133 @@ def _refuse_repeats(name: str, header: Sequence[str]) -> None:
 def read_sheet(name: str, data: bytes) -> list[dict[str, str]]:
     """The rows of a CSV (UTF-8) or Excel (``.xlsx``, first sheet) file: column -> text.
 
-    The first row names the columns. Raises :class:`ConfigurationError` naming the file when
-    it is not one of those, has no header, names a column twice (one of the cells would be
-    lost), or is not readable.
+    The first row names the columns; blank rows are skipped. Raises
+    :class:`ConfigurationError` naming the file when it is not one of those, has no header,
+    names a column twice (one of the cells would be lost), is not readable, or has a row with a
+    non-empty cell under no column name (often a list typed with commas: the cell would be
+    lost), naming those rows. :meth:`BulkEditor.load` refuses just such rows instead.
+    """
+    rows = _sheet_rows(name, data)
+    refused = [problem for _, problem in rows if problem]
+    if refused:
+        listed = "\n".join(f"  - {p}" for p in refused)
+        raise ConfigurationError(f"{name} is not read, for cells it would lose:\n{listed}")
+    return [row for row, _ in rows]
+
+
+def _sheet_rows(name: str, data: bytes) -> list[tuple[dict[str, str], str | None]]:
+    """Each non-blank row of a sheet (see :func:`read_sheet`) with why it is refused, or None.
+
+    A row is refused when a non-empty cell stands under no column name (beyond the header, or
+    under an empty header cell): reading it as the others would lose that cell. Empty ones (a
+    trailing separator) lose nothing and are allowed.
     """
     lower = name.lower()
     if lower.endswith(".csv"):
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise ConfigurationError(
-                f"{name} is not UTF-8 text (byte {exc.start}): save it as CSV UTF-8"
-            ) from None
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames:
-            raise ConfigurationError(f"{name} is empty: the first row must name the columns")
-        _refuse_repeats(name, [str(k).strip() for k in reader.fieldnames])
-        return [
-            {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
-            for row in reader
-        ]
+        return _csv_rows(name, data)
     if lower.endswith((".xlsx", ".xlsm")):
-        try:
-            from openpyxl import load_workbook
-        except ImportError:
-            from metaverse_kit.errors import MissingDependencyError
-
-            raise MissingDependencyError(
-                "Reading Excel sheets", ["openpyxl"], extra="app"
-            ) from None
-        try:
-            book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-        except Exception as exc:  # openpyxl raises many types for a damaged file
-            raise ConfigurationError(f"{name} is not a readable Excel workbook: {exc}") from None
-        try:
-            rows = list(book.worksheets[0].iter_rows(values_only=True))
-        finally:
-            book.close()
-        if not rows or not any(rows[0]):
-            raise ConfigurationError(f"{name} is empty: the first row must name the columns")
-        header = [str(h).strip() if h is not None else "" for h in rows[0]]
-        _refuse_repeats(name, header)
-        return [
-            {
-                h: ("" if v is None else str(v).strip())
-                for h, v in zip(header, values, strict=False)
-                if h
-            }
-            for values in rows[1:]
-            if any(v not in (None, "") for v in values)
-        ]
+        return _excel_rows(name, data)
     raise ConfigurationError(f"{name}: upload a .csv or an .xlsx file")
+
+
+def _csv_rows(name: str, data: bytes) -> list[tuple[dict[str, str], str | None]]:
+    """:func:`_sheet_rows` of a CSV file (UTF-8, comma-separated)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"{name} is not UTF-8 text (byte {exc.start}): save it as CSV UTF-8"
+        ) from None
+    # NOTE: csv.reader, not DictReader, which skips blank lines itself: a refused row is named
+    # by the line its record starts on, as the csv ingestion source names it.
+    reader = csv.reader(io.StringIO(text))
+    out: list[tuple[dict[str, str], str | None]] = []
+    start = 1
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        if not any(header):
+            raise ConfigurationError(f"{name} is empty: the first row must name the columns")
+        _refuse_repeats(name, header)
+        while True:
+            start = reader.line_num + 1
+            cells = next(reader, None)
+            if cells is None:
+                return out
+            if not cells:  # [] is a blank line
+                continue
+            unnamed = _unnamed(header, cells)
+            problem = _unnamed_problem(f"{name} line {start}", header, unnamed) if unnamed else None
+            # NOTE: a short row lacks the last columns: they read as empty cells.
+            padded = cells + [""] * (len(header) - len(cells))
+            out.append(({h: v.strip() for h, v in zip(header, padded, strict=False) if h}, problem))
+    except csv.Error as exc:
+        raise ConfigurationError(
+            f"{name} line {start}: the file stops being readable CSV in the record that starts "
+            f"here: {exc} (often a quote opened and never closed)"
+        ) from None
+
+
+def _excel_rows(name: str, data: bytes) -> list[tuple[dict[str, str], str | None]]:
+    """:func:`_sheet_rows` of an Excel workbook's first sheet."""
+    try:
+        from openpyxl import load_workbook
+    except ImportError:
+        from metaverse_kit.errors import MissingDependencyError
+
+        raise MissingDependencyError("Reading Excel sheets", ["openpyxl"], extra="app") from None
+    try:
+        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for a damaged file
+        raise ConfigurationError(f"{name} is not a readable Excel workbook: {exc}") from None
+    try:
+        rows = list(book.worksheets[0].iter_rows(values_only=True))
+    finally:
+        book.close()
+    if not rows or not any(rows[0]):
+        raise ConfigurationError(f"{name} is empty: the first row must name the columns")
+    header = [str(h).strip() if h is not None else "" for h in rows[0]]
+    _refuse_repeats(name, header)
+    out: list[tuple[dict[str, str], str | None]] = []
+    for number, values in enumerate(rows[1:], start=2):
+        if not any(v not in (None, "") for v in values):
+            continue
+        cells = ["" if v is None else str(v) for v in values]
+        unnamed = _unnamed(header, cells)
+        problem = (
+            _unnamed_problem(f"{name} row {number}", header, unnamed, excel=True)
+            if unnamed
+            else None
+        )
+        out.append(({h: v.strip() for h, v in zip(header, cells, strict=False) if h}, problem))
+    return out
+
+
+def _unnamed(header: Sequence[str], cells: Sequence[str]) -> list[tuple[int, str]]:
+    """The non-empty cells (column number from 1, text) of a row under no column name."""
+    return [
+        (i, c.strip())
+        for i, c in enumerate(cells, start=1)
+        if c.strip() and (i > len(header) or not header[i - 1])
+    ]
+
+
+def _unnamed_problem(
+    where: str, header: Sequence[str], unnamed: Sequence[tuple[int, str]], *, excel: bool = False
+) -> str:
+    """Why a row with cells under no column name is refused, and how such a row is fixed."""
+    if excel:
+        from openpyxl.utils import get_column_letter
+
+        found = ", ".join(f"{c!r} (column {get_column_letter(i)})" for i, c in unnamed)
+        advice = ""
+    else:
+        found = ", ".join(f"{c!r} (column {i})" for i, c in unnamed)
+        advice = 'quote a cell that holds a comma ("a, b"); '
+    return (
+        f"{where}: cells under no column of the header ({', '.join(h for h in header if h)}): "
+        f"{found}; the row is refused, those cells would be lost: {advice}a list's items go "
+        "in one cell, separated by '|' (PII|Finance)"
+    )
 
 
 class BulkEditor(WidgetController):
@@ -269,24 +346,38 @@ class BulkEditor(WidgetController):
     def load(self, name: str, data: bytes) -> list[RowPlan]:
         """Read a sheet and plan every row; show and return the plans.
 
-        Raises :class:`ConfigurationError` for a file that cannot be read (also shown), and
-        what the planner raises.
+        A row with a non-empty cell under no column name (beyond the header: often a list
+        typed with commas) is refused with the cells, not planned. Raises
+        :class:`ConfigurationError` for a file that cannot be read (also shown), and what the
+        planner raises.
         """
-        rows = read_sheet(name, data)
-        if not rows:
+        read = _sheet_rows(name, data)
+        if not read:
             raise ConfigurationError(f"{name} has a header but no row to apply")
-        self.name = name
-        self.plans = list(self.planner(self.ws, rows))
-        if len(self.plans) != len(rows):
+        rows = [row for row, problem in read if problem is None]
+        planned = list(self.planner(self.ws, rows)) if rows else []
+        if len(planned) != len(rows):
             raise ConfigurationError(
-                f"the row planner returned {len(self.plans)} plans for {len(rows)} rows"
+                f"the row planner returned {len(planned)} plans for {len(rows)} rows"
             )
+        if len(rows) < len(read):
+            # NOTE: a refused row is not given to the planner, so no later row of its entity is
+            # planned on top of what it set; the others get their numbers in the whole sheet.
+            plans = iter(planned)
+            planned = [
+                RowPlan(number, None, None, (problem,))
+                if problem is not None
+                else dataclasses.replace(next(plans), row=number)
+                for number, (_, problem) in enumerate(read, start=1)
+            ]
+        self.name = name
+        self.plans = planned
         self.results = []
         valid = sum(p.valid for p in self.plans)
         unchanged = sum(p.unchanged for p in self.plans)
         refused = len(self.plans) - valid - unchanged
         self.summary.value = message_html(
-            f"{name}: {len(rows)} rows, {valid} valid"
+            f"{name}: {len(read)} rows, {valid} valid"
             + (f", {unchanged} unchanged" if unchanged else "")
             + (f", {refused} refused (reasons below)" if refused else ""),
             ok=not refused,

@@ -56,7 +56,11 @@ INVALID_SCHEMAS = {
                 }
             ]
         ),
-        "default 'B'",
+        'default "B"',
+    ),
+    "a union default that is not of the union's first branch": (
+        _record(fields=[{"name": "u", "type": ["null", "int"], "default": 3}]),
+        "first branch",
     ),
     "an undefined type": (_record(fields=[{"name": "a", "type": "Nope"}]), "Nope"),
     "a union inside a union": (_record(fields=[{"name": "a", "type": ["null", ["int"]]}]), "nion"),
@@ -101,6 +105,59 @@ def test_valid_schemas_pass_the_strict_parsers() -> None:
             ]
         )
     )
+
+
+def test_a_union_default_must_be_of_the_unions_first_branch_at_any_depth(
+    workspace: mk.Workspace,
+) -> None:
+    """Avro before 1.12 takes a union's default as its first branch (Java 1.9-1.11 refuses the
+    schema): one whose ``["null", "int"]`` field defaults to 3 is refused, not registered, and
+    emitting with it is refused too (readers of older events saw u=3 here, null elsewhere)."""
+
+    def problem(field: dict) -> str:
+        with pytest.raises(mk.SchemaParseError) as refused:
+            check_definition(_record(fields=[{"name": "x", "type": "int"}, field]))
+        return str(refused.value)
+
+    assert problem({"name": "u", "type": ["null", "int"], "default": 3}) == (
+        "Not a valid Avro schema: the default 3 of field 'u' of x.P is not null, the first "
+        'branch of the union ["null", "int"]: readers on Avro before 1.12 require a union\'s '
+        'default to be of its first branch (put "int" first in the union, or change the default)'
+    )
+    assert problem({"name": "u", "type": ["string", "null"], "default": None}).endswith(
+        "the default null of field 'u' of x.P is not a string, the first branch of the union "
+        '["string", "null"]: readers on Avro before 1.12 require a union\'s default to be of its '
+        'first branch (put "null" first in the union, or change the default)'
+    )
+    inner = {
+        "type": "record",
+        "name": "In",
+        "fields": [{"name": "k", "type": "string"}, {"name": "u", "type": ["null", "long"]}],
+    }
+    nested = problem({"name": "a", "type": inner, "default": {"k": "z", "u": 4}})
+    assert nested.startswith(
+        'Not a valid Avro schema: the default {"k": "z", "u": 4} of field \'a\' of x.P '
+        "(at u) is not null, the first branch of the union"
+    )
+    listed = {"name": "l", "type": {"type": "array", "items": ["null", "string"]}}
+    assert "(at [1]) is not null" in problem({**listed, "default": [None, "s"]})
+    assert "lacks the field 'k'" in problem({"name": "a", "type": inner, "default": {"u": None}})
+    for fine in (
+        {"name": "u", "type": ["int", "null"], "default": 3},
+        {"name": "a", "type": inner, "default": {"k": "z", "u": None}},
+        {"name": "r", "type": [inner, "null"], "default": {"k": "z", "u": None}},
+        {**listed, "default": [None, None]},
+    ):
+        check_definition(_record(fields=[{"name": "x", "type": "int"}, fine]))
+
+    v1 = {"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}]}
+    v2 = {**v1, "fields": [*v1["fields"], {"name": "u", "type": ["null", "int"], "default": 3}]}
+    assert workspace.registry.register_schema("metadata", json.dumps(v1)).version == 1
+    with pytest.raises(mk.SchemaParseError, match="first branch"):
+        workspace.registry.register_schema("metadata", json.dumps(v2))
+    with pytest.raises(mk.SchemaParseError, match="first branch"):
+        workspace.emit({"x": 2}, schema=json.dumps(v2))
+    assert workspace.registry.list_versions("metadata", "R") == [1]
 
 
 def test_schema_and_group_names_follow_azure_rules(tmp_path: Path) -> None:

@@ -282,3 +282,37 @@ def test_an_empty_array_delimiter_is_refused_with_the_config(workspace, tmp_path
     path = _write(tmp_path / "edits.csv", [{"resource": CUSTOMERS, "tags": "[Gold]"}])
     with pytest.raises(SourceUnreachableError, match=r"source\.config\.array_delimiter must be"):
         mk.ingest(workspace, _recipe(path, array_delimiter=""), dry_run=True, progress=False)
+
+
+def test_cells_under_no_column_fail_their_row_and_empty_ones_lose_nothing(workspace, tmp_path):
+    """A list typed with the separator (PII,Finance,Sales) lost all but its first item, silently."""
+    path = tmp_path / "edits.csv"
+    path.write_text(
+        "resource,tags,\n"  # line 1: a trailing separator names no column
+        f'"{CUSTOMERS}",PII,Finance,Sales\n'  # line 2: not applied
+        "\n"  # line 3
+        f'"{CUSTOMERS}",Gold,,,\n'  # line 4: empty cells only: applied
+        f'"{CUSTOMERS}",Silver,,  \n'  # line 5: applied
+        f'"{CUSTOMERS}",Bronze,Copper\n'  # line 6: under the unnamed column: not applied
+    )
+    report = mk.ingest(workspace, _recipe(path), dry_run=True, progress=False)
+    failures = [(p.where, p.message) for p in report.failures]
+    advice = (
+        "the row was not applied. Quote a cell that holds the separator ',' (\"a, b\"); a list's "
+        "items go in one cell, separated by '|' (PII|Finance)"
+    )
+    assert failures == [
+        (
+            "edits.csv line 2",
+            "cells under no column of the header (resource, tags): 'Finance' (column 3), "
+            f"'Sales' (column 4); {advice}",
+        ),
+        (
+            "edits.csv line 6",
+            f"cells under no column of the header (resource, tags): 'Copper' (column 3); {advice}",
+        ),
+    ]
+    assert report.exit_status == 1 and not list(report.warnings)
+    assert [c.where for c in report.changes] == ["edits.csv lines 4-5"]
+    tags = report.events[0]["proposedSnapshot"][1]["aspects"][0][1]["tags"]
+    assert [t["tag"] for t in tags] == ["urn:li:tag:Gold", "urn:li:tag:Silver"]

@@ -116,6 +116,59 @@ def test_excel_sheets_and_bad_files(workspace: mk.Workspace) -> None:
         assert editor.emit_button.disabled
 
 
+def test_a_row_with_cells_under_no_column_is_refused_with_them_and_not_planned(
+    workspace: mk.Workspace,
+) -> None:
+    """A list typed with commas (PII,Finance) was read as PII alone, without a word."""
+    from openpyxl import Workbook
+
+    other = mk.make_dataset_urn("hive", "bulk.t2")
+    data = (
+        "resource,tags\n"
+        f'"{URN}",PII,Finance\n'  # line 2, row 1: refused
+        "\n"
+        f'"{URN}",Gold,,\n'  # line 4, row 2: empty cells beyond the header lose nothing
+        f'"{other}",Silver\n'  # line 5, row 3
+    ).encode()
+    editor = BulkEditor(workspace)  # the csv source's planner
+    plans = editor.load("edits.csv", data)
+    assert [(p.row, p.valid) for p in plans] == [(1, False), (2, True), (3, True)]
+    assert plans[0].problems == (
+        "edits.csv line 2: cells under no column of the header (resource, tags): 'Finance' "
+        "(column 3); the row is refused, those cells would be lost: quote a cell that holds a "
+        "comma (\"a, b\"); a list's items go in one cell, separated by '|' (PII|Finance)",
+    )
+    assert "3 rows, 2 valid, 1 refused" in editor.summary.value
+    assert "(column 3)" in editor.table.value
+    editor.emit()
+    assert {r.row: r.status for r in editor.results} == {1: "invalid", 2: "sent", 3: "sent"}
+    assert editor.results[0].error == plans[0].problems[0]
+    # Row 2 is planned on what the lake holds, not on what the refused row 1 would have set.
+    latest = mk.history.latest_aspect(workspace.replay(progress=False), URN, "globalTags")
+    assert [t["tag"] for t in latest["tags"]] == ["urn:li:tag:Gold"]
+    with pytest.raises(mk.ConfigurationError, match=r"edits\.csv line 2: cells under no column"):
+        read_sheet("edits.csv", data)
+
+    book = Workbook()
+    sheet_ = book.active
+    sheet_.append(["resource", "tags", None])
+    sheet_.append([URN, "Gold", None, "Silver"])
+    sheet_.append([URN, "Bronze"])
+    out = io.BytesIO()
+    book.save(out)
+    plans = BulkEditor(workspace, planner=plan).load("edits.xlsx", out.getvalue())
+    assert (
+        plans[0]
+        .problems[0]
+        .startswith(
+            "edits.xlsx row 2: cells under no column of the header (resource, tags): 'Silver' "
+            "(column D); the row is refused, those cells would be lost: a list's items go in one "
+            "cell"
+        )
+    )
+    assert plans[1].row == 2 and plans[1].valid
+
+
 def test_the_app_has_four_tabs_composes_from_a_template_and_shows_activity(
     workspace: mk.Workspace,
 ) -> None:

@@ -5,9 +5,11 @@ The file is read row by row (``csv.reader``) and each row planned by
 and terms are added to those already there (``replace: true``, or ``metaverse ingest
 --replace``, sets them to the row's), descriptions replace. Consecutive rows about one entity
 become one MCE. A row with a problem is reported with its line (the line its record starts on,
-blank lines and multi-line cells counted) and column and skipped; the others are applied. A
-header that names one of the columns twice is refused. This source carries edits, not an
-inventory: it never soft-deletes.
+blank lines and multi-line cells counted) and column and skipped; the others are applied. So
+is a row with non-empty cells under no column name (beyond the header, often a list typed with
+the separator instead of the array delimiter), which would otherwise be lost; empty ones (a
+trailing separator) are allowed. A header that names one of the columns twice is refused.
+This source carries edits, not an inventory: it never soft-deletes.
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ class CsvSource(Source):
                 "keep one column of each name (a list's items go in one cell, separated by "
                 f"{self.config.array_delimiter!r})"
             )
-        unknown = [c for c in columns if c not in COLUMNS]
+        # NOTE: unnamed columns (trailing separators) are not listed: a cell in one fails its row.
+        unknown = [c for c in columns if c and c not in COLUMNS]
         if unknown:
             self.context.report.warnings.add(
                 str(path), f"columns ignored: {', '.join(unknown)} (known: {', '.join(COLUMNS)})"
@@ -103,7 +106,8 @@ class CsvSource(Source):
         self.path = path
 
     def _rows(self) -> Iterator[tuple[int, dict[str, str]]]:
-        """(line the record starts on, column -> cell) of each row; unreadable CSV ends them.
+        """(line the record starts on, column -> cell) of each row; unreadable CSV ends them, and
+        a row with a non-empty cell under no column name is a failure, not yielded.
 
         Read with ``csv.reader``, not ``DictReader``: DictReader skips blank lines itself, so
         the line a record starts on could not be told from its ``line_num`` (where it ends).
@@ -118,10 +122,21 @@ class CsvSource(Source):
                     cells = next(reader, None)
                     if cells is None:
                         return
-                    if cells:  # [] is a blank line
-                        # NOTE: as DictReader: a short row lacks the last columns, extra cells
-                        # (beyond the header) are not read.
-                        yield start, dict(zip(columns, cells, strict=False))
+                    if not cells:  # [] is a blank line
+                        continue
+                    # NOTE: a short row lacks the last columns; empty cells the header names
+                    # no column for (a trailing separator) hold nothing to lose.
+                    unnamed = [
+                        (i, c)
+                        for i, c in enumerate(cells, start=1)
+                        if c.strip() and (i > len(columns) or not columns[i - 1])
+                    ]
+                    if unnamed:
+                        self.context.report.failures.add(
+                            f"{self.path.name} line {start}", self._unnamed(columns, unnamed)
+                        )
+                        continue
+                    yield start, dict(zip(columns, cells, strict=False))
             except csv.Error as exc:
                 self.context.report.failures.add(
                     f"{self.path.name} line {start}",
@@ -135,6 +150,18 @@ class CsvSource(Source):
                 self.context.report.failures.add(
                     str(self.path), f"the file stops being readable CSV: {exc}"
                 )
+
+    def _unnamed(self, columns: list[str], cells: list[tuple[int, str]]) -> str:
+        """Why a row with cells the header names no column for is not applied (they would be
+        lost): the cells with their column numbers, and how such a row is usually fixed."""
+        d, a = self.config.delimiter, self.config.array_delimiter
+        named = ", ".join(c for c in columns if c)
+        found = ", ".join(f"{c!r} (column {i})" for i, c in cells)
+        return (
+            f"cells under no column of the header ({named}): {found}; the row was not "
+            f'applied. Quote a cell that holds the separator {d!r} ("a{d} b"); a list\'s items '
+            f"go in one cell, separated by {a!r} (PII{a}Finance)"
+        )
 
     def work_units(self) -> Iterator[WorkUnit]:
         report = self.context.report
