@@ -116,7 +116,9 @@ def _rewriting_hub(lake: Path, state: Path) -> Any:
                 window = datetime.fromtimestamp((ms // 1000) // seconds * seconds, UTC)
                 for event, schema_id in zip(events, schema_ids, strict=True):
                     partition = self.partition_for(event.partition_key)
-                    part = parts.setdefault(partition, {"next_sequence": 0, "next_offset": 0})
+                    part = parts.setdefault(
+                        partition, {"next_sequence": 0, "next_offset": 0, "last_enqueued_ms": 0}
+                    )
                     sequence, offset = part["next_sequence"], part["next_offset"]
                     part.update(next_sequence=sequence + 1, next_offset=offset + len(event.body))
                     relative = capture_path(self.namespace, self.name, partition, window)

@@ -8,7 +8,8 @@ or in the outbox; it may be both (sent, and the process died before removing it)
 retry sends it again with the same message id, which replay recognises as a duplicate.
 
 While a batch is being sent, its process holds an exclusive lock on ``<batch>.lock``, so a
-retry in another process or notebook skips it instead of sending it twice.
+retry in another process or notebook skips it instead of sending it twice, and
+:meth:`Outbox.sending` tells such a batch from one a killed process left.
 
 A batch file is one JSON object, by columns so that a batch of 100,000 events is written
 without an object per event (format 2)::
@@ -49,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from metaverse_kit._files import atomic_write, writing
+from metaverse_kit._files import atomic_write, held, writing
 from metaverse_kit.backends.protocols import EventHub, OutgoingEvent, Receipt, SchemaRegistry
 from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.errors import (
@@ -403,6 +404,15 @@ class Outbox:
     def list(self) -> list[OutboxEntry]:
         """Every event in the outbox, oldest batch first (including batches being sent now)."""
         return [entry for path in self._batches() for entry in self._read(path)]
+
+    def sending(self, batch: str) -> bool:
+        """Whether a live process is sending this batch right now (an emit, or a retry).
+
+        ``batch`` is an entry's :attr:`OutboxEntry.batch`. Such a batch is no leftover: it
+        leaves the outbox when the hub takes its events, and :meth:`retry` and :meth:`discard`
+        skip it meanwhile. Reads only (works on a workspace the user cannot write).
+        """
+        return held(self.folder / f"{batch}.lock")
 
     def retry(self, message_ids: Iterable[str] | None = None) -> builtins.list[Receipt]:
         """Send the events in the outbox again (all, or those with these message ids).

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -70,9 +71,8 @@ def test_a_failing_hub_leaves_the_events_in_the_outbox_until_retried(
     assert len(workspace.outbox) == 0
 
 
-def test_a_batch_being_sent_elsewhere_is_neither_retried_nor_discarded(
-    workspace: mk.Workspace, clock: SimClock
-) -> None:
+def _one_waiting(workspace: mk.Workspace, clock: SimClock) -> Any:
+    """One event left in the outbox: the hub refused it (a clock without a timezone)."""
     hub = workspace.hub
     assert isinstance(hub, LocalEventHub)
     hub.clock = lambda: datetime(2026, 3, 2, 9, 0)
@@ -80,6 +80,13 @@ def test_a_batch_being_sent_elsewhere_is_neither_retried_nor_discarded(
         workspace.emit(mk.example_mce())
     hub.clock = clock
     (entry,) = workspace.outbox.list()
+    return entry
+
+
+def test_a_batch_being_sent_elsewhere_is_neither_retried_nor_discarded(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    entry = _one_waiting(workspace, clock)
     lock = workspace.outbox.folder / f"{entry.batch}.lock"
     with _batch_lock(lock, wait=True) as held:
         assert held
@@ -87,6 +94,17 @@ def test_a_batch_being_sent_elsewhere_is_neither_retried_nor_discarded(
         assert workspace.outbox.discard([entry.message_id]) == 0
     assert workspace.outbox.discard([entry.message_id]) == 1
     assert workspace.outbox.list() == [] and workspace.replay().num_rows == 0
+
+
+def test_sending_tells_a_batch_a_live_process_holds(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    entry = _one_waiting(workspace, clock)
+    assert not workspace.outbox.sending(entry.batch)
+    lock = workspace.outbox.folder / f"{entry.batch}.lock"
+    with _batch_lock(lock, wait=True):
+        assert workspace.outbox.sending(entry.batch)
+    assert not workspace.outbox.sending(entry.batch) and not lock.exists()  # made nothing
 
 
 def test_retrying_some_events_keeps_the_others_whatever_happens(

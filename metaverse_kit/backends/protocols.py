@@ -162,15 +162,32 @@ class OutgoingEvent:
 MAX_EVENT_BYTES = 1_048_576
 
 
-def event_size(event: OutgoingEvent, *, properties: int | None = None) -> int:
+def event_size(event: OutgoingEvent) -> int:
     """About what Event Hubs counts of ``event`` against :data:`MAX_EVENT_BYTES`: the body,
     the partition key and the application properties' names and values as text (the AMQP
-    framing adds a few dozen bytes more). ``properties``: their size, when already counted."""
-    if properties is None:
-        properties = sum(
-            len(str(k).encode()) + len(str(v).encode()) for k, v in event.properties.items()
-        )
-    return len(event.body) + len(event.partition_key.encode()) + properties
+    framing adds a few dozen bytes more)."""
+    return len(event.body) + len(event.partition_key.encode()) + _properties_size(event.properties)
+
+
+def _properties_size(properties: Mapping[str, Any]) -> int:
+    return sum(len(str(k).encode()) + len(str(v).encode()) for k, v in properties.items())
+
+
+def oversized(
+    events: Sequence[OutgoingEvent], *, limit: int = MAX_EVENT_BYTES
+) -> list[tuple[int, int]]:
+    """``(index, size)`` of the events larger than ``limit`` (see :func:`event_size`)."""
+    # PERF: an emit's events share one properties mapping: its size is counted once.
+    shared: dict[int, int] = {}
+    found = []
+    for i, event in enumerate(events):
+        props = shared.get(id(event.properties))
+        if props is None:
+            props = shared[id(event.properties)] = _properties_size(event.properties)
+        size = len(event.body) + len(event.partition_key.encode()) + props
+        if size > limit:
+            found.append((i, size))
+    return found
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,20 @@ the user cannot write), and with ``--repair`` :meth:`LocalDoctor.repair`, which:
   marker), after moving the damaged original aside to ``<workspace>/quarantine/`` under its
   path in the workspace; a file with no intact block is only moved aside;
 - rebuilds an unreadable hub state from the lake;
+- sets aside (to ``hub/journal.json.refused``) a hub journal the hub refuses, one naming a
+  file outside the lake or not of the shape the hub writes, without acting on it;
 - deletes the temporary files of dead processes (never a live writer's);
 - gives files that versions before 2026-12-03 wrote ``0600`` whatever the umask (the mode of
   the temporary file they were written through) the mode the umask gives now, so a team that
   shares the workspace can read them.
 
+A zero-byte Capture file is an empty archive, as replay reads it (the local lake does not
+list it), not damage; one the hub state says it wrote events to is damage.
+
 Outbox entries are reported, not repaired: ``ws.outbox.retry()`` sends them and
-``ws.outbox.discard(ids)`` drops them. Findings use the shape of
-:mod:`metaverse_kit.backends.health`, which an Azure doctor reuses.
+``ws.outbox.discard(ids)`` drops them. A batch a live process is sending right now (it holds
+the batch's lock, see :meth:`~metaverse_kit.outbox.Outbox.sending`) is only noted. Findings
+use the shape of :mod:`metaverse_kit.backends.health`, which an Azure doctor reuses.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from metaverse_kit._files import (
 from metaverse_kit.backends.health import SEVERITIES, Finding
 from metaverse_kit.backends.local.factory import existing_settings
 from metaverse_kit.backends.local.hub import LocalEventHub
+from metaverse_kit.backends.local.lake import LocalLake
 from metaverse_kit.capture import BlockScan, decode_block, read_header, scan_blocks
 from metaverse_kit.errors import CaptureFileError, ConfigurationError
 
@@ -88,6 +95,8 @@ class LocalDoctor:
             codec=settings["codec"],
         )
         self.quarantine = self.root / "quarantine"
+        #: Where a repair sets aside a hub journal the hub refuses.
+        self.refused_journal = self.hub.journal_path.with_name("journal.json.refused")
 
     def __repr__(self) -> str:
         return f"LocalDoctor({str(self.root)!r})"
@@ -131,7 +140,7 @@ class LocalDoctor:
                 Finding(
                     "error",
                     "state",
-                    str(exc).split(";")[0],
+                    str(exc).rpartition("; ")[0],
                     "`metaverse doctor --repair` rebuilds it from the lake's files",
                     str(self.hub.state_path),
                     repairable=True,
@@ -141,7 +150,22 @@ class LocalDoctor:
 
     def _journal(self, findings: list[Finding]) -> set[str]:
         """The files a stuck journal names (empty when there is none, or its send is live)."""
-        journal = self.hub.pending()
+        try:
+            journal = self.hub.pending()
+        except ConfigurationError as exc:
+            findings.append(
+                Finding(
+                    "error",
+                    "stuck-journal",
+                    str(exc).rpartition("; ")[0],
+                    "nothing it names was touched: it is not this hub's to act on. Check what "
+                    "wrote it; `metaverse doctor --repair` then sets it aside, to "
+                    f"{self.refused_journal} (sends are refused until then)",
+                    str(self.hub.journal_path),
+                    repairable=True,
+                )
+            )
+            return set()
         if journal is None:
             return set()
         if self.hub.busy():
@@ -163,15 +187,16 @@ class LocalDoctor:
         )
         return set(names)
 
-    def _capture_files(self) -> Iterator[Path]:
+    def _capture_files(self) -> list[Path]:
+        """The lake's Capture files as a replay finds them, by path.
+
+        NOTE: listed by the local lake, so that a file the replay reads as an empty archive
+        (zero bytes) is not called damaged here: Capture-like tools write them.
+        """
         lake = self.hub.lake_root
         if not lake.is_dir():
-            return
-        for folder, dirs, names in os.walk(lake):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(names):
-                if name.endswith(".avro") and not name.startswith("."):
-                    yield Path(folder) / name
+            return []
+        return sorted(Path(file.path) for file in LocalLake(lake).list_files())
 
     def _damaged(self, state: dict[str, dict[str, Any]]) -> Iterator[_Damage]:
         lengths = {
@@ -179,6 +204,22 @@ class LocalDoctor:
             for part in state.values()
             if "file" in part and "length" in part
         }
+        for relative, written in sorted(lengths.items()):
+            path = self.hub.lake_root / relative
+            try:
+                empty = path.stat().st_size == 0
+            except FileNotFoundError:
+                continue
+            if empty:  # NOTE: not an empty archive: the hub wrote events to it, now cut off
+                yield _Damage(
+                    path,
+                    b"",
+                    [],
+                    0,
+                    written,
+                    f"it is empty, but the hub wrote {written} bytes to it (they were cut off)",
+                    torn_only=False,
+                )
         for path in self._capture_files():
             try:
                 data = path.read_bytes()
@@ -270,16 +311,42 @@ class LocalDoctor:
             batches.setdefault(entry.batch, []).append(entry)
         out = []
         for batch, waiting in batches.items():
+            path = outbox.folder / f"{batch}.json"
+            emitted = (
+                f"{len(waiting)} event(s) emitted at {waiting[0].created:%Y-%m-%d %H:%M:%S} UTC"
+            )
+            if outbox.sending(batch):
+                out.append(
+                    Finding(
+                        "info",
+                        "outbox",
+                        f"{emitted} are being sent by a live process ({path})",
+                        "nothing to do: they leave the outbox when the hub takes them",
+                        str(path),
+                    )
+                )
+                continue
+            if not path.exists():
+                continue  # NOTE: sent between the listing and the lock's check: its holder is gone
             error = waiting[0].last_error
+            if error:
+                message = f"{emitted} wait in the outbox ({path}); last error: {error}"
+            else:
+                # NOTE: the outbox cannot tell how far a killed send got: its complete blocks
+                # are in the lake (the hub's journal keeps them), the rest is not.
+                message = (
+                    f"{emitted} wait in the outbox ({path}), not confirmed sent: the process "
+                    "sending them ended before the hub's receipt (killed?), so some may already "
+                    "be in the lake"
+                )
             out.append(
                 Finding(
                     "warning",
                     "outbox",
-                    f"{len(waiting)} event(s) emitted at {waiting[0].created:%Y-%m-%d %H:%M:%S} "
-                    f"UTC wait in the outbox ({outbox.folder / (batch + '.json')})"
-                    + (f"; last error: {error}" if error else "; never sent (a killed process?)"),
-                    "ws.outbox.retry() sends them again; ws.outbox.discard(message_ids) drops them",
-                    str(outbox.folder / f"{batch}.json"),
+                    message,
+                    "ws.outbox.retry() sends them again (replay drops a retry's copies of those "
+                    "already in the lake as duplicates); ws.outbox.discard(message_ids) drops them",
+                    str(path),
                 )
             )
         return out
@@ -301,7 +368,18 @@ class LocalDoctor:
                 os.replace(self.hub.state_path, broken)
                 actions.append(f"moved the unreadable hub state to {broken}")
                 actions.extend(self.hub.rebuild_state())
-            if self.hub.pending() is not None:
+            try:
+                stuck = self.hub.pending() is not None
+            except ConfigurationError:
+                # NOTE: set aside whole, never acted on; the files it names are checked before
+                # the next append like any other, as after a journal that does not parse.
+                os.replace(self.hub.journal_path, self.refused_journal)
+                actions.append(
+                    f"moved the hub journal the hub refuses to {self.refused_journal}; nothing "
+                    "it names was touched"
+                )
+                stuck = False
+            if stuck:
                 done = self.hub.recover(hold_lock=False)
                 actions.extend(done or ["cleared the stuck hub journal (nothing to roll back)"])
             for damage in self._damaged(self.hub.read_state()):

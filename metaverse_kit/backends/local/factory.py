@@ -55,10 +55,23 @@ def _check_names(settings: dict[str, Any], where: str) -> None:
             check(settings[key], what=f"{key} {where}")
 
 
+#: The JSON type of each setting in ``workspace.json``, as a phrase for error messages.
+_TYPES: dict[str, tuple[type, str]] = {
+    "namespace": (str, "a string"),
+    "eventhub": (str, "a string"),
+    "partition_count": (int, "a whole number"),
+    "window_seconds": (int, "a whole number"),
+    "codec": (str, "a string"),
+    "schema_group": (str, "a string"),
+    "compatibility": (str, "a string"),
+}
+
+
 def read_settings(root: Path) -> dict[str, Any] | None:
     """The settings of the workspace at ``root`` (defaults filled in), None when it has none.
 
-    Reads only. Raises :class:`ConfigurationError` when ``workspace.json`` is not valid JSON.
+    Reads only. Raises :class:`ConfigurationError` naming ``workspace.json`` when it is not
+    valid JSON, not an object, or gives a setting of the wrong type.
     """
     saved = _read_settings(root / "workspace.json")
     return None if saved is None else {**DEFAULTS, **saved}
@@ -82,11 +95,28 @@ def existing_settings(root: Path) -> dict[str, Any]:
 
 def _read_settings(settings_path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(settings_path.read_text("utf-8"))
+        saved = json.loads(settings_path.read_text("utf-8"))
     except FileNotFoundError:
         return None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or not UTF-8
         raise ConfigurationError(f"{settings_path} is not valid JSON: {exc}") from exc
+    # NOTE: checked here, where the file is read: a wrong type surfaced later as a TypeError
+    # deep in the hub (a comparison of "4" with 1), naming no file.
+    if not isinstance(saved, dict):
+        names = {list: "list", str: "string", bool: "boolean", type(None): "null"}
+        raise ConfigurationError(
+            f"{settings_path} holds a JSON {names.get(type(saved), 'number')}, not the object of a "
+            "workspace's settings (namespace, eventhub, partition_count, ...); put back the "
+            "settings the workspace was created with"
+        )
+    for key, (kind, phrase) in _TYPES.items():
+        value = saved.get(key, DEFAULTS[key])
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigurationError(
+                f"{settings_path} gives {key} as {value!r:.60}; expected {phrase}: put back the "
+                "value the workspace was created with"
+            )
+    return saved
 
 
 def _settings(path: Path, given: dict[str, Any]) -> dict[str, Any]:
@@ -119,12 +149,17 @@ def _tidy(root: Path, hub: LocalEventHub) -> None:
 
     Rolls back a send a killed process left half done and removes its temporary files; a
     live writer's are never touched (see :func:`metaverse_kit._files.find_leftovers`). On a
-    workspace the user cannot write, nothing is done (``metaverse doctor`` lists them).
+    workspace the user cannot write, nothing is done (``metaverse doctor`` lists them); nor
+    with a hub journal or state the hub refuses (see :meth:`LocalEventHub.pending`).
     """
     if not can_write(root):
         return
-    if hub.pending() is not None:
-        hub.recover()
+    # NOTE: a journal or state the hub cannot trust (one naming a file outside the lake, say)
+    # is left as it is: nothing it names is touched, the workspace still opens for reading,
+    # the next send refuses with the reason, and `metaverse doctor` reports it.
+    with contextlib.suppress(ConfigurationError):
+        if hub.pending() is not None:
+            hub.recover()
     # NOTE: cache/ belongs to the replay cache, which cleans its own temporary files.
     remove_leftovers(root, skip=("cache",))
 

@@ -26,6 +26,12 @@ One ``fsync`` per file written makes them durable before the receipts are return
   counters forward over the complete blocks that did land (their events are in the lake
   without a receipt; the outbox still holds them, and a retry's duplicates share their message
   id, which replay drops). So sequence numbers stay contiguous and no receipted event is lost.
+- Every file the journal or the state names is checked to be in the lake (a relative path
+  without ``..``, no symbolic link leading out) before anything is done with it. A journal
+  that fails, or is not the shape the hub writes, is refused whole with a
+  :class:`~metaverse_kit.errors.ConfigurationError` naming it: nothing it names is truncated
+  or removed, and ``metaverse doctor`` reports it (``--repair`` sets it aside). A state that
+  fails is unreadable, as one that is not JSON: ``metaverse doctor --repair`` rebuilds it.
 - A new file (a new window) is written whole to a temporary file and renamed into place, so
   readers never see half a header; readers of a file being appended to stop at its last
   complete block (:func:`~metaverse_kit.capture.complete_length`), so they never see a torn one.
@@ -37,18 +43,17 @@ nothing and never reuse a sequence number.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from metaverse_kit._files import atomic_write, fsync_folder, locked, writing
-from metaverse_kit.backends.protocols import MAX_EVENT_BYTES, OutgoingEvent, Receipt, event_size
+from metaverse_kit._files import atomic_write, fsync_folder, held, locked, writing
+from metaverse_kit.backends.protocols import MAX_EVENT_BYTES, OutgoingEvent, Receipt, oversized
 from metaverse_kit.capture import (
     CAPTURE_SCHEMA,
     BlockScan,
@@ -80,12 +85,42 @@ __all__ = ["LocalEventHub", "partition_for_key"]
 # envelope around each body so offsets grow the way the service's do.
 _ENVELOPE_BYTES = 96
 _JOURNAL_FORMAT = 2
+#: The counters every partition of the hub state has (since the first version).
+_COUNTERS = ("next_sequence", "next_offset", "last_enqueued_ms")
 
 
 def partition_for_key(key: str, partition_count: int) -> int:
     """The partition a key maps to: stable across processes, machines and Python versions."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % partition_count
+
+
+def _count_problem(part: dict[str, Any], key: str, *, minimum: int = 0) -> str | None:
+    """What is wrong with ``part[key]`` as a whole number of at least ``minimum`` (None: fine)."""
+    expected = "a whole number" + (f" of at least {minimum}" if minimum else "")
+    if key not in part:
+        return f"has no {key} (expected {expected})"
+    value = part[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return f"has {key} {value!r:.40} (expected {expected})"
+    return None
+
+
+def _kind(value: object) -> str:
+    """How a JSON value is named in an error message: "a list", "a string"..."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else "null")
+
+
+def _is_sync(value: object) -> bool:
+    """Whether ``value`` is a sync marker as the hub state keeps it (16 bytes in hex)."""
+    if not isinstance(value, str) or len(value) != 32:
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _second_of(relative: str) -> int | None:
@@ -152,6 +187,7 @@ class LocalEventHub:
         self.lock_path = self.state_root / ".lock"
         self.journal_path = self.state_root / "journal.json"
         self.state_path = self.state_root / "partitions.json"
+        self._inside: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -179,16 +215,91 @@ class LocalEventHub:
     # -- state ----------------------------------------------------------------------------------
 
     def read_state(self) -> dict[str, dict[str, Any]]:
-        """Each partition's counters and current file, as last committed (read-only)."""
+        """Each partition's counters and current file, as last committed (read-only).
+
+        Raises :class:`ConfigurationError` naming the state file when it is not JSON, or not
+        the shape the hub writes (each partition's counters, a current file inside the lake).
+        """
         try:
-            return json.loads(self.state_path.read_text("utf-8"))
+            state = json.loads(self.state_path.read_text("utf-8"))
         except FileNotFoundError:
             return {}
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or not UTF-8
             raise ConfigurationError(
-                f"The hub state {self.state_path} is unreadable; `metaverse doctor --repair` "
-                "rebuilds it from the lake"
+                f"The hub state {self.state_path} is unreadable (not JSON); `metaverse doctor "
+                "--repair` rebuilds it from the lake"
             ) from None
+        problem = self._state_problem(state)
+        if problem:
+            raise ConfigurationError(
+                f"The hub state {self.state_path} is unreadable: {problem}; `metaverse doctor "
+                "--repair` rebuilds it from the lake"
+            )
+        return state
+
+    def _state_problem(self, state: Any) -> str | None:
+        """What keeps ``state`` from being a hub state as :meth:`_save` writes it (None: fine)."""
+        if not isinstance(state, dict):
+            return f"it holds {_kind(state)}, not an object of partitions"
+        for partition, part in state.items():
+            if not isinstance(part, dict):
+                return f"partition {partition!r} is {_kind(part)}, not an object of counters"
+            for key in _COUNTERS:
+                problem = _count_problem(part, key)
+                if problem:
+                    return f"partition {partition!r} {problem}"
+            if "length" in part:
+                # NOTE: a recorded length ends with the file's 16-byte sync marker.
+                problem = _count_problem(part, "length", minimum=16)
+                if problem:
+                    return f"partition {partition!r} {problem}"
+            if "sync" in part and not _is_sync(part["sync"]):
+                return (
+                    f"partition {partition!r} has sync {part['sync']!r:.40} (expected the 32 hex "
+                    "digits of a sync marker)"
+                )
+            if part.get("codec", "null") not in ("null", "deflate"):
+                return (
+                    f"partition {partition!r} has codec {part['codec']!r:.40} (expected 'null' "
+                    "or 'deflate')"
+                )
+            # PERF: resolving a path costs a stat per folder (60 us); a partition's file
+            # changes once a window, so each name is resolved once per hub.
+            if "file" in part and part["file"] not in self._inside:
+                reason = self._outside(part["file"])
+                if reason:
+                    return (
+                        f"partition {partition!r} names the file {part['file']!r:.200}, "
+                        f"which is not in the lake {self.lake_root} ({reason})"
+                    )
+                self._inside.add(part["file"])
+        return None
+
+    def _outside(self, name: Any, *, relative: bool = True) -> str | None:
+        """Why ``name`` does not name a file inside the lake; None when it does.
+
+        ``relative``: a path in the lake (the hub's own records); else a path as older
+        versions wrote them, absolute (or from their working folder). Symbolic links are
+        followed: a name that leads out of the lake through one is outside.
+        """
+        if not isinstance(name, str):
+            return f"{_kind(name)}, not a file name"
+        if not name or "\x00" in name:
+            return "not a file name"
+        if relative:
+            pure = PurePosixPath(name)
+            if pure.is_absolute():
+                return "an absolute path; the hub's records name files relative to the lake"
+            if ".." in pure.parts:
+                return "it climbs out of its folder with '..'"
+        root = self.lake_root.resolve()
+        try:
+            found = (self.lake_root / name if relative else Path(name)).resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a loop of symbolic links
+            return "it cannot be resolved (a loop of symbolic links?)"
+        if found == root or not found.is_relative_to(root):
+            return f"it leads to {found}" + (", through a symbolic link" if relative else "")
+        return None
 
     def appending_files(self) -> dict[str, int]:
         """The files the hub appends to (each partition's current file, as a path in the lake),
@@ -253,24 +364,15 @@ class LocalEventHub:
 
     def busy(self) -> bool:
         """Whether a send (in any process) holds the hub's lock right now. Takes nothing."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return held(self.lock_path)
 
     def recover(self, *, hold_lock: bool = True) -> list[str]:
         """Roll back (or finish) a send that a killed process left half done; what it did.
 
         Takes the hub's lock (``hold_lock=False`` inside :meth:`exclusive`). Returns one line
         per file it truncated or removed (empty when there was nothing to truncate). Raises
-        :class:`ReadOnlyWorkspaceError` on a read-only workspace.
+        :class:`ReadOnlyWorkspaceError` on a read-only workspace, and
+        :class:`ConfigurationError` (touching nothing) for a journal or state it cannot trust.
         """
         if not hold_lock:
             return self._recover()
@@ -329,7 +431,10 @@ class LocalEventHub:
 
         Reads only. A journal that does not parse (a power cut in the middle of writing it)
         counts as clear: the files it would name are then checked like any other before the
-        next append, and a torn end is reported as damage rather than silently cut.
+        next append, and a torn end is reported as damage rather than silently cut. Raises
+        :class:`ConfigurationError` naming the journal for JSON that is not a journal this hub
+        writes, or that names a file outside the lake (an absolute path, ``..``, a symbolic
+        link leading out): such a journal is never acted on.
         """
         try:
             with open(self.journal_path, "rb") as f:
@@ -338,9 +443,63 @@ class LocalEventHub:
             return None
         try:
             record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except ValueError:  # not JSON, or not UTF-8
             return None
-        return record if isinstance(record, dict) and record else None
+        if isinstance(record, dict) and not record:
+            return None
+        problem = self._journal_problem(record)
+        if problem:
+            raise ConfigurationError(
+                f"The hub journal {self.journal_path} cannot be acted on: {problem}; it is not "
+                "one this hub wrote and nothing it names is touched: check what wrote it, then "
+                "`metaverse doctor --repair` sets it aside"
+            )
+        return record
+
+    def _journal_problem(self, record: Any) -> str | None:
+        """What keeps ``record`` from being a journal :meth:`_write` (or a version before ADR
+        0008) writes, naming files inside the lake; None when it is one."""
+        if not isinstance(record, dict):
+            return f"it holds {_kind(record)}, not a journal object"
+        if "renames" in record:  # written by a version that replaced whole files
+            renames = record["renames"]
+            if not isinstance(renames, list) or not all(
+                isinstance(pair, list) and len(pair) == 2 and all(isinstance(n, str) for n in pair)
+                for pair in renames
+            ):
+                return "its renames are not a list of [temporary file, final file] pairs"
+            for pair in renames:
+                for name in pair:
+                    reason = self._outside(name, relative=False)
+                    if reason:
+                        return (
+                            f"it renames {name!r:.200}, which is not in the lake "
+                            f"{self.lake_root} ({reason})"
+                        )
+            problem = self._state_problem(record.get("state"))
+            return None if problem is None else f"the hub state it holds is unreadable: {problem}"
+        files = record.get("files", [])
+        if not isinstance(files, list):
+            return f"its files are {_kind(files)}, not a list"
+        for i, entry in enumerate(files):
+            if not isinstance(entry, dict):
+                return f"file entry {i} is {_kind(entry)}, not an object"
+            if not isinstance(entry.get("partition"), str):
+                return f"file entry {i} has no partition (expected a partition id, a string)"
+            if "path" not in entry:
+                return f"file entry {i} has no path (expected a file in the lake)"
+            reason = self._outside(entry["path"])
+            if reason:
+                return (
+                    f"file entry {i} names {entry['path']!r:.200}, which is not in the lake "
+                    f"{self.lake_root} ({reason})"
+                )
+            problem = _count_problem(entry, "length")
+            if problem:
+                return f"file entry {i} {problem}"
+            if not isinstance(entry.get("new", False), bool):
+                return f"file entry {i} has new {entry['new']!r:.40} (expected true or false)"
+        return None
 
     def _set_journal(self, record: dict[str, Any] | None, *, durable: bool = False) -> None:
         # PERF: one line written over the start of the same file: no file is created, renamed
@@ -414,7 +573,8 @@ class LocalEventHub:
         """Append the events to their partitions and Capture files; one receipt per event.
 
         Raises :class:`ReadOnlyWorkspaceError` on a workspace this user cannot write and
-        :class:`ConfigurationError` for a clock without a timezone; nothing is written then.
+        :class:`ConfigurationError` for a clock without a timezone, or a hub state or journal
+        the hub cannot trust (see :meth:`read_state`, :meth:`pending`); nothing is written then.
         """
         if not events:
             return []
@@ -422,18 +582,7 @@ class LocalEventHub:
             raise ValueError(f"{len(events)} events but {len(schema_ids)} schema ids")
         # NOTE: Event Hubs refuses an event over its size limit (the Azure hub reports it as
         # too large for any batch); taking it here would pass offline what fails on Azure.
-        # PERF: a batch shares one properties mapping: its size is counted once, not per event.
-        shared: dict[int, int] = {}
-        too_large = []
-        for i, event in enumerate(events):
-            props = shared.get(id(event.properties))
-            if props is None:
-                props = shared[id(event.properties)] = event_size(
-                    OutgoingEvent(b"", "", "", "", event.properties)
-                )
-            size = event_size(event, properties=props)
-            if size > self.max_event_bytes:
-                too_large.append((i, size))
+        too_large = oversized(events, limit=self.max_event_bytes)
         if too_large:
             refused = {i for i, _ in too_large}
             keep = [i for i in range(len(events)) if i not in refused]

@@ -203,3 +203,33 @@ def test_numbers_move_past_the_complete_blocks_before_the_damage(
     with pytest.warns(DamagedFileWarning, match="a block cut short"):
         receipt = _emit(workspace)[0]
     assert receipt.location != first.location and receipt.sequence_number == 4
+
+
+def test_a_zero_byte_file_is_an_empty_archive_not_damage(
+    workspace: mk.Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(_emit(workspace, 2)[0].location)
+    empty = path.with_name("59.avro")  # as Azure Capture writes for a window without events
+    empty.touch()
+    root = workspace.path
+    assert root is not None
+    assert workspace.replay(cache=False, progress=False).num_rows == 2
+    assert LocalDoctor(root).check() == []
+    assert main(["--workspace", str(root), "doctor", "--repair"]) == 0
+    assert "repaired" not in capsys.readouterr().out
+    assert empty.exists() and empty.stat().st_size == 0 and not (root / "quarantine").exists()
+
+
+def test_a_file_the_hub_wrote_cut_to_zero_bytes_is_damage(workspace: mk.Workspace) -> None:
+    path = Path(_emit(workspace, 2)[0].location)
+    size = path.stat().st_size
+    path.write_bytes(b"")
+    root = workspace.path
+    assert root is not None
+    (finding,) = LocalDoctor(root).check()
+    assert finding.kind == "damaged-file" and finding.path == str(path)
+    assert f"it is empty, but the hub wrote {size} bytes to it" in finding.message
+    LocalDoctor(root).repair()
+    assert (root / "quarantine" / path.relative_to(root)).stat().st_size == 0
+    assert LocalDoctor(root).check() == []
+    assert _emit(workspace)[0].sequence_number == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +14,10 @@ import pytest
 import metaverse_kit as mk
 from metaverse_kit.backends.health import Doctor, Finding
 from metaverse_kit.backends.local.doctor import LocalDoctor
+from metaverse_kit.backends.local.hub import LocalEventHub
+from metaverse_kit.backends.protocols import OutgoingEvent, Receipt
 from metaverse_kit.cli import main
+from metaverse_kit.outbox import Outbox
 from tests.conftest import SimClock
 
 
@@ -121,3 +125,72 @@ def test_a_live_send_is_not_a_stuck_journal(workspace: mk.Workspace) -> None:
 def test_doctor_needs_a_workspace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--workspace", str(tmp_path / "nothing"), "doctor"]) == 2
     assert "No workspace at" in capsys.readouterr().err
+
+
+def _events(n: int) -> list[OutgoingEvent]:
+    return [OutgoingEvent(f"body-{i}".encode(), "t", f"k{i}", f"m{i}") for i in range(n)]
+
+
+class _Killed(BaseException):
+    """What a SIGKILL does to a send, in-process: nothing after it runs, no error is kept."""
+
+
+class _DyingHub(LocalEventHub):
+    """The local hub, killed after it took the first event of a send, or checked by ``during``."""
+
+    during: Callable[[], object] | None = None
+
+    def send(self, events: Sequence[OutgoingEvent], *, schema_ids: Sequence[str]) -> list[Receipt]:
+        if self.during is not None:
+            self.during()
+            return super().send(events, schema_ids=schema_ids)
+        super().send(events[:1], schema_ids=schema_ids[:1])
+        raise _Killed
+
+
+def _dying_hub(root: Path, clock: SimClock) -> _DyingHub:
+    return _DyingHub(
+        root / "lake", root / "hub", namespace="metaverse-local", eventhub="metaverse", clock=clock
+    )
+
+
+def test_a_batch_a_live_process_is_sending_is_noted_not_reported(
+    workspace: mk.Workspace, clock: SimClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = workspace.path
+    assert root is not None
+    hub = _dying_hub(root, clock)
+    seen: list[tuple[list[Finding], int]] = []
+    hub.during = lambda: seen.append(
+        (LocalDoctor(root).check(), main(["--workspace", str(root), "doctor"]))
+    )
+    Outbox(root / "outbox", hub).send(_events(3), schema_ids=["s"] * 3)
+    ((findings, status),) = seen
+    (finding,) = findings
+    assert (finding.severity, finding.kind) == ("info", "outbox")
+    assert (
+        "3 event(s) emitted at" in finding.message
+        and "being sent by a live process" in finding.message
+    )
+    assert finding.fix.startswith("nothing to do")
+    assert status == 0 and "is healthy" in capsys.readouterr().out
+    assert LocalDoctor(root).check() == []
+
+
+def test_a_batch_a_killed_send_left_is_not_confirmed_sent_rather_than_never_sent(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    root = workspace.path
+    assert root is not None
+    with pytest.raises(_Killed):
+        Outbox(root / "outbox", _dying_hub(root, clock)).send(_events(3), schema_ids=["s"] * 3)
+    (finding,) = LocalDoctor(root).check()
+    assert (finding.severity, finding.kind) == ("warning", "outbox")
+    assert "never sent" not in finding.message
+    assert "3 event(s) emitted at" in finding.message and "not confirmed sent" in finding.message
+    assert "some may already be in the lake" in finding.message
+    assert "replay drops a retry's copies" in finding.fix and "ws.outbox.retry()" in finding.fix
+    workspace.outbox.retry()
+    assert LocalDoctor(root).check() == []
+    table = workspace.replay(schema=False, cache=False, progress=False)
+    assert sorted(table["message_id"].to_pylist()) == ["m0", "m1", "m2"]  # m0's copy dropped
