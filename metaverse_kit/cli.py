@@ -134,6 +134,13 @@ def open_workspace(args: argparse.Namespace, *, existing: bool = False) -> Any:
     from metaverse_kit.config import default_backend, default_workspace_path
     from metaverse_kit.workspace import connect
 
+    if args.workspace is not None and not args.workspace.strip():
+        # NOTE: an unset variable in a script (--workspace "$WS") gave "", which fell back to
+        # the default workspace and wrote there.
+        raise UsageError(
+            "--workspace is empty (an unset variable?); give the workspace folder, or leave the "
+            "option out for $METAVERSE_HOME or ./.metaverse"
+        )
     if existing and default_backend(workspace=args.workspace) == "local":
         from metaverse_kit.backends.local.factory import existing_settings
 
@@ -294,15 +301,35 @@ def _emit_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _RepeatedKeyError(ValueError):
+    """A JSON object gives a key twice (``args[0]`` is the key)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' object hook: the object, refusing a key given twice (two
+    ``proposedSnapshot`` keys emitted only the second, without a word)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKeyError(key)
+        out[key] = value
+    return out
+
+
 def _events_in(path: Path) -> list[Any]:
     """The MCEs of an ``emit --file`` file: one JSON object, or a non-empty list of them."""
     from metaverse_kit.events.builtin import mce_definition
     from metaverse_kit.events.jsonform import from_json
 
     try:
-        data = json.loads(read_text(path, "The events file"))
+        data = json.loads(read_text(path, "The events file"), object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path} is not valid JSON: {exc}") from exc
+    except _RepeatedKeyError as exc:
+        raise UsageError(
+            f"{path} gives the key {exc.args[0]!r} twice in one object; JSON readers keep one of "
+            "the two values (Python the last): keep one"
+        ) from exc
     items = data if isinstance(data, list) else [data]
     if not items:
         raise UsageError(f"{path} holds an empty list: give one MCE (a JSON object) or a list")

@@ -10,7 +10,7 @@
     │   ├── SchemaNotFoundError     no schema with that id / group / name / version
     │   └── IncompatibleSchemaError a new version breaks the group's compatibility mode
     ├── SchemaParseError            a definition is not valid Avro
-    ├── ValidationError             a record does not fit its schema (``.problems`` has every one)
+    ├── ValidationError             a record does not fit its schema, or cannot be sent
     ├── InvalidUrnError             a URN is malformed (defined in ``events.urns``)
     ├── UnknownAspectError          an aspect name no snapshot knows (defined in ``events.aspects``)
     ├── DecodeError                 a body cannot be decoded with the schema it names
@@ -134,16 +134,15 @@ class FieldProblem:
 
 
 class ValidationError(MetaverseError, ValueError):
-    """A record does not fit its Avro schema. ``problems`` lists every problem with its path."""
+    """A record does not fit its Avro schema, or an emit's events or arguments cannot be sent
+    (larger than Event Hubs takes, a bad partition key or property). ``problems`` lists every
+    problem with its path."""
 
     def __init__(self, problems: Sequence[FieldProblem], *, what: str = "record") -> None:
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         count = len(self.problems)
-        super().__init__(
-            f"The {what} does not fit its schema ({count} problem{'s' if count != 1 else ''}):\n"
-            f"{lines}"
-        )
+        super().__init__(f"The {what} has {count} problem{'s' if count != 1 else ''}:\n{lines}")
 
 
 class DecodeError(MetaverseError, ValueError):

@@ -20,6 +20,7 @@ import pyarrow as pa
 from metaverse_kit._files import can_write
 from metaverse_kit.backends import check_options, load_backend
 from metaverse_kit.backends.protocols import (
+    MAX_EVENT_BYTES,
     BackendParts,
     CaptureFile,
     EventHub,
@@ -29,10 +30,18 @@ from metaverse_kit.backends.protocols import (
     Schema,
     SchemaProperties,
     SchemaRegistry,
+    oversized,
 )
 from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.config import default_backend
-from metaverse_kit.errors import ConfigurationError, MetaverseError, SchemaNotFoundError
+from metaverse_kit.errors import (
+    ConfigurationError,
+    MetaverseError,
+    MetaverseWarning,
+    SchemaNotFoundError,
+    warn,
+    warnings_to,
+)
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.codec import content_type_for, encode_bodies
 
@@ -139,10 +148,75 @@ def _check_properties(properties: Mapping[str, Any] | None) -> None:
             )
         if why is None and isinstance(key, str) and key:
             why = string_problem(key) or (string_problem(value) if isinstance(value, str) else None)
+        if why is None and key == EMITTED_TIME_PROPERTY and value is not None:
+            why = _emitted_time_problem(value)
         if why:
             problems.append(FieldProblem(where, why))
     if problems:
-        raise ValidationError(problems, what="properties")
+        raise ValidationError(problems, what="properties= argument")
+
+
+#: Epoch milliseconds of the last instant of year 9999: later emitted times fit no timestamp.
+_LAST_MS = 253_402_300_799_999
+
+
+def _emitted_time_problem(value: Any) -> str | None:
+    """What is wrong with a caller's own emitted time, or None.
+
+    NOTE: history orders one aspect's writes by it and reads it as epoch milliseconds: text
+    such as "yesterday", a negative number or one past year 9999 became a missing time
+    (NaT) in the audit trail without a word.
+    """
+    text = str(value).strip() if isinstance(value, (str, int)) else ""
+    if not text.isdigit() or int(text) > _LAST_MS:
+        return (
+            "the time an event was emitted is epoch milliseconds, a whole number from 0 to "
+            f"{_LAST_MS} (as text or a number), got {value!r}"
+        )
+    return None
+
+
+def _check_partition_key(partition_key: Any) -> None:
+    """Refuse a ``partition_key=`` the hub cannot carry, before anything is written.
+
+    NOTE: checked here, not by the hub: the outbox writes the events first, and a key the hub
+    then refused (a number, text that is not UTF-8) stayed there for good, failing each retry.
+    """
+    from metaverse_kit.errors import FieldProblem, ValidationError
+    from metaverse_kit.events.semantics import string_problem
+
+    if partition_key is None:
+        return
+    why = (
+        f"a partition key is text, not {type(partition_key).__name__}"
+        if not isinstance(partition_key, str)
+        else "a partition key is non-empty text (None: each event's urn)"
+        if not partition_key
+        else string_problem(partition_key)
+    )
+    if why:
+        raise ValidationError([FieldProblem("partition_key", why)], what="partition_key= argument")
+
+
+def _check_sizes(events: Sequence[OutgoingEvent], *, single: bool) -> None:
+    """Refuse events larger than Event Hubs takes, before anything is written.
+
+    NOTE: the hub refuses them too (the local hub as Azure's), but only after the outbox
+    wrote them, where they stayed for good: every retry failed the same way.
+    """
+    from metaverse_kit.errors import FieldProblem, ValidationError
+
+    problems = [
+        FieldProblem(
+            "" if single else f"events[{i}]",
+            f"the event is {size} bytes encoded with its properties, more than Event Hubs takes "
+            f"({MAX_EVENT_BYTES} bytes on Standard and Premium): split its aspects over several "
+            "events",
+        )
+        for i, size in oversized(events)
+    ]
+    if problems:
+        raise ValidationError(problems, what="event" if single else "batch of events")
 
 
 def _with_emitted_time(properties: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -156,6 +230,42 @@ def _with_emitted_time(properties: Mapping[str, Any] | None) -> dict[str, Any]:
     # milliseconds overflow; history reads digits whatever their Avro type.
     now = str(round(datetime.now(UTC).timestamp() * 1000))
     return {EMITTED_TIME_PROPERTY: now, **dict(properties or {})}
+
+
+def _items(events: Any) -> tuple[list[Any], bool]:
+    """The events of an emit as a list, and whether one event (a mapping) was given."""
+    single = isinstance(events, Mapping)
+    return ([events] if single else _event_list(events)), single
+
+
+def _outgoing(
+    items: Sequence[Any],
+    definition: str,
+    content_type: str,
+    *,
+    single: bool,
+    partition_key: str | None,
+    properties: Mapping[str, Any] | None,
+) -> list[OutgoingEvent]:
+    """The checked, encoded events of an emit, stamped with its time; raises
+    :class:`ValidationError` naming every event that does not fit the schema or is too large."""
+    bodies = encode_bodies(
+        items,
+        definition,
+        what="event" if single else "batch of events",
+        prefix="" if single else "events",
+    )
+    # PERF: one read-only mapping for the whole batch, not a copy per event; positional
+    # arguments build a (frozen) event in half the time keywords take.
+    stamped = MappingProxyType(_with_emitted_time(properties))
+    outgoing = [
+        OutgoingEvent(
+            body, content_type, partition_key or partition_key_of(record) or "", mid, stamped
+        )
+        for body, record, mid in zip(bodies, items, _message_ids(len(items)), strict=True)
+    ]
+    _check_sizes(outgoing, single=single)
+    return outgoing
 
 
 def partition_key_of(record: Any) -> str | None:
@@ -342,31 +452,51 @@ class Workspace:
         ``properties`` values are text or numbers (others raise :class:`ValidationError` naming
         the property).
         """
-        single = isinstance(events, Mapping)
-        items: list[Any] = [events] if single else _event_list(events)
+        items, single = _items(events)
         if not items:
             return []
         _check_properties(properties)
+        _check_partition_key(partition_key)
         props = self.schema_properties(schema)
-        definition = self.registry.get_schema(props.id).definition
-        bodies = encode_bodies(
+        outgoing = _outgoing(
             items,
-            definition,
-            what="event" if single else "batch of events",
-            prefix="" if single else "events",
+            self.registry.get_schema(props.id).definition,
+            content_type_for(props.id),
+            single=single,
+            partition_key=partition_key,
+            properties=properties,
         )
-        content_type = content_type_for(props.id)
-        # PERF: one read-only mapping for the whole batch, not a copy per event; positional
-        # arguments build a (frozen) event in half the time keywords take.
-        stamped = MappingProxyType(_with_emitted_time(properties))
-        outgoing = [
-            OutgoingEvent(
-                body, content_type, partition_key or partition_key_of(record) or "", mid, stamped
-            )
-            for body, record, mid in zip(bodies, items, _message_ids(len(items)), strict=True)
-        ]
         # NOTE: through the outbox: written to disk before the send, removed once sent.
         return self.outbox.send(outgoing, schema_ids=[props.id] * len(outgoing))
+
+    def check(
+        self,
+        events: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+        *,
+        schema: Any = None,
+        partition_key: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Raise what :meth:`emit` would raise before sending the same arguments, and nothing
+        else: the events, their properties, partition key and size are checked; nothing is
+        written, no schema registered (a dry run, a preview, a read-only workspace).
+
+        A ``schema`` the group does not hold yet is checked as given (``emit`` would register
+        it, which its compatibility rules may refuse).
+        """
+        items, single = _items(events)
+        if not items:
+            return
+        _check_properties(properties)
+        _check_partition_key(partition_key)
+        _outgoing(
+            items,
+            self.schema_definition(schema),
+            "",
+            single=single,
+            partition_key=partition_key,
+            properties=properties,
+        )
 
     # -- replay ---------------------------------------------------------------------------------
 
@@ -398,16 +528,22 @@ class Workspace:
         from metaverse_kit.history.replay import replay_lake
 
         options["cache"] = self._replay_cache(options.get("cache", True))
-        stream = replay_lake(
-            self.lake,
-            registry=self.registry,
-            schema_group=self.schema_group,
-            start=start,
-            end=end,
-            partitions=partitions,
-            **options,
-        )
+        # NOTE: the replay's warnings wait for the partition check: a partition the hub does
+        # not have was a warning that it had no file, then an error saying the same.
+        held: list[MetaverseWarning] = []
+        with warnings_to(held.append):
+            stream = replay_lake(
+                self.lake,
+                registry=self.registry,
+                schema_group=self.schema_group,
+                start=start,
+                end=end,
+                partitions=partitions,
+                **options,
+            )
         self._check_partitions(partitions, stream.files)
+        for warning in held:
+            warn(warning)
         return stream
 
     def _check_partitions(

@@ -210,6 +210,21 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, object], tuple[str, ...]]] = {
         ("JSON string",),
     ),
     "emit bad JSON": (["emit", "--file", "{d}/j.json"], {"j.json": "{"}, ("not valid JSON",)),
+    "emit a key given twice": (
+        ["emit", "--file", "{d}/k.json"],
+        {"k.json": '{"auditHeader": null, "auditHeader": null}'},
+        ("gives the key 'auditHeader' twice",),
+    ),
+    "an empty --workspace": (
+        ["emit", "--example", "--workspace", ""],
+        {},
+        ("--workspace is empty",),
+    ),
+    "replay a partition the hub does not have": (
+        ["replay", "--partition", "99", "--out", "{d}/x.parquet"],
+        {},
+        ("no partition 99",),
+    ),
     "a lone surrogate in a urn": (
         ["emit", "--file", "{d}/su.json"],
         {"su.json": json.dumps(_user_mce("urn:li:corpuser:\ud800"))},

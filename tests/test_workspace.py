@@ -182,6 +182,10 @@ def test_every_event_gets_its_own_version_4_uuid_as_message_id(workspace: mk.Wor
         ({"big": 2**64}, "fit in 64 bits"),
         ({"nul": "a\x00b"}, "NUL"),
         ({"": "x"}, "non-empty"),
+        # History orders writes by it: these became a missing time in the audit trail.
+        ({"metaverse-emitted-time": "yesterday"}, "epoch milliseconds, a whole number"),
+        ({"metaverse-emitted-time": -5}, "got -5"),
+        ({"metaverse-emitted-time": 10**17}, "got 100000000000000000"),
     ],
 )
 def test_properties_the_hub_cannot_carry_are_refused_before_the_outbox(
@@ -196,3 +200,40 @@ def test_properties_the_hub_cannot_carry_are_refused_before_the_outbox(
     )
     props = dict(workspace.replay(progress=False).column("properties")[0].as_py())
     assert props["n"] == "7" and props["none"] is None and receipt[0].sequence_number == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [(123, "text, not int"), ("\udc80", "surrogate"), ("", "non-empty text")],
+)
+def test_a_partition_key_the_hub_cannot_carry_is_refused_before_the_outbox(
+    workspace: mk.Workspace, key: object, words: str
+) -> None:
+    """It raised AttributeError or UnicodeEncodeError from the hub after the outbox wrote the
+    events, which then failed every retry."""
+    with pytest.raises(mk.ValidationError, match=words):
+        workspace.emit(mk.aspects.example_mce(), partition_key=key)  # type: ignore[arg-type]
+    assert len(workspace.outbox) == 0 and not workspace.lake.list_files()
+
+
+def test_check_refuses_what_emit_would_and_writes_nothing(workspace: mk.Workspace) -> None:
+    """A dry run or a preview asks the workspace, which holds the rules: schema, properties,
+    partition key and Event Hubs' size."""
+    good = mk.aspects.example_mce()
+    bad = mk.mce(mk.make_user_urn("x"), [mk.aspects.status(False)])
+    bad["proposedSnapshot"][1]["aspects"][0][1]["removed"] = "no"
+    workspace.check([good, good])
+    for args, kwargs, words in [
+        ([good, bad], {}, "events[1].proposedSnapshot.aspects[0].removed"),
+        ([good], {"properties": {"flag": True}}, "as text ('true' or 'false')"),
+        ([good], {"partition_key": 7}, "text, not int"),
+    ]:
+        with pytest.raises(mk.ValidationError, match=re.escape(words)):
+            workspace.check(args, **kwargs)
+    big = mk.mce(
+        mk.make_dataset_urn("hive", "db.wide"),
+        [mk.aspects.dataset_properties(description="x" * 1_100_000)],
+    )
+    with pytest.raises(mk.ValidationError, match="more than Event Hubs takes"):
+        workspace.check(big)
+    assert len(workspace.outbox) == 0 and not workspace.lake.list_files()

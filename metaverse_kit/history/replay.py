@@ -238,10 +238,15 @@ def reader_schema(
         return schema
     if isinstance(schema, Schema):
         return PayloadSchema(schema.definition)
-    if isinstance(schema, AvroSchema):
-        return PayloadSchema(schema.canonical_text)
-    if isinstance(schema, (dict, list, str)):
-        return PayloadSchema(AvroSchema(schema).canonical_text)
+    if isinstance(schema, (AvroSchema, dict, list, str)):
+        from metaverse_kit.events.strict import check_definition
+
+        # NOTE: a reader schema given here is checked as the registry checks one it stores: its
+        # defaults fill older events' fields, and one the registry would refuse (a union's
+        # default not of its first branch) would fill them with what other readers refuse.
+        parsed = schema if isinstance(schema, AvroSchema) else AvroSchema(schema)
+        check_definition(parsed.canonical_text)
+        return PayloadSchema(parsed.canonical_text)
     raise ConfigurationError(
         f"schema= takes a definition (JSON text or dict), a registry Schema, None for the "
         f"newest registered MCE schema or False for the envelope only; "

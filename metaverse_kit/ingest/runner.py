@@ -31,10 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from metaverse_kit._files import locked
-from metaverse_kit.backends.protocols import MAX_EVENT_BYTES
 from metaverse_kit.errors import EmitError, MetaverseError, ValidationError
 from metaverse_kit.events import aspects as A
-from metaverse_kit.events.codec import encode_bodies
 from metaverse_kit.events.urns import encode_urn_part
 from metaverse_kit.ingest.config import RecipeError, parse_config
 from metaverse_kit.ingest.diff import changed_paths
@@ -310,24 +308,17 @@ class _Emitter:
     ) -> None:
         self.ws, self.report, self.dry_run, self.keep, self.chunk = ws, report, dry_run, keep, chunk
         self.pending: list[dict[str, Any]] = []
-        self.definition = ws.schema_definition(None)
 
     def check(self, event: dict[str, Any]) -> None:
         """Raise :class:`ValidationError` when ``ws.emit`` would refuse ``event``.
 
         NOTE: each event is checked alone before it joins a chunk: ``ws.emit`` refuses a whole
-        chunk for one bad event, which dropped up to ``chunk_size`` good ones and named only
-        its place in the chunk; and a dry run, which sends nothing, must refuse what a real
-        run would. It costs a second encoding of each event. An event larger than Event Hubs
-        takes fails the same way (the hub would refuse it after the chunk's others were sent,
-        and stop the run).
+        chunk for one bad event (or one larger than Event Hubs takes), which dropped up to
+        ``chunk_size`` good ones and named only its place in the chunk; and a dry run, which
+        sends nothing, must refuse what a real run would. It costs a second encoding of each
+        event.
         """
-        (body,) = encode_bodies([event], self.definition, what="event", prefix="")
-        if len(body) > MAX_EVENT_BYTES:
-            raise MetaverseError(
-                f"its event is {len(body)} bytes encoded, more than Event Hubs takes "
-                f"({MAX_EVENT_BYTES} bytes): the source reported too much for one entity"
-            )
+        self.ws.check(event)
 
     def add(self, event: dict[str, Any]) -> None:
         self.pending.append(event)

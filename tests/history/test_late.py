@@ -94,10 +94,23 @@ def test_a_retry_of_the_newest_write_does_not_warn(
 
 
 def test_events_without_an_emit_time_keep_the_hub_order(workspace: mk.Workspace) -> None:
-    # Events from other producers have no emit time (or one set by hand that is no time).
-    workspace.emit(
-        mk.mce(ORDERS, [mk.aspects.ownership(["alice"])]),
-        properties={EMITTED_TIME_PROPERTY: "yesterday"},
+    # Events from other producers have no emit time (or one set by hand that is no time, which
+    # our emit refuses: another producer sends it to the hub itself).
+    from metaverse_kit.backends.protocols import OutgoingEvent
+    from metaverse_kit.events.codec import content_type_for, encode_bodies
+
+    props = workspace.schema_properties(None)
+    (body,) = encode_bodies(
+        [mk.mce(ORDERS, [mk.aspects.ownership(["alice"])])],
+        workspace.registry.get_schema(props.id).definition,
+    )
+    workspace.hub.send(
+        [
+            OutgoingEvent(
+                body, content_type_for(props.id), ORDERS, "m1", {EMITTED_TIME_PROPERTY: "yesterday"}
+            )
+        ],
+        schema_ids=[props.id],
     )
     workspace.emit(
         mk.mce(ORDERS, [mk.aspects.ownership(["bob"])]), properties={EMITTED_TIME_PROPERTY: None}

@@ -425,7 +425,8 @@ def test_an_entity_too_large_for_event_hubs_fails_alone(workspace):
     _module_source("wide_source", Wide)
     report = mk.ingest(workspace, {"source": {"type": "wide_source:Wide"}}, progress=False)
     (failure,) = (str(f) for f in report.failures)
-    assert failure.startswith("t1: its event is 1100") and "(1048576 bytes)" in failure
+    assert failure.startswith("t1: ") and "the event is 1100321 bytes encoded" in failure
+    assert "more than Event Hubs takes (1048576 bytes" in failure
     assert (report.events_emitted, workspace.replay(progress=False).num_rows) == (2, 2)
 
 

@@ -124,22 +124,38 @@ def test_invalid_events_are_rejected_before_anything_is_written(workspace: mk.Wo
     assert not list((workspace.path / "lake").rglob("*.avro"))
 
 
-def test_an_event_larger_than_event_hubs_takes_is_refused_alone(workspace: mk.Workspace) -> None:
+def test_an_event_larger_than_event_hubs_takes_is_refused_before_the_outbox(
+    workspace: mk.Workspace,
+) -> None:
     """Event Hubs refuses an event over 1 MiB (Standard, Premium); the local hub wrote a
-    2.5 MB one, which passed offline and failed on Azure. The others of the send land; the
-    refused one waits in the outbox, as the Azure hub leaves it."""
+    2.5 MB one, which passed offline and failed on Azure. An emit refuses it before anything
+    is written (in the outbox it failed every retry)."""
     big = mk.mce(
         mk.make_dataset_urn("hive", "db.wide"),
         [mk.aspects.dataset_properties(description="x" * 1_100_000)],
     )
     small = mk.example_mce()
-    with pytest.raises(mk.EmitError) as info:
+    with pytest.raises(mk.ValidationError) as info:
         workspace.emit([small, big, small])
+    (problem,) = info.value.problems
+    assert problem.path == "events[1]"
+    assert "more than Event Hubs takes (1048576 bytes" in problem.message
+    assert workspace.outbox.list() == []
+    assert not list((workspace.path / "lake").rglob("*.avro"))
+
+
+def test_the_hub_refuses_an_event_larger_than_event_hubs_takes_alone(tmp_path: Path) -> None:
+    """The hub itself refuses it too, as the Azure hub does: the send's others land."""
+    hub = _hub(tmp_path)
+    events = [
+        OutgoingEvent(b"x" * size, "avro/binary+1", "k", f"m{i}")
+        for i, size in enumerate([10, 1_048_577, 10])
+    ]
+    with pytest.raises(mk.EmitError) as info:
+        hub.send(events, schema_ids=["1"] * 3)
     assert [i for i, _ in info.value.failures] == [1]
     assert "is larger than Event Hubs takes (1048576 bytes)" in str(info.value.failures[0][1])
-    assert len(info.value.receipts) == 2
-    assert workspace.replay(progress=False).num_rows == 2
-    assert len(workspace.outbox.list()) == 1
+    assert [r.message_id for r in info.value.receipts] == ["m0", "m2"]
 
 
 def _hub(tmp_path: Path, partitions: int = 4) -> LocalEventHub:
