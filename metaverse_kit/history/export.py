@@ -325,6 +325,7 @@ class ExportFolder:
         (:meth:`_check_lake`).
         """
         root = lake.root
+        _check_data_files(self.out, self.runs)
         self._check_lake(lake, files)
         known = self.known
         todo: list[CaptureFile] = []
@@ -525,6 +526,9 @@ class ExportFolder:
             "duplicates_dropped": duplicates,
             "files": dict(files),
             "skipped": [part.to_dict() for part in skipped],
+            # NOTE: the run's own data files, so that one lost later (deleted by hand, a sync
+            # that dropped it) is found: the dataset would answer without its rows.
+            "data_files": [path.relative_to(self.out).as_posix() for path in moved],
         }
         if self._lake_check is not None:
             record["lake_check"] = self._lake_check
@@ -577,8 +581,34 @@ def committed_files(out: str | os.PathLike[str]) -> list[str] | None:
     if not runs.is_dir():
         return None
     # NOTE: the records before the files, so every file of a run seen recorded is in place.
-    recorded = {path.stem for path in runs.glob("*.json")}
-    return [str(path) for path in _data_files(root) if _run_of(path) in recorded]
+    records = {}
+    for path in runs.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):  # a record being written: not yet one
+            records[path.stem] = json.loads(path.read_text("utf-8"))
+    _check_data_files(root, records)
+    return [str(path) for path in _data_files(root) if _run_of(path) in records]
+
+
+def _check_data_files(root: Path, records: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raise :class:`ConfigurationError` when data files that runs recorded are gone.
+
+    NOTE: a file deleted by hand (or dropped by a copy or sync) took its rows out of every
+    answer without a word, and the next run said "up to date": its Capture files stay
+    recorded. Runs recorded before 2026-12-03 do not list their files and are not checked.
+    """
+    lost = [
+        (run, name)
+        for run, record in sorted(records.items())
+        for name in record.get("data_files", ())
+        if not (root / name).is_file()
+    ]
+    if lost:
+        run, name = lost[0]
+        raise ConfigurationError(
+            f"The export {root} has lost {len(lost)} data file(s) its runs wrote (such as "
+            f"{name}, of run {run}): it would answer without their rows. Put them back, or "
+            "export into a new folder"
+        )
 
 
 def read_export(out: str | os.PathLike[str]) -> pa.Table | None:

@@ -297,6 +297,29 @@ def test_a_run_recorded_while_another_opened_the_folder_keeps_its_files(
     )
 
 
+def test_a_data_file_lost_from_the_folder_is_named_not_read_past(
+    demo_lake: Lake, tmp_path: Path
+) -> None:
+    """A data file deleted by hand (or dropped by a sync) took its rows out of every answer
+    without a word (41 rows became 9), and the next run said "up to date"."""
+    out = tmp_path / "history"
+    export_parquet(demo_lake.root, out, registry=demo_lake.registry)
+    name = max(_runs(out)[0]["data_files"], key=lambda n: (out / n).stat().st_size)
+    lost = out / name
+    kept = lost.read_bytes()
+    lost.unlink()
+    words = rf"has lost 1 data file\(s\) its runs wrote \(such as {name}, of run"
+    with pytest.raises(mk.ConfigurationError, match=words):
+        mk.history.state_as_of(out, "2026-02-01")
+    with pytest.raises(mk.ConfigurationError, match=words):
+        committed_files(out)
+    with pytest.raises(mk.ConfigurationError, match=words):
+        export_parquet(demo_lake.root, out, registry=demo_lake.registry)
+    lost.write_bytes(kept)  # put back: the folder answers again, and is up to date
+    assert _read(out).num_rows == 41
+    assert export_parquet(demo_lake.root, out, registry=demo_lake.registry).run is None
+
+
 def test_the_questions_read_an_export_as_of_its_last_commit(
     demo_lake: Lake, tmp_path: Path, spark: Any
 ) -> None:
