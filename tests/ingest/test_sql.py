@@ -480,3 +480,13 @@ def test_a_wal_database_in_a_folder_this_user_cannot_write_is_read_immutable(tmp
         if folder.exists():
             folder.chmod(0o755)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_schemas_on_sqlite_are_refused_not_ignored(workspace: mk.Workspace, tmp_path: Path):
+    """SQLite has one schema, main: `schemas: [nope]` read every table as if not given."""
+    db = tmp_path / "one.db"
+    run_sql(db, "CREATE TABLE t (id INTEGER);")
+    with pytest.raises(RecipeError, match=r"source.config.schemas: SQLite has one schema, 'main'"):
+        mk.ingest(workspace, sql_recipe(sqlite_url(db), schemas=["nope"]), progress=False)
+    report = mk.ingest(workspace, sql_recipe(sqlite_url(db), schemas=["main"]), progress=False)
+    assert report.entities_added == 1

@@ -110,7 +110,16 @@ class LocalLake:
         files = []
         for path in self._candidates():
             info = parse_capture_path(path.replace(os.sep, "/"))
-            stat = os.stat(path)
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                # NOTE: removed since the listing (a repair, a cleanup), or a symbolic link to
+                # nothing: no file, no events. It made every reader of the lake fail.
+                continue
+            except OSError as exc:  # a loop of symbolic links, a file this user cannot stat
+                raise CaptureFileError(
+                    f"{path} is in the lake but cannot be read: {exc.strerror}"
+                ) from exc
             if not stat.st_size:
                 # NOTE: a zero-byte file holds no event (Capture never writes one; a copy or an
                 # upload in progress does): an empty archive, skipped as the Azure lake does.

@@ -35,6 +35,7 @@ from typing import Any
 from metaverse_kit.errors import ImmutableReadWarning, warn
 from metaverse_kit.events import aspects as A
 from metaverse_kit.events.urns import make_dataset_urn
+from metaverse_kit.ingest.config import RecipeError
 from metaverse_kit.ingest.source import Source, SourceUnreachableError, WorkUnit
 
 __all__ = ["SqlConfig", "SqlSource", "datahub_type"]
@@ -191,6 +192,17 @@ class SqlSource(Source):
             reason = " ".join(str(exc).split())[:300]
             raise SourceUnreachableError(f"cannot connect to {shown}: {reason}") from exc
         self.dialect = self.engine.dialect
+        if self.dialect.name == "sqlite" and set(self.config.schemas) - {"main"}:
+            # NOTE: SQLite's tables are read from its catalogue, schema "main": other names
+            # were ignored, and the run read every table as if none had been given.
+            raise RecipeError(
+                [
+                    f"source.config.schemas: SQLite has one schema, 'main'; got "
+                    f"{self.config.schemas!r}. Leave it out, and choose tables with include "
+                    "or exclude"
+                ],
+                what="source config",
+            )
         self.platform = self.config.platform or _PLATFORMS.get(self.dialect.name, self.dialect.name)
         self.database = self.config.database or self._default_database()
 

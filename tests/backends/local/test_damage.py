@@ -233,3 +233,22 @@ def test_a_file_the_hub_wrote_cut_to_zero_bytes_is_damage(workspace: mk.Workspac
     assert (root / "quarantine" / path.relative_to(root)).stat().st_size == 0
     assert LocalDoctor(root).check() == []
     assert _emit(workspace)[0].sequence_number == 2
+
+
+def test_a_listed_file_that_is_gone_or_a_link_loop_is_not_a_crash(tmp_path: Path) -> None:
+    """A file removed between the listing and its stat (here a link to nothing) made every
+    reader of the lake fail with a bare FileNotFoundError, the steward app's page included;
+    a loop of links is a CaptureFileError naming it."""
+    root = tmp_path / "ws"
+    with mk.connect(path=root) as ws:
+        ws.emit(mk.example_mce())
+        folder = next((root / "lake").rglob("*.avro")).parent
+        (folder / "95.avro").symlink_to(folder / "nothing-here.avro")
+        assert ws.replay(progress=False, cache=False).num_rows == 1
+        (folder / "95.avro").unlink()
+        (folder / "96.avro").symlink_to(folder / "97.avro")
+        (folder / "97.avro").symlink_to(folder / "96.avro")
+        with pytest.raises(
+            mk.CaptureFileError, match=r"9[67].avro is in the lake but cannot be read"
+        ):
+            ws.replay(progress=False, cache=False)
