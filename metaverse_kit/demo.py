@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaverse_kit.backends.protocols import Receipt
+from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.events import aspects as a
 from metaverse_kit.events.urns import make_dataset_urn, make_group_urn, make_user_urn
 from metaverse_kit.history.arrow_types import union_branch
@@ -118,12 +119,16 @@ def emit_sample_history(
         nonlocal t
         t += step + timedelta(seconds=rng.randint(0, 59))
         stamp = int(t.timestamp() * 1000)
-        # NOTE: aspects carry the simulated time as their own audit stamp, as DataHub's do.
+        # NOTE: aspects carry the simulated time as their own audit stamp, as DataHub's do;
+        # so does the emit time where the hub's clock is simulated too: stamped with the
+        # machine's clock, the audit trail showed events emitted months after they reached
+        # the hub.
         built = [f(stamp) if callable(f) else f for f in aspect_list]
-        receipts.extend(ws.emit(a.mce(urn, built)))
+        props = {EMITTED_TIME_PROPERTY: str(stamp)} if simulated else None
+        receipts.extend(ws.emit(a.mce(urn, built), properties=props))
 
     minute = timedelta(minutes=1)
-    with _clock(ws, lambda: t):
+    with _clock(ws, lambda: t) as simulated:
         for name, title, job in _USERS:
             emit(
                 make_user_urn(name),

@@ -133,3 +133,15 @@ def test_an_emit_time_given_by_the_caller_is_kept(workspace: mk.Workspace, clock
     events = workspace.replay(progress=False)
     assert _owner(events) == "urn:li:corpuser:bob"
     assert audit_trail(events, ORDERS)["late"].to_pylist() == [True, False]
+
+
+def test_the_demo_emits_at_its_simulated_times(workspace: mk.Workspace) -> None:
+    """Stamped with the machine's clock, the demo's audit trail showed events emitted months
+    after the simulated hub enqueued them."""
+    from metaverse_kit.demo import emit_sample_history
+
+    emit_sample_history(workspace)
+    events = workspace.replay(progress=False)
+    emitted = [int(dict(p)[EMITTED_TIME_PROPERTY]) for p in events["properties"].to_pylist()]
+    enqueued = [round(t.timestamp() * 1000) for t in events["enqueued_time"].to_pylist()]
+    assert emitted == enqueued
