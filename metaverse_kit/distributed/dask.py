@@ -484,5 +484,6 @@ def dask_export(
             skipped=plan.skipped,
             duplicates=plan.duplicates,
             engine="dask",
+            reader=plan.spec.reader,
             written=[path for _, files in done for path in files],
         )

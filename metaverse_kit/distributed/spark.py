@@ -418,6 +418,7 @@ def _write(spark: SparkSession, planner: Planner, plan: Plan, folder: ExportFold
         skipped=plan.skipped,
         duplicates=plan.duplicates,
         engine="spark",
+        reader=plan.spec.reader,
         written=written,
     )
 

@@ -42,6 +42,7 @@ through :func:`~metaverse_kit.history.replay.replay_lake`) and the Spark and Das
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -287,6 +288,15 @@ class ExportFolder:
             if run not in self.runs and not self._record_path(str(run)).exists():
                 path.unlink(missing_ok=True)
 
+    def _keep_schema(self, definition: str) -> str:
+        """Store a reader schema's definition once; its name (a hash of the text)."""
+        name = hashlib.sha256(definition.encode("utf-8")).hexdigest()[:16]
+        path = self.meta / "schemas" / f"{name}.avsc"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, definition.encode("utf-8"))
+        return name
+
     def _record_path(self, run: str) -> Path:
         return self.meta / "runs" / f"{run}.json"
 
@@ -460,6 +470,7 @@ class ExportFolder:
         duplicates: int = 0,
         engine: str = "local",
         written: Collection[str] | None = None,
+        reader: str | None = None,
     ) -> ExportReport:
         """Move the run's staged files into place, then record the run (the commit point).
 
@@ -470,6 +481,9 @@ class ExportFolder:
         :class:`ConfigurationError`, recording nothing and removing what was staged, when they
         do not: an engine's workers wrote where this process cannot see (an export folder
         that is not shared), and recording the run would mark its Capture files as exported.
+        ``reader`` is the definition of the reader schema the run wrote its rows with: kept
+        (once per definition, in ``_metaverse/schemas/``) so that :func:`read_export` reads
+        the rows of earlier runs as the later ones' schema, defaults filled in.
         """
         import pyarrow.parquet as pq
 
@@ -532,6 +546,8 @@ class ExportFolder:
         }
         if self._lake_check is not None:
             record["lake_check"] = self._lake_check
+        if reader is not None:
+            record["reader_schema"] = self._keep_schema(reader)
         self._write_record(run, record)
         lost = [path for path in moved if not path.exists()]
         if lost:
@@ -576,7 +592,12 @@ def committed_files(out: str | os.PathLike[str]) -> list[str] | None:
     .parquet(*committed_files(out))``; for DuckDB:
     ``read_parquet(committed_files(out), hive_partitioning=true, union_by_name=true)``.
     """
-    root = Path(out)
+    found = _committed(Path(out))
+    return None if found is None else found[0]
+
+
+def _committed(root: Path) -> tuple[list[str], dict[str, dict[str, Any]]] | None:
+    """:func:`committed_files` and the records of the runs that wrote them."""
     runs = root / _META / "runs"
     if not runs.is_dir():
         return None
@@ -586,7 +607,7 @@ def committed_files(out: str | os.PathLike[str]) -> list[str] | None:
         with contextlib.suppress(OSError, ValueError):  # a record being written: not yet one
             records[path.stem] = json.loads(path.read_text("utf-8"))
     _check_data_files(root, records)
-    return [str(path) for path in _data_files(root) if _run_of(path) in records]
+    return [str(path) for path in _data_files(root) if _run_of(path) in records], records
 
 
 def _check_data_files(root: Path, records: Mapping[str, Mapping[str, Any]]) -> None:
@@ -621,24 +642,107 @@ def read_export(out: str | os.PathLike[str]) -> pa.Table | None:
     """
     import pyarrow.dataset as ds
 
-    files = committed_files(out)
-    if files is None:
+    found = _committed(Path(out))
+    if found is None:
         return None
+    files, records = found
     if not files:
         return pa.table({})
     partition = pa.field(EVENT_DATE, pa.string())
-    table = ds.dataset(
-        files,
-        format="parquet",
-        partitioning=ds.partitioning(pa.schema([partition]), flavor="hive"),
-        partition_base_dir=os.fspath(out),
-        schema=export_schema(out, files).append(partition),
-    ).to_table()
+    schema = export_schema(out, files).append(partition)
+
+    def read(some: list[str], schema: pa.Schema | None) -> pa.Table:
+        return ds.dataset(
+            some,
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([partition]), flavor="hive"),
+            partition_base_dir=os.fspath(out),
+            schema=schema,
+        ).to_table()
+
+    # NOTE: each run wrote with the reader schema of its day. Rows of a run whose reader was
+    # older are read as the newest run's reader reads them, as a replay would: a field a
+    # later version added takes its default (null would differ from the replay's answers,
+    # and `changes` would report the default's arrival as a change).
+    older = _older_runs(Path(out), records)
+    by_run: dict[str, list[str]] = {}
+    for f in files:
+        by_run.setdefault(str(_run_of(Path(f))), []).append(f)
+    rest = [f for f in files if str(_run_of(Path(f))) not in older]
+    tables = [read(rest, schema)] if rest else []
+    for run, (writer, reader) in older.items():
+        if run in by_run:
+            tables.append(_resolved(read(by_run[run], None), writer, reader))
+    table = (
+        tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    )
+    table = table.select(schema.names) if older else table
     # The partition column as pyarrow.parquet.read_table gives it for the folder: a dictionary.
     column = table.schema.get_field_index(EVENT_DATE)
     return table.set_column(
         column, EVENT_DATE, table.column(column).dictionary_encode().cast(_EVENT_DATE_TYPE)
     )
+
+
+def _older_runs(root: Path, records: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """The runs whose reader schema is not the newest run's: ``{run: (its reader's
+    definition, the newest run's)}``. Runs that recorded no reader (before 2026-12-03, or
+    ``schema=False``) are read as they are."""
+    named = [
+        (record["reader_schema"], run)
+        for run, record in sorted(records.items(), key=lambda item: _commit_order(item[1]))
+        if isinstance(record.get("reader_schema"), str)
+    ]
+    if not named or len({name for name, _ in named}) == 1:
+        return {}
+    newest = named[-1][0]
+
+    def definition(name: str) -> str | None:
+        with contextlib.suppress(OSError):
+            return (root / _META / "schemas" / f"{name}.avsc").read_text("utf-8")
+        return None
+
+    reader = definition(newest)
+    out = {}
+    for name, run in named:
+        writer = definition(name) if name != newest else None
+        if reader is not None and writer is not None:
+            out[run] = (writer, reader)
+    return out
+
+
+def _resolved(table: pa.Table, writer: str, reader: str) -> pa.Table:
+    """The rows of one run, written with ``writer``'s payload columns, as ``reader`` reads
+    them (:mod:`metaverse_kit.history._resolve`, the replay's own resolution); a row that does
+    not resolve keeps a null payload and says why in ``decode_error``."""
+    from metaverse_kit.history._resolve import ResolutionUnsupported, resolution
+    from metaverse_kit.history.arrow_types import mapping_for
+
+    plan = resolution(writer, reader)
+    fields = list(mapping_for(writer).type)
+    if plan.identity or any(f.name not in table.column_names for f in fields):
+        return table
+    try:
+        values = pa.StructArray.from_arrays(
+            [table.column(f.name).combine_chunks().cast(f.type) for f in fields], fields=fields
+        )
+        out, failures = plan.apply(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ResolutionUnsupported):
+        return table  # NOTE: read as before (the later fields null) rather than not at all
+    for resolved, column in zip(out.type, out.flatten(), strict=True):
+        at = table.schema.get_field_index(resolved.name)
+        table = (
+            table.set_column(at, resolved.name, column)
+            if at >= 0
+            else table.append_column(resolved.name, column)
+        )
+    if failures is not None and "decode_error" in table.column_names:
+        why = pa.array(failures, pa.string())
+        at = table.schema.get_field_index("decode_error")
+        table = table.set_column(
+            at, "decode_error", pc.if_else(pc.is_valid(why), why, table.column(at))
+        )
+    return table
 
 
 def export_schema(out: str | os.PathLike[str], files: Sequence[str]) -> pa.Schema:
@@ -870,7 +974,7 @@ def export_parquet(
     written) and :class:`ConfigurationError` for a bad option or an unwritable ``out``.
     """
     from metaverse_kit.backends import open_lake
-    from metaverse_kit.history.replay import dedup_batch, replay_lake
+    from metaverse_kit.history.replay import dedup_batch, reader_schema, replay_lake
 
     lake = open_lake(location, storage_options=storage_options)
     with ExportFolder(out) as folder:
@@ -882,11 +986,13 @@ def export_parquet(
         def counted(progress: Any) -> None:
             events[progress.file.path] = progress.events
 
+        # The reader chosen once, here: the run records it (see ExportFolder.commit).
+        payload = reader_schema(schema, registry=registry, schema_group=schema_group)
         stream = replay_lake(
             _Files(lake, todo),
             registry=registry,
             schema_group=schema_group,
-            schema=schema,
+            schema=payload if payload is not None else False,
             dedup=False,
             cache=False,
             progress=False,
@@ -915,6 +1021,7 @@ def export_parquet(
             rows=rows - held,
             skipped=stream.skipped_files,
             duplicates=dropped + held,
+            reader=payload.definition if payload is not None else None,
         )
 
 
