@@ -35,6 +35,7 @@ from metaverse_kit.errors import (
     MetaverseWarning,
     MissingDependencyError,
     MissingPartitionWarning,
+    PartialHistoryWarning,
     ReadOnlyWorkspaceError,
     RegistryError,
     SchemaNotFoundError,
@@ -42,6 +43,7 @@ from metaverse_kit.errors import (
     ServiceError,
     TransientError,
     TransientServiceError,
+    UndecodedEventWarning,
     ValidationError,
 )
 from metaverse_kit.events import aspects
@@ -98,6 +100,7 @@ __all__ = [
     "MissingPartitionWarning",
     "Outbox",
     "OutboxEntry",
+    "PartialHistoryWarning",
     "ReadOnlyWorkspaceError",
     "Receipt",
     "RecipeError",
@@ -115,6 +118,7 @@ __all__ = [
     "SourceUnreachableError",
     "TransientError",
     "TransientServiceError",
+    "UndecodedEventWarning",
     "ValidationError",
     "Workspace",
     "aspects",

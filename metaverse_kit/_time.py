@@ -16,7 +16,8 @@ def utc_time(
     """``value`` as an aware UTC datetime; ``what`` names it in the ``error`` raised otherwise.
 
     Takes a datetime (naive means UTC, as everywhere in this toolkit) or ISO 8601 text
-    (``Z`` allowed); with ``dates=True`` also a date, meaning its midnight UTC.
+    (``Z`` allowed); with ``dates=True`` also a date, meaning its midnight UTC. A missing
+    time (pandas' ``NaT``) raises ``error`` too.
     """
     if isinstance(value, str):
         try:
@@ -30,4 +31,7 @@ def utc_time(
     if not isinstance(value, datetime):
         kinds = "a datetime, a date or ISO 8601 text" if dates else "a datetime or ISO 8601 text"
         raise error(f"{what} must be {kinds}, not {type(value).__name__} {value!r}")
+    if value != value:
+        # NOTE: pandas' NaT is a datetime that equals nothing, itself included; no time at all.
+        raise error(f"{what} must be a time, not a missing one ({value!r}); give a real time")
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

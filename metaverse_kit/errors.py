@@ -29,7 +29,9 @@
     ├── DamagedFileWarning          a damaged Capture file was set aside; events went to another
     ├── ImmutableReadWarning        a WAL-mode SQLite file was read without locks (immutable=1)
     ├── LateEventWarning            an event older than a write already in the lake was sent
-    └── MissingPartitionWarning     a replay's partitions= names one the lake has no file of
+    ├── MissingPartitionWarning     a replay's partitions= names one the lake has no file of
+    ├── PartialHistoryWarning       a history question needs what came before its replay's start
+    └── UndecodedEventWarning       a history question left out events that did not decode
 
 Warnings are given by :func:`warn` (on the user's line), which a widget's work can route to the
 widget with :func:`warnings_to`.
@@ -64,6 +66,7 @@ __all__ = [
     "MetaverseWarning",
     "MissingDependencyError",
     "MissingPartitionWarning",
+    "PartialHistoryWarning",
     "ReadOnlyWorkspaceError",
     "RegistryError",
     "SchemaNotFoundError",
@@ -71,6 +74,7 @@ __all__ = [
     "ServiceError",
     "TransientError",
     "TransientServiceError",
+    "UndecodedEventWarning",
     "ValidationError",
     "user_stacklevel",
     "warn",
@@ -218,6 +222,19 @@ class LateEventWarning(MetaverseWarning):
 class MissingPartitionWarning(MetaverseWarning):
     """A replay's ``partitions=`` names a partition of which the lake has no Capture file (a
     mistyped id, or one that never had an event where Capture skips empty windows)."""
+
+
+class PartialHistoryWarning(MetaverseWarning):
+    """A history question (``changes``, ``state_as_of``) was asked of a replay that started
+    after the lake's first events (``start=``): values written before the replay's start are
+    unknown to it, so a first change in the table reads as ``added`` and older state is
+    missing. Replay from earlier (or without ``start=``) for the whole answer."""
+
+
+class UndecodedEventWarning(MetaverseWarning):
+    """A history question left out events whose payload did not decode (``decode_error`` set):
+    most often a replay without ``registry=`` (or ``schemas=``), which cannot resolve the
+    schema ids of content types. The message says how many and the most common reason."""
 
 
 def user_stacklevel() -> int:

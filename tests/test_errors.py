@@ -60,3 +60,21 @@ def test_a_handler_belongs_to_its_thread() -> None:
     thread.join()
     assert [str(w) for w in mine] == ["mine"]
     assert seen == ["from the other thread"]
+
+
+def test_every_warning_is_drawn_listed_and_exported() -> None:
+    import metaverse_kit.errors as errors
+
+    warning_classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type)
+        and issubclass(c, mk.MetaverseWarning)
+        and c is not mk.MetaverseWarning
+    ]
+    assert mk.UndecodedEventWarning in warning_classes
+    assert mk.PartialHistoryWarning in warning_classes
+    for c in warning_classes:
+        assert f"── {c.__name__} " in (errors.__doc__ or ""), c.__name__
+        assert c.__name__ in errors.__all__ and c.__name__ in mk.__all__, c.__name__
+        assert getattr(mk, c.__name__) is c and c.__doc__

@@ -3,10 +3,14 @@
 Every function takes the events table of :meth:`Workspace.replay` or
 :func:`~metaverse_kit.replay_capture` (envelope columns plus the decoded MCE payload), the same
 table read back from a Parquet file (a path is accepted too), or the table :func:`aspects`
-returned (so a notebook or a widget explodes the history once and asks many questions). Each
-returns a :class:`pyarrow.Table`. :func:`state_as_of`, :func:`audit_trail` and :func:`changes`
-also take a pyspark DataFrame (``spark_replay``'s, or a Parquet export read by Spark) and
-return one, computed by Spark (:mod:`metaverse_kit.distributed.spark_questions`).
+returned (so a notebook or a widget explodes the history once and asks many questions), or an
+:func:`audit_trail`: any table with the ``urn``, ``aspect``, ``aspect_type``, ``value``,
+``change``, ``enqueued_time``, ``partition`` and ``sequence_number`` columns of :func:`aspects`
+(the columns it only carries along, such as ``platform`` or ``message_id``, are filled from the
+urn or left null when missing). Each returns a :class:`pyarrow.Table`. :func:`state_as_of`,
+:func:`audit_trail` and :func:`changes` also take a pyspark DataFrame (``spark_replay``'s, or a
+Parquet export read by Spark) and return one, computed by Spark
+(:mod:`metaverse_kit.distributed.spark_questions`).
 
 Design of the aspect value
     An MCE carries its aspects in a union (``DatasetSnapshot.aspects`` is a list of a union of
@@ -46,7 +50,8 @@ Times
     ``when``, ``start`` and ``end`` take an aware ``datetime``, ISO 8601 text
     (``"2026-01-31T12:00:00Z"``) or a ``date`` (midnight UTC). A naive datetime is taken as UTC,
     as :meth:`Workspace.replay` does. Bounds are inclusive: ``state_as_of(t)`` includes events
-    enqueued exactly at ``t``.
+    enqueued exactly at ``t``. A time the ``enqueued_time`` column's type cannot hold (after
+    2262 for nanoseconds, as a pandas round trip gives) is after (or before) all of it.
 
 Duplicates
     Each event is taken as it appears; de-duplication by ``message_id`` is the replay's work.
@@ -54,12 +59,25 @@ Duplicates
 
 Errors
     :class:`HistoryInputError` (a :class:`~metaverse_kit.errors.MetaverseError`) for input that
-    is not an events table or a time that cannot be read; :class:`MissingColumnError` names the
-    missing column.
+    is not an events table, a time that cannot be read (or is missing: ``pd.NaT``), an
+    ``enqueued_time`` column that holds no timestamps, or an aspect name the table's schema does
+    not know (the message names the closest); :class:`MissingColumnError` names the missing
+    column.
+
+Warnings
+    A question whose answer leaves out events that did not decode (``decode_error`` set; most
+    often a replay without ``registry=``) warns once, with
+    :class:`~metaverse_kit.errors.UndecodedEventWarning`: how many of how many events, the most
+    common reason and what to do. :func:`aspects` does not (its rows are documented to leave
+    them out). :func:`changes` and :func:`state_as_of` of a replay whose ``start=`` left
+    earlier events of the lake out (recorded in the table, see
+    :func:`~metaverse_kit.history.replay.replay_start`) warn with
+    :class:`~metaverse_kit.errors.PartialHistoryWarning`: values from before it are unknown.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -71,10 +89,16 @@ import pyarrow.compute as pc
 
 from metaverse_kit._time import utc_time
 from metaverse_kit.capture import EMITTED_TIME_PROPERTY
-from metaverse_kit.errors import MetaverseError
+from metaverse_kit.errors import (
+    MetaverseError,
+    PartialHistoryWarning,
+    UndecodedEventWarning,
+    warn,
+)
 from metaverse_kit.events.aspects import ASPECT_NAMES, STATUS_TYPE
 from metaverse_kit.history.arrow_types import BRANCH_FIELD, branch_type, union_branch
 from metaverse_kit.history.export import read_export
+from metaverse_kit.history.replay import REPLAY_START_KEY, replay_start
 
 __all__ = [
     "AUDIT_COLUMNS",
@@ -209,23 +233,42 @@ def as_utc(value: Any, what: str) -> datetime:
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def time_scalar(
-    when: datetime, column: pa.ChunkedArray | pa.Array, *, round_up: bool = False
+    when: datetime,
+    column: pa.ChunkedArray | pa.Array,
+    *,
+    round_up: bool = False,
+    name: str = "enqueued_time",
 ) -> pa.Scalar:
     """``when`` as a scalar of a timestamp column's type, to compare the column with.
 
     Rounded down for ``<=``/``>``, up (``round_up``) for ``>=``/``<``.
 
     So a time between two milliseconds compares as it should against millisecond stamps.
+    A time outside what the column's type can hold (past 2262 for nanoseconds) is its first or
+    last tick: before or after every value the column can have, as the time itself is.
+    ``name`` names the column in the :class:`HistoryInputError` raised when it holds no
+    timestamps.
     """
-    unit = column.type.unit
+    if not pa.types.is_timestamp(column.type):
+        raise HistoryInputError(
+            f"the {name!r} column must hold timestamps (as a replay's do), not {column.type}; "
+            f"cast it first: table.set_column(i, {name!r}, pc.cast(column, "
+            f"pa.timestamp('ms', tz='UTC')))"
+        )
     micros = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    per = _PER_SECOND[unit]
+    per = _PER_SECOND[column.type.unit]
     if per >= 1_000_000:
         ticks = micros * (per // 1_000_000)
     else:
         step = 1_000_000 // per
         ticks = -(-micros // step) if round_up else micros // step
+    # NOTE: clamped, not refused: a time past the type's range is after (or before) every value
+    # the column holds, and its first or last tick compares the same way with all of them.
+    ticks = min(max(ticks, _INT64_MIN), _INT64_MAX)
     return pa.scalar(ticks, column.type)
 
 
@@ -364,10 +407,7 @@ def _explode(events: pa.Table) -> pa.Table:
     )
     soft = pc.and_(pc.equal(aspect_type, STATUS_TYPE), removed)
     change = pc.if_else(soft, "soft_delete", "upsert")
-    entity = pc.struct_field(pc.extract_regex(urn, r"^urn:li:(?P<t>[^:]+):"), [0])
-    platform = pc.struct_field(
-        pc.extract_regex(urn, r"^urn:li:dataset:\(urn:li:dataPlatform:(?P<p>[^,]+),"), [0]
-    )
+    entity, platform = _entity_and_platform(urn)
     table = pa.table(
         {
             "urn": urn,
@@ -386,10 +426,52 @@ def _explode(events: pa.Table) -> pa.Table:
             "aspect_index": position,
         }
     )
+    start = (events.schema.metadata or {}).get(REPLAY_START_KEY)
+    if start is not None:
+        # NOTE: carried over, so a question of the aspects table knows the replay was partial.
+        table = table.replace_schema_metadata({REPLAY_START_KEY: start})
     return in_replay_order(table)
 
 
+def _entity_and_platform(urn: Any) -> tuple[Any, Any]:
+    """The entity type of every urn, and the platform of every dataset urn (else null)."""
+    entity = pc.struct_field(pc.extract_regex(urn, r"^urn:li:(?P<t>[^:]+):"), [0])
+    platform = pc.struct_field(
+        pc.extract_regex(urn, r"^urn:li:dataset:\(urn:li:dataPlatform:(?P<p>[^,]+),"), [0]
+    )
+    return entity, platform
+
+
 _EMITTED_TYPE = pa.timestamp("ms", tz="UTC")
+
+#: Columns of :func:`aspects` that only carry a fact along (none orders or decides a write),
+#: with their types: filled (from the urn, else null) in an aspects table without them.
+_CARRIED = {
+    "entity_type": pa.string(),
+    "platform": pa.string(),
+    "emitted_time": _EMITTED_TYPE,
+    "message_id": pa.string(),
+    "event_index": pa.int64(),
+}
+
+
+def _complete(table: pa.Table) -> pa.Table:
+    """An aspects table (or an audit trail) with the columns it only carried filled in.
+
+    NOTE: the questions take any table with the columns of :data:`_ASPECT_COLUMNS`, such as an
+    audit trail or a selection of columns; the rest are derived from the urn or left null.
+    """
+    missing = [c for c in _CARRIED if c not in table.column_names]
+    if not missing:
+        return table
+    entity, platform = _entity_and_platform(table.column("urn"))
+    derived = {"entity_type": entity, "platform": platform}
+    for column in missing:
+        filled = derived.get(column)
+        if filled is None:
+            filled = pa.nulls(table.num_rows, _CARRIED[column])
+        table = table.append_column(pa.field(column, _CARRIED[column]), filled)
+    return table
 
 
 def _emitted_times(events: pa.Table) -> pa.ChunkedArray | pa.Array:
@@ -444,12 +526,60 @@ def in_replay_order(table: pa.Table) -> pa.Table:
     return table.take(order)
 
 
-def _aspects_of(events: Any) -> pa.Table:
+def _aspects_of(events: Any, question: str | None = None) -> pa.Table:
+    """The aspects table of ``events``; ``question`` (when given) names the question that warns
+    of events left out because they did not decode."""
     table = _table(events)
     if _is_aspects_table(table):
         # NOTE: an aspects table may have been sorted another way since (by urn, say).
-        return in_replay_order(table)
+        return in_replay_order(_complete(table))
+    if question is not None:
+        _warn_undecoded(table, question)
     return _explode(table)
+
+
+def _warn_undecoded(events: pa.Table, question: str) -> None:
+    """Warn (:class:`UndecodedEventWarning`) when events of ``events`` have a ``decode_error``:
+    without a payload they have no aspects, so ``question``'s answer leaves them out."""
+    if "decode_error" not in events.column_names:
+        return
+    errors = events.column("decode_error")
+    count = len(errors) - errors.null_count
+    if not count:
+        return
+    counted = pc.value_counts(errors.drop_null()).to_pylist()
+    top = max(counted, key=lambda c: c["counts"])
+    unknown_ids = pc.any(pc.starts_with(errors, "unknown schema id")).as_py()
+    fix = (
+        "replay with registry= (mk.replay_capture(path, registry=ws.registry), or ws.replay()) "
+        "or, for spark_replay / dask_replay, schemas=, so the schema ids of their content types "
+        "resolve"
+        if unknown_ids
+        else "their raw body and decode_error stay in the events table (filter on "
+        "decode_error to see them); a replay with the schema they were written with "
+        "(registry= or schemas=) decodes those the reader schema can resolve"
+    )
+    warn(
+        UndecodedEventWarning(
+            f"{question}: {count} of {len(errors)} events did not decode and are left out of "
+            f"the answer (most common reason, {top['counts']} of them: {top['values']}); {fix}"
+        )
+    )
+
+
+def _warn_partial(table: pa.Table, question: str, needs: str) -> None:
+    """Warn (:class:`PartialHistoryWarning`) that ``table`` comes from a replay that started
+    after the lake's first events, so ``question`` lacks the values before its start."""
+    start = replay_start(table)
+    if start is None:
+        return
+    warn(
+        PartialHistoryWarning(
+            f"{question}: this table was replayed from {start.isoformat()} (start=) and the lake "
+            f"holds events before that: values written before it are unknown, so {needs}; "
+            "replay from earlier (or without start=) for the whole history"
+        )
+    )
 
 
 def empty_aspects() -> pa.Table:
@@ -496,10 +626,54 @@ def _resolve_aspect(table: pa.Table, aspect: str) -> pa.Array | pa.ChunkedArray:
         raise HistoryInputError(
             f"aspect must be an aspect name such as 'ownership', not {aspect!r}"
         )
+    known = _known_aspects(table)
+    short = aspect.rpartition(".")[2]
+    # NOTE: the built-in MCE's aspects are known whatever the table holds (a table of no
+    # events, or of another version's value type, still answers None for them).
+    builtin = {
+        n for full, name in ASPECT_NAMES.items() for n in (full, name, full.rpartition(".")[2])
+    }
+    if (
+        aspect not in known
+        and short not in known
+        and short not in known.values()
+        and aspect not in builtin
+    ):
+        names = sorted(set(known.values()))
+        close = difflib.get_close_matches(aspect, list(known), n=1)
+        hint = f"; did you mean {known[close[0]]!r}?" if close else ""
+        raise HistoryInputError(
+            f"aspect {aspect!r} is no aspect this table's schema knows{hint} (known aspects: "
+            f"{', '.join(names)}; the record's short or full name works too)"
+        )
     by_name = pc.equal(table.column("aspect"), aspect)
     by_type = pc.equal(table.column("aspect_type"), aspect)
     by_short = pc.ends_with(table.column("aspect_type"), "." + aspect)
     return pc.or_(pc.or_(by_name, by_type), by_short)
+
+
+def _known_aspects(table: pa.Table) -> dict[str, str]:
+    """Every name an aspect of ``table``'s ``value`` type goes by (DataHub's name, the record's
+    short name; the full names in its ``aspect_type`` column), each mapped to DataHub's name.
+
+    NOTE: from the type, not the rows: an aspect the schema has but nobody wrote to this entity
+    is a known aspect with no value (None), not a mistyped one.
+    """
+    known: dict[str, str] = {}
+    by_short = {full.rpartition(".")[2]: name for full, name in ASPECT_NAMES.items()}
+    value_type = table.schema.field("value").type
+    for f in value_type if pa.types.is_struct(value_type) else ():
+        if f.name == _BRANCH:
+            continue
+        name = by_short.get(f.name) or _aspect_name(f.name) or f.name
+        known[f.name] = known[name] = name
+    for full in pc.unique(table.column("aspect_type")).to_pylist():
+        if full:
+            known[full] = _aspect_name(full) or full
+    for name in pc.unique(table.column("aspect")).to_pylist():
+        if name:
+            known[name] = name
+    return known
 
 
 def _urns_of_events(events: pa.Table) -> pa.ChunkedArray | pa.Array:
@@ -516,14 +690,18 @@ def _urns_of_events(events: pa.Table) -> pa.ChunkedArray | pa.Array:
     return urns[0] if len(urns) == 1 else pc.coalesce(*urns)
 
 
-def _for_urn(events: Any, urn: str) -> pa.Table:
-    """The aspects table of one entity; explodes only that entity's events."""
+def _for_urn(events: Any, urn: str, question: str | None = None) -> pa.Table:
+    """The aspects table of one entity; explodes only that entity's events. ``question`` (when
+    given) names the question that warns of events left out because they did not decode (any
+    of them may be this entity's: an undecoded event has no urn)."""
     if not isinstance(urn, str) or not urn.startswith("urn:"):
         raise HistoryInputError(f"urn must be a URN such as 'urn:li:corpuser:jdoe', not {urn!r}")
     table = _table(events)
     if _is_aspects_table(table):
-        return in_replay_order(table.filter(pc.equal(table.column("urn"), urn)))
+        return in_replay_order(_complete(table.filter(pc.equal(table.column("urn"), urn))))
     _require(table, _REQUIRED)
+    if question is not None:
+        _warn_undecoded(table, question)
     # PERF: filter events by urn before exploding, so one entity costs one pass over a column.
     keep = pc.indices_nonzero(pc.fill_null(pc.equal(_urns_of_events(table), urn), False))
     rows = _explode(table.take(keep))
@@ -542,10 +720,12 @@ def latest_aspect(
     or before that time. A soft-deleted entity still has its last values. Returns the aspect
     record as a dict, as the builders of :mod:`metaverse_kit.events.aspects` take it.
 
-    Raises :class:`HistoryInputError` for a bad urn, aspect or time, and
-    :class:`MissingColumnError` for a table without the columns of a replay.
+    Raises :class:`HistoryInputError` for a bad urn or time, or an aspect name no aspect of
+    the table's schema has (an aspect it has but never written to ``urn`` gives None), and
+    :class:`MissingColumnError` for a table without the columns of a replay. Warns
+    (:class:`~metaverse_kit.errors.UndecodedEventWarning`) when events did not decode.
     """
-    rows = _for_urn(events, urn)
+    rows = _for_urn(events, urn, "latest_aspect")
     mask = _resolve_aspect(rows, aspect_name)
     if as_of is not None:
         when = as_utc(as_of, "as_of")
@@ -598,12 +778,15 @@ def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.
     ``when`` count.
 
     Raises :class:`HistoryInputError` for a ``when`` that is not a time and
-    :class:`MissingColumnError` for a table without the columns of a replay.
+    :class:`MissingColumnError` for a table without the columns of a replay. Warns of events
+    that did not decode and of a replay that started after the lake's first events (see
+    *Warnings* in the module notes).
     """
     if (spark := _spark_questions(events)) is not None:
         return spark.state_as_of(events, when, include_removed=include_removed)
     moment = as_utc(when, "when")
-    table = _aspects_of(events)
+    table = _aspects_of(events, "state_as_of")
+    _warn_partial(table, "state_as_of", "aspects last written before it are missing")
     # PERF: chosen, judged and ordered on the key columns alone; the nested values are copied
     # once, by the final take (a filter, a take and a sort of the whole table took 3 copies).
     keys = table.select(["urn", "aspect", "aspect_type", "change", "enqueued_time"])
@@ -614,7 +797,8 @@ def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.
     if not include_removed:
         latest = latest.filter(pc.invert(removed))
     latest = latest.sort_by([("urn", "ascending"), ("aspect", "ascending")])
-    out = table.take(latest.column("_row")).drop_columns(["change"])
+    out = table.take(latest.column("_row"))
+    out = out.drop_columns([c for c in ("change", "removed") if c in out.column_names])
     return out.append_column("removed", latest.column("removed"))
 
 
@@ -801,14 +985,18 @@ def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table
     the trail), ``previous_value`` (null for the first write of that aspect), ``value`` and
     ``event_index``. ``aspect`` (optional) keeps one aspect's trail.
 
-    Raises :class:`HistoryInputError` for a bad urn and :class:`MissingColumnError` for a
-    table without the columns of a replay.
+    Raises :class:`HistoryInputError` for a bad urn or an ``aspect`` no aspect of the table's
+    schema has (one it has but never written to ``urn`` gives no rows), and
+    :class:`MissingColumnError` for a table without the columns of a replay. Warns
+    (:class:`~metaverse_kit.errors.UndecodedEventWarning`) when events did not decode.
     """
     if (spark := _spark_questions(events)) is not None:
         return spark.audit_trail(events, urn, aspect=aspect)
-    rows = _for_urn(events, urn)
+    rows = _for_urn(events, urn, "audit_trail")
     if aspect is not None:
         rows = rows.filter(_resolve_aspect(rows, aspect))
+    # NOTE: the trail of a trail: the columns computed here are computed again.
+    rows = rows.drop_columns([c for c in _AUDIT_COMPUTED if c in rows.column_names])
     value_type = rows.schema.field("value").type
     values = rows.column("value").to_pylist()
     names = rows.column("aspect").to_pylist()
@@ -830,6 +1018,9 @@ def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table
     rows = rows.append_column("changed_fields", pa.array(fields, pa.list_(pa.string())))
     rows = rows.append_column("actor", pa.array(actors, pa.string()))
     return rows.select(list(AUDIT_COLUMNS))
+
+
+_AUDIT_COMPUTED = ("previous_value", "late", "changed_fields", "actor")
 
 
 def _late(rows: pa.Table) -> list[bool]:
@@ -909,13 +1100,15 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
     the ``urn``, ``entity_type``, ``platform``, ``aspect``, ``aspect_type`` of :func:`aspects`.
 
     Raises :class:`HistoryInputError` when ``start`` is after ``end`` or either is not a time.
+    Warns of events that did not decode, and of a replay that started after the lake's first
+    events when the answer may read an older value as none (see *Warnings* in the module notes).
     """
     if (spark := _spark_questions(events)) is not None:
         return spark.changes(events, start, end, include_unchanged=include_unchanged)
     lo, hi = as_utc(start, "start"), as_utc(end, "end")
     if lo > hi:
         raise HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
-    table = _aspects_of(events)
+    table = _aspects_of(events, "changes")
     times = table.column("enqueued_time")
     in_window = pc.and_(
         pc.greater_equal(times, time_scalar(lo, times, round_up=True)),
@@ -971,6 +1164,16 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
         kinds.append(kind)
         fields.append(diff)
         firsts.append(stat_at[key])
+    start_of_replay = replay_start(table)
+    if start_of_replay is not None and (start_of_replay > lo or None in before_index):
+        # NOTE: a window opened after the replay's start is whole, and a row with a value from
+        # before the window is right; only a row without one may be a change read as added.
+        _warn_partial(
+            table,
+            "changes",
+            "the first change in the table of an aspect written before it reads as 'added' "
+            "(or 'removed') with no before value",
+        )
     picked = after.take(pa.array(keep, pa.int64()))
     stat_rows = stats.take(pa.array(firsts, pa.int64()))
     result = pa.table(

@@ -63,6 +63,7 @@ from metaverse_kit.names import partition_ids
 __all__ = [
     "DUPLICATES_DROPPED_KEY",
     "ENVELOPE_FIELDS",
+    "REPLAY_START_KEY",
     "SKIPPED_KEY",
     "CaptureBytes",
     "PayloadSchema",
@@ -83,6 +84,7 @@ __all__ = [
     "replay_capture",
     "replay_lake",
     "replay_range",
+    "replay_start",
     "schema_definition",
     "skipped_files",
     "warn_skipped",
@@ -92,6 +94,11 @@ __all__ = [
 #: Schema metadata key of a replayed table (and of each streamed batch): the number of events
 #: dropped because an earlier event had the same message id, as ASCII digits.
 DUPLICATES_DROPPED_KEY = b"metaverse.duplicates_dropped"
+
+#: Schema metadata key of a replayed table: the replay's ``start`` (ISO 8601, UTC), recorded
+#: only when the lake holds events before it, which the table therefore lacks (see
+#: :func:`replay_start`).
+REPLAY_START_KEY = b"metaverse.replay_start"
 
 
 @dataclass(frozen=True)
@@ -201,6 +208,23 @@ def duplicates_dropped(table: Any) -> int:
     keeps it).
     """
     return int(recorded(table, DUPLICATES_DROPPED_KEY) or b"0")
+
+
+def replay_start(table: Any) -> datetime | None:
+    """The ``start=`` of the replay that made ``table`` when the lake held events before it
+    (so ``table`` lacks them), else None: a whole replay, a start before the lake's first
+    event, or nothing recorded (a table made elsewhere).
+
+    ``table`` as :func:`duplicates_dropped` takes it. The history questions that need what came
+    before (``changes``, ``state_as_of``) warn with it.
+    """
+    text = recorded(table, REPLAY_START_KEY)
+    if not text:
+        return None
+    try:
+        return utc_time(text.decode(), "replay start", error=ConfigurationError)
+    except (ConfigurationError, UnicodeDecodeError):
+        return None  # NOTE: metadata written by hand that is not a time tells nothing
 
 
 # -- the reader schema ----------------------------------------------------------------------------
@@ -390,7 +414,9 @@ class ReplayStream(Iterator[pa.RecordBatch]):
     id, and ``skipped_files`` the damaged parts left out (``on_bad_file="skip"``); both are
     final once the stream is exhausted. Each batch also says how many of its file's events were
     dropped (schema metadata ``b"metaverse.duplicates_dropped"``) and what of its file was
-    skipped (:func:`skipped_files`).
+    skipped (:func:`skipped_files`). ``partial_start`` (optional) says, once the stream is read,
+    the replay's start when it left earlier events out; :meth:`to_table` records it
+    (:func:`replay_start`).
     """
 
     def __init__(
@@ -400,11 +426,13 @@ class ReplayStream(Iterator[pa.RecordBatch]):
         files: Sequence[CaptureFile] = (),
         schema: pa.Schema | None = None,
         dedup: bool = True,
+        partial_start: Callable[[], datetime | None] | None = None,
     ) -> None:
         if not callable(make):
             # A stream of batches made elsewhere: taken as they are (each says what it dropped).
             make, dedup = _steps_of(make), False
         self._make = make
+        self._partial_start = partial_start
         self._steps: Iterator[_Step] | None = None
         self._dedup = dedup
         self._done = False
@@ -442,7 +470,9 @@ class ReplayStream(Iterator[pa.RecordBatch]):
         """The rest of the stream (all of it when nothing was read yet) as one table.
 
         The table's schema metadata says how many duplicates were dropped
-        (:func:`duplicates_dropped`) and what was skipped (:func:`skipped_files`).
+        (:func:`duplicates_dropped`), what was skipped (:func:`skipped_files`) and, when the
+        replay's ``start=`` left earlier events of the lake out, that start
+        (:func:`replay_start`).
         """
         fresh = self._steps is None
         if fresh:
@@ -483,6 +513,9 @@ class ReplayStream(Iterator[pa.RecordBatch]):
         metadata = {DUPLICATES_DROPPED_KEY: str(self.duplicates_dropped).encode()}
         if self.skipped_files:
             metadata[SKIPPED_KEY] = skipped_metadata(self.skipped_files)
+        start = self._partial_start() if self._partial_start is not None else None
+        if start is not None:
+            metadata[REPLAY_START_KEY] = start.isoformat().encode()
         self._finish()
         return table.replace_schema_metadata(metadata)
 
@@ -638,7 +671,11 @@ def replay_lake(
         on_file=opts["on_file"],
     )
     return ReplayStream(
-        run.steps, files=files, schema=output_schema(payload), dedup=bool(opts["dedup"])
+        run.steps,
+        files=files,
+        schema=output_schema(payload),
+        dedup=bool(opts["dedup"]),
+        partial_start=run.partial_start,
     )
 
 
@@ -658,6 +695,22 @@ class _Run:
     decoder: str
     on_bad_file: str
     on_file: Callable[[ReplayProgress], None] | None
+    #: Whether a file read held events before ``start`` (left out of the replay).
+    cut_before_start: bool = False
+
+    def partial_start(self) -> datetime | None:
+        """``start`` when the replay left events of the lake before it out, else None.
+
+        NOTE: asked once the files were read: they tell whether rows before ``start`` were cut;
+        else one more listing tells whether files wholly before it were pruned unread.
+        """
+        if self.start is None:
+            return None
+        if self.cut_before_start:
+            return self.start
+        read = {f.path for f in self.files}
+        earlier = self.lake.list_files(partitions=self.partitions, end=self.start)
+        return self.start if any(f.path not in read for f in earlier) else None
 
     def steps(self, dedup: bool) -> Iterator[_Step]:
         """Each file's batch, filtered to the range and (``dedup``) deduplicated, in order."""
@@ -687,6 +740,10 @@ class _Run:
                             decoded.skipped,
                         )
                     )
+                if self.start is not None and not self.cut_before_start and decoded.batch.num_rows:
+                    times = decoded.batch.column("enqueued_time")
+                    early = pc.any(pc.less(times, pa.scalar(self.start, times.type))).as_py()
+                    self.cut_before_start = bool(early)
                 batch = _filter(decoded.batch, self.start, self.end, self.partitions)
                 dropped = 0
                 if dedup and batch.num_rows:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,12 @@ import pytest
 import metaverse_kit as mk
 from metaverse_kit.backends.local.lake import LocalLake
 from metaverse_kit.backends.protocols import CaptureFile
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the per-user replay cache of the history tests in their temporary folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
 
 
 class CountingLake:

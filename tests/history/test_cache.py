@@ -20,12 +20,6 @@ from metaverse_kit.history.cache import (
 from tests.conftest import REPO, SimClock, as_other_user
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the per-user replay cache of these tests in their temporary folder."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-
-
 def _history(ws: mk.Workspace, clock: SimClock) -> None:
     for day in range(2):
         ws.emit(

@@ -5,19 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.backends.protocols import OutgoingEvent, Receipt
 from metaverse_kit.capture import append_events
 from metaverse_kit.history.replay import DUPLICATES_DROPPED_KEY, duplicates_dropped
 from tests.conftest import SimClock
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the per-user replay cache of these tests in their temporary folder."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
 
 
 def _resend(ws: mk.Workspace, receipt: Receipt, body: bytes) -> Receipt:

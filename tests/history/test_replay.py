@@ -17,12 +17,6 @@ from metaverse_kit.capture import append_events, read_header
 from tests.conftest import SimClock
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the per-user replay cache of these tests in their temporary folder."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-
-
 def test_the_three_real_capture_files(real_capture: Path) -> None:
     table = mk.replay_capture(real_capture)
     assert table.num_rows == 22
