@@ -58,9 +58,11 @@ def writing(folder: Path) -> Iterator[None]:
         if exc.errno not in _READ_ONLY:
             raise
         reason = "a read-only file system" if exc.errno == errno.EROFS else "permission denied"
+        # NOTE: only this folder is known to refuse: another folder of the workspace (the
+        # outbox beside a read-only lake) may take writes, so the message claims no more.
         raise ReadOnlyWorkspaceError(
-            f"Cannot write in {folder} ({reason}): this workspace is read-only for you; "
-            "reading it (replay, schemas list/show, metaverse doctor) still works"
+            f"Cannot write in {folder} ({reason}): this workspace is read-only for you in that "
+            "folder; reading it (replay, schemas list/show, metaverse doctor) still works"
         ) from exc
 
 

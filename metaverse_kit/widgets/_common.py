@@ -8,23 +8,39 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
 from metaverse_kit.errors import FieldProblem
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from metaverse_kit.history.decode import SkippedPart
+    from metaverse_kit.workspace import Workspace
+
 __all__ = [
     "WidgetController",
+    "click_once",
     "html_list",
     "html_table",
     "json_preview",
     "message_html",
     "problems_html",
+    "replay_skipping",
+    "skipped_html",
+    "warnings_html",
 ]
+
+#: What a steward who cannot run commands is told to do about damaged Capture files.
+DOCTOR_ADVICE = (
+    "Ask whoever looks after this workspace (for the steward app: whoever runs its server) "
+    "to run `metaverse doctor`, which finds and repairs damaged files."
+)
 
 
 class WidgetController:
@@ -68,6 +84,38 @@ class Quiet:
             yield
         finally:
             self.depth -= 1
+
+
+def click_once(
+    button: W.Button, action: Callable[[], object], *, ready: Callable[[], bool] | None = None
+) -> None:
+    """Call ``action`` on a click of ``button``: one click, one call (an emit button's wiring).
+
+    The button is disabled while ``action`` runs, and a click arriving meanwhile is ignored,
+    as is a click on a disabled button. Afterwards the button is enabled again when ``ready()``
+    says so (default: always): a widget keeps it disabled after an emit until there is
+    something new to emit. What ``action`` raises goes on (ipywidgets logs it).
+
+    NOTE: ipywidgets calls the click handlers whatever ``disabled`` says in the kernel, and a
+    double click's second 'click' message leaves the browser before the kernel's
+    ``disabled=True`` reaches it. The kernel handles that message once the first run is over,
+    so only a button still disabled then (``ready()`` false) makes it one emit, not two.
+    """
+    running = False
+
+    def clicked(_: W.Button) -> None:
+        nonlocal running
+        if running or button.disabled:
+            return
+        running = True
+        button.disabled = True
+        try:
+            action()
+        finally:
+            running = False
+            button.disabled = not (ready() if ready is not None else True)
+
+    button.on_click(clicked)
 
 
 def esc(value: Any) -> str:
@@ -116,6 +164,45 @@ def warnings_html(found: Sequence[Warning]) -> str:
     shown beside the widget (JupyterLab's log console at best, a served page's server log).
     """
     return "".join(f"<br>⚠ {esc(w)}" for w in found)
+
+
+def replay_skipping(ws: Workspace) -> tuple[pa.Table, list[SkippedPart]]:
+    """The workspace's whole history, replayed around damaged Capture files, and what was left out.
+
+    Every intact block of a damaged file is replayed (``on_bad_file="skip"``); show the parts
+    left out with :func:`skipped_html`. Raises what :meth:`Workspace.replay` raises otherwise.
+
+    NOTE: one damaged file must not stop a steward's widget: it is listed beside the widget
+    instead, with advice a steward can follow (not a ``on_bad_file=`` to pass).
+    """
+    stream = ws.replay_batches(progress=False, on_bad_file="skip")
+    # NOTE: the widget lists what was skipped itself; no CaptureFileWarning too.
+    stream.warn_on_skip = False
+    try:
+        table = stream.to_table()
+    finally:
+        stream.close()
+    return table, list(stream.skipped_files)
+
+
+def skipped_html(
+    skipped: Sequence[SkippedPart],
+    *,
+    caption: str = "Skipped (damaged): every intact block of these files was replayed",
+    advice: str = "",
+) -> str:
+    """The damaged Capture files (or blocks) a replay left out, as a table; empty when none.
+
+    ``advice`` follows the table: what the reader can do about them.
+    """
+    if not skipped:
+        return ""
+    rows = [
+        (p.path, "whole file" if p.offset is None else p.offset, p.reason, p.events_kept)
+        for p in skipped
+    ]
+    table = html_table(("Capture file", "from byte", "why", "events kept"), rows, caption=caption)
+    return table + (f"<div>⚠ {esc(advice)}</div>" if advice else "")
 
 
 def json_preview(value: Any) -> str:

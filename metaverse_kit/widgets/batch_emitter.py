@@ -34,6 +34,7 @@ from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.validation import validate as validate_record
 from metaverse_kit.widgets._common import (
     WidgetController,
+    click_once,
     esc,
     html_table,
     message_html,
@@ -135,6 +136,9 @@ class BatchEmitter(WidgetController):
         #: the summary.
         self.warnings: list[MetaverseWarning] = []
         self._records: dict[int, Any] = {}
+        # Whether the last emit sent rows or left them in the outbox: the Emit button stays off
+        # until the rows are checked again (the same rows again would be sent twice).
+        self._spent = False
         self.progress = W.IntProgress(value=0, min=0, max=1, description="Rows")
         self.summary = W.HTML("")
         self.table = W.HTML("")
@@ -143,7 +147,9 @@ class BatchEmitter(WidgetController):
             description="Emit rows", icon="paper-plane", button_style="primary"
         )
         self.check_button.on_click(lambda *_: self._clicked(self.check))
-        self.emit_button.on_click(lambda *_: self._clicked(self.emit))
+        click_once(
+            self.emit_button, lambda: self._clicked(self.emit), ready=lambda: not self._spent
+        )
 
     def _build(self) -> W.Widget:
         return W.VBox(
@@ -171,7 +177,15 @@ class BatchEmitter(WidgetController):
         return rows_of(self.data)
 
     def check(self, data: Any = None, *, build: Callable | None = None) -> list[RowResult]:
-        """Build and validate every row, send nothing; return and show one result per row."""
+        """Build and validate every row, send nothing; return and show one result per row.
+
+        The Emit button, off after an emit, is on again.
+        """
+        self._spent = False
+        self.emit_button.disabled = False
+        return self._check(data, build)
+
+    def _check(self, data: Any, build: Callable | None) -> list[RowResult]:
         rows = self._take(data, build)
         results: list[RowResult] = []
         self._records = {}
@@ -206,9 +220,11 @@ class BatchEmitter(WidgetController):
 
         Invalid rows are reported and not sent (with ``all_or_nothing``, nothing is sent
         then). A failed send marks its rows ``failed`` with the reason; the events stay in
-        the workspace's outbox, from which ``ws.outbox.retry()`` sends them again.
+        the workspace's outbox, from which ``ws.outbox.retry()`` sends them again. Once rows
+        were sent or kept in the outbox, the Emit button stays off until :meth:`check` (the
+        Validate rows button): the same rows again would be sent twice.
         """
-        results = self.check(data, build=build)
+        results = self._check(data, build)
         invalid = sum(r.status == "invalid" for r in results)
         if invalid and self.all_or_nothing:
             results = [
@@ -234,6 +250,9 @@ class BatchEmitter(WidgetController):
             self.progress.value = min(start + len(chunk), len(todo))
             self._show([by_row[r.row] for r in results])
         results = [by_row[r.row] for r in results]
+        if todo:
+            self._spent = True
+            self.emit_button.disabled = True
         self._show(results)
         return results
 

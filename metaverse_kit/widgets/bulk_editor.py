@@ -22,18 +22,33 @@ means, whether it comes from ``metaverse ingest`` or from this upload.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import dataclasses
 import io
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
-from metaverse_kit.errors import ConfigurationError, MetaverseError
+from metaverse_kit.errors import (
+    CaptureFileWarning,
+    ConfigurationError,
+    MetaverseError,
+    ValidationError,
+    warn,
+)
 from metaverse_kit.ingest.source import repeated_columns
-from metaverse_kit.widgets._common import WidgetController, esc, html_table, message_html
+from metaverse_kit.widgets._common import (
+    DOCTOR_ADVICE,
+    WidgetController,
+    esc,
+    html_table,
+    message_html,
+    replay_skipping,
+)
 
 if TYPE_CHECKING:
     from metaverse_kit.widgets.batch_emitter import RowResult
@@ -123,7 +138,17 @@ def csv_enricher_planner(ws: Workspace, rows: Sequence[Mapping[str, str]]) -> li
     from metaverse_kit.ingest.csv_plan import plan_rows
     from metaverse_kit.ingest.lake_state import LakeState
 
-    state = LakeState(ws.replay(progress=False), pipeline_name="steward-app", source_type="csv")
+    # NOTE: around damaged Capture files (the intact blocks are read), as the other widgets
+    # read the history: one such file refused every sheet with advice meant for programmers.
+    events, skipped = replay_skipping(ws)
+    if skipped:
+        warn(
+            CaptureFileWarning(
+                f"{len(skipped)} damaged part(s) of Capture files (such as {skipped[0].path}) "
+                "were left out of the values this sheet is planned on. " + DOCTOR_ADVICE
+            )
+        )
+    state = LakeState(events, pipeline_name="steward-app", source_type="csv")
     plans = []
     for row, plan in zip(rows, plan_rows(rows, state.latest, first_line=1), strict=True):
         if plan.problems:
@@ -144,6 +169,19 @@ def csv_enricher_planner(ws: Workspace, rows: Sequence[Mapping[str, str]]) -> li
             )
             plans.append(RowPlan(plan.line, plan.urn, mce(plan.urn, list(plan.aspects)), (), diff))
     return plans
+
+
+def _column(path: str, columns: Iterable[str]) -> str | None:
+    """The column of a sheet an event's field (``aspects[1].description``,
+    ``aspects[0].tags[2].tag``) comes from: the nearest name on its path that is a column's,
+    ignoring case and underscores (``glossaryTerms`` is ``glossary_terms``); None if none is.
+    """
+    named = {c.replace("_", "").lower(): c for c in columns}
+    for name in reversed(re.findall(r"[A-Za-z_]\w*", re.sub(r"\[[^\]]*\]", "", path))):
+        column = named.get(name.replace("_", "").lower())
+        if column is not None:
+            return column
+    return None
 
 
 def _refuse_repeats(name: str, header: Sequence[str]) -> None:
@@ -225,7 +263,74 @@ def _csv_rows(name: str, data: bytes) -> list[tuple[dict[str, str], str | None]]
 
 
 def _excel_rows(name: str, data: bytes) -> list[tuple[dict[str, str], str | None]]:
-    """:func:`_sheet_rows` of an Excel workbook's first sheet."""
+    """:func:`_sheet_rows` of an Excel workbook's first sheet.
+
+    A row is also refused when a cell holds a formula without the value it computes (a
+    workbook written by a program, never saved by Excel): it would read as empty.
+    """
+    # PERF: read once with the formulas, which a workbook without any needs no more; one with
+    # formulas is read again for the values Excel saved with them.
+    from openpyxl.worksheet.formula import ArrayFormula, DataTableFormula
+
+    title, rows = _read_book(name, data, data_only=False)
+    # NOTE: a text cell starting with "=" reads as a formula too: it costs a second read only.
+    formulas = [
+        (r, c)
+        for r, values in enumerate(rows)
+        for c, v in enumerate(values)
+        if (isinstance(v, str) and v.startswith("="))
+        or isinstance(v, (ArrayFormula, DataTableFormula))
+    ]
+    uncomputed: dict[int, list[int]] = {}  # row index -> column indexes, from 0
+    if formulas:
+        _, computed = _read_book(name, data, data_only=True)
+        # NOTE: a formula computing "" is saved with an empty value of type "str"; one never
+        # computed has none (openpyxl writes such formulas, Excel computes them when opened).
+        for r, c in formulas:
+            if c >= len(computed[r]) or (computed[r][c][0] is None and computed[r][c][1] != "str"):
+                uncomputed.setdefault(r, []).append(c)
+        rows = [tuple(value for value, _ in row) for row in computed]
+    if not rows or not any(rows[0]):
+        raise ConfigurationError(f"{name} is empty: the first row must name the columns")
+    header = [str(h).strip() if h is not None else "" for h in rows[0]]
+    lost = uncomputed.get(0)
+    if lost:
+        raise ConfigurationError(
+            f"{name}, sheet {title!r}: {_uncomputed(lost, 1)} in the header: open the workbook "
+            "in Excel and save it (Excel computes its formulas then), or type the column names"
+        )
+    _refuse_repeats(name, header)
+    out: list[tuple[dict[str, str], str | None]] = []
+    for number, values in enumerate(rows[1:], start=2):
+        lost = uncomputed.get(number - 1)
+        if not lost and not any(v not in (None, "") for v in values):
+            continue
+        cells = ["" if v is None else str(v) for v in values]
+        unnamed = _unnamed(header, cells)
+        problems = []
+        if lost:
+            named = ", ".join(
+                f"{_uncomputed([c], number)} ({header[c] or 'no column'})"
+                if c < len(header)
+                else _uncomputed([c], number)
+                for c in lost
+            )
+            problems.append(
+                f"{name} row {number} (sheet {title!r}): {named} holds a formula without "
+                "its value, which would read as empty: the workbook was written by a program "
+                "that does not compute formulas; open it in Excel and save it, or type the "
+                "value in place of the formula"
+            )
+        if unnamed:
+            problems.append(_unnamed_problem(f"{name} row {number}", header, unnamed, excel=True))
+        problem = "; ".join(problems) or None
+        out.append(({h: v.strip() for h, v in zip(header, cells, strict=False) if h}, problem))
+    return out
+
+
+def _read_book(name: str, data: bytes, *, data_only: bool) -> tuple[str, list[tuple[Any, ...]]]:
+    """The title and rows of a workbook's first sheet: its cells' values with the formulas
+    (``data_only=False``), or (value, data type) pairs with the values Excel saved."""
     try:
         from openpyxl import load_workbook
     except ImportError:
@@ -233,30 +338,26 @@ def _excel_rows(name: str, data: bytes) -> list[tuple[dict[str, str], str | None
 
         raise MissingDependencyError("Reading Excel sheets", ["openpyxl"], extra="app") from None
     try:
-        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        book = load_workbook(io.BytesIO(data), read_only=True, data_only=data_only)
     except Exception as exc:  # openpyxl raises many types for a damaged file
         raise ConfigurationError(f"{name} is not a readable Excel workbook: {exc}") from None
     try:
-        rows = list(book.worksheets[0].iter_rows(values_only=True))
+        sheet = book.worksheets[0]
+        if data_only:
+            rows = [tuple((c.value, c.data_type) for c in row) for row in sheet.iter_rows()]
+        else:
+            rows = list(sheet.iter_rows(values_only=True))
+        return str(sheet.title), rows
     finally:
         book.close()
-    if not rows or not any(rows[0]):
-        raise ConfigurationError(f"{name} is empty: the first row must name the columns")
-    header = [str(h).strip() if h is not None else "" for h in rows[0]]
-    _refuse_repeats(name, header)
-    out: list[tuple[dict[str, str], str | None]] = []
-    for number, values in enumerate(rows[1:], start=2):
-        if not any(v not in (None, "") for v in values):
-            continue
-        cells = ["" if v is None else str(v) for v in values]
-        unnamed = _unnamed(header, cells)
-        problem = (
-            _unnamed_problem(f"{name} row {number}", header, unnamed, excel=True)
-            if unnamed
-            else None
-        )
-        out.append(({h: v.strip() for h, v in zip(header, cells, strict=False) if h}, problem))
-    return out
+
+
+def _uncomputed(columns: Sequence[int], row: int) -> str:
+    """The names of cells of a sheet's row (``cell C2``, ``cells A1, B1``), columns from 0."""
+    from openpyxl.utils import get_column_letter
+
+    named = ", ".join(f"{get_column_letter(c + 1)}{row}" for c in columns)
+    return f"cell{'s' if len(columns) > 1 else ''} {named}"
 
 
 def _unnamed(header: Sequence[str], cells: Sequence[str]) -> list[tuple[int, str]]:
@@ -312,6 +413,8 @@ class BulkEditor(WidgetController):
         self.name = ""
         self.plans: list[RowPlan] = []
         self.results: list[RowResult] = []
+        # NOTE: plans once emitted are spent: emitting them again would send every row twice.
+        self._spent = False
         self.upload = W.FileUpload(
             accept=".csv,.xlsx", multiple=False, description="Upload CSV or Excel"
         )
@@ -347,32 +450,33 @@ class BulkEditor(WidgetController):
         """Read a sheet and plan every row; show and return the plans.
 
         A row with a non-empty cell under no column name (beyond the header: often a list
-        typed with commas) is refused with the cells, not planned. Raises
-        :class:`ConfigurationError` for a file that cannot be read (also shown), and what the
-        planner raises.
+        typed with commas), or with an Excel formula no program has computed, is refused with
+        the cells, not planned. A planned row whose event the workspace would refuse
+        (:meth:`Workspace.check <metaverse_kit.workspace.Workspace.check>`) is refused with
+        the reason, named by its column where the event's field says which. Raises
+        :class:`ConfigurationError` for a file that cannot be read, and what the planner
+        raises; either is shown, and leaves nothing loaded (the previous sheet's plans are
+        dropped and Emit is disabled).
         """
-        read = _sheet_rows(name, data)
-        if not read:
-            raise ConfigurationError(f"{name} has a header but no row to apply")
-        rows = [row for row, problem in read if problem is None]
-        planned = list(self.planner(self.ws, rows)) if rows else []
-        if len(planned) != len(rows):
-            raise ConfigurationError(
-                f"the row planner returned {len(planned)} plans for {len(rows)} rows"
+        try:
+            read = _sheet_rows(name, data)
+            if not read:
+                raise ConfigurationError(f"{name} has a header but no row to apply")
+            plans = self._plan(read)
+        except Exception as exc:
+            # NOTE: the previous sheet's plans go too: Emit sent them after a failed upload,
+            # under a summary that said the new file was not loaded.
+            self._unload()
+            said = str(exc) if isinstance(exc, MetaverseError) else f"{type(exc).__name__}: {exc}"
+            self.summary.value = message_html(
+                f"Not loaded: {said.rstrip('.')}. Nothing is loaded now: upload the fixed file.",
+                ok=False,
             )
-        if len(rows) < len(read):
-            # NOTE: a refused row is not given to the planner, so no later row of its entity is
-            # planned on top of what it set; the others get their numbers in the whole sheet.
-            plans = iter(planned)
-            planned = [
-                RowPlan(number, None, None, (problem,))
-                if problem is not None
-                else dataclasses.replace(next(plans), row=number)
-                for number, (_, problem) in enumerate(read, start=1)
-            ]
+            raise
         self.name = name
-        self.plans = planned
+        self.plans = plans
         self.results = []
+        self._spent = False
         valid = sum(p.valid for p in self.plans)
         unchanged = sum(p.unchanged for p in self.plans)
         refused = len(self.plans) - valid - unchanged
@@ -385,17 +489,87 @@ class BulkEditor(WidgetController):
         self.emit_button.description = f"Emit {valid} valid rows"
         self.emit_button.disabled = valid == 0
         self.download.value = ""
+        self.progress.layout.visibility = "hidden"
         self._show()
         return self.plans
+
+    def _plan(self, read: Sequence[tuple[dict[str, str], str | None]]) -> list[RowPlan]:
+        """One plan per row read: refused as read, or the planner's, checked by the workspace.
+
+        A refused row is not given to the planner, so no later row of its entity is planned on
+        top of what it set (its change reached the lake through that later row). A row whose
+        event the workspace refuses is held back the same way: the rows kept are planned again
+        without it, until no new row is refused (each round holds back at least one more).
+        """
+        refused: dict[int, tuple[str | None, tuple[str, ...]]] = {
+            i: (None, (problem,)) for i, (_, problem) in enumerate(read) if problem is not None
+        }
+        while True:
+            kept = [i for i in range(len(read)) if i not in refused]
+            rows = [read[i][0] for i in kept]
+            planned = list(self.planner(self.ws, rows)) if rows else []
+            if len(planned) != len(rows):
+                raise ConfigurationError(
+                    f"the row planner returned {len(planned)} plans for {len(rows)} rows"
+                )
+            columns = {column for row in rows for column in row}
+            found = self._check(planned, columns)
+            if not found:
+                break
+            refused.update({kept[k]: (planned[k].urn, problems) for k, problems in found.items()})
+        if not refused:
+            return planned
+        # NOTE: the rows planned get their numbers in the whole sheet.
+        plans = iter(planned)
+        return [
+            RowPlan(i + 1, refused[i][0], None, refused[i][1])
+            if i in refused
+            else dataclasses.replace(next(plans), row=i + 1)
+            for i in range(len(read))
+        ]
+
+    def _check(self, plans: Sequence[RowPlan], columns: set[str]) -> dict[int, tuple[str, ...]]:
+        """The problems, by place in ``plans``, of the valid plans whose events the workspace
+        would refuse to emit; each named by the row's column its field comes from, if any."""
+        valid = [k for k, p in enumerate(plans) if p.valid]
+        if not valid:
+            return {}
+        try:
+            # PERF: one check of all the events, which names every problem of every event.
+            self.ws.check([e for k in valid if (e := plans[k].event) is not None])
+        except ValidationError as exc:
+            found: dict[int, list[str]] = {}
+            for problem in exc.problems:
+                m = re.fullmatch(r"events\[(\d+)\]\.?(.*)", problem.path, re.DOTALL)
+                if m is None:
+                    raise  # about no one event: nothing a row of the sheet can fix
+                column = _column(m[2], columns)
+                said = f"{column or m[2] or 'the event'}: {problem.message}"
+                found.setdefault(valid[int(m[1])], []).append(said)
+            return {k: tuple(problems) for k, problems in found.items()}
+        return {}
 
     def emit(self) -> list[RowResult]:
         """Send the valid rows' events; one result per row of the sheet, shown and returned.
 
         Refused rows are ``invalid`` with their problems; a row whose send failed is
-        ``failed`` with the reason (its event waits in the workspace's outbox).
+        ``failed`` with the reason (its event waits in the workspace's outbox). The plans are
+        then spent: raises :class:`ConfigurationError` when no sheet is loaded, or when its
+        rows were emitted already (load a sheet again to emit again).
         """
         from metaverse_kit.widgets.batch_emitter import BatchEmitter, RowResult
 
+        if not self.plans:
+            raise ConfigurationError("no sheet is loaded: upload a CSV or Excel file first")
+        if self._spent:
+            raise ConfigurationError(
+                f"the rows of {self.name} were emitted already: upload a sheet to emit again "
+                "(the same one is planned against the lake anew)"
+            )
+        # NOTE: spent from the first send on, even if one fails: what was sent is in the lake
+        # and what failed waits in the outbox; sending again would duplicate both.
+        self._spent = True
+        self.emit_button.disabled = True
         valid = [p for p in self.plans if p.valid]
         self.progress.layout.visibility = "visible"
         sender = BatchEmitter(
@@ -434,6 +608,18 @@ class BulkEditor(WidgetController):
         if self.on_emitted is not None:
             self.on_emitted([r.urn for r in self.results if r.status == "sent" and r.urn])
         return self.results
+
+    def _unload(self) -> None:
+        """Drop the sheet loaded, its plans and results: nothing to emit, nothing shown."""
+        self.name = ""
+        self.plans = []
+        self.results = []
+        self._spent = False
+        self.emit_button.description = "Emit valid rows"
+        self.emit_button.disabled = True
+        self.progress.layout.visibility = "hidden"
+        self.table.value = ""
+        self.download.value = ""
 
     def results_csv(self) -> str:
         """The per-row results as CSV text: row, urn, status, reason, partition, sequence."""
@@ -488,12 +674,14 @@ class BulkEditor(WidgetController):
         if not files:
             return
         item = files[0]
-        try:
+        with contextlib.suppress(MetaverseError):  # NOTE: load showed it
             self.load(str(item["name"]), bytes(item["content"]))
-        except MetaverseError as exc:
-            self.summary.value = message_html(f"Not loaded: {exc}", ok=False)
 
     def _emit_clicked(self, *_: Any) -> None:
+        if self.emit_button.disabled:
+            # NOTE: ipywidgets runs the click handlers whatever `disabled` says: a double
+            # click's second message left the browser before the first click disabled it.
+            return
         try:
             self.emit()
         except MetaverseError as exc:

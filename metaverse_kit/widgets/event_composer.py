@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ import ipywidgets as W
 from metaverse_kit.backends.protocols import Receipt
 from metaverse_kit.errors import (
     ConfigurationError,
+    EmitError,
     FieldProblem,
     MetaverseError,
     MetaverseWarning,
@@ -36,11 +38,15 @@ from metaverse_kit.events.jsonform import from_json, to_avro_json
 from metaverse_kit.events.validation import validate as validate_record
 from metaverse_kit.history.arrow_types import from_arrow
 from metaverse_kit.widgets._common import (
+    DOCTOR_ADVICE,
     WidgetController,
+    click_once,
     esc,
     json_preview,
     message_html,
     problems_html,
+    replay_skipping,
+    skipped_html,
     warnings_html,
 )
 from metaverse_kit.widgets._form import AvroForm, blank_value
@@ -74,6 +80,9 @@ class EventComposer(WidgetController):
         self.warnings: list[MetaverseWarning] = []
         self.problems: list[FieldProblem] = []
         self.batch: BatchEmitter | None = None
+        # The record the last emit sent, or left in the outbox: the Emit button stays off
+        # while the form holds it (the same event again would be written twice).
+        self._sent: Any = None
         self._make_controls()
         self.form.on_change(self._refresh)
         if value is not None:
@@ -116,8 +125,14 @@ class EventComposer(WidgetController):
         self.problems = problems
         self.form.show_problems(problems)
         self.problems_box.value = problems_html(problems)
-        self.emit_button.disabled = bool(problems)
+        self.emit_button.disabled = bool(problems) or self._is_sent(value)
         return list(problems)
+
+    def _is_sent(self, value: Any) -> bool:
+        return self._sent is not None and value == self._sent
+
+    def _emit_ready(self) -> bool:
+        return not self.problems and not self._is_sent(self.form.value)
 
     def _mce_problems(self, value: Any) -> list[FieldProblem]:
         if not self.is_mce or not isinstance(value, dict):
@@ -137,7 +152,9 @@ class EventComposer(WidgetController):
 
         Raises :class:`ValidationError` (nothing sent) when the record is invalid, and what
         :meth:`Workspace.emit` raises when sending fails; both are shown under the form too,
-        and the form keeps its content.
+        and the form keeps its content. When the failed event is kept in the outbox, the
+        message says so. Afterwards the Emit button stays off until the form changes: the
+        same event again would be sent twice.
         """
         problems = self.validate()
         if problems:
@@ -146,19 +163,32 @@ class EventComposer(WidgetController):
             )
             raise ValidationError(problems, what="event")
         self.warnings = []
+        record = self.form.value
         try:
             # NOTE: shown under the status (see warnings_html).
             with warnings_to(self.warnings.append):
-                receipts = self.ws.emit(self.form.value, schema=self.definition)
-        except MetaverseError as exc:
-            self.status.value = message_html(f"Not emitted: {exc}", ok=False) + warnings_html(
-                self.warnings
+                receipts = self.ws.emit(record, schema=self.definition)
+        except (MetaverseError, OSError) as exc:
+            notes = " ".join(getattr(exc, "__notes__", ()))
+            text = f"Not emitted: {exc}" + (f" ({notes})" if notes else "")
+            kept = _kept_in_outbox(exc)
+            if kept:
+                self._sent = record
+                self.emit_button.disabled = True
+            self.status.value = (
+                message_html(text, ok=False)
+                + (f"<br>⚠ {esc(_KEPT)}" if kept else "")
+                + warnings_html(self.warnings)
             )
             raise
         self.receipts = receipts
-        self.status.value = "<br>".join(
-            message_html(str(r), ok=True) for r in receipts
-        ) + warnings_html(self.warnings)
+        self._sent = record
+        self.emit_button.disabled = True
+        self.status.value = (
+            "<br>".join(message_html(str(r), ok=True) for r in receipts)
+            + f"<br>{esc(_EMITTED)}"
+            + warnings_html(self.warnings)
+        )
         return receipts
 
     def emit_batch(self, data: Any, *, build: Any = None) -> list[RowResult]:
@@ -178,22 +208,34 @@ class EventComposer(WidgetController):
     def load_json(self, text: str | bytes) -> Any:
         """Load a record from JSON text (Avro's JSON encoding or the fastavro-like form).
 
-        Raises :class:`ValidationError` when the text is not JSON or cannot be shown.
+        Raises :class:`ValidationError` when the text is not JSON or cannot be shown (nested
+        too deeply, or a number with more digits than Python reads).
         """
         if isinstance(text, (bytes, bytearray, memoryview)):
             text = bytes(text).decode("utf-8")
+        too_deep = _json_problem(
+            "nested too deeply to read (lists or objects within each other more than about "
+            f"{sys.getrecursionlimit()} levels); an event is never nested that deep"
+        )
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValidationError(
-                [
-                    FieldProblem(
-                        "", f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
-                    )
-                ],
-                what="JSON text",
+            raise _json_problem(
+                f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
             ) from exc
-        self.value = from_json(data, self.avro)
+        except RecursionError:
+            # NOTE: from None: the chained traceback would be thousands of frames long.
+            raise too_deep from None
+        except ValueError as exc:
+            # NOTE: json.loads refuses an integer longer than sys.get_int_max_str_digits().
+            raise _json_problem(
+                f"a number in it has more than {sys.get_int_max_str_digits()} digits, more "
+                "than Python reads and more than any field of an event holds"
+            ) from exc
+        try:
+            self.value = from_json(data, self.avro)
+        except RecursionError:
+            raise too_deep from None
         return self.value
 
     def load_latest(self, urn: str, aspect: str) -> Any:
@@ -203,7 +245,9 @@ class EventComposer(WidgetController):
         The whole aspect comes back, so adding a tag or an owner keeps the others (read,
         modify, write). Without history for it, the aspect starts empty. Raises
         :class:`ConfigurationError` when the schema is not an MCE, and ``InvalidUrnError`` /
-        ``UnknownAspectError`` for a URN or aspect the MCE schema does not know.
+        ``UnknownAspectError`` for a URN or aspect the MCE schema does not know. Damaged
+        Capture files are read around (every intact block is replayed) and listed under the
+        load message, with what to do about them.
         """
         from metaverse_kit.events.aspects import ASPECT_NAMES, allowed_aspects
         from metaverse_kit.events.urns import snapshot_for_urn
@@ -216,7 +260,7 @@ class EventComposer(WidgetController):
             )
         snapshot = snapshot_for_urn(urn)
         full = _aspect_full_name(aspect, allowed_aspects(urn), ASPECT_NAMES)
-        events = self.ws.replay(progress=False)
+        events, skipped = replay_skipping(self.ws)
         found = latest_aspect(events, urn, full)
         if found is None:
             record = blank_value(self.avro, full)
@@ -230,7 +274,11 @@ class EventComposer(WidgetController):
             "proposedDelta": None,
             "systemMetadata": None,
         }
-        self.load_message.value = message_html(note, ok=True)
+        self.load_message.value = message_html(note, ok=True) + skipped_html(
+            skipped,
+            caption="Skipped (damaged), so the value loaded may be older than the latest one",
+            advice=DOCTOR_ADVICE,
+        )
         return self.value
 
     # -- the widget -----------------------------------------------------------------------------
@@ -246,7 +294,7 @@ class EventComposer(WidgetController):
             tooltip="Send the event to the event hub",
         )
         self.validate_button.on_click(lambda *_: self.validate())
-        self.emit_button.on_click(self._emit_clicked)
+        click_once(self.emit_button, self._emit_clicked, ready=self._emit_ready)
         self.status = W.HTML("")
         self.problems_box = W.HTML("")
         self.preview = W.HTML("")
@@ -314,7 +362,7 @@ class EventComposer(WidgetController):
 
     def _emit_clicked(self, *_: Any) -> None:
         # NOTE: the message is already shown under the form; a button has nobody to raise to.
-        with contextlib.suppress(MetaverseError):
+        with contextlib.suppress(MetaverseError, OSError):
             self.emit()
 
     def _load_clicked(self, text: str | bytes) -> None:
@@ -335,6 +383,27 @@ class EventComposer(WidgetController):
             self.load_latest(self.history_urn.value.strip(), self.history_aspect.value)
         except MetaverseError as exc:
             self.load_message.value = message_html(f"Not loaded: {exc}", ok=False)
+
+
+_KEPT = (
+    "The event is kept in the outbox: ws.outbox.retry() sends it; emitting again would send "
+    "it twice, so Emit stays off until the form changes."
+)
+_EMITTED = "Emit stays off until the form changes: the same event again would be written twice."
+
+
+def _kept_in_outbox(exc: BaseException) -> bool:
+    """Whether the failed emit left its event in the outbox, as the outbox says it did."""
+    # NOTE: the outbox says so itself, in the two ways it has: an EmitError listing the events
+    # that failed, or a note on what else the hub raised (Outbox._send). A refused write of the
+    # outbox itself keeps nothing, and says nothing.
+    if isinstance(exc, EmitError):
+        return bool(exc.failures)
+    return any("kept in the outbox" in note for note in getattr(exc, "__notes__", ()))
+
+
+def _json_problem(text: str) -> ValidationError:
+    return ValidationError([FieldProblem("", text)], what="JSON text")
 
 
 def _aspect_full_name(aspect: str, allowed: tuple[str, ...], names: Mapping[str, str]) -> str:

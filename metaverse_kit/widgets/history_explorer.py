@@ -56,6 +56,7 @@ from metaverse_kit.widgets._common import (
     WidgetController,
     esc,
     html_table,
+    skipped_html,
     warnings_html,
 )
 
@@ -664,19 +665,7 @@ class HistoryExplorer(WidgetController):
                 + (f"; {load.undecoded} could not be decoded" if load.undecoded else "")
                 + (parts if skipped else "")
             ) + warnings_html(load.warnings)
-            rows = [
-                (p.path, "whole file" if p.offset is None else p.offset, p.reason, p.events_kept)
-                for p in load.skipped
-            ]
-            self.skipped_html.value = (
-                html_table(
-                    ("Capture file", "from byte", "why", "events kept"),
-                    rows,
-                    caption="Skipped (damaged): every intact block of these files was replayed",
-                )
-                if rows
-                else ""
-            )
+            self.skipped_html.value = skipped_html(load.skipped)
 
     def _ensure_base(self, *, block: bool) -> None:
         """Load the history from its beginning when the views that need it are used."""
@@ -931,7 +920,12 @@ class HistoryExplorer(WidgetController):
             if change["new"] is None and isinstance(change["owner"], W.Dropdown):
                 with self._quiet():
                     change["owner"].value = _ANY  # show "(all)" rather than an empty box
-            self._apply_filters()
+            try:
+                self._apply_filters()
+            except MetaverseError as exc:
+                # NOTE: From after To is said in the status, as when it was set; the filters
+                # apply again once the range is fixed.
+                self.status.value = f"<b>✖ {esc(exc)}</b>"
 
     def _on_as_of(self, _: Any) -> None:
         with self._lock:

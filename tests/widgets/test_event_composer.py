@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -274,3 +275,36 @@ def test_a_warning_of_the_emit_is_shown_under_it(torn_workspace: mk.Workspace) -
     assert receipt.location in str(warning) and "metaverse doctor --repair" in str(warning)
     composer.emit()  # the next event goes to the same new file, and nothing is said
     assert composer.warnings == [] and "⚠" not in composer.status.value
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"x": ' + "9" * 5000 + "}", "more than 4300 digits"),
+    ],
+)
+def test_json_too_deep_or_with_a_huge_number_is_refused_with_a_message(
+    workspace: mk.Workspace, text: str, said: str
+) -> None:
+    composer = EventComposer(workspace)
+    composer._load_clicked(text)  # the button's and the upload's handler
+    assert "Not loaded" in composer.load_message.value and said in composer.load_message.value
+    with pytest.raises(ValidationError, match=said):
+        composer.load_json(text)
+
+
+def test_load_latest_reads_around_a_damaged_capture_file(workspace: mk.Workspace) -> None:
+    workspace.emit(a.mce(ORDERS, [a.global_tags(["PII"])]))
+    folder = sorted(Path(str(workspace.lake.root)).rglob("*.avro"))[0].parent
+    (folder / "99.avro").write_bytes(b"not avro at all" * 10)
+    composer = EventComposer(workspace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # listed in the widget, not given as a Python warning
+        composer.load_latest(ORDERS, "globalTags")
+    tags = composer.form.node("proposedSnapshot.aspects[0].tags")
+    assert [n.get()["tag"] for n in tags.items] == ["urn:li:tag:PII"]
+    message = composer.load_message.value
+    assert "Loaded the latest globalTags" in message
+    assert "99.avro" in message and "metaverse doctor" in message
+    assert "on_bad_file" not in message

@@ -381,3 +381,22 @@ def test_value_at_paths() -> None:
     assert value_at(record, "customProperties[team]") == "blue"
     assert value_at(record, "lastModified.actor") == "me"
     assert value_at(None, "owners") is None
+
+
+def test_filters_while_from_is_after_to_say_so_in_the_status(explorer: HistoryExplorer) -> None:
+    explorer.start_time.value = datetime(2030, 1, 1, tzinfo=UTC)
+    explorer.end_time.value = datetime(2020, 1, 1, tzinfo=UTC)
+    assert "is after To" in explorer.status.value
+    explorer.status.value = ""
+    explorer.urn_text.value = "orders"  # raised out of the observer before
+    assert "✖" in explorer.status.value and "is after To" in explorer.status.value
+    explorer.status.value = ""
+    explorer.aspect.value = "globalTags"
+    assert "is after To" in explorer.status.value
+    # The widget stays usable: once the range is right the filters apply.
+    explorer.end_time.value = None
+    explorer.start_time.value = None
+    explorer.wait()
+    urns = set(explorer.events["urn"].to_pylist())
+    assert urns == {mk.make_dataset_urn("hive", "sales.orders")}
+    assert set(explorer.events["aspect"].to_pylist()) == {"globalTags"}

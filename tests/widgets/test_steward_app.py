@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -169,6 +170,132 @@ def test_a_row_with_cells_under_no_column_is_refused_with_them_and_not_planned(
     assert plans[1].row == 2 and plans[1].valid
 
 
+def test_a_row_the_workspace_would_refuse_is_refused_at_load_and_not_planned_on(
+    workspace: mk.Workspace,
+) -> None:
+    """A NUL in a description was planned valid, refused at emit, and its tag reached the lake
+    anyway through the next row of its entity, planned on top of it."""
+    data = f'resource,tags,description\n"{URN}",PII,"a\x00b"\n"{URN}",Gold,\n'.encode()
+    editor = BulkEditor(workspace)  # the csv source's planner
+    plans = editor.load("edits.csv", data)
+    assert [(p.row, p.urn, p.valid) for p in plans] == [(1, URN, False), (2, URN, True)]
+    # Named by the sheet's column, not proposedSnapshot.aspects[1].description.
+    assert plans[0].problems == ("description: contains a NUL character (\\x00) at position 1",)
+    # Row 2 is planned again without row 1: PII is not among what it sets.
+    assert plans[1].diff == (("globalTags.tags", None, ["urn:li:tag:Gold"]),)
+    assert "2 rows, 1 valid, 1 refused" in editor.summary.value
+    assert editor.emit_button.description == "Emit 1 valid rows"
+    editor.emit()
+    assert "1 emitted, 1 refused" in editor.summary.value
+    assert editor.results[0].error == plans[0].problems[0]
+    latest = mk.history.latest_aspect(workspace.replay(progress=False), URN, "globalTags")
+    assert [t["tag"] for t in latest["tags"]] == ["urn:li:tag:Gold"]
+
+
+def test_a_failed_upload_leaves_nothing_loaded_to_emit(workspace: mk.Workspace) -> None:
+    """Emit sent the previous sheet after a failed upload, its button still enabled."""
+
+    def upload(name: str, data: bytes) -> None:
+        item = {"name": name, "type": "", "size": len(data), "content": memoryview(data)}
+        item["last_modified"] = datetime(2026, 3, 2, tzinfo=UTC)
+        editor.upload.value = (item,)
+
+    editor = BulkEditor(workspace, planner=plan)
+    editor.widget  # noqa: B018 - built as the app shows it
+    upload("first.csv", f'resource,tags\n"{URN}",WrongTag\n'.encode())
+    assert not editor.emit_button.disabled and "WrongTag" in editor.table.value
+    upload("fixed.csv", f'resource,tags,tags\n"{URN}",Fixed,Fixed\n'.encode())
+    assert "Not loaded: fixed.csv names a column more than once" in editor.summary.value
+    assert editor.plans == [] and editor.table.value == ""
+    assert editor.emit_button.disabled and editor.emit_button.description == "Emit valid rows"
+    assert "Nothing is loaded now" in editor.summary.value
+    editor.emit_button.click()
+    with pytest.raises(mk.ConfigurationError, match="no sheet is loaded"):
+        editor.emit()
+    assert workspace.replay(progress=False).num_rows == 0
+
+
+def test_a_double_click_emits_once_and_emitted_plans_are_spent(workspace: mk.Workspace) -> None:
+    """ipywidgets runs a click's handlers even on a disabled button: a double click sent every
+    row twice."""
+    urns = [mk.make_dataset_urn("hive", f"bulk.t{i}") for i in range(3)]
+    data = ("resource,tags\n" + "".join(f'"{urn}",PII\n' for urn in urns)).encode()
+    editor = BulkEditor(workspace, chunk_size=1)  # the csv source's planner
+    editor.load("edits.csv", data)
+    while_sending: list[bool] = []
+    editor.progress.observe(
+        lambda _: while_sending.append(editor.emit_button.disabled), names="value"
+    )
+    editor.emit_button.click()
+    editor.emit_button.click()  # the second message of a double click
+    assert workspace.replay(progress=False).num_rows == 3
+    assert "3 emitted, 0 refused" in editor.summary.value
+    assert while_sending and all(while_sending) and editor.emit_button.disabled
+    with pytest.raises(mk.ConfigurationError, match="emitted already: upload a sheet"):
+        editor.emit()
+    # A new load plans against the lake anew (its rows are there now) and can be emitted.
+    editor.load("edits.csv", data)
+    assert sum(p.unchanged for p in editor.plans) == 3 and editor.emit_button.disabled
+    editor.load("more.csv", f'resource,tags\n"{URN}",More\n'.encode())
+    assert not editor.emit_button.disabled
+    editor.emit_button.click()
+    assert workspace.replay(progress=False).num_rows == 4
+
+
+def _with_cached_values(book: bytes, values: Mapping[str, str]) -> bytes:
+    """A workbook as Excel saves it: each formula cell named in ``values`` with the text it
+    computed (openpyxl writes formulas without any)."""
+    import re
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(book)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            text = src.read(item)
+            if item.filename.startswith("xl/worksheets/"):
+                xml = text.decode()
+                for cell, value in values.items():
+                    xml = re.sub(
+                        rf'<c r="{cell}">(<f>.*?</f>)<v\s*/>',
+                        rf'<c r="{cell}" t="str">\1<v>{value}</v>',
+                        xml,
+                    )
+                text = xml.encode()
+            dst.writestr(item, text)
+    return out.getvalue()
+
+
+def test_an_excel_formula_without_its_value_refuses_its_row(workspace: mk.Workspace) -> None:
+    """A workbook written by a program has formulas Excel never computed: they read as empty,
+    and the row was planned without that edit."""
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet_ = book.active
+    sheet_.title = "Edits"
+    sheet_.append(["resource", "tags", "description"])
+    sheet_.append([URN, "PII", '=CONCATENATE("Orders ","table")'])  # row 2: never computed
+    sheet_.append([URN, "Gold", '=IF(TRUE,"","x")'])  # row 3: computed ""
+    sheet_.append([URN, "Silver", "=A1"])  # row 4: computed "resource"
+    sheet_.append([URN, "Bronze", '=CONCATENATE("a","b")'])  # row 5: never computed
+    out = io.BytesIO()
+    book.save(out)
+    data = _with_cached_values(out.getvalue(), {"C3": "", "C4": "resource"})
+    plans = BulkEditor(workspace).load("edits.xlsx", data)
+    assert [(p.row, p.valid) for p in plans] == [(1, False), (2, True), (3, True), (4, False)]
+    assert plans[0].problems == (
+        "edits.xlsx row 2 (sheet 'Edits'): cell C2 (description) holds a formula without its "
+        "value, which would read as empty: the workbook was written by a program that does not "
+        "compute formulas; open it in Excel and save it, or type the value in place of the "
+        "formula",
+    )
+    assert ("editableDatasetProperties.description", None, "resource") in plans[2].diff
+    assert not any(path.endswith("description") for path, _, _ in plans[1].diff)
+    assert "cell C5 (description)" in plans[3].problems[0]
+    with pytest.raises(mk.ConfigurationError, match=r"edits\.xlsx row 2 \(sheet 'Edits'\)"):
+        read_sheet("edits.xlsx", data)
+
+
 def test_the_app_has_four_tabs_composes_from_a_template_and_shows_activity(
     workspace: mk.Workspace,
 ) -> None:
@@ -206,6 +333,28 @@ def test_without_a_planner_bulk_edit_says_it_is_not_available(workspace: mk.Work
     tabs = app.widget.children[1]
     assert "no row planner configured" in tabs.children[2].value
     assert app.feed is None
+
+
+def test_a_damaged_capture_file_leaves_compose_and_bulk_edit_working(
+    workspace: mk.Workspace,
+) -> None:
+    """One damaged file left Compose with no template and refused every sheet, telling a
+    steward to pass on_bad_file='skip'; now both read around it, and say which file it is
+    and who can repair it."""
+    for i in range(3):
+        urn = mk.make_dataset_urn("hive", f"db.t{i}")
+        workspace.emit(mk.mce(urn, [mk.aspects.global_tags(["PII"])]))
+    folder = next((workspace.path / "lake").rglob("*.avro")).parent
+    (folder / "99.avro").write_bytes(b"not avro at all" * 10)
+    app = StewardApp(workspace, live=False)
+    assert app.widget is not None and len(app.template_urn.options) == 3
+    assert "99.avro" in app.template_message.value
+    assert "metaverse doctor" in app.template_message.value
+    data = f'resource,tags\n"{mk.make_dataset_urn("hive", "db.t0")}",Gold\n'.encode()
+    assert app.bulk is not None
+    with pytest.warns(mk.CaptureFileWarning, match="99.avro"):
+        plans = app.bulk.load("e.csv", data)
+    assert [p.problems for p in plans] == [()]
 
 
 def test_planners_are_loaded_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
