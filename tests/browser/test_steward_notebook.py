@@ -52,6 +52,17 @@ def test_steward_notebook_browses_composes_and_emits(
     def messages() -> str:
         return "\n".join(composer.locator(".widget-html").all_inner_texts())
 
+    if emit.is_disabled() and "Emit stays off until the form changes" in messages():
+        # The notebook emitted this very event from code, and one click is one emit: the button
+        # stays off until the form changes. A steward edits it first: here the dataset's name.
+        assert urn.endswith(",PROD)"), urn
+        urn = urn.removesuffix(",PROD)") + "_copy,PROD)"
+        field = urn_label.locator("xpath=..").locator("input").first
+        field.fill(urn)
+        field.press("Tab")
+        deadline = time.monotonic() + 15
+        while emit.is_disabled() and time.monotonic() < deadline:
+            run.page.wait_for_timeout(100)
     before = messages()
     if emit.is_disabled():
         pytest.fail(f"Emit is disabled after running {NOTEBOOK}; the composer says:\n{before}")
