@@ -78,6 +78,7 @@ Warnings
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -630,9 +631,7 @@ def _resolve_aspect(table: pa.Table, aspect: str) -> pa.Array | pa.ChunkedArray:
     short = aspect.rpartition(".")[2]
     # NOTE: the built-in MCE's aspects are known whatever the table holds (a table of no
     # events, or of another version's value type, still answers None for them).
-    builtin = {
-        n for full, name in ASPECT_NAMES.items() for n in (full, name, full.rpartition(".")[2])
-    }
+    builtin = _builtin_aspect_names()
     if (
         aspect not in known
         and short not in known
@@ -652,6 +651,22 @@ def _resolve_aspect(table: pa.Table, aspect: str) -> pa.Array | pa.ChunkedArray:
     return pc.or_(pc.or_(by_name, by_type), by_short)
 
 
+@functools.cache
+def _aspect_by_short_name() -> dict[str, str]:
+    """DataHub's name of each built-in aspect, by its record's short name (``GlobalTags``)."""
+    return {full.rpartition(".")[2]: name for full, name in ASPECT_NAMES.items()}
+
+
+@functools.cache
+def _builtin_aspect_names() -> frozenset[str]:
+    """Every name a built-in aspect goes by: its record's full and short name, DataHub's."""
+    return (
+        frozenset(ASPECT_NAMES)
+        | frozenset(ASPECT_NAMES.values())
+        | frozenset(_aspect_by_short_name())
+    )
+
+
 def _known_aspects(table: pa.Table) -> dict[str, str]:
     """Every name an aspect of ``table``'s ``value`` type goes by (DataHub's name, the record's
     short name; the full names in its ``aspect_type`` column), each mapped to DataHub's name.
@@ -660,7 +675,7 @@ def _known_aspects(table: pa.Table) -> dict[str, str]:
     is a known aspect with no value (None), not a mistyped one.
     """
     known: dict[str, str] = {}
-    by_short = {full.rpartition(".")[2]: name for full, name in ASPECT_NAMES.items()}
+    by_short = _aspect_by_short_name()
     value_type = table.schema.field("value").type
     for f in value_type if pa.types.is_struct(value_type) else ():
         if f.name == _BRANCH:
