@@ -42,6 +42,13 @@ is honoured), or the file ``$METAVERSE_CONFIG`` names::
 
 Secrets (connection strings, keys) are refused in config files: they belong in the environment
 or, better, nowhere (use ``az login`` and the default credential).
+
+Workspace settings
+------------------
+
+A local workspace's ``workspace.json`` holds the settings it was created with (see
+:data:`WORKSPACE_SETTINGS`); :func:`check_workspace_settings` holds each one to the range Azure
+gives the resource it stands for, naming the file, the key, the value and what was expected.
 """
 
 from __future__ import annotations
@@ -54,17 +61,27 @@ from pathlib import Path
 from typing import Any
 
 from metaverse_kit.errors import ConfigurationError
-from metaverse_kit.names import check_eventhub_name, check_schema_group_name, namespace_of_host
+from metaverse_kit.names import (
+    check_eventhub_name,
+    check_namespace_name,
+    check_schema_group_name,
+    namespace_of_host,
+)
 
 __all__ = [
+    "CAPTURE_WINDOW_SECONDS",
     "DEFAULT_WORKSPACE",
+    "MAX_PARTITIONS",
+    "WORKSPACE_SETTINGS",
     "AzureSettings",
     "app_planner",
     "azure_settings",
+    "check_workspace_settings",
     "config_files",
     "default_backend",
     "default_workspace_path",
     "read_config_file",
+    "workspace_setting_problems",
 ]
 
 DEFAULT_WORKSPACE = ".metaverse"
@@ -235,3 +252,116 @@ def azure_settings(
 def app_planner(environ: Mapping[str, str] | None = None) -> str | None:
     """The steward app's row planner, ``package.module:function`` (``$METAVERSE_PLANNER``)."""
     return _env(environ).get("METAVERSE_PLANNER", "").strip() or None
+
+
+#: The most partitions an event hub can have (on a Dedicated cluster; Basic and Standard
+#: allow 32, Premium 100).
+MAX_PARTITIONS = 1024
+#: The shortest and the longest time window of Event Hubs Capture, in seconds.
+CAPTURE_WINDOW_SECONDS = (60, 900)
+_CODECS = ("null", "deflate")
+#: Schema Registry's compatibility modes (as ``backends.protocols.COMPATIBILITY_MODES``).
+_COMPATIBILITY = ("None", "Backward", "Forward")
+
+#: The settings of a local workspace's ``workspace.json``, each with what it must be.
+WORKSPACE_SETTINGS: dict[str, str] = {
+    "namespace": "an Event Hubs namespace name",
+    "eventhub": "an event hub name",
+    "partition_count": (
+        f"a whole number from 1 to {MAX_PARTITIONS} (the partitions of an event hub: "
+        "32 at most on Basic and Standard, 100 on Premium)"
+    ),
+    "window_seconds": (
+        f"a whole number from {CAPTURE_WINDOW_SECONDS[0]} to {CAPTURE_WINDOW_SECONDS[1]} "
+        "(Capture's time window, in seconds)"
+    ),
+    "codec": f"one of {', '.join(map(repr, _CODECS))} (Capture's Avro codecs)",
+    "schema_group": "a schema group name",
+    "compatibility": f"one of {', '.join(map(repr, _COMPATIBILITY))} (Schema Registry's modes)",
+}
+
+_NAME_CHECKS: dict[str, Callable[..., str]] = {
+    "namespace": check_namespace_name,
+    "eventhub": check_eventhub_name,
+    "schema_group": check_schema_group_name,
+}
+
+
+def _setting_problem(key: str, value: Any) -> str | None:
+    """What ``value`` should have been as the setting ``key`` (``"expected ..."``), or None."""
+    if key in _NAME_CHECKS:
+        if not isinstance(value, str):
+            return f"expected text ({WORKSPACE_SETTINGS[key]})"
+        try:
+            _NAME_CHECKS[key](value, what=key)
+        except ConfigurationError as exc:
+            # NOTE: the names module says "Invalid <key> <value>: <rule>"; the rule is kept.
+            said = str(exc)
+            prefix = f"Invalid {key} {value!r}: "
+            rule = said[len(prefix) :] if said.startswith(prefix) else said
+            return f"expected {WORKSPACE_SETTINGS[key]} ({rule})"
+        return None
+    if key in ("partition_count", "window_seconds"):
+        low, high = (1, MAX_PARTITIONS) if key == "partition_count" else CAPTURE_WINDOW_SECONDS
+        # NOTE: bool is an int to Python; JSON's true is no count.
+        fine = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        return None if fine else f"expected {WORKSPACE_SETTINGS[key]}"
+    allowed = _CODECS if key == "codec" else _COMPATIBILITY
+    if isinstance(value, str) and value in allowed:
+        return None
+    return f"expected {WORKSPACE_SETTINGS[key]}"
+
+
+def workspace_setting_problems(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(key, what was expected)`` for each setting of ``settings`` that a local workspace
+    cannot open with, in the order of :data:`WORKSPACE_SETTINGS`, then each key that is no
+    setting of a workspace (a typo that would otherwise be ignored). ``[]`` when all are fine.
+    """
+    import difflib
+
+    problems = [
+        (key, problem)
+        for key in WORKSPACE_SETTINGS
+        if key in settings and (problem := _setting_problem(key, settings[key])) is not None
+    ]
+    for key in settings:
+        if key not in WORKSPACE_SETTINGS:
+            close = difflib.get_close_matches(str(key), WORKSPACE_SETTINGS, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            known = ", ".join(WORKSPACE_SETTINGS)
+            problems.append((key, f"no setting has that name ({hint}the settings: {known})"))
+    return problems
+
+
+def check_workspace_settings(settings: Mapping[str, Any], *, path: str | Path | None) -> None:
+    """Raise :class:`ConfigurationError` when a setting of a local workspace is of the wrong
+    type or out of Azure's range, or is no setting at all; settings left out are not checked.
+
+    ``path`` is the ``workspace.json`` the settings were read from, named in the message with
+    every bad key, its value and what was expected; None for options given to ``connect()``.
+    """
+    problems = workspace_setting_problems(settings)
+    if not problems:
+        return
+    if path is None:
+        said = [f"{key}={settings[key]!r:.60} is refused: {what}" for key, what in problems]
+        if len(said) == 1:
+            raise ConfigurationError(f"The option {said[0]}")
+        listed = "\n".join(f"  - {s}" for s in said)
+        raise ConfigurationError(f"{len(said)} options are refused:\n{listed}")
+    # NOTE: a workspace's events are already partitioned and windowed by what it was created
+    # with; another value, even a valid one, would misplace the events to come.
+    said = [f"gives {key} as {settings[key]!r:.60}; {what}" for key, what in problems]
+    if len(said) == 1:
+        key = problems[0][0]
+        advice = (
+            "put back the value the workspace was created with"
+            if key in WORKSPACE_SETTINGS
+            else "remove the key, or correct its name"
+        )
+        raise ConfigurationError(f"{path} {said[0]}: {advice}")
+    listed = "\n".join(f"  - {s}" for s in said)
+    raise ConfigurationError(
+        f"{path} has {len(said)} settings the workspace cannot open with (put back the values "
+        f"it was created with):\n{listed}"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,103 @@ def test_names_from_the_environment_or_a_config_file_follow_azure_rules(tmp_path
     config.write_text('[azure]\nschema_group = ".."\n')
     with pytest.raises(mk.ConfigurationError, match=r"azure.schema_group \(in .*config.toml\)"):
         azure_settings({"METAVERSE_CONFIG": str(config)})
+
+
+# -- the settings of a local workspace (workspace.json) -------------------------------------------
+
+_BAD_SETTINGS = [
+    ("partition_count", 0, "a whole number from 1 to 1024"),
+    ("partition_count", -3, "a whole number from 1 to 1024"),
+    ("partition_count", 1025, "a whole number from 1 to 1024"),
+    ("partition_count", 10**9, "a whole number from 1 to 1024"),
+    ("partition_count", 4.5, "a whole number"),
+    ("partition_count", "4", "a whole number"),
+    ("partition_count", True, "a whole number"),
+    ("partition_count", None, "a whole number"),
+    ("window_seconds", 0, "a whole number from 60 to 900"),
+    ("window_seconds", 59, "a whole number from 60 to 900"),
+    ("window_seconds", 901, "a whole number from 60 to 900"),
+    ("window_seconds", -300, "a whole number from 60 to 900"),
+    ("window_seconds", "300", "a whole number from 60 to 900"),
+    ("codec", "gzip", "one of 'null', 'deflate'"),
+    ("codec", "", "one of 'null', 'deflate'"),
+    ("codec", 1, "one of 'null', 'deflate'"),
+    ("compatibility", "Bogus", "one of 'None', 'Backward', 'Forward'"),
+    ("compatibility", "backward", "one of 'None', 'Backward', 'Forward'"),
+    ("compatibility", None, "one of 'None', 'Backward', 'Forward'"),
+    ("namespace", "ab", "an Event Hubs namespace name .*6 to 50 characters"),
+    ("namespace", 7, r"text \(an Event Hubs namespace name\)"),
+    ("eventhub", "..", "an event hub name .*1 to 256 characters"),
+    ("eventhub", ["metaverse"], r"text \(an event hub name\)"),
+    ("schema_group", "a/b", "a schema group name"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), _BAD_SETTINGS)
+def test_a_bad_workspace_setting_is_named_with_the_file_its_value_and_what_was_expected(
+    tmp_path: Path, key: str, value: object, expected: str
+) -> None:
+    from metaverse_kit.backends.local.factory import DEFAULTS
+    from metaverse_kit.config import check_workspace_settings
+
+    path = tmp_path / "ws" / "workspace.json"
+    with pytest.raises(mk.ConfigurationError) as info:
+        check_workspace_settings({**DEFAULTS, key: value}, path=path)
+    said = str(info.value)
+    assert said.startswith(f"{path} gives {key} as {value!r}; expected ")
+    assert re.search(f"expected {expected}", said), said
+    assert said.endswith("put back the value the workspace was created with")
+    # The same value given as an option names the option instead of a file.
+    with pytest.raises(mk.ConfigurationError) as info:
+        check_workspace_settings({key: value}, path=None)
+    assert str(info.value).startswith(f"The option {key}={value!r} is refused: expected ")
+
+
+def test_every_workspace_setting_is_checked_and_the_defaults_pass() -> None:
+    from metaverse_kit.backends.local.factory import DEFAULTS
+    from metaverse_kit.backends.protocols import COMPATIBILITY_MODES
+    from metaverse_kit.config import (
+        WORKSPACE_SETTINGS,
+        check_workspace_settings,
+        workspace_setting_problems,
+    )
+
+    # NOTE: a setting the factory writes that this table lacked would be refused as unknown.
+    assert set(WORKSPACE_SETTINGS) == set(DEFAULTS)
+    assert {key for key, _, _ in _BAD_SETTINGS} == set(DEFAULTS)
+    check_workspace_settings(DEFAULTS, path="workspace.json")
+    edges = {"partition_count": (1, 32, 1024), "window_seconds": (60, 900)}
+    edges |= {"codec": ("null", "deflate"), "compatibility": COMPATIBILITY_MODES}
+    for key, values in edges.items():
+        for value in values:
+            assert workspace_setting_problems({**DEFAULTS, key: value}) == [], (key, value)
+
+
+def test_every_bad_workspace_setting_is_listed_and_an_unknown_key_is_refused(
+    tmp_path: Path,
+) -> None:
+    from metaverse_kit.backends.local.factory import DEFAULTS
+    from metaverse_kit.config import check_workspace_settings
+
+    path = tmp_path / "workspace.json"
+    # A typo of a key would have left the workspace on its default without a word.
+    with pytest.raises(mk.ConfigurationError) as info:
+        check_workspace_settings({**DEFAULTS, "partition_cout": 8}, path=path)
+    assert str(info.value) == (
+        f"{path} gives partition_cout as 8; no setting has that name (did you mean "
+        "partition_count? the settings: namespace, eventhub, partition_count, window_seconds, "
+        "codec, schema_group, compatibility): remove the key, or correct its name"
+    )
+    bad = {**DEFAULTS, "partition_count": 0, "codec": "gzip", "compatibility": "Bogus"}
+    with pytest.raises(mk.ConfigurationError) as info:
+        check_workspace_settings(bad, path=path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == (
+        f"{path} has 3 settings the workspace cannot open with (put back the values it was "
+        "created with):"
+    )
+    assert [line.split(";")[0] for line in lines[1:]] == [
+        "  - gives partition_count as 0",
+        "  - gives codec as 'gzip'",
+        "  - gives compatibility as 'Bogus'",
+    ]

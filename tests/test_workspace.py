@@ -124,7 +124,7 @@ def test_a_workspace_file_edited_to_leave_the_workspace_is_refused(tmp_path: Pat
     mk.connect(path=tmp_path / "w").close()
     settings = json.loads((tmp_path / "w" / "workspace.json").read_text())
     (tmp_path / "w" / "workspace.json").write_text(json.dumps({**settings, "eventhub": ".."}))
-    with pytest.raises(mk.ConfigurationError, match=r"eventhub in .*workspace\.json"):
+    with pytest.raises(mk.ConfigurationError, match=r"workspace\.json gives eventhub as '\.\.'"):
         mk.connect(path=tmp_path / "w")
 
 
@@ -237,3 +237,42 @@ def test_check_refuses_what_emit_would_and_writes_nothing(workspace: mk.Workspac
     with pytest.raises(mk.ValidationError, match="more than Event Hubs takes"):
         workspace.check(big)
     assert len(workspace.outbox) == 0 and not workspace.lake.list_files()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("partition_count", 0),
+        ("partition_count", 2000),
+        ("window_seconds", 5),
+        ("codec", "gzip"),
+        ("compatibility", "Bogus"),
+        ("partition_cout", 8),
+    ],
+)
+def test_a_bad_setting_in_workspace_json_is_refused_naming_the_file(
+    tmp_path: Path, key: str, value: object
+) -> None:
+    mk.connect(path=tmp_path / "w").close()
+    path = tmp_path / "w" / "workspace.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(mk.ConfigurationError) as info:
+        mk.connect(path=tmp_path / "w")
+    assert str(info.value).startswith(f"{path} gives {key} as {value!r}; ")
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"partition_count": 0},
+        {"partition_count": "4"},
+        {"window_seconds": 5},
+        {"codec": "gzip"},
+        {"compatibility": "Bogus"},
+    ],
+)
+def test_a_refused_option_leaves_no_workspace_behind(tmp_path: Path, option: dict) -> None:
+    with pytest.raises(mk.ConfigurationError, match=f"The option {next(iter(option))}="):
+        mk.connect(path=tmp_path / "w", **option)
+    assert list(tmp_path.iterdir()) == []
+    mk.connect(path=tmp_path / "w").close()  # the same folder opens (it was left broken)

@@ -26,9 +26,8 @@ from metaverse_kit.backends.local.hub import LocalEventHub
 from metaverse_kit.backends.local.lake import LocalLake
 from metaverse_kit.backends.local.registry import LocalSchemaRegistry
 from metaverse_kit.backends.protocols import BackendParts
-from metaverse_kit.config import default_workspace_path
+from metaverse_kit.config import check_workspace_settings, default_workspace_path
 from metaverse_kit.errors import ConfigurationError, SchemaNotFoundError
-from metaverse_kit.names import check_eventhub_name, check_namespace_name, check_schema_group_name
 
 __all__ = ["DEFAULTS", "OPTIONS", "create", "read_settings"]
 
@@ -44,34 +43,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _check_names(settings: dict[str, Any], where: str) -> None:
-    """Refuse names Azure would refuse; they also become folder names in the lake."""
-    for key, check in (
-        ("namespace", check_namespace_name),
-        ("eventhub", check_eventhub_name),
-        ("schema_group", check_schema_group_name),
-    ):
-        if settings.get(key) is not None:
-            check(settings[key], what=f"{key} {where}")
-
-
-#: The JSON type of each setting in ``workspace.json``, as a phrase for error messages.
-_TYPES: dict[str, tuple[type, str]] = {
-    "namespace": (str, "a string"),
-    "eventhub": (str, "a string"),
-    "partition_count": (int, "a whole number"),
-    "window_seconds": (int, "a whole number"),
-    "codec": (str, "a string"),
-    "schema_group": (str, "a string"),
-    "compatibility": (str, "a string"),
-}
-
-
 def read_settings(root: Path) -> dict[str, Any] | None:
     """The settings of the workspace at ``root`` (defaults filled in), None when it has none.
 
     Reads only. Raises :class:`ConfigurationError` naming ``workspace.json`` when it is not
-    valid JSON, not an object, or gives a setting of the wrong type.
+    valid JSON, not an object, or gives a setting of the wrong type or out of its range, or a
+    key that is no setting (:func:`metaverse_kit.config.check_workspace_settings`).
     """
     saved = _read_settings(root / "workspace.json")
     return None if saved is None else {**DEFAULTS, **saved}
@@ -109,13 +86,9 @@ def _read_settings(settings_path: Path) -> dict[str, Any] | None:
             "workspace's settings (namespace, eventhub, partition_count, ...); put back the "
             "settings the workspace was created with"
         )
-    for key, (kind, phrase) in _TYPES.items():
-        value = saved.get(key, DEFAULTS[key])
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ConfigurationError(
-                f"{settings_path} gives {key} as {value!r:.60}; expected {phrase}: put back the "
-                "value the workspace was created with"
-            )
+    # NOTE: every setting, with its range: the hub's own checks named no file, and a
+    # compatibility mode was never looked at once the group existed.
+    check_workspace_settings(saved, path=settings_path)
     return saved
 
 
@@ -139,9 +112,7 @@ def _settings(path: Path, given: dict[str, Any]) -> dict[str, Any]:
         raise ConfigurationError(
             f"The workspace at {path} was created with other settings: {details}"
         )
-    merged = {**DEFAULTS, **saved}
-    _check_names(merged, f"in {settings_path}")
-    return merged
+    return {**DEFAULTS, **saved}
 
 
 def _tidy(root: Path, hub: LocalEventHub) -> None:
@@ -194,8 +165,9 @@ def create(
         "schema_group": schema_group,
         "compatibility": compatibility,
     }
-    # NOTE: before the folder is made: a refused setting leaves nothing behind.
-    _check_names(given, "setting")
+    # NOTE: before the folder is made: a refused setting leaves nothing behind (the hub's own
+    # check came after workspace.json was written, which then refused every later open).
+    check_workspace_settings({k: v for k, v in given.items() if v is not None}, path=None)
     root = Path(path).expanduser() if path is not None else default_workspace_path()
     if root.exists() and not root.is_dir():
         raise ConfigurationError(f"The workspace path {root} is a file, not a folder")
