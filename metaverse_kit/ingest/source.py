@@ -21,10 +21,11 @@ installed stays listed by :func:`available_sources` with the reason.
 from __future__ import annotations
 
 import abc
+import codecs
 import importlib
 import importlib.metadata
 import importlib.util
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "TEXT_ENCODINGS",
     "Source",
     "SourceContext",
     "SourceUnreachableError",
@@ -45,6 +47,8 @@ __all__ = [
     "available_sources",
     "get_source",
     "repeated_columns",
+    "text_encoding",
+    "text_problem",
 ]
 
 #: The entry point group third-party sources register under.
@@ -155,6 +159,131 @@ def repeated_columns(names: Sequence[str], *, read: Container[str] | None = None
         f"{c!r} in columns {', '.join(map(str, at[:-1]))} and {at[-1]}"
         for c, at in positions.items()
         if len(at) > 1 and (read is None or c in read)
+    )
+
+
+#: The encodings the readers of CSV files take, as said in their messages.
+TEXT_ENCODINGS = "UTF-8 (with or without a byte order mark) or UTF-16 with a byte order mark"
+
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def text_encoding(head: bytes) -> str:
+    """The codec to read a text file with, from its first bytes: ``"utf-16"`` after a UTF-16
+    byte order mark (Excel's "Unicode Text", Windows PowerShell 5's ``>``), else
+    ``"utf-8-sig"`` (UTF-8, its byte order mark dropped when there is one)."""
+    return "utf-16" if head.startswith(_UTF16_BOMS) else "utf-8-sig"
+
+
+def _line_breaks(text: str, after_cr: bool) -> int:
+    """The line ends in ``text`` as a CSV reader counts them (``\\r\\n``, ``\\r`` or ``\\n``);
+    ``after_cr``: the text before it ended in ``\\r`` (so a leading ``\\n`` ends no line)."""
+    count = text.count("\n") + text.count("\r") - text.count("\r\n")
+    return count - 1 if after_cr and text.startswith("\n") else count
+
+
+def text_problem(chunks: Iterable[bytes], *, complete: bool = True) -> str | None:
+    """Where and why a text file (its bytes in order, in chunks) cannot be read as
+    :data:`TEXT_ENCODINGS`, or None: the first byte that does not decode, or a NUL in its
+    first line (a header of UTF-16 without a byte order mark, or of no text file at all).
+
+    The answer starts with the line (counted as a CSV reader counts them) and the byte offset,
+    as ``line 57 (byte offset 4041): ...``, for the caller to put after the file's name, and
+    says what was expected. ``complete=False`` for the head of a longer file: a character cut
+    at its end is no problem. Memory stays that of one chunk.
+    """
+    stream = iter(chunks)
+    data = b""
+    for chunk in stream:
+        data += chunk
+        if len(data) >= 3:
+            break
+    if data.startswith(codecs.BOM_UTF8):
+        decode, name, offset, data = codecs.utf_8_decode, "UTF-8", 3, data[3:]
+    elif data.startswith(_UTF16_BOMS):
+        le = data.startswith(codecs.BOM_UTF16_LE)
+        decode = codecs.utf_16_le_decode if le else codecs.utf_16_be_decode
+        name, offset, data = "UTF-16", 2, data[2:]
+    else:
+        decode, name, offset = codecs.utf_8_decode, "UTF-8", 0
+    line, after_cr, tail = 1, False, ""
+
+    def read(text: str) -> str | None:
+        """Count the lines of decoded text; a NUL of the first line is a problem."""
+        nonlocal line, after_cr, tail
+        if line == 1:
+            first = len(text)
+            for end in ("\r", "\n"):
+                at = text.find(end)
+                first = at if 0 <= at < first else first
+            nul = text.find("\x00", 0, first)
+            if nul >= 0:
+                at = offset + len(text[:nul].encode("utf-16-le" if name == "UTF-16" else "utf-8"))
+                sample = text[: min(first, 200)]
+                return _nul_problem(at, utf16=sample.count("\x00") * 3 >= len(sample))
+        line += _line_breaks(text, after_cr)
+        after_cr = text.endswith("\r") if text else after_cr
+        last = max(text.rfind("\r"), text.rfind("\n"))
+        tail = (text[last + 1 :] if last >= 0 else tail + text)[-30:]
+        return None
+
+    final = False
+    while True:
+        try:
+            text, used = decode(data, "strict", final and complete)
+        except UnicodeDecodeError as exc:
+            good = decode(data[: exc.start], "replace", True)[0]
+            problem = read(good)
+            if problem:
+                return problem
+            return _decode_problem(line, offset + exc.start, data[exc.start :], name, exc, tail)
+        problem = read(text)
+        if problem or final:
+            return problem
+        # NOTE: the bytes of a character cut at the chunk's end go with the next chunk.
+        offset += used
+        following = next(stream, None)
+        final = following is None
+        data = data[used:] + (following or b"")
+
+
+def _nul_problem(offset: int, *, utf16: bool) -> str:
+    """Why a NUL in a file's first line stops it being read: no CSV writer writes one."""
+    where = f"line 1 (byte offset {offset}): a NUL character in the header"
+    if utf16:
+        # NOTE: UTF-16 without a byte order mark: every other byte of ASCII text is NUL.
+        return (
+            f"{where}, as in UTF-16 without a byte order mark, which is not read; expected "
+            f'{TEXT_ENCODINGS}: save the file as "CSV UTF-8"'
+        )
+    return f"{where}, which no CSV file has; expected text in {TEXT_ENCODINGS}"
+
+
+def _decode_problem(
+    line: int, offset: int, rest: bytes, encoding: str, exc: UnicodeDecodeError, tail: str
+) -> str:
+    """Why the byte at ``offset`` (``rest`` starts with it) stops a file being read."""
+    after = f", after {tail!r}" if tail else ""
+    where = f"line {line} (byte offset {offset}{after})"
+    if encoding == "UTF-16":
+        return (
+            f"{where}: the bytes are not UTF-16, as the file's byte order mark says "
+            f"({exc.reason}); expected {TEXT_ENCODINGS}"
+        )
+    byte = rest[0]
+    # NOTE: Excel's plain "CSV" is in the Windows code page (Windows-1252 in Western Europe).
+    try:
+        legacy = bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:
+        legacy = ""
+    seen = (
+        f' ({legacy!r} in Windows-1252, Excel\'s plain "CSV")'
+        if legacy.isprintable() and legacy
+        else ""
+    )
+    return (
+        f"{where}: byte 0x{byte:02x} is not UTF-8{seen}; expected {TEXT_ENCODINGS}: save "
+        'the file as "CSV UTF-8"'
     )
 
 

@@ -40,7 +40,7 @@ from metaverse_kit.errors import (
     ValidationError,
     warn,
 )
-from metaverse_kit.ingest.source import repeated_columns
+from metaverse_kit.ingest.source import repeated_columns, text_encoding, text_problem
 from metaverse_kit.widgets._common import (
     DOCTOR_ADVICE,
     WidgetController,
@@ -194,11 +194,13 @@ def _refuse_repeats(name: str, header: Sequence[str]) -> None:
 
 
 def read_sheet(name: str, data: bytes) -> list[dict[str, str]]:
-    """The rows of a CSV (UTF-8) or Excel (``.xlsx``, first sheet) file: column -> text.
+    """The rows of a CSV (UTF-8, or UTF-16 with a byte order mark) or Excel (``.xlsx``, first
+    sheet) file: column -> text.
 
     The first row names the columns; blank rows are skipped. Raises
     :class:`ConfigurationError` naming the file when it is not one of those, has no header,
-    names a column twice (one of the cells would be lost), is not readable, or has a row with a
+    names a column twice (one of the cells would be lost), is not readable (a byte that does
+    not decode, named by its line and byte offset; a quote never closed), or has a row with a
     non-empty cell under no column name (often a list typed with commas: the cell would be
     lost), naming those rows. :meth:`BulkEditor.load` refuses just such rows instead.
     """
@@ -226,22 +228,26 @@ def _sheet_rows(name: str, data: bytes) -> list[tuple[dict[str, str], str | None
 
 
 def _csv_rows(name: str, data: bytes) -> list[tuple[dict[str, str], str | None]]:
-    """:func:`_sheet_rows` of a CSV file (UTF-8, comma-separated)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(
-            f"{name} is not UTF-8 text (byte {exc.start}): save it as CSV UTF-8"
-        ) from None
+    """:func:`_sheet_rows` of a CSV file (comma-separated; UTF-8 with or without a byte order
+    mark, or UTF-16 with one, as the ``csv`` ingestion source reads)."""
+    problem = text_problem([data])
+    if problem:
+        raise ConfigurationError(f"{name} {problem}")
+    text = data.decode(text_encoding(data))
     # NOTE: csv.reader, not DictReader, which skips blank lines itself: a refused row is named
-    # by the line its record starts on, as the csv ingestion source names it.
-    reader = csv.reader(io.StringIO(text))
+    # by the line its record starts on, as the csv ingestion source names it. newline="":
+    # lines end at \r too (a Mac's CSV), which the reader refused as a newline in a field.
+    # strict: a quote never closed took the rest of the file into one cell, and '"a"b' was
+    # read as 'ab'; both are refused with the line of their record.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     out: list[tuple[dict[str, str], str | None]] = []
     start = 1
     try:
         header = [h.strip() for h in next(reader, [])]
         if not any(header):
-            raise ConfigurationError(f"{name} is empty: the first row must name the columns")
+            # NOTE: a file with blank lines above its header is not empty, as it was called.
+            said = "line 1 names no column" if text.strip() else "is empty"
+            raise ConfigurationError(f"{name} {said}: the first row must name the columns")
         _refuse_repeats(name, header)
         while True:
             start = reader.line_num + 1

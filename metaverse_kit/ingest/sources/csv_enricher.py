@@ -10,11 +10,18 @@ is a row with non-empty cells under no column name (beyond the header, often a l
 the separator instead of the array delimiter), which would otherwise be lost; empty ones (a
 trailing separator) are allowed. A header that names one of the columns twice is refused.
 This source carries edits, not an inventory: it never soft-deletes.
+
+The file is UTF-8 (with or without a byte order mark) or UTF-16 with a byte order mark; one that
+is not (Excel's plain "CSV", in the Windows code page) is refused before any row is applied,
+naming the line and the byte offset of the first byte that does not decode. A quote that is
+never closed, or text after a closing quote, stops the reading at the record it is in (a CSV
+reader would otherwise take the rest of the file into one cell, or drop the quote).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +34,8 @@ from metaverse_kit.ingest.source import (
     SourceUnreachableError,
     WorkUnit,
     repeated_columns,
+    text_encoding,
+    text_problem,
 )
 
 __all__ = ["CsvConfig", "CsvSource"]
@@ -46,6 +55,12 @@ class CsvConfig:
     actor: str = field(
         default=A.DEFAULT_ACTOR, metadata={"help": "who the edits are stamped with (user or URN)"}
     )
+
+
+def _text_problem(path: Path) -> str | None:
+    """Where the file at ``path`` is not text in the encodings read (:func:`text_problem`)."""
+    with path.open("rb") as f:
+        return text_problem(iter(functools.partial(f.read, 1 << 20), b""))
 
 
 class CsvSource(Source):
@@ -77,15 +92,27 @@ class CsvSource(Source):
             raise SourceUnreachableError(
                 f"source.config.actor must be a user name or an 'urn:li:corpuser:...' URN: {exc}"
             ) from None
+        # NOTE: the whole file is decoded before a row is applied: decoded as it is read, a
+        # byte that is not UTF-8 failed the block of lines around it, which named no line,
+        # and half of a file in another encoding was applied.
         try:
-            with path.open(newline="", encoding="utf-8-sig") as f:
+            with path.open("rb") as f:
+                self.encoding = text_encoding(f.read(4))
+            problem = _text_problem(path)
+        except OSError as exc:
+            raise SourceUnreachableError(f"cannot read {path}: {exc}") from exc
+        if problem:
+            raise SourceUnreachableError(f"{path} {problem}")
+        try:
+            with path.open(newline="", encoding=self.encoding) as f:
                 header = next(csv.reader(f, delimiter=self.config.delimiter), None)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise SourceUnreachableError(f"cannot read {path}: {exc}") from exc
         columns = [c.strip() for c in header or []]
         if "resource" not in columns:
             raise SourceUnreachableError(
-                f"{path} has no 'resource' column in its header ({', '.join(columns) or 'empty'}); "
+                f"{path} has no 'resource' column in its header, line 1 "
+                f"({', '.join(columns) or 'empty'}); "
                 f"the csv source reads the columns {', '.join(COLUMNS)}"
             )
         # NOTE: only the columns read: an ignored one named twice (two empty names from
@@ -112,8 +139,10 @@ class CsvSource(Source):
         Read with ``csv.reader``, not ``DictReader``: DictReader skips blank lines itself, so
         the line a record starts on could not be told from its ``line_num`` (where it ends).
         """
-        with self.path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f, delimiter=self.config.delimiter)
+        with self.path.open(newline="", encoding=self.encoding) as f:
+            # NOTE: strict: a quote never closed took the rest of the file into one cell, which
+            # was applied, and '"a"b' was read as 'ab'; both now stop at the record's line.
+            reader = csv.reader(f, delimiter=self.config.delimiter, strict=True)
             start = 1
             try:
                 columns = [c.strip() for c in next(reader, [])]
@@ -144,11 +173,17 @@ class CsvSource(Source):
                     "the rows from here on were not read (often a quote opened and never "
                     "closed, which makes the rest of the file one cell)",
                 )
-            except UnicodeDecodeError as exc:
-                # NOTE: no line: the file is decoded in blocks, so the error comes with the
-                # first line of the block that holds the bad byte, not with its own line.
+            except UnicodeDecodeError:
+                # NOTE: open() decoded the whole file: it changed since. The error came with
+                # the block of lines around the byte, so the file is decoded again for its line.
+                try:
+                    problem = _text_problem(self.path) or "it decodes again"
+                except OSError as exc:
+                    problem = str(exc)
                 self.context.report.failures.add(
-                    str(self.path), f"the file stops being readable CSV: {exc}"
+                    str(self.path),
+                    f"the file changed while it was read: {problem}; only the rows read "
+                    "before that were applied",
                 )
 
     def _unnamed(self, columns: list[str], cells: list[tuple[int, str]]) -> str:

@@ -6,7 +6,8 @@ Schemas are inferred with pyarrow (Parquet footers, the first block of a CSV, th
 JSON lines; Avro files' own writer schema, mapped through the replay's Avro-to-Arrow types),
 unified over a dataset's files, newest first. DatasetProperties carries the format, the size,
 the number of files, the last modification time and, where the footers give it for free
-(Parquet), the row count.
+(Parquet), the row count. A CSV file is UTF-8 (with or without a byte order mark) or UTF-16 with
+one; another encoding fails its dataset with the line and the byte offset that do not decode.
 
 ``path`` is a local folder or ``abfs[s]://<container>@<account>.dfs.core.windows.net/<folder>``
 (read through the Blob API with ranged reads, so a Parquet footer costs two small requests;
@@ -17,6 +18,8 @@ nothing of a dataset whose files did not change.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import fnmatch
 import functools
 import hashlib
@@ -38,6 +41,8 @@ from metaverse_kit.ingest.source import (
     SourceUnreachableError,
     WorkUnit,
     repeated_columns,
+    text_encoding,
+    text_problem,
 )
 
 __all__ = ["FORMATS", "FilesConfig", "FilesSource", "arrow_fields"]
@@ -331,6 +336,63 @@ def _check_unique_columns(f: _File, schema: pa.Schema) -> None:
         )
 
 
+def _csv_head(path: str, head: bytes) -> bytes:
+    """The whole lines of a CSV file's first bytes (all of them when ``head`` is shorter than
+    :data:`_HEAD`), as UTF-8 for pyarrow; ValueError naming the file's line and byte offset
+    where they are not text in the encodings the CSV readers take
+    (:data:`~metaverse_kit.ingest.source.TEXT_ENCODINGS`).
+    """
+    whole = len(head) < _HEAD
+    # NOTE: pyarrow took a column of text that is not UTF-8 (Excel's plain "CSV") for bytes
+    # (BytesType) without a word, and UTF-16 for a jumble of columns.
+    problem = text_problem([head], complete=whole)
+    if problem:
+        raise ValueError(f"{path} {problem}")
+    if text_encoding(head) == "utf-16":
+        decoder = codecs.getincrementaldecoder("utf-16")()
+        head = decoder.decode(head, final=whole).encode()
+    if whole:
+        # NOTE: pyarrow finds no columns in a header that ends the file without a line end.
+        return head if head.endswith((b"\n", b"\r")) or not head else head + b"\n"
+    # NOTE: \r too: the lines of a Mac's CSV end in \r alone, which left nothing to read.
+    cut = max(head.rfind(b"\n"), head.rfind(b"\r")) + 1
+    lines = head[:cut].rstrip(b"\r\n")
+    if b"\n" not in lines and b"\r" not in lines:
+        # NOTE: a header without a row gives every column the type null.
+        raise ValueError(
+            f"{path} has no whole row in its first {_HEAD >> 20} MiB, from which the schema is "
+            "read: a row (or the header) longer than that, or a quote never closed"
+        )
+    return head[:cut]
+
+
+def _csv_parse_problem(path: str, head: bytes, exc: pa.ArrowInvalid) -> str:
+    """pyarrow's reason a CSV file does not parse, with the line its bad row starts on.
+
+    NOTE: pyarrow numbers records (the header is 1, blank lines are skipped), not lines: a
+    cell over several lines, or a quote never closed, puts the two apart.
+    """
+    said = " ".join(str(exc).split())
+    found = re.search(r"Row #(\d+): (.*)", said)
+    if found is None:
+        return f"{path}: {said}"
+    row, reason = int(found[1]), found[2]
+    reader = csv.reader(io.StringIO(head.decode("utf-8-sig", "replace"), newline=""))
+    start, records = 1, 0
+    try:
+        for cells in reader:
+            records += bool(cells)
+            if records == row:
+                break
+            start = reader.line_num + 1
+    except csv.Error:
+        return f"{path} row {row} (the header is row 1): {reason:.160}"
+    return (
+        f"{path} line {start}: {reason:.160} (a quote never closed, or a cell holding a comma "
+        "without quotes?)"
+    )
+
+
 class FilesSource(Source):
     """Reads the schemas of data files (see the module docstring)."""
 
@@ -423,10 +485,13 @@ class FilesSource(Source):
         if ds.format == "csv":
             import pyarrow.csv as pcsv
 
-            head = self.store.head(f.path, _HEAD)
-            if len(head) == _HEAD:
-                head = head[: head.rfind(b"\n") + 1]
-            return pcsv.read_csv(io.BytesIO(head)).schema, None, {}
+            head = _csv_head(f.path, self.store.head(f.path, _HEAD))
+            try:
+                # NOTE: one thread, so that pyarrow numbers the row it cannot parse.
+                options = pcsv.ReadOptions(use_threads=False)
+                return pcsv.read_csv(io.BytesIO(head), read_options=options).schema, None, {}
+            except pa.ArrowInvalid as exc:
+                raise ValueError(_csv_parse_problem(f.path, head, exc)) from exc
         if ds.format == "json":
             import pyarrow.json as pjson
 
