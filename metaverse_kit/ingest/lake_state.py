@@ -15,9 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaverse_kit import history
-from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.builtin import mce_definition
-from metaverse_kit.history.arrow_types import from_arrow
+from metaverse_kit.history.arrow_types import from_arrow, parsed
 
 __all__ = ["FINGERPRINT_KEY", "SOURCE_KEY", "LakeState"]
 
@@ -56,7 +55,8 @@ class LakeState:
         source_type: str,
         as_of: datetime | None = None,
     ) -> None:
-        self._avro = AvroSchema(mce_definition())
+        # PERF: the replay parsed this definition already (its reader); parsed once per process.
+        self._avro = parsed(mce_definition())
         self._cache: dict[tuple[str, str], Any] = {}
         self._scope = (pipeline_name, source_type)
         self._rows: dict[str, dict[str, int]] = {}
@@ -101,7 +101,9 @@ class LakeState:
         if not any(mine):
             return
         fingerprints = _property(events, FINGERPRINT_KEY)
-        own = exploded.filter(pc.take(pa.array(mine), exploded.column("event_index")))
+        # PERF: the key columns only: filtering the whole table would copy every value.
+        keys = exploded.select(["urn", "aspect_type", "event_index"])
+        own = keys.filter(pc.take(pa.array(mine), keys.column("event_index")))
         last_event: dict[str, int] = {}
         for urn, kind, event in zip(
             own.column("urn").to_pylist(),
