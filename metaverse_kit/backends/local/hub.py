@@ -69,6 +69,7 @@ from metaverse_kit.capture import (
     read_header,
     scan_blocks,
 )
+from metaverse_kit.config import check_workspace_settings
 from metaverse_kit.errors import (
     CaptureFileError,
     ConfigurationError,
@@ -162,15 +163,12 @@ class LocalEventHub:
         max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.max_event_bytes = max_event_bytes
-        if partition_count < 1:
-            raise ConfigurationError(f"partition_count must be at least 1, not {partition_count}")
-        if not 60 <= window_seconds <= 900:
-            raise ConfigurationError(
-                f"window_seconds must be between 60 and 900 (Capture's time window), "
-                f"not {window_seconds}"
-            )
-        if codec not in ("null", "deflate"):
-            raise ConfigurationError(f"codec must be 'null' or 'deflate', not {codec!r}")
+        # NOTE: the ranges of a workspace's settings have one home (the workspace checks them
+        # when it opens, naming its workspace.json); a hub made directly is held to the same.
+        check_workspace_settings(
+            {"partition_count": partition_count, "window_seconds": window_seconds, "codec": codec},
+            path=None,
+        )
         # NOTE: both names become folders of every Capture path written; checked where used.
         path_segment(namespace, what="namespace")
         path_segment(eventhub, what="event hub name")
