@@ -279,3 +279,16 @@ def test_two_processes_emitting_at_once_lose_nothing(tmp_path: Path) -> None:
     for partition, part in state.items():
         numbers = sorted(s for p, s in receipts if p == partition)
         assert numbers == list(range(part["next_sequence"]))
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("partition_count", 0), ("partition_count", 2000), ("window_seconds", 30), ("codec", "gzip")],
+)
+def test_a_hub_made_directly_is_held_to_the_workspace_settings_ranges(
+    tmp_path: Path, option: str, value: object
+) -> None:
+    with pytest.raises(mk.ConfigurationError, match=f"The option {option}={value!r} is refused"):
+        LocalEventHub(
+            tmp_path / "lake", tmp_path / "hub", namespace="n", eventhub="e", **{option: value}
+        )
