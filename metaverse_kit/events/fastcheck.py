@@ -25,11 +25,11 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from metaverse_kit.capture import zigzag
-from metaverse_kit.events.avro import PRIMITIVES, AvroSchema
+from metaverse_kit.events.avro import PRIMITIVES, AvroSchema, logical_problem, logical_range
 from metaverse_kit.events.semantics import UrnRule, urn_rule
 
 __all__ = ["acceptor", "writer"]
@@ -199,6 +199,7 @@ class _Compiler:
                 lines.append(f"    o += {index}[v]")
             elif kind == "fixed":
                 lines.append(f"    if type(v) is not bytes or len(v) != {int(t['size'])}: raise NO")
+                self.logical(lines, "v", t, 1)
                 lines.append("    o += v")
             else:
                 lines.append("    raise NO")
@@ -217,8 +218,9 @@ class _Compiler:
             self.union(out, x, t, rule, depth)
             return
         kind = t if isinstance(t, str) else t["type"]
-        # NOTE: a logicalType changes nothing here: fastavro writes an int, str or bytes datum
-        # of a logical type as its underlying type (only datetime, Decimal, UUID are converted).
+        # NOTE: fastavro writes an int, str or bytes datum of a logical type as its underlying
+        # type (only datetime, Decimal, UUID are converted, and the full check refuses those);
+        # a logical type only narrows the values taken (avro.logical_problem).
         if kind == "array":
             y = self.var()
             out.append(f"{pad}if type({x}) is not list: raise NO")
@@ -241,12 +243,14 @@ class _Compiler:
         elif kind == "string" and rule is not None:
             known, slow = _urn_check(rule)
             out.append(f"{pad}if {self.const(known)}.get({x}) is not True: {self.const(slow)}({x})")
+            self.logical(out, x, t, depth)
             self.text(out, x, depth)
         elif kind == "string":
             out.append(
                 f"{pad}if type({x}) is not str or '\\x00' in {x} or "
                 f"(not {x}.isascii() and not utf8({x})): raise NO"
             )
+            self.logical(out, x, t, depth)
             self.text(out, x, depth)
         elif kind == "null":
             out.append(f"{pad}if {x} is not None: raise NO")
@@ -255,6 +259,9 @@ class _Compiler:
             out.append(f"{pad}o += b'\\x01' if {x} else b'\\x00'")
         elif kind in _RANGES:
             lo, hi = _RANGES[kind]
+            limits = logical_range(t)
+            if limits is not None:
+                lo, hi = limits.lowest, limits.highest
             out.append(f"{pad}if type({x}) is not int or not {lo} <= {x} <= {hi}: raise NO")
             out.append(f"{pad}o += S[{x}] if 0 <= {x} < 1024 else Z({x})")
         elif kind == "double":
@@ -267,10 +274,19 @@ class _Compiler:
             out.append(f"{pad}o += pack_float({x})")
         elif kind == "bytes":
             out.append(f"{pad}if type({x}) is not bytes and type({x}) is not bytearray: raise NO")
+            self.logical(out, x, t, depth)
             out.append(f"{pad}o += S[n] if (n := len({x})) < 1024 else Z(n)")
             out.append(f"{pad}o += {x}")
         else:
             out.append(f"{pad}raise NO")
+
+    def logical(self, out: list[str], x: str, t: Any, depth: int) -> None:
+        """Append the line refusing ``x`` (of ``t``'s underlying type) when ``t``'s logical type
+        refuses it: a uuid's text, a decimal's digits. Date and time ranges are inline bounds."""
+        if not isinstance(t, dict) or "logicalType" not in t or logical_range(t) is not None:
+            return
+        check = self.const(partial(logical_problem, t))
+        out.append(f"{'    ' * depth}if {check}({x}) is not None: raise NO")
 
     def count(self, out: list[str], x: str, depth: int) -> None:
         """Append the line writing the item count of ``x`` (a list or dict), if it has items."""

@@ -12,7 +12,14 @@ A registry stores a definition only when it passes :func:`check_definition`:
 * every field default is checked against its field's type by :func:`_default_problem`, the one
   home of that rule: an enum default that is not a symbol, a map default with values of the
   wrong type, a record default that lacks a field without a default, and a union's default that
-  is not of the union's FIRST branch (``["null", "int"]`` with ``"default": 3``), at any depth.
+  is not of the union's FIRST branch (``["null", "int"]`` with ``"default": 3``), at any depth;
+* every decimal has a precision its readers can use (:func:`_decimal_problems`).
+
+The verdict does not depend on the caller's warning filters: the avro package *warns* about a
+logical type it ignores (an unknown one such as ``local-timestamp-millis``, which it does not
+know, or one on another underlying type), which the specification allows, and such a warning
+turned into an error (``python -W error``, pytest's ``filterwarnings = error``) used to refuse
+a definition that is accepted everywhere else.
 
 Problems come back as one :class:`SchemaParseError` whose message is the parser's own, prefixed
 with what was being checked.
@@ -21,6 +28,7 @@ with what was being checked.
 from __future__ import annotations
 
 import json
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -83,9 +91,12 @@ def _check(definition: str) -> None:
 
     parsed = parse_definition(definition)
     try:
-        schema = avro.schema.parse(
-            json.dumps(parsed), validate_enum_symbols=True, validate_names=True
-        )
+        with warnings.catch_warnings():
+            # NOTE: the decimals it would ignore are refused below; the rest it may ignore.
+            warnings.simplefilter("ignore", avro.errors.IgnoredLogicalType)
+            schema = avro.schema.parse(
+                json.dumps(parsed), validate_enum_symbols=True, validate_names=True
+            )
     except (avro.errors.AvroException, avro.errors.SchemaParseException) as exc:
         raise SchemaParseError(f"Not a valid Avro schema: {_reason(exc)}") from None
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
@@ -97,6 +108,9 @@ def _check(definition: str) -> None:
         raise SchemaParseError(f"Not a valid Avro schema: {exc}") from None
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         raise SchemaParseError(f"Not a valid Avro schema: {type(exc).__name__}: {exc}") from None
+    decimals = _decimal_problems(AvroSchema(parsed))
+    if decimals:
+        raise SchemaParseError(f"Not a valid Avro schema: {'; '.join(decimals)}")
     problems = []
     for record in _records(schema):
         for field in record.fields:
@@ -120,6 +134,48 @@ def _check(definition: str) -> None:
         raise SchemaParseError(
             f"Not a valid Avro schema ({len(problems)} defaults do not fit their fields):\n{listed}"
         )
+
+
+def _decimal_problems(avro: AvroSchema) -> list[str]:
+    """What is wrong with each decimal whose precision its readers cannot use.
+
+    NOTE: the specification says such a logical type is ignored (the value read as its bytes),
+    which the avro package does, but fastavro (which decodes every replayed event) reads it as a
+    decimal anyway and fails, and no Arrow decimal has precision 0: refused here, the one place
+    that sees the definition before any event is written with it.
+    """
+    problems: list[str] = []
+
+    def check(t: dict, where: str) -> None:
+        # NOTE: fastavro's parser refuses a bad scale, and a precision its fixed cannot hold.
+        precision = t.get("precision")
+        if not isinstance(precision, int) or isinstance(precision, bool) or precision < 1:
+            problems.append(
+                f"the decimal {where} has precision {json.dumps(precision)}; "
+                "a decimal needs a precision, a whole number of at least 1"
+            )
+
+    def walk(t: Any, where: str) -> None:
+        if isinstance(t, list):
+            for branch in t:
+                walk(branch, where)
+        elif isinstance(t, dict):
+            kind = t["type"]
+            if kind == "array":
+                walk(t["items"], where)
+            elif kind == "map":
+                walk(t["values"], where)
+            elif kind == "bytes" and t.get("logicalType") == "decimal":
+                check(t, where)
+
+    for name, t in avro.named.items():
+        if t["type"] == "fixed" and t.get("logicalType") == "decimal":
+            check(t, f"{name} (a fixed)")
+        for f in t.get("fields", []) if t["type"] in ("record", "error") else []:
+            walk(f["type"], f"in field {f['name']!r} of {name}")
+    if not isinstance(avro.root, str):
+        walk(avro.root, "at the schema's root")
+    return problems
 
 
 def _records(schema: Any) -> list[Any]:

@@ -6,6 +6,11 @@ return_record_name=True)`` returns. A plain dict in a union is accepted only whe
 branch can hold all of its fields; the check then settles the branch, so that what is written
 is never re-guessed by the encoder (fastavro would otherwise pick the first branch whose fields
 fit and may drop data).
+
+A value of a logical type must also be one its readers can hold: a timestamp, date or time a
+Python datetime holds (years 1 to 9999; a time of day), a uuid in RFC 4122's text form, a
+decimal with no more digits than its precision (see
+:func:`~metaverse_kit.events.avro.logical_problem`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 from metaverse_kit.errors import FieldProblem, ValidationError
 from metaverse_kit.events import semantics
-from metaverse_kit.events.avro import AvroSchema, dict_branches
+from metaverse_kit.events.avro import AvroSchema, dict_branches, logical_problem
 
 __all__ = ["check_type", "normalize", "validate"]
 
@@ -110,9 +115,18 @@ class _Checker:
         if kind == "fixed":
             if not isinstance(v, (bytes, bytearray)) or len(v) != t["size"]:
                 self.fail(path, f"expected {t['size']} bytes, got {_short(v)}")
+            else:
+                self.logical(v, t, path)
             return v
-        self.primitive(v, kind, path)
+        if self.primitive(v, kind, path):
+            self.logical(v, t, path)
         return v
+
+    def logical(self, v: Any, t: Any, path: str) -> None:
+        """Report a value of the underlying type that its logical type cannot be."""
+        problem = logical_problem(t, v)
+        if problem is not None:
+            self.fail(path, problem)
 
     def primitive(self, v: Any, kind: str, path: str) -> bool:
         ok, why = _primitive_fits(v, kind)
@@ -179,6 +193,12 @@ class _Checker:
             out = _Checker(avro, probe).value(v, b, path)
             if not probe:
                 return out
+            if _underlying_fits(avro.resolve(b), v):
+                # NOTE: fastavro picks a branch by its underlying type alone (a timestamp-millis
+                # branch takes any int), so a value its logical type refuses would be written
+                # there, not in a later branch: the logical type's problem is the one to report.
+                self.problems.extend(probe)
+                return v
         self.fail(path, f"{_short(v)} fits none of {avro.label(branches)}")
         return v
 
@@ -205,6 +225,16 @@ class _Checker:
                 f'("full.Name", {{...}}) tuple',
             )
         return v
+
+
+def _underlying_fits(t: Any, v: Any) -> bool:
+    """True when ``v`` fits ``t``, a primitive or fixed type with a logical type, as its
+    underlying type (the logical type's own rule aside)."""
+    if not isinstance(t, dict) or "logicalType" not in t:
+        return False
+    if t.get("type") == "fixed":
+        return isinstance(v, (bytes, bytearray)) and len(v) == t.get("size")
+    return isinstance(t.get("type"), str) and _primitive_fits(v, t["type"])[0]
 
 
 def _primitive_fits(v: Any, kind: str) -> tuple[bool, str]:

@@ -8,6 +8,13 @@ Arrow counterparts (timestamps in UTC, dates, decimals).
 
 Converters are compiled once per schema into closures, and are ``None`` wherever a decoded value
 already has the shape ``pyarrow.array`` takes, so most of a value is never walked in Python.
+A decoded value may hold what fastavro makes of a logical type (a ``datetime``, ``date``,
+``time``, ``UUID`` or ``Decimal``) or its number or text: both are taken, in a union too.
+
+An Arrow timestamp, date or time holds numbers no Python ``datetime`` can (past year 9999, a time
+of day past midnight), which a replay may read from events other producers wrote:
+:func:`python_range_problems` names the fields that hold one, so that such an event can be kept
+and explained (``decode_error``) rather than crash whoever turns the table into Python objects.
 
 This module is the one home of a union's Arrow shape, both ways: :func:`arrow_mapping` builds it,
 :func:`union_branch` and :func:`branch_type` read it, and :func:`from_arrow` turns a value read
@@ -18,15 +25,25 @@ tuple), so nothing else needs to know how a union is laid out in a table.
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from metaverse_kit.errors import SchemaParseError
-from metaverse_kit.events.avro import AvroSchema, dict_branches, kind_branches
+from metaverse_kit.events.avro import (
+    AvroSchema,
+    LogicalRange,
+    dict_branches,
+    kind_branches,
+    logical_range,
+)
 
 __all__ = [
     "BRANCH_FIELD",
@@ -36,6 +53,7 @@ __all__ = [
     "from_arrow",
     "mapping_for",
     "parsed",
+    "python_range_problems",
     "union_branch",
 ]
 
@@ -162,6 +180,9 @@ class _Mapper:
                 else pa.decimal256(precision, scale),
                 None,
             )
+        if (kind, logical) == ("string", "uuid"):
+            # NOTE: fastavro reads a uuid as a UUID object, which pa.array does not take as text.
+            return ArrowMapping(pa.string(), _uuid_text)
         if (kind, logical) in _LOGICAL:
             return ArrowMapping(_LOGICAL[(kind, logical)], None)
         return ArrowMapping(_PRIMITIVE_TYPES[kind], None)
@@ -209,14 +230,58 @@ class _Mapper:
             fits = (
                 dict_branches(avro, others, v)
                 if isinstance(v, dict)
-                else kind_branches(avro, others, v)
+                else _logical_branches(avro, others, v) or kind_branches(avro, others, v)
             )
+            if isinstance(v, int) and not isinstance(v, bool):
+                # NOTE: as fastavro writes an int: in the first branch that holds it (a long
+                # past the int range in the long branch of ["int", "long"], not the int one).
+                fits = [i for i in fits if _holds(kinds[i][0], v)] or fits
             if not fits:
                 raise SchemaParseError(f"A decoded value {v!r:.60} fits no branch of {names}")
             _, name, short, c = kinds[fits[0]]
             return {BRANCH_FIELD: name, short: v if c is None else c(v)}
 
         return ArrowMapping(struct, convert_union)
+
+
+_WHOLE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
+def _holds(kind: str, v: int) -> bool:
+    """Whether a branch of underlying type ``kind`` holds the integer ``v``."""
+    lo, hi = _WHOLE.get(kind, (v, v))
+    return lo <= v <= hi
+
+
+def _uuid_text(v: Any) -> Any:
+    return str(v) if isinstance(v, uuid.UUID) else v
+
+
+def _logical_branches(avro: AvroSchema, branches: list, value: Any) -> list[int]:
+    """The branches whose logical type fastavro reads as ``value``'s Python type (a
+    ``datetime`` for a timestamp, a ``date`` for a date...); empty for any other value."""
+    if isinstance(value, datetime):  # NOTE: before date, of which datetime is a subclass.
+        wanted: tuple[str, ...] = (
+            "timestamp-millis",
+            "timestamp-micros",
+            "local-timestamp-millis",
+            "local-timestamp-micros",
+        )
+    elif isinstance(value, date):
+        wanted = ("date",)
+    elif isinstance(value, time):
+        wanted = ("time-millis", "time-micros")
+    elif isinstance(value, uuid.UUID):
+        wanted = ("uuid",)
+    elif isinstance(value, Decimal):
+        wanted = ("decimal",)
+    else:
+        return []
+    return [
+        i
+        for i, b in enumerate(branches)
+        if isinstance(r := avro.resolve(b), dict) and r.get("logicalType") in wanted
+    ]
 
 
 # -- reading the union shape back ----------------------------------------------------------------
@@ -297,10 +362,132 @@ def from_arrow(avro: AvroSchema, value: Any, t: Any) -> Any:
             return {k: from_arrow(avro, v, r["values"]) for k, v in pairs}
         return value
     logical = r.get("logicalType") if isinstance(r, dict) else None
-    if logical == "timestamp-millis":
+    if logical in ("timestamp-millis", "local-timestamp-millis"):
         return _ticks(value, 1000)
-    if logical == "timestamp-micros":
+    if logical in ("timestamp-micros", "local-timestamp-micros"):
         return _ticks(value, 1_000_000)
     if logical == "date" and isinstance(value, date):
         return (value - date(1970, 1, 1)).days
+    if logical in ("time-millis", "time-micros") and isinstance(value, time):
+        micros = ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000
+        micros += value.microsecond
+        return micros // 1000 if logical == "time-millis" else micros
     return value
+
+
+# -- values no Python object holds ---------------------------------------------------------------
+
+#: The storage type of each Arrow type a logical range applies to (what its numbers are).
+_STORAGE = {pa.date32(): pa.int32(), pa.time32("ms"): pa.int32(), pa.time64("us"): pa.int64()}
+
+
+def python_range_problems(
+    avro: AvroSchema, values: pa.Array | pa.ChunkedArray, t: Any = None
+) -> np.ndarray | None:
+    """Per row of ``values`` (of type ``arrow_mapping(avro, t).type``; ``t`` defaults to the
+    root), why it holds a timestamp, date or time no Python object can: the first such field,
+    named by its path as validation names it (``when``, ``stops[2].at``, ``times['k']``), its
+    number, its logical type and the range expected; None for a row without one. Returns None
+    when no row has one (at once when the type holds no timestamp, date or time).
+
+    Validation refuses such values when they are emitted (:mod:`metaverse_kit.events.validation`),
+    but another producer may write them, and Arrow holds them: ``to_pylist`` or ``to_pandas``
+    would then raise an ``OverflowError`` naming no field, and a time of day would come back
+    silently wrapped past midnight.
+    """
+    t = avro.root if t is None else t
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not _holds_times(values.type):
+        return None
+    problems = np.full(len(values), None, dtype=object)
+    _Ranges(avro, problems).walk(t, values, np.arange(len(values)), lambda _: "")
+    return problems if problems.astype(bool).any() else None
+
+
+@functools.lru_cache(maxsize=256)
+def _holds_times(t: pa.DataType) -> bool:
+    if pa.types.is_timestamp(t) or pa.types.is_date32(t) or pa.types.is_time(t):
+        return True
+    return any(_holds_times(t.field(i).type) for i in range(t.num_fields))
+
+
+_Where = Callable[[int], str]
+
+
+class _Ranges:
+    """Walks an Arrow array along its Avro type, reporting values out of their logical range.
+
+    ``rows`` maps each element of the array walked to its row; ``where`` gives the path of
+    an element (only ever asked of the few that are out of range).
+    """
+
+    def __init__(self, avro: AvroSchema, problems: np.ndarray) -> None:
+        self.avro = avro
+        self.problems = problems
+
+    def walk(self, t: Any, a: pa.Array, rows: np.ndarray, where: _Where) -> None:
+        if not _holds_times(a.type) or len(a) == 0:
+            return
+        avro = self.avro
+        r = avro.resolve(t)
+        if isinstance(r, list):
+            others = [b for b in r if b != "null"]
+            if len(others) == 1:
+                self.walk(others[0], a, rows, where)
+                return
+            # NOTE: a union's struct: the branch held is the field's value, at the field's path.
+            children = {
+                f.name: child
+                for f, child in zip(a.type, a.flatten(), strict=True)
+                if f.name != BRANCH_FIELD
+            }
+            for b in others:
+                name = avro.branch_name(avro.resolve(b))
+                child = children.get(name.rpartition(".")[2], children.get(name))
+                if child is not None:
+                    self.walk(b, child, rows, where)
+            return
+        kind = avro.kind(r)
+        if kind == "record":
+            for f, child in zip(r["fields"], a.flatten(), strict=True):
+                name = f["name"]
+                self.walk(f["type"], child, rows, _field(where, name))
+        elif kind in ("array", "map"):
+            # NOTE: offsets, not pc.list_parent_indices, which aborts the process on a map.
+            offsets = np.asarray(a.offsets)
+            lengths = np.where(np.asarray(a.is_valid()), np.diff(offsets), 0)
+            parents = np.repeat(np.arange(len(a)), lengths)
+            within = np.arange(len(parents)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            index = pa.array(offsets[:-1][parents] + within, pa.int64())
+            if kind == "array":
+                items = a.values.take(index)
+                self.walk(r["items"], items, rows[parents], _item(where, parents, within))
+            else:
+                keys, items = a.keys.take(index), a.items.take(index)
+                self.walk(r["values"], items, rows[parents], _key(where, parents, keys))
+        else:
+            limits = logical_range(r)
+            if limits is not None:
+                self.leaf(a, limits, rows, where)
+
+    def leaf(self, a: pa.Array, limits: LogicalRange, rows: np.ndarray, where: _Where) -> None:
+        numbers = a.view(_STORAGE.get(a.type, pa.int64()))
+        out = pc.or_(pc.less(numbers, limits.lowest), pc.greater(numbers, limits.highest))
+        for i in np.flatnonzero(np.asarray(pc.fill_null(out, False))).tolist():
+            row = int(rows[i])
+            if self.problems[row] is None:
+                path = where(i) or "the value"
+                self.problems[row] = f"{path}: {limits.problem(numbers[i].as_py())}"
+
+
+def _field(where: _Where, name: str) -> _Where:
+    return lambda i: f"{w}.{name}" if (w := where(i)) else name
+
+
+def _item(where: _Where, parents: np.ndarray, within: np.ndarray) -> _Where:
+    return lambda i: f"{where(int(parents[i]))}[{int(within[i])}]"
+
+
+def _key(where: _Where, parents: np.ndarray, keys: pa.Array) -> _Where:
+    return lambda i: f"{where(int(parents[i]))}[{keys[i].as_py()!r}]"

@@ -85,7 +85,8 @@ __all__ = [
 #: 4: an entry holds the batch's IPC message only, without the stream's schema message.
 #: 5: small files decoded together share a group entry.
 #: 6: a batch is written without its all-null subtrees (their paths in the header).
-FORMAT_VERSION = 6
+#: 7: an event holding a date or time no Python object holds has a decode_error, no payload.
+FORMAT_VERSION = 7
 # Schema metadata key of a decoded batch that lists what of its file was skipped (see decode).
 _SKIPPED_KEY = b"metaverse.skipped_files"
 

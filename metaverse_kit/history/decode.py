@@ -30,7 +30,8 @@ What it does, per archive:
    defaults, dropped fields, promotions, enum symbols, union branches, aliases). An event whose
    writer cannot be resolved gets a ``decode_error`` naming the first failing field path, and
    keeps its raw ``body``; so do events that are not registry Avro, name an unknown schema id, or
-   another schema altogether. No row has a null payload without a ``decode_error``.
+   another schema altogether, and events holding a timestamp, date or time no Python object
+   holds (:func:`_unreadable_times`). No row has a null payload without a ``decode_error``.
 """
 
 from __future__ import annotations
@@ -51,11 +52,16 @@ import pyarrow.compute as pc
 from metaverse_kit.backends.protocols import CaptureFile
 from metaverse_kit.capture import parse_capture_path
 from metaverse_kit.errors import CaptureFileError, ConfigurationError
-from metaverse_kit.events.avro import AvroSchema, names_match
+from metaverse_kit.events.avro import LOGICAL_RANGES, AvroSchema, names_match
 from metaverse_kit.events.codec import parsed_schema, schema_id_from_content_type
 from metaverse_kit.history import _container, _decoder
 from metaverse_kit.history._resolve import ResolutionUnsupported, resolution
-from metaverse_kit.history.arrow_types import ArrowMapping, mapping_for, parsed
+from metaverse_kit.history.arrow_types import (
+    ArrowMapping,
+    mapping_for,
+    parsed,
+    python_range_problems,
+)
 
 __all__ = [
     "BAD_FILE_CHOICES",
@@ -984,7 +990,6 @@ def _decode_payloads(
         pieces.extend(values)
         index[rows] = used + np.arange(len(rows))
         used += len(rows)
-    decoded_rows = (index >= 0) & ~errors.astype(bool)
     if not pieces:
         values = _decoder.compact_nulls(n, mapping.type)
     elif used == n and bool((index == np.arange(n)).all()):
@@ -992,6 +997,8 @@ def _decode_payloads(
         values = pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces, memory_pool=pool)
     else:
         values = _decoder.interleave(pieces, index)
+    values = _unreadable_times(values, payload, errors)
+    decoded_rows = (index >= 0) & ~errors.astype(bool)
     if decoded_rows.all():
         # NOTE: a fresh all-null array; if_else would keep the decoded bodies' bytes alive.
         out = pa.nulls(n, pa.binary(), memory_pool=pool)
@@ -1005,6 +1012,127 @@ def _decode_payloads(
         return out, errors if has_errors else None, [values]
     # NOTE: flatten(), unlike field(i), carries the null rows of undecoded events into each column.
     return out, errors if has_errors else None, list(values.flatten(memory_pool=pool))
+
+
+def _out_of_range(problem: str) -> str:
+    """The ``decode_error`` of an event holding a date or time no Python object holds."""
+    return (
+        f"holds a value no Python datetime can: {problem}; its raw body is kept (a replay with "
+        "a schema where that field has no logicalType reads the number)"
+    )
+
+
+def _unreadable_times(values: pa.Array, payload: PayloadSchema, errors: np.ndarray) -> pa.Array:
+    """``values`` with the payload of every event holding a timestamp, date or time no Python
+    object holds left out (null), and its ``decode_error`` (in ``errors``) naming the field.
+
+    NOTE: another producer may write such a number (validation refuses it here), and Arrow holds
+    it, but to_pylist, to_pandas, the history questions and the widgets then raise an
+    OverflowError naming no field, or wrap a time of day past midnight, far from the cause. So
+    the event is kept as every event that cannot be read is: its envelope, its raw body and why
+    (the questions warn that they leave it out), and both decoders give the same row.
+    """
+    if not _holds_dates_or_times(payload.definition):
+        return values
+    problems = python_range_problems(payload.avro, values)
+    if problems is None:
+        return values
+    bad = problems.astype(bool) & ~errors.astype(bool)
+    if not bad.any():
+        return values
+    for i in np.flatnonzero(bad).tolist():
+        errors[i] = _out_of_range(problems[i])
+    return pc.if_else(
+        pa.array(~bad), values, pa.scalar(None, values.type), memory_pool=_decoder.pool()
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _holds_dates_or_times(definition: str) -> bool:
+    """Whether any type of ``definition`` is a timestamp, date or time (once per definition).
+
+    PERF: asked per decoded batch; by the definition's text, whose hash Python keeps, not by the
+    Arrow type, whose hash costs 0.5 ms for the MCE's (a quiet hub's replay decodes thousands of
+    batches, at 0.4 ms a file).
+    """
+    nodes = [parsed(definition).definition]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, list):
+            nodes.extend(node)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and (kind, node.get("logicalType")) in LOGICAL_RANGES:
+                return True
+            nodes.extend(v for k, v in node.items() if k in ("type", "items", "values", "fields"))
+    return False
+
+
+def _date_or_time(avro: AvroSchema, t: Any) -> bool:
+    r = avro.resolve(t)
+    return isinstance(r, dict) and (r.get("type"), r.get("logicalType")) in LOGICAL_RANGES
+
+
+@functools.lru_cache(maxsize=64)
+def _numbers_fit(definition: str) -> bool:
+    """True unless a union of ``definition`` has a date or time branch beside another int or
+    long branch: there a number read without its logical type could not tell its branch."""
+    avro = parsed(definition)
+    types = [f["type"] for t in avro.named.values() for f in t.get("fields", [])]
+    types.append(avro.root)
+    while types:
+        t = types.pop()
+        if isinstance(t, list):
+            whole = [b for b in t if avro.kind(b) in ("int", "long")]
+            if len(whole) > 1 and any(_date_or_time(avro, b) for b in whole):
+                return False
+            types.extend(t)
+        elif isinstance(t, dict) and t.get("type") in ("array", "map"):
+            types.append(t["items"] if t["type"] == "array" else t["values"])
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _numbers_schema(definition: str) -> Any:
+    """fastavro's parsed form of ``definition`` that reads dates and times as their numbers."""
+
+    def plain(t: Any) -> Any:
+        if isinstance(t, list):
+            return [plain(b) for b in t]
+        if not isinstance(t, dict):
+            return t
+        kind = t.get("type")
+        if isinstance(kind, str) and (kind, t.get("logicalType")) in LOGICAL_RANGES:
+            return kind
+        return {
+            k: plain(v) if k in ("type", "items", "values", "fields") else v for k, v in t.items()
+        }
+
+    return fastavro.parse_schema(plain(json.loads(definition)))
+
+
+def _as_numbers(data: bytes, definition: str, reader: str | None) -> tuple[Any, int] | None:
+    """``data`` read with its dates and times as their numbers, and how many bytes that took;
+    None when that fails too, or when a number could be put in the wrong branch of a union.
+
+    NOTE: for a body fastavro could not read because a date or time no Python object holds
+    (its datetime raises): read so, the event gets the same row and decode_error as the native
+    decoder gives it (:func:`_unreadable_times`), and a reader without that logical type reads
+    the number.
+    """
+    if not (_numbers_fit(definition) and (reader is None or _numbers_fit(reader))):
+        return None
+    buf = io.BytesIO(data)
+    try:
+        value = fastavro.schemaless_reader(
+            buf,
+            _numbers_schema(definition),
+            None if reader is None else _numbers_schema(reader),
+            return_record_name=True,
+        )
+    except Exception:  # NOTE: then it says what fastavro said in the first place.
+        return None
+    return value, buf.tell()
 
 
 def _same_record(writer: AvroSchema, reader: AvroSchema) -> bool:
@@ -1115,12 +1243,16 @@ def _fastavro(
         buf = io.BytesIO(data)
         try:
             value = fastavro.schemaless_reader(buf, writer, read_as, return_record_name=True)
+            read = buf.tell()
         except Exception as exc:  # a corrupt body must not stop the replay of the others
-            errors[i] = f"body does not decode with schema {schema_id}: {exc}"
-            values.append(None)
-            continue
-        if buf.tell() != len(data):
-            errors[i] = f"body has {len(data) - buf.tell()} bytes left after decoding"
+            numbers = _as_numbers(data, definition, reader)
+            if numbers is None:
+                errors[i] = f"body does not decode with schema {schema_id}: {exc}"
+                values.append(None)
+                continue
+            value, read = numbers
+        if read != len(data):
+            errors[i] = f"body has {len(data) - read} bytes left after decoding"
             values.append(None)
             continue
         values.append(value if mapping.convert is None else mapping.convert(value))

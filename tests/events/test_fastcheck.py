@@ -13,13 +13,14 @@ import io
 import json
 import random
 import sys
+import uuid
 from typing import Any
 
 import fastavro
 import pytest
 
 import metaverse_kit as mk
-from metaverse_kit.events.avro import AvroSchema
+from metaverse_kit.events.avro import AvroSchema, logical_range
 from metaverse_kit.events.codec import encode_bodies, parsed_schema
 from metaverse_kit.events.fastcheck import writer
 from metaverse_kit.events.semantics import UrnRule, urn_rule
@@ -80,7 +81,27 @@ class _Records:
             if entity == "dataset":
                 return mk.make_dataset_urn("hive", f"db.t{rng.randrange(9)}")
             return f"urn:li:{entity}:{rng.choice(['x', 'é', 'a.b'])}"
+        if isinstance(t, dict) and "logicalType" in t:
+            return self.logical(t)
         return self.primitive(kind)
+
+    def logical(self, t: dict) -> Any:
+        """A value of a logical type, its range's ends among them; the others are refused
+        (tests/events/test_logical_values.py)."""
+        rng = self.rng
+        limits = logical_range(t)
+        if limits is not None:
+            lo, hi = limits.lowest, limits.highest
+            return rng.choice([lo, hi, rng.randint(lo, hi), max(lo, min(hi, -1))])
+        if t["logicalType"] == "uuid":
+            text = str(uuid.UUID(int=rng.getrandbits(128)))
+            return text.upper() if rng.random() < 0.5 else text
+        if t["logicalType"] == "decimal":
+            most = 10 ** t["precision"] - 1
+            n = rng.choice([0, most, -most, rng.randint(-most, most)])
+            data = n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True)
+            return bytearray(data) if rng.random() < 0.2 else data
+        return self.primitive(t["type"])
 
     def _size(self, depth: int) -> int:
         return 0 if depth > 5 else self.rng.choice([0, 1, 2, 3])
