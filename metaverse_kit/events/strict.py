@@ -136,6 +136,10 @@ def _check(definition: str) -> None:
         )
 
 
+#: The most digits an Arrow decimal (decimal256) holds.
+_MAX_DECIMAL_PRECISION = 76
+
+
 def _decimal_problems(avro: AvroSchema) -> list[str]:
     """What is wrong with each decimal whose precision its readers cannot use.
 
@@ -153,6 +157,12 @@ def _decimal_problems(avro: AvroSchema) -> list[str]:
             problems.append(
                 f"the decimal {where} has precision {json.dumps(precision)}; "
                 "a decimal needs a precision, a whole number of at least 1"
+            )
+        elif precision > _MAX_DECIMAL_PRECISION:
+            # NOTE: the replay's Arrow column is decimal256, which holds 76 digits at most.
+            problems.append(
+                f"the decimal {where} has precision {precision}; the replay's Arrow decimals "
+                f"hold at most {_MAX_DECIMAL_PRECISION} digits"
             )
 
     def walk(t: Any, where: str) -> None:
