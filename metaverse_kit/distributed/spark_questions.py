@@ -13,13 +13,27 @@ the emit time where the event has one, else the enqueued time, then enqueued tim
 (numerically), sequence number and the aspect's position.
 
 Differences from the local tables: no ``event_index`` column (a DataFrame has no row
-numbers); timestamps are Spark's ``TimestampType``; rows of ``audit_trail`` are ordered oldest
-first and those of ``state_as_of`` and ``changes`` by urn and aspect, as locally. Partition ids
-that are partly numbers and partly not sort numbers first (locally, all as text).
+numbers); timestamps are Spark's ``TimestampType`` (an ``enqueued_time`` without a time zone,
+``TimestampNTZType``, is read as UTC, as locally, whatever the session's zone); rows of
+``audit_trail`` are ordered oldest first and those of ``state_as_of`` and ``changes`` by urn
+and aspect, as locally. Partition ids that are partly numbers and partly not sort numbers
+first (locally, all as text).
+
+Checks and warnings are the local ones (the functions of
+:mod:`metaverse_kit.history.questions` that both paths call), made from the DataFrame's
+schema and the metadata ``spark_replay`` records, before any Spark job: a missing column, an
+``enqueued_time`` that holds no timestamps, an aspect name the schema does not know, a time
+that is not one. Two need the rows, and run a Spark job: whether events did not decode (one
+aggregate over the ``decode_error`` column, once per DataFrame: see :func:`_undecoded`), and,
+for ``changes`` of a replay recorded as started late whose window opens after that start,
+whether a row of the answer has no value from before the window. A name in an aspects table's
+``aspect`` column that its ``value`` type lacks is not known here (locally it is): reading it
+would take a job.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +44,7 @@ from metaverse_kit.distributed.spark import require_pyspark, spark_schema, witho
 from metaverse_kit.events.aspects import ASPECT_NAMES, STATUS_TYPE
 from metaverse_kit.history import questions as _local
 from metaverse_kit.history.arrow_types import BRANCH_FIELD
+from metaverse_kit.history.replay import replay_start
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -38,21 +53,6 @@ __all__ = ["aspects", "audit_trail", "changes", "state_as_of"]
 
 _BRANCH = BRANCH_FIELD
 _ENVELOPE = ("enqueued_time", "emitted_time", "partition", "sequence_number", "message_id")
-_ASPECT_COLUMNS = (
-    "urn",
-    "entity_type",
-    "platform",
-    "aspect",
-    "aspect_type",
-    "change",
-    "value",
-    "enqueued_time",
-    "emitted_time",
-    "partition",
-    "sequence_number",
-    "message_id",
-    "aspect_index",
-)
 
 
 def _f() -> Any:
@@ -62,6 +62,36 @@ def _f() -> Any:
 def _require(df: DataFrame, columns: tuple[str, ...]) -> None:
     # NOTE: the local check on an empty table with the same names: the same messages.
     _local.require_columns(pa.table({c: pa.nulls(0) for c in df.columns}), columns)
+
+
+#: How to make a column of a DataFrame timestamps (``{name}`` is the column).
+_SPARK_CAST = "df = df.withColumn({name!r}, F.col({name!r}).cast('timestamp'))"
+
+
+def _instants(rows: DataFrame) -> DataFrame:
+    """``rows`` whose ``enqueued_time`` holds instants (``TimestampType``); raises
+    :class:`~metaverse_kit.history.HistoryInputError` when it holds no timestamps.
+
+    NOTE: a time without a zone (``TimestampNTZType``) is UTC, as locally; Spark would compare
+    it with an instant in the session's zone. Rebuilt from its fields (not cast through the
+    session's zone, whose summer-time gaps would move some times).
+    """
+    from pyspark.sql.types import TimestampNTZType, TimestampType
+
+    column_type = rows.schema["enqueued_time"].dataType
+    _local.require_timestamps(
+        column_type.simpleString(),
+        is_timestamp=isinstance(column_type, (TimestampType, TimestampNTZType)),
+        cast=_SPARK_CAST,
+    )
+    if not isinstance(column_type, TimestampNTZType):
+        return rows
+    t = "enqueued_time"
+    utc = _f().expr(
+        f"make_timestamp(year({t}), month({t}), day({t}), hour({t}), minute({t}), "
+        f"date_part('SECOND', {t}), 'UTC')"
+    )
+    return rows.withColumn(t, utc)
 
 
 def _arrival() -> list[Column]:
@@ -75,12 +105,19 @@ def _arrival() -> list[Column]:
     ]
 
 
-def _order(*, descending: bool = False) -> list[Column]:
-    """The replay order of aspect rows: write time (the emit time, else the enqueued time),
-    then arrival, then the aspect's position in its event."""
+def _order(columns: list[str], *, descending: bool = False) -> list[Column]:
+    """The replay order of aspect rows (of the ``columns``): write time (the emit time, else
+    the enqueued time), then arrival, then the aspect's position in its event.
+
+    A table without ``aspect_index`` (an audit trail) does not say the position: the aspects of
+    one event then come by name. NOTE: locally they keep the table's order, which a DataFrame
+    does not have; either way no question's answer but the order of those rows depends on it
+    (each aspect is judged apart).
+    """
     f = _f()
     written = f.coalesce(f.col("emitted_time"), f.col("enqueued_time"))
-    keys = [written, *_arrival(), f.col("aspect_index")]
+    position = f.col("aspect_index") if "aspect_index" in columns else f.col("aspect")
+    keys = [written, *_arrival(), position]
     # NOTE: the local sort puts nulls last; the last row in that order comes first descending.
     return [k.desc_nulls_first() if descending else k.asc_nulls_last() for k in keys]
 
@@ -141,6 +178,15 @@ def _matched(text: Column, pattern: str) -> Column:
     return f.when(text.rlike(pattern), f.regexp_extract(text, pattern, 1))
 
 
+def _entity_and_platform() -> dict[str, Column]:
+    """The entity type of the ``urn`` column's urns, and the platform of a dataset urn."""
+    f = _f()
+    return {
+        "entity_type": _matched(f.col("urn"), r"^urn:li:([^:]+):"),
+        "platform": _matched(f.col("urn"), r"^urn:li:dataset:\(urn:li:dataPlatform:([^,]+),"),
+    }
+
+
 def _explode(df: DataFrame, urn: str | None = None) -> DataFrame:
     """One row per (event, aspect): the local ``aspects`` table's columns but ``event_index``."""
     f = _f()
@@ -173,10 +219,11 @@ def _explode(df: DataFrame, urn: str | None = None) -> DataFrame:
     else:
         removed = f.lit(False)
     soft = (branch == f.lit(STATUS_TYPE)) & removed
+    derived = _entity_and_platform()
     return exploded.select(
         "urn",
-        _matched(f.col("urn"), r"^urn:li:([^:]+):").alias("entity_type"),
-        _matched(f.col("urn"), r"^urn:li:dataset:\(urn:li:dataPlatform:([^,]+),").alias("platform"),
+        derived["entity_type"].alias("entity_type"),
+        derived["platform"].alias("platform"),
         _aspect_name(branch).alias("aspect"),
         branch.alias("aspect_type"),
         f.when(soft, f.lit("soft_delete")).otherwise(f.lit("upsert")).alias("change"),
@@ -239,9 +286,77 @@ def _first_field(fields: list[Any], name: str) -> str | None:
 
 
 def _aspects_of(df: DataFrame, urn: str | None = None) -> DataFrame:
-    if all(c in df.columns for c in _ASPECT_COLUMNS):
-        return df if urn is None else df.where(_f().col("urn") == _f().lit(urn))
-    return _explode(df, urn)
+    """The aspects rows of ``df`` (of ``urn`` alone, when given): ``df`` itself when it is an
+    aspects table (of :func:`aspects`, an audit trail, or a selection of their columns, whose
+    missing columns are filled in as locally), else its events exploded."""
+    if not _local.has_aspect_columns(df.columns):
+        return _explode(df, urn)
+    _require(df, _local.ORDER_COLUMNS)
+    f = _f()
+    derived = _entity_and_platform()
+    for name, arrow_type in _local.missing_carried(df.columns):
+        if name == "event_index":
+            continue  # NOTE: a DataFrame has no row numbers (see the module notes)
+        spark_type = spark_schema(pa.schema([pa.field(name, arrow_type)]))[0].dataType
+        df = df.withColumn(name, derived.get(name, f.lit(None)).cast(spark_type))
+    return df if urn is None else df.where(f.col("urn") == f.lit(urn))
+
+
+#: What :func:`_undecoded` counted, by DataFrame (a DataFrame's rows do not change).
+_COUNTED: weakref.WeakKeyDictionary[Any, _local.UndecodedEvents | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _undecoded(events: DataFrame) -> _local.UndecodedEvents | None:
+    """The events of ``events`` that did not decode (None for an aspects table, a table
+    without ``decode_error``, or when all decoded), for the local warning.
+
+    PERF: the one check that needs the rows: one Spark job, an aggregate by ``decode_error``
+    whose single row comes back (no event does). It reads what the question reads (for an
+    uncached ``spark_replay`` DataFrame, it decodes the lake once more), so it runs once per
+    DataFrame and is remembered for the next question asked of it. spark_replay does not
+    record which events could not be decoded; if it did, this job would not be needed.
+    """
+    if _local.has_aspect_columns(events.columns) or "decode_error" not in events.columns:
+        return None
+    try:
+        return _COUNTED[events]
+    except KeyError:
+        pass
+    except TypeError:  # a DataFrame type without weak references: counted each time
+        return _count_undecoded(events)
+    counted = _count_undecoded(events)
+    _COUNTED[events] = counted
+    return counted
+
+
+def _count_undecoded(events: DataFrame) -> _local.UndecodedEvents | None:
+    f = _f()
+    reason = f.col("reason")
+    failed = reason.isNotNull()
+    per_reason = events.groupBy(f.col("decode_error").alias("reason")).agg(
+        f.count(f.lit(1)).alias("n")
+    )
+    # NOTE: the most common reason; of those equally common the first in text order (as
+    # locally): min_by skips the null order of the rows that decoded.
+    top = f.struct((-f.col("n")).alias("n"), reason.alias("reason"))
+    row = per_reason.agg(
+        f.sum("n").alias("total"),
+        f.sum(f.when(failed, f.col("n"))).alias("count"),
+        f.min_by(reason, f.when(failed, top)).alias("reason"),
+        f.max(f.when(failed, f.col("n"))).alias("reason_count"),
+        f.max(reason.startswith(_local.UNKNOWN_SCHEMA_ID)).alias("unknown_ids"),
+    ).first()
+    if row is None or not row["count"]:
+        return None
+    return _local.UndecodedEvents(
+        count=int(row["count"]),
+        total=int(row["total"]),
+        reason=str(row["reason"]),
+        reason_count=int(row["reason_count"]),
+        unknown_ids=bool(row["unknown_ids"]),
+    )
 
 
 def aspects(events: DataFrame) -> DataFrame:
@@ -255,19 +370,23 @@ def aspects(events: DataFrame) -> DataFrame:
 
 def _last_per_key(rows: DataFrame, keys: list[str]) -> DataFrame:
     f, window = _f(), require_pyspark().Window
-    last = f.row_number().over(window.partitionBy(*keys).orderBy(*_order(descending=True)))
+    order = _order(rows.columns, descending=True)
+    last = f.row_number().over(window.partitionBy(*keys).orderBy(*order))
     return rows.withColumn("_n", last).where(f.col("_n") == 1).drop("_n")
 
 
 def state_as_of(events: DataFrame, when: Any, *, include_removed: bool = False) -> DataFrame:
     """The catalogue at ``when``, as :func:`metaverse_kit.history.state_as_of`, on Spark.
 
-    Raises :class:`~metaverse_kit.history.HistoryInputError` for a ``when`` that is not a time.
+    Raises and warns as locally (see the module notes).
     """
     moment = _local.as_utc(when, "when")
     with without_pandas_warning():
         f, window = _f(), require_pyspark().Window
-        rows = _aspects_of(events).where(f.col("enqueued_time") <= f.lit(moment))
+        rows = _instants(_aspects_of(events))
+        _local.warn_undecoded("state_as_of", _undecoded(events))
+        _local.warn_partial("state_as_of", replay_start(events))
+        rows = rows.where(f.col("enqueued_time") <= f.lit(moment))
         latest = _last_per_key(rows, ["urn", "aspect"])
         soft = (f.col("aspect_type") == f.lit(STATUS_TYPE)) & (f.col("change") == "soft_delete")
         removed = f.max(soft).over(window.partitionBy("urn"))
@@ -310,26 +429,24 @@ def audit_trail(events: DataFrame, urn: str, *, aspect: str | None = None) -> Da
 
     ``late`` is computed as locally: a write is late when a write of the same aspect made
     after it (in write order) reached the hub before it.
-    Raises :class:`~metaverse_kit.history.HistoryInputError` for a bad urn or aspect.
+    Raises and warns as locally (see the module notes).
     """
-    if not isinstance(urn, str) or not urn.startswith("urn:"):
-        raise _local.HistoryInputError(
-            f"urn must be a URN such as 'urn:li:corpuser:jdoe', not {urn!r}"
-        )
-    if aspect is not None and (not isinstance(aspect, str) or not aspect):
-        raise _local.HistoryInputError(
-            f"aspect must be an aspect name such as 'ownership', not {aspect!r}"
-        )
+    _local.check_urn(urn)
     with without_pandas_warning():
         f, window = _f(), require_pyspark().Window
         rows = _aspects_of(events, urn)
         if aspect is not None:
+            _local.check_aspect_name(aspect, _known_aspects(rows))
             rows = rows.where(
                 (f.col("aspect") == aspect)
                 | (f.col("aspect_type") == aspect)
                 | f.col("aspect_type").endswith("." + aspect)
             )
-        by_aspect = window.partitionBy("aspect").orderBy(*_order())
+        rows = _instants(rows)
+        _local.warn_undecoded("audit_trail", _undecoded(events))
+        # NOTE: the trail of a trail: the columns computed here are computed again.
+        rows = rows.drop(*[c for c in _local.AUDIT_COMPUTED if c in rows.columns])
+        by_aspect = window.partitionBy("aspect").orderBy(*_order(rows.columns))
         arrival = f.struct(*_arrival())
         later = by_aspect.rowsBetween(1, window.unboundedFollowing)
         rows = rows.withColumn("previous_value", f.lag("value").over(by_aspect)).withColumn(
@@ -342,7 +459,16 @@ def audit_trail(events: DataFrame, urn: str, *, aspect: str | None = None) -> Da
             [("changed_fields", pa.list_(pa.string())), ("actor", pa.string())],
         )
         columns = [c for c in _local.AUDIT_COLUMNS if c != "event_index"]
-        return rows.orderBy(*_order()).select(*columns)
+        return rows.orderBy(*_order(rows.columns)).select(*columns)
+
+
+def _known_aspects(rows: DataFrame) -> dict[str, str]:
+    """The names of the aspects of the ``value`` type of aspects rows (its schema alone)."""
+    from pyspark.sql.types import StructType
+
+    value_type = rows.schema["value"].dataType
+    fields = value_type.fieldNames() if isinstance(value_type, StructType) else []
+    return _local.known_aspect_names(fields)
 
 
 def changes(
@@ -352,14 +478,13 @@ def changes(
 
     As locally, the value after is the last write made (not the last to arrive) of those
     enqueued by ``end``, for the (urn, aspect) pairs written in the window.
-    Raises :class:`~metaverse_kit.history.HistoryInputError` when ``start`` is after ``end``.
+    Raises and warns as locally (see the module notes).
     """
-    lo, hi = _local.as_utc(start, "start"), _local.as_utc(end, "end")
-    if lo > hi:
-        raise _local.HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
+    lo, hi = _local.window_bounds(start, end)
     with without_pandas_warning():
         f = _f()
-        table = _aspects_of(events)
+        table = _instants(_aspects_of(events))
+        _local.warn_undecoded("changes", _undecoded(events))
         t = f.col("enqueued_time")
         window = table.where((t >= f.lit(lo)) & (t <= f.lit(hi)))
         stats = window.groupBy("urn", "aspect").agg(
@@ -392,6 +517,12 @@ def changes(
         )
         if not include_unchanged:
             rows = rows.where(f.col("change") != "unchanged")
+        _local.warn_partial(
+            "changes",
+            replay_start(events),
+            window_start=lo,
+            unknown_before=lambda: not rows.where(f.col("before").isNull()).isEmpty(),
+        )
         return rows.select(
             "urn",
             "entity_type",

@@ -10,7 +10,9 @@ returned (so a notebook or a widget explodes the history once and asks many ques
 urn or left null when missing). Each returns a :class:`pyarrow.Table`. :func:`state_as_of`,
 :func:`audit_trail` and :func:`changes` also take a pyspark DataFrame (``spark_replay``'s, or a
 Parquet export read by Spark) and return one, computed by Spark
-(:mod:`metaverse_kit.distributed.spark_questions`).
+(:mod:`metaverse_kit.distributed.spark_questions`). A Dask or pandas DataFrame is refused with
+a :class:`HistoryInputError` that says what to pass instead (the Arrow table of its rows, or the
+path of its Parquet export).
 
 Design of the aspect value
     An MCE carries its aspects in a union (``DatasetSnapshot.aspects`` is a list of a union of
@@ -51,7 +53,8 @@ Times
     (``"2026-01-31T12:00:00Z"``) or a ``date`` (midnight UTC). A naive datetime is taken as UTC,
     as :meth:`Workspace.replay` does. Bounds are inclusive: ``state_as_of(t)`` includes events
     enqueued exactly at ``t``. A time the ``enqueued_time`` column's type cannot hold (after
-    2262 for nanoseconds, as a pandas round trip gives) is after (or before) all of it.
+    2262 for nanoseconds, as a pandas round trip gives; in UTC after 9999 or before year 1,
+    such as ``9999-12-31T23:00:00-05:00``) is after (or before) all of it.
 
 Duplicates
     Each event is taken as it appears; de-duplication by ``message_id`` is the replay's work.
@@ -62,7 +65,7 @@ Errors
     is not an events table, a time that cannot be read (or is missing: ``pd.NaT``), an
     ``enqueued_time`` column that holds no timestamps, or an aspect name the table's schema does
     not know (the message names the closest); :class:`MissingColumnError` names the missing
-    column.
+    column. A question checks all of these before it warns.
 
 Warnings
     A question whose answer leaves out events that did not decode (``decode_error`` set; most
@@ -73,6 +76,14 @@ Warnings
     earlier events of the lake out (recorded in the table, see
     :func:`~metaverse_kit.history.replay.replay_start`) warn with
     :class:`~metaverse_kit.errors.PartialHistoryWarning`: values from before it are unknown.
+
+Checks shared with Spark
+    The Spark versions of the questions give the same errors and warnings for the same inputs,
+    through the functions here that both call (one home per check): :func:`check_urn`,
+    :func:`window_bounds`, :func:`require_timestamps`, :func:`known_aspect_names` and
+    :func:`check_aspect_name`, :func:`has_aspect_columns` and :func:`missing_carried`,
+    :func:`warn_undecoded` (of an :class:`UndecodedEvents` each engine counts) and
+    :func:`warn_partial`.
 """
 
 from __future__ import annotations
@@ -80,7 +91,8 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,23 +115,36 @@ from metaverse_kit.history.replay import REPLAY_START_KEY, replay_start
 
 __all__ = [
     "AUDIT_COLUMNS",
+    "AUDIT_COMPUTED",
     "CHANGE_KINDS",
     "ITEM_KEYS",
+    "ORDER_COLUMNS",
+    "UNKNOWN_SCHEMA_ID",
     "WINDOW_CHANGE_KINDS",
     "HistoryInputError",
     "MissingColumnError",
+    "UndecodedEvents",
     "as_utc",
     "aspect_record",
     "aspects",
     "audit_trail",
     "changed_fields",
     "changes",
+    "check_aspect_name",
+    "check_urn",
     "empty_aspects",
+    "has_aspect_columns",
     "in_replay_order",
+    "known_aspect_names",
     "latest_aspect",
+    "missing_carried",
     "require_columns",
+    "require_timestamps",
     "state_as_of",
     "time_scalar",
+    "warn_partial",
+    "warn_undecoded",
+    "window_bounds",
     "window_change",
     "write_change",
 ]
@@ -128,7 +153,9 @@ __all__ = [
 CHANGE_KINDS = ("upsert", "soft_delete", "delete")
 
 _BRANCH = BRANCH_FIELD
-_REQUIRED = ("enqueued_time", "partition", "sequence_number", "proposedSnapshot")
+#: The envelope columns that order the rows of a table (see *Order*): every question needs them.
+ORDER_COLUMNS = ("enqueued_time", "partition", "sequence_number")
+_REQUIRED = (*ORDER_COLUMNS, "proposedSnapshot")
 _ASPECT_COLUMNS = ("urn", "aspect", "aspect_type", "value", "change", "enqueued_time")
 
 
@@ -182,21 +209,43 @@ def _table(events: Any) -> pa.Table:
                 "replay into it first (metaverse replay --out FOLDER --format parquet)"
             )
         return table
-    hint = ""
-    if type(events).__module__.startswith("dask."):
-        # NOTE: the questions run on Spark, not Dask; a Dask history is asked through its export.
-        hint = (
-            " (for a Dask replay: ask the Parquet dataset dask_export writes, or "
-            "pa.Table.from_pandas(ddf.compute()) when it fits in memory)"
-        )
     raise HistoryInputError(
         f"expected the events table of ws.replay() or replay_capture() (a pyarrow.Table), a "
-        f"RecordBatch, a pyspark DataFrame or a Parquet path; got {type(events).__name__}{hint}"
+        f"RecordBatch, a pyspark DataFrame or a Parquet path; got {type(events).__name__}"
+        f"{_frame_hint(events)}"
     )
 
 
+def _frame_hint(events: Any) -> str:
+    """What to pass instead of a Dask or pandas DataFrame (else nothing)."""
+    package = type(events).__module__.partition(".")[0]
+    if package in ("dask", "dask_expr"):
+        # NOTE: refused, not computed here: .compute() would pull the whole history into this
+        # process unasked. The questions run locally (Arrow) or on Spark; not on Dask.
+        return (
+            " (for a Dask replay: ask the Parquet dataset mk.distributed.dask_export(location, "
+            "folder, ...) writes, passing the folder's path; or, when the history fits in "
+            "memory, pa.Table.from_pandas(ddf.compute(), preserve_index=False), the replay's "
+            "table: dask_replay's columns have its Arrow types). A Dask DataFrame is not "
+            "computed for you"
+        )
+    if package == "pandas":
+        return (
+            ". Pass pa.Table.from_pandas(df, preserve_index=False) (exact for the ArrowDtype "
+            "columns of a computed dask_replay)"
+        )
+    return ""
+
+
+def has_aspect_columns(names: Iterable[str]) -> bool:
+    """Whether a table with the columns ``names`` is an aspects table (of :func:`aspects`, an
+    :func:`audit_trail`, or a selection of their columns), not an events table to explode."""
+    have = set(names)
+    return all(c in have for c in _ASPECT_COLUMNS)
+
+
 def _is_aspects_table(table: pa.Table) -> bool:
-    return all(c in table.column_names for c in _ASPECT_COLUMNS)
+    return has_aspect_columns(table.column_names)
 
 
 def require_columns(table: pa.Table, columns: Iterable[str]) -> None:
@@ -226,9 +275,56 @@ _require = require_columns
 def as_utc(value: Any, what: str) -> datetime:
     """``value`` (a datetime, ISO 8601 text or a date) as an aware UTC datetime; naive is UTC.
 
-    ``what`` names the argument in the :class:`HistoryInputError` raised when it is not a time.
+    ``what`` names the argument in the :class:`HistoryInputError` raised when it is not a time
+    (or is missing: ``pd.NaT``). A time whose UTC is past what ``datetime`` holds
+    (``9999-12-31T23:00:00-05:00``) is its last (or first) microsecond: after (or before)
+    every time a column can hold, as the time itself is.
     """
-    return utc_time(value, what, error=HistoryInputError, dates=True)
+    try:
+        return utc_time(value, what, error=HistoryInputError, dates=True)
+    except OverflowError:
+        # NOTE: only the move to UTC overflows, and only within a day of year 1 or 9999.
+        text = value.strip().replace("Z", "+00:00") if isinstance(value, str) else None
+        local = datetime.fromisoformat(text) if text is not None else value
+        last = datetime.max if local.year == datetime.max.year else datetime.min
+        return last.replace(tzinfo=UTC)
+
+
+def check_urn(urn: Any) -> None:
+    """Raise :class:`HistoryInputError` unless ``urn`` is a URN (text starting ``urn:``)."""
+    if not isinstance(urn, str) or not urn.startswith("urn:"):
+        raise HistoryInputError(f"urn must be a URN such as 'urn:li:corpuser:jdoe', not {urn!r}")
+
+
+def window_bounds(start: Any, end: Any) -> tuple[datetime, datetime]:
+    """The window of :func:`changes` as UTC datetimes; raises :class:`HistoryInputError` for a
+    bound that is not a time, or a ``start`` after ``end``."""
+    lo, hi = as_utc(start, "start"), as_utc(end, "end")
+    if lo > hi:
+        raise HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
+    return lo, hi
+
+
+#: How to cast a column of another type to timestamps, in Arrow (``{name}`` is the column).
+_ARROW_CAST = "table.set_column(i, {name!r}, pc.cast(column, pa.timestamp('ms', tz='UTC')))"
+
+
+def require_timestamps(
+    type_name: str, *, is_timestamp: bool, name: str = "enqueued_time", cast: str = _ARROW_CAST
+) -> None:
+    """Raise :class:`HistoryInputError` unless the column ``name`` holds timestamps.
+
+    ``type_name`` is the column's type as its engine names it, ``is_timestamp`` whether that is
+    a timestamp type, and ``cast`` how to make it one in that engine (``{name}`` is replaced).
+    NOTE: the one check of Arrow tables and Spark DataFrames alike: a time compared with text
+    or numbers would give an answer, wrong or not, instead of this error.
+    """
+    if is_timestamp:
+        return
+    raise HistoryInputError(
+        f"the {name!r} column must hold timestamps (as a replay's do), not {type_name}; "
+        f"cast it first: {cast.format(name=name)}"
+    )
 
 
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
@@ -254,12 +350,7 @@ def time_scalar(
     ``name`` names the column in the :class:`HistoryInputError` raised when it holds no
     timestamps.
     """
-    if not pa.types.is_timestamp(column.type):
-        raise HistoryInputError(
-            f"the {name!r} column must hold timestamps (as a replay's do), not {column.type}; "
-            f"cast it first: table.set_column(i, {name!r}, pc.cast(column, "
-            f"pa.timestamp('ms', tz='UTC')))"
-        )
+    require_timestamps(str(column.type), is_timestamp=pa.types.is_timestamp(column.type), name=name)
     micros = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     per = _PER_SECOND[column.type.unit]
     if per >= 1_000_000:
@@ -456,22 +547,31 @@ _CARRIED = {
 }
 
 
-def _complete(table: pa.Table) -> pa.Table:
-    """An aspects table (or an audit trail) with the columns it only carried filled in.
+def missing_carried(names: Iterable[str]) -> list[tuple[str, pa.DataType]]:
+    """The columns that only carry a fact along (``entity_type``, ``platform``,
+    ``emitted_time``, ``message_id``, ``event_index``) an aspects table with the columns
+    ``names`` lacks, in order, with their Arrow types: each question fills them in,
+    ``entity_type`` and ``platform`` from the urn, the others with nulls.
 
-    NOTE: the questions take any table with the columns of :data:`_ASPECT_COLUMNS`, such as an
-    audit trail or a selection of columns; the rest are derived from the urn or left null.
+    NOTE: the questions take any table with the columns of :func:`has_aspect_columns`, such as
+    an audit trail or a selection of columns.
     """
-    missing = [c for c in _CARRIED if c not in table.column_names]
+    have = set(names)
+    return [(c, t) for c, t in _CARRIED.items() if c not in have]
+
+
+def _complete(table: pa.Table) -> pa.Table:
+    """An aspects table (or an audit trail) with the columns it only carried filled in."""
+    missing = missing_carried(table.column_names)
     if not missing:
         return table
     entity, platform = _entity_and_platform(table.column("urn"))
     derived = {"entity_type": entity, "platform": platform}
-    for column in missing:
+    for column, column_type in missing:
         filled = derived.get(column)
         if filled is None:
-            filled = pa.nulls(table.num_rows, _CARRIED[column])
-        table = table.append_column(pa.field(column, _CARRIED[column]), filled)
+            filled = pa.nulls(table.num_rows, column_type)
+        table = table.append_column(pa.field(column, column_type), filled)
     return table
 
 
@@ -527,58 +627,145 @@ def in_replay_order(table: pa.Table) -> pa.Table:
     return table.take(order)
 
 
-def _aspects_of(events: Any, question: str | None = None) -> pa.Table:
-    """The aspects table of ``events``; ``question`` (when given) names the question that warns
-    of events left out because they did not decode."""
+def _aspects_of(events: Any) -> pa.Table:
+    """The aspects table of ``events``."""
+    return _asked(events, count=False)[0]
+
+
+def _asked(
+    events: Any, urn: str | None = None, *, count: bool = True
+) -> tuple[pa.Table, UndecodedEvents | None]:
+    """The aspects table of ``events`` (of ``urn`` alone, when given), and (``count``) the
+    events of ``events`` that did not decode (None for an aspects table, whose rows tell
+    nothing of them).
+
+    NOTE: the questions warn of those only after their own checks passed: a warning followed
+    by an error would be noise.
+    """
+    if urn is not None:
+        check_urn(urn)
     table = _table(events)
     if _is_aspects_table(table):
+        if urn is not None:
+            table = table.filter(pc.equal(table.column("urn"), urn))
         # NOTE: an aspects table may have been sorted another way since (by urn, say).
-        return in_replay_order(_complete(table))
-    if question is not None:
-        _warn_undecoded(table, question)
-    return _explode(table)
+        return in_replay_order(_complete(table)), None
+    _require(table, _REQUIRED)
+    undecoded = _undecoded(table) if count else None
+    if urn is None:
+        return _explode(table), undecoded
+    # PERF: filter events by urn before exploding, so one entity costs one pass over a column.
+    keep = pc.indices_nonzero(pc.fill_null(pc.equal(_urns_of_events(table), urn), False))
+    rows = _explode(table.take(keep))
+    # NOTE: event_index must point into the caller's table, not into the filtered one.
+    original = pc.take(keep.cast(pa.int64()), rows.column("event_index"))
+    rows = rows.set_column(rows.schema.get_field_index("event_index"), "event_index", original)
+    return rows, undecoded
 
 
-def _warn_undecoded(events: pa.Table, question: str) -> None:
-    """Warn (:class:`UndecodedEventWarning`) when events of ``events`` have a ``decode_error``:
-    without a payload they have no aspects, so ``question``'s answer leaves them out."""
+def _require_times(table: pa.Table) -> None:
+    column_type = table.schema.field("enqueued_time").type
+    require_timestamps(str(column_type), is_timestamp=pa.types.is_timestamp(column_type))
+
+
+#: How the ``decode_error`` of an event begins when no schema its replay had resolves its id.
+UNKNOWN_SCHEMA_ID = "unknown schema id"
+
+
+@dataclass(frozen=True)
+class UndecodedEvents:
+    """The events of a table that did not decode (``decode_error`` set), as counted for
+    :func:`warn_undecoded`; each engine counts them its way."""
+
+    #: Events with a ``decode_error``.
+    count: int
+    #: Events in the table.
+    total: int
+    #: The most common ``decode_error`` (of those equally common, the first in text order).
+    reason: str
+    #: How many events have it.
+    reason_count: int
+    #: Whether any ``decode_error`` is an unknown schema id (:data:`UNKNOWN_SCHEMA_ID`).
+    unknown_ids: bool
+
+
+def _undecoded(events: pa.Table) -> UndecodedEvents | None:
+    """The events of ``events`` that did not decode; None when all did (or it does not say)."""
     if "decode_error" not in events.column_names:
-        return
+        return None
     errors = events.column("decode_error")
     count = len(errors) - errors.null_count
     if not count:
-        return
+        return None
     counted = pc.value_counts(errors.drop_null()).to_pylist()
-    top = max(counted, key=lambda c: c["counts"])
-    unknown_ids = pc.any(pc.starts_with(errors, "unknown schema id")).as_py()
+    top = min(counted, key=lambda c: (-c["counts"], c["values"]))
+    unknown_ids = bool(pc.any(pc.starts_with(errors, UNKNOWN_SCHEMA_ID)).as_py())
+    return UndecodedEvents(count, len(errors), top["values"], top["counts"], unknown_ids)
+
+
+def warn_undecoded(question: str, undecoded: UndecodedEvents | None) -> None:
+    """Warn (:class:`UndecodedEventWarning`) that ``question``'s answer leaves out the events
+    that did not decode (``undecoded``; nothing when None or none): without a payload they
+    have no aspects. Says how many, the most common reason and what to do."""
+    if undecoded is None or not undecoded.count:
+        return
     fix = (
         "replay with registry= (mk.replay_capture(path, registry=ws.registry), or ws.replay()) "
         "or, for spark_replay / dask_replay, schemas=, so the schema ids of their content types "
         "resolve"
-        if unknown_ids
+        if undecoded.unknown_ids
         else "their raw body and decode_error stay in the events table (filter on "
         "decode_error to see them); a replay with the schema they were written with "
         "(registry= or schemas=) decodes those the reader schema can resolve"
     )
     warn(
         UndecodedEventWarning(
-            f"{question}: {count} of {len(errors)} events did not decode and are left out of "
-            f"the answer (most common reason, {top['counts']} of them: {top['values']}); {fix}"
+            f"{question}: {undecoded.count} of {undecoded.total} events did not decode and are "
+            f"left out of the answer (most common reason, {undecoded.reason_count} of them: "
+            f"{undecoded.reason}); {fix}"
         )
     )
 
 
-def _warn_partial(table: pa.Table, question: str, needs: str) -> None:
-    """Warn (:class:`PartialHistoryWarning`) that ``table`` comes from a replay that started
-    after the lake's first events, so ``question`` lacks the values before its start."""
-    start = replay_start(table)
+#: What each question that needs the values before a replay's start lacks without them.
+_PARTIAL_NEEDS = {
+    "state_as_of": "aspects last written before it are missing",
+    "changes": "the first change in the table of an aspect written before it reads as 'added' "
+    "(or 'removed') with no before value",
+}
+
+
+def warn_partial(
+    question: str,
+    start: datetime | None,
+    *,
+    window_start: datetime | None = None,
+    unknown_before: Callable[[], bool] | None = None,
+) -> None:
+    """Warn (:class:`PartialHistoryWarning`) that the table ``question`` (``"state_as_of"`` or
+    ``"changes"``) was asked of comes from a replay that started at ``start`` (its
+    :func:`~metaverse_kit.history.replay.replay_start`; nothing when None), after the lake's
+    first events, so the values written before it are unknown.
+
+    For :func:`changes`, only when the window (from ``window_start``) opens before ``start`` or
+    ``unknown_before()`` says a row of the answer has no value from before the window: a window
+    opened after the start is whole, and a row with a value from before it is right.
+    ``unknown_before`` is asked last, and only then (on Spark it runs a job).
+    """
     if start is None:
+        return
+    if question == "changes" and not (
+        window_start is None
+        or start > window_start
+        or (unknown_before is not None and unknown_before())
+    ):
         return
     warn(
         PartialHistoryWarning(
             f"{question}: this table was replayed from {start.isoformat()} (start=) and the lake "
-            f"holds events before that: values written before it are unknown, so {needs}; "
-            "replay from earlier (or without start=) for the whole history"
+            f"holds events before that: values written before it are unknown, so "
+            f"{_PARTIAL_NEEDS[question]}; replay from earlier (or without start=) for the "
+            "whole history"
         )
     )
 
@@ -623,32 +810,66 @@ def aspect_record(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _resolve_aspect(table: pa.Table, aspect: str) -> pa.Array | pa.ChunkedArray:
-    if not isinstance(aspect, str) or not aspect:
-        raise HistoryInputError(
-            f"aspect must be an aspect name such as 'ownership', not {aspect!r}"
-        )
-    known = _known_aspects(table)
-    short = aspect.rpartition(".")[2]
-    # NOTE: the built-in MCE's aspects are known whatever the table holds (a table of no
-    # events, or of another version's value type, still answers None for them).
-    builtin = _builtin_aspect_names()
-    if (
-        aspect not in known
-        and short not in known
-        and short not in known.values()
-        and aspect not in builtin
-    ):
-        names = sorted(set(known.values()))
-        close = difflib.get_close_matches(aspect, list(known), n=1)
-        hint = f"; did you mean {known[close[0]]!r}?" if close else ""
-        raise HistoryInputError(
-            f"aspect {aspect!r} is no aspect this table's schema knows{hint} (known aspects: "
-            f"{', '.join(names)}; the record's short or full name works too)"
-        )
+    check_aspect_name(aspect, _known_aspects(table))
     by_name = pc.equal(table.column("aspect"), aspect)
     by_type = pc.equal(table.column("aspect_type"), aspect)
     by_short = pc.ends_with(table.column("aspect_type"), "." + aspect)
     return pc.or_(pc.or_(by_name, by_type), by_short)
+
+
+def check_aspect_name(aspect: Any, known: Mapping[str, str]) -> None:
+    """Raise :class:`HistoryInputError` unless ``aspect`` is a name of an aspect of ``known``
+    (:func:`known_aspect_names`: the record's full or short name, DataHub's name) or of the
+    built-in MCE; the message names the closest known one and lists them all."""
+    if not isinstance(aspect, str) or not aspect:
+        raise HistoryInputError(
+            f"aspect must be an aspect name such as 'ownership', not {aspect!r}"
+        )
+    short = aspect.rpartition(".")[2]
+    # NOTE: the built-in MCE's aspects are known whatever the table holds (a table of no
+    # events, or of another version's value type, still answers None for them).
+    if (
+        aspect in known
+        or short in known
+        or short in known.values()
+        or aspect in _builtin_aspect_names()
+    ):
+        return
+    names = sorted(set(known.values()))
+    close = difflib.get_close_matches(aspect, list(known), n=1)
+    hint = f"; did you mean {known[close[0]]!r}?" if close else ""
+    raise HistoryInputError(
+        f"aspect {aspect!r} is no aspect this table's schema knows{hint} (known aspects: "
+        f"{', '.join(names)}; the record's short or full name works too)"
+    )
+
+
+def known_aspect_names(
+    fields: Iterable[str], *, types: Iterable[str | None] = (), names: Iterable[str | None] = ()
+) -> dict[str, str]:
+    """Every name the aspects of a table go by, each mapped to DataHub's name: those of the
+    aspect records ``fields`` (the field names of the ``value`` union, ``branch`` aside: the
+    records' short names), of the full names ``types`` (an ``aspect_type`` column's) and the
+    DataHub names ``names`` (an ``aspect`` column's).
+
+    NOTE: the type is enough (an aspect the schema has but nobody wrote to an entity is a known
+    aspect with no value, not a mistyped one); the rows' names, where they are at hand, add
+    the names of a table whose value type says less.
+    """
+    known: dict[str, str] = {}
+    by_short = _aspect_by_short_name()
+    for field in fields:
+        if field == _BRANCH:
+            continue
+        name = by_short.get(field) or _aspect_name(field) or field
+        known[field] = known[name] = name
+    for full in types:
+        if full:
+            known[full] = _aspect_name(full) or full
+    for given in names:
+        if given:
+            known[given] = given
+    return known
 
 
 @functools.cache
@@ -668,27 +889,13 @@ def _builtin_aspect_names() -> frozenset[str]:
 
 
 def _known_aspects(table: pa.Table) -> dict[str, str]:
-    """Every name an aspect of ``table``'s ``value`` type goes by (DataHub's name, the record's
-    short name; the full names in its ``aspect_type`` column), each mapped to DataHub's name.
-
-    NOTE: from the type, not the rows: an aspect the schema has but nobody wrote to this entity
-    is a known aspect with no value (None), not a mistyped one.
-    """
-    known: dict[str, str] = {}
-    by_short = _aspect_by_short_name()
+    """The names of the aspects of an aspects table (see :func:`known_aspect_names`)."""
     value_type = table.schema.field("value").type
-    for f in value_type if pa.types.is_struct(value_type) else ():
-        if f.name == _BRANCH:
-            continue
-        name = by_short.get(f.name) or _aspect_name(f.name) or f.name
-        known[f.name] = known[name] = name
-    for full in pc.unique(table.column("aspect_type")).to_pylist():
-        if full:
-            known[full] = _aspect_name(full) or full
-    for name in pc.unique(table.column("aspect")).to_pylist():
-        if name:
-            known[name] = name
-    return known
+    return known_aspect_names(
+        [f.name for f in value_type] if pa.types.is_struct(value_type) else [],
+        types=pc.unique(table.column("aspect_type")).to_pylist(),
+        names=pc.unique(table.column("aspect")).to_pylist(),
+    )
 
 
 def _urns_of_events(events: pa.Table) -> pa.ChunkedArray | pa.Array:
@@ -703,26 +910,6 @@ def _urns_of_events(events: pa.Table) -> pa.ChunkedArray | pa.Array:
         for i, t in snaps
     ]
     return urns[0] if len(urns) == 1 else pc.coalesce(*urns)
-
-
-def _for_urn(events: Any, urn: str, question: str | None = None) -> pa.Table:
-    """The aspects table of one entity; explodes only that entity's events. ``question`` (when
-    given) names the question that warns of events left out because they did not decode (any
-    of them may be this entity's: an undecoded event has no urn)."""
-    if not isinstance(urn, str) or not urn.startswith("urn:"):
-        raise HistoryInputError(f"urn must be a URN such as 'urn:li:corpuser:jdoe', not {urn!r}")
-    table = _table(events)
-    if _is_aspects_table(table):
-        return in_replay_order(_complete(table.filter(pc.equal(table.column("urn"), urn))))
-    _require(table, _REQUIRED)
-    if question is not None:
-        _warn_undecoded(table, question)
-    # PERF: filter events by urn before exploding, so one entity costs one pass over a column.
-    keep = pc.indices_nonzero(pc.fill_null(pc.equal(_urns_of_events(table), urn), False))
-    rows = _explode(table.take(keep))
-    # NOTE: event_index must point into the caller's table, not into the filtered one.
-    original = pc.take(keep.cast(pa.int64()), rows.column("event_index"))
-    return rows.set_column(rows.schema.get_field_index("event_index"), "event_index", original)
 
 
 def latest_aspect(
@@ -740,12 +927,13 @@ def latest_aspect(
     :class:`MissingColumnError` for a table without the columns of a replay. Warns
     (:class:`~metaverse_kit.errors.UndecodedEventWarning`) when events did not decode.
     """
-    rows = _for_urn(events, urn, "latest_aspect")
+    when = None if as_of is None else as_utc(as_of, "as_of")
+    rows, undecoded = _asked(events, urn)
     mask = _resolve_aspect(rows, aspect_name)
-    if as_of is not None:
-        when = as_utc(as_of, "as_of")
+    if when is not None:
         times = rows.column("enqueued_time")
         mask = pc.and_(mask, pc.less_equal(times, time_scalar(when, times)))
+    warn_undecoded("latest_aspect", undecoded)
     rows = rows.filter(mask)
     if not rows.num_rows:
         return None
@@ -800,8 +988,10 @@ def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.
     if (spark := _spark_questions(events)) is not None:
         return spark.state_as_of(events, when, include_removed=include_removed)
     moment = as_utc(when, "when")
-    table = _aspects_of(events, "state_as_of")
-    _warn_partial(table, "state_as_of", "aspects last written before it are missing")
+    table, undecoded = _asked(events)
+    _require_times(table)
+    warn_undecoded("state_as_of", undecoded)
+    warn_partial("state_as_of", replay_start(table))
     # PERF: chosen, judged and ordered on the key columns alone; the nested values are copied
     # once, by the final take (a filter, a take and a sort of the whole table took 3 copies).
     keys = table.select(["urn", "aspect", "aspect_type", "change", "enqueued_time"])
@@ -1000,18 +1190,22 @@ def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table
     the trail), ``previous_value`` (null for the first write of that aspect), ``value`` and
     ``event_index``. ``aspect`` (optional) keeps one aspect's trail.
 
-    Raises :class:`HistoryInputError` for a bad urn or an ``aspect`` no aspect of the table's
-    schema has (one it has but never written to ``urn`` gives no rows), and
-    :class:`MissingColumnError` for a table without the columns of a replay. Warns
+    Raises :class:`HistoryInputError` for a bad urn, an ``aspect`` no aspect of the table's
+    schema has (one it has but never written to ``urn`` gives no rows) or an ``enqueued_time``
+    that holds no timestamps (``late`` compares them), and :class:`MissingColumnError` for a
+    table without the columns of a replay. Warns
     (:class:`~metaverse_kit.errors.UndecodedEventWarning`) when events did not decode.
     """
     if (spark := _spark_questions(events)) is not None:
         return spark.audit_trail(events, urn, aspect=aspect)
-    rows = _for_urn(events, urn, "audit_trail")
+    rows, undecoded = _asked(events, urn)
     if aspect is not None:
         rows = rows.filter(_resolve_aspect(rows, aspect))
+    # NOTE: late is judged on the arrival times; text there would be compared as text.
+    _require_times(rows)
+    warn_undecoded("audit_trail", undecoded)
     # NOTE: the trail of a trail: the columns computed here are computed again.
-    rows = rows.drop_columns([c for c in _AUDIT_COMPUTED if c in rows.column_names])
+    rows = rows.drop_columns([c for c in AUDIT_COMPUTED if c in rows.column_names])
     value_type = rows.schema.field("value").type
     values = rows.column("value").to_pylist()
     names = rows.column("aspect").to_pylist()
@@ -1035,7 +1229,8 @@ def audit_trail(events: Any, urn: str, *, aspect: str | None = None) -> pa.Table
     return rows.select(list(AUDIT_COLUMNS))
 
 
-_AUDIT_COMPUTED = ("previous_value", "late", "changed_fields", "actor")
+#: The columns of :func:`audit_trail` it computes: the trail of a trail computes them again.
+AUDIT_COMPUTED = ("previous_value", "late", "changed_fields", "actor")
 
 
 def _late(rows: pa.Table) -> list[bool]:
@@ -1120,10 +1315,10 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
     """
     if (spark := _spark_questions(events)) is not None:
         return spark.changes(events, start, end, include_unchanged=include_unchanged)
-    lo, hi = as_utc(start, "start"), as_utc(end, "end")
-    if lo > hi:
-        raise HistoryInputError(f"start ({lo.isoformat()}) is after end ({hi.isoformat()})")
-    table = _aspects_of(events, "changes")
+    lo, hi = window_bounds(start, end)
+    table, undecoded = _asked(events)
+    _require_times(table)
+    warn_undecoded("changes", undecoded)
     times = table.column("enqueued_time")
     in_window = pc.and_(
         pc.greater_equal(times, time_scalar(lo, times, round_up=True)),
@@ -1179,16 +1374,12 @@ def changes(events: Any, start: Any, end: Any, *, include_unchanged: bool = Fals
         kinds.append(kind)
         fields.append(diff)
         firsts.append(stat_at[key])
-    start_of_replay = replay_start(table)
-    if start_of_replay is not None and (start_of_replay > lo or None in before_index):
-        # NOTE: a window opened after the replay's start is whole, and a row with a value from
-        # before the window is right; only a row without one may be a change read as added.
-        _warn_partial(
-            table,
-            "changes",
-            "the first change in the table of an aspect written before it reads as 'added' "
-            "(or 'removed') with no before value",
-        )
+    warn_partial(
+        "changes",
+        replay_start(table),
+        window_start=lo,
+        unknown_before=lambda: None in before_index,
+    )
     picked = after.take(pa.array(keep, pa.int64()))
     stat_rows = stats.take(pa.array(firsts, pa.int64()))
     result = pa.table(

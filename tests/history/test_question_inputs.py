@@ -90,6 +90,43 @@ def test_a_table_where_some_events_did_not_decode_counts_them(lake: Lake) -> Non
     assert state.num_rows == state_as_of(lake.events, lake.end).num_rows
 
 
+def test_the_most_common_reason_of_reasons_as_common_is_the_first_in_text_order(
+    lake: Lake,
+) -> None:
+    # NOTE: not the first in the table: a Spark DataFrame has no order, and both paths must agree.
+    raw = mk.replay_capture(lake.ws.path / "lake", progress=False, cache=False)
+    first = pc.is_in(raw["sequence_number"], pa.array([0, 3], pa.int64()))
+    reasons = pc.if_else(first, "b: first written", "a: later")
+    raw = raw.set_column(raw.schema.get_field_index("decode_error"), "decode_error", reasons)
+    with pytest.warns(mk.UndecodedEventWarning) as caught:
+        state_as_of(raw, lake.end)
+    message = str(caught[0].message)
+    assert "4 of 4 events did not decode" in message
+    assert "most common reason, 2 of them: a: later" in message
+    # Not an unknown schema id: the advice is where to see them.
+    assert "filter on decode_error" in message
+
+
+def test_an_input_error_comes_without_the_warning_of_undecoded_events(lake: Lake) -> None:
+    # NOTE: filterwarnings = error: a warning given before the check would be raised instead.
+    raw = mk.replay_capture(lake.ws.path / "lake", progress=False, cache=False)
+    i = raw.schema.get_field_index("enqueued_time")
+    as_text = raw.set_column(i, "enqueued_time", pc.cast(raw["enqueued_time"], pa.string()))
+    for ask in (
+        lambda: state_as_of(as_text, lake.end),
+        lambda: changes(as_text, lake.t0, lake.end),
+        lambda: audit_trail(as_text, ORDERS),
+    ):
+        with pytest.raises(HistoryInputError, match="'enqueued_time' column must hold"):
+            ask()
+    with pytest.raises(HistoryInputError, match="did you mean 'ownership'"):
+        latest_aspect(raw, ORDERS, "owner")
+    with pytest.raises(HistoryInputError, match="did you mean 'ownership'"):
+        audit_trail(raw, ORDERS, aspect="owner")
+    with pytest.raises(HistoryInputError, match="as_of must be a time"):
+        latest_aspect(raw, ORDERS, "ownership", as_of=pd.NaT)
+
+
 # -- B: a replay that started late ---------------------------------------------------------------
 
 
@@ -152,6 +189,16 @@ def test_times_past_a_nanosecond_column_range_are_before_or_after_everything(lak
     assert time_scalar(datetime(1, 1, 1, tzinfo=UTC), column, round_up=True).value == -(2**63)
 
 
+def test_times_whose_utc_is_past_what_a_datetime_holds_are_before_or_after_everything(
+    lake: Lake,
+) -> None:
+    # In UTC these are in year 10000 and year 0: no datetime holds them.
+    assert state_as_of(lake.events, "9999-12-31T23:00:00-05:00").num_rows == 3
+    assert changes(lake.events, "0001-01-01T00:00:00+01:00", "9999-12-31").num_rows == 3
+    assert state_as_of(lake.events, "0001-01-01T00:00:00+01:00").num_rows == 0
+    assert latest_aspect(lake.events, ORDERS, "ownership", as_of="0001-01-01T00:00+01:00") is None
+
+
 # -- D: tables the questions take ----------------------------------------------------------------
 
 
@@ -191,6 +238,28 @@ def test_a_missing_time_or_a_text_time_column_is_a_history_input_error(lake: Lak
     )
     with pytest.raises(HistoryInputError, match="'enqueued_time' column must hold timestamps"):
         state_as_of(as_text, lake.end)
+    # audit_trail judges late writes on those times: text, or numbers, are refused as well.
+    as_numbers = lake.events.set_column(
+        i, "enqueued_time", pc.cast(lake.events["enqueued_time"], pa.int64())
+    )
+    for table, kind in ((as_text, "string"), (as_numbers, "int64")):
+        with pytest.raises(HistoryInputError, match=f"must hold timestamps .*not {kind}"):
+            audit_trail(table, ORDERS)
+
+
+def test_a_dataframe_is_refused_saying_what_to_pass_instead(lake: Lake) -> None:
+    frame = lake.events.to_pandas(types_mapper=pd.ArrowDtype)
+    for ask in (
+        lambda: state_as_of(frame, lake.end),
+        lambda: changes(frame, lake.t0, lake.end),
+        lambda: audit_trail(frame, ORDERS),
+    ):
+        with pytest.raises(HistoryInputError, match="got DataFrame") as raised:
+            ask()
+        assert "pa.Table.from_pandas(df, preserve_index=False)" in str(raised.value)
+    # What the message says to pass answers as the replay's table does.
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    assert state_as_of(table, lake.end).equals(state_as_of(lake.events, lake.end))
 
 
 # -- F: aspect names -----------------------------------------------------------------------------
