@@ -48,8 +48,10 @@ from metaverse_kit.history.decode import (
 from metaverse_kit.history.export import ExportFolder
 from metaverse_kit.history.replay import (
     DUPLICATES_DROPPED_KEY,
+    REPLAY_START_KEY,
     check_flag,
     check_registry,
+    partial_start,
     reader_schema,
     replay_range,
     schema_definition,
@@ -110,6 +112,8 @@ class Plan:
     events: dict[str, int]
     #: Events the decode pass drops as copies of an earlier one (or of an exported one).
     duplicates: int = 0
+    #: ``start=`` when the replay leaves events of the lake before it out (else None).
+    start: datetime | None = None
 
     @property
     def export_rows(self) -> int:
@@ -277,6 +281,7 @@ class Planner:
             skipped=skipped,
             events={p: int(i["events"]) for p, i in info.items()},
             duplicates=int((counts - 1).sum()) if repeats.num_rows else 0,
+            start=self._partial_start(cut=any(i.get("before") for i in info.values())),
         )
 
     def unplanned(self) -> Plan:
@@ -288,6 +293,14 @@ class Planner:
             files=self.files,
             skipped=[],
             events={},
+            # NOTE: without the plan pass only the listing tells (files wholly before start).
+            start=self._partial_start(cut=False),
+        )
+
+    def _partial_start(self, *, cut: bool) -> datetime | None:
+        partitions = None if self.spec.partitions is None else list(self.spec.partitions)
+        return partial_start(
+            self.lake, start=self.spec.start, partitions=partitions, read=self.files, cut=cut
         )
 
     @property
@@ -302,4 +315,6 @@ def records(plan: Plan) -> dict[str, str]:
     out = {DUPLICATES_DROPPED_KEY.decode(): str(plan.duplicates)}
     if plan.skipped:
         out[SKIPPED_KEY.decode()] = skipped_metadata(plan.skipped).decode()
+    if plan.start is not None:
+        out[REPLAY_START_KEY.decode()] = plan.start.isoformat()
     return out

@@ -208,7 +208,8 @@ def scan_rows(items: Iterable[tuple[str, bytes]], spec: TaskSpec) -> pa.RecordBa
     """The plan pass over ``items`` (engine path, bytes): a :data:`FILE` row per file and a
     :data:`MESSAGE` row per kept event with a message id (see :data:`SCAN_SCHEMA`).
 
-    A file's ``info`` is JSON: ``events`` (read from its intact blocks), ``skipped`` (the
+    A file's ``info`` is JSON: ``events`` (read from its intact blocks), ``before`` (of those,
+    enqueued before the spec's ``start``), ``skipped`` (the
     :class:`SkippedPart` records of ``on_bad_file="skip"``) and ``error`` (with ``"raise"``,
     the message the local replay raises for it). Damage is reported, never raised: the driver
     raises for the first damaged file in replay order, as the local replay does.
@@ -226,6 +227,13 @@ def scan_rows(items: Iterable[tuple[str, bytes]], spec: TaskSpec) -> pa.RecordBa
         found, error = (None, str(read)) if isinstance(read, CaptureFileError) else (read, None)
         events = 0 if found is None else found.events
         skipped = [] if found is None else found.damage
+        # NOTE: whether the file held events before start= (the replay then leaves part of the
+        # lake's history out, which it records for the questions to warn of).
+        before = 0
+        if spec.start is not None and found is not None and found.enqueued_time is not None:
+            times = found.enqueued_time
+            earlier = pc.less(times, pa.scalar(spec.start, times.type))
+            before = int(pc.sum(earlier).as_py() or 0)
         kinds.append(FILE)
         keys.append(path)
         orders.append(entry.ordinal)
@@ -233,6 +241,7 @@ def scan_rows(items: Iterable[tuple[str, bytes]], spec: TaskSpec) -> pa.RecordBa
             json.dumps(
                 {
                     "events": events,
+                    "before": before,
                     "error": error,
                     "skipped": [
                         SkippedPart(path, d.reason, events, d.offset).to_dict() for d in skipped

@@ -77,6 +77,7 @@ __all__ = [
     "decode_capture_files",
     "dedup_batch",
     "duplicates_dropped",
+    "partial_start",
     "range_mask",
     "reader_schema",
     "registry_lookup",
@@ -699,18 +700,15 @@ class _Run:
     cut_before_start: bool = False
 
     def partial_start(self) -> datetime | None:
-        """``start`` when the replay left events of the lake before it out, else None.
-
-        NOTE: asked once the files were read: they tell whether rows before ``start`` were cut;
-        else one more listing tells whether files wholly before it were pruned unread.
-        """
-        if self.start is None:
-            return None
-        if self.cut_before_start:
-            return self.start
-        read = {f.path for f in self.files}
-        earlier = self.lake.list_files(partitions=self.partitions, end=self.start)
-        return self.start if any(f.path not in read for f in earlier) else None
+        """``start`` when the replay left events of the lake before it out, else None
+        (:func:`partial_start`)."""
+        return partial_start(
+            self.lake,
+            start=self.start,
+            partitions=self.partitions,
+            read=self.files,
+            cut=self.cut_before_start,
+        )
 
     def steps(self, dedup: bool) -> Iterator[_Step]:
         """Each file's batch, filtered to the range and (``dedup``) deduplicated, in order."""
@@ -820,6 +818,31 @@ class _Run:
                         keep_group()  # its last file
             yield f, result
         keep_group()
+
+
+def partial_start(
+    lake: Lake,
+    *,
+    start: datetime | None,
+    partitions: Sequence[str] | None,
+    read: Sequence[CaptureFile],
+    cut: bool,
+) -> datetime | None:
+    """``start`` when a replay from it left events of ``lake`` out, else None: what a replay
+    records under :data:`REPLAY_START_KEY` (see :func:`replay_start`).
+
+    ``read`` are the files the replay read and ``cut`` whether any of them held events before
+    ``start``. NOTE: asked once the files were read: they tell whether rows before ``start``
+    were cut; else one more listing tells whether files wholly before it were pruned unread.
+    The local replay and the distributed ones (``spark_replay``, ``dask_replay``) ask this.
+    """
+    if start is None:
+        return None
+    if cut:
+        return start
+    names = {f.path for f in read}
+    earlier = lake.list_files(partitions=partitions, end=start)
+    return start if any(f.path not in names for f in earlier) else None
 
 
 def range_mask(
