@@ -13,6 +13,14 @@ last :data:`DEDUP_WINDOW` events is dropped (``dedup=False`` keeps it), and the 
 each batch's schema metadata as in a replay. With ``checkpoint=``, what a tail handed out is
 checkpointed when the next batch is asked for and when the tail is closed without an error,
 so a tail opened again with the same name resumes after it.
+
+A damaged block in a Capture file (its framing whole, its records not decoding) is left out
+as ``replay(on_bad_file="skip")`` leaves it out: the file's intact blocks and every other
+file's events are handed out, the part left out is listed in :attr:`Tail.skipped_files` and in
+the batch's metadata (:func:`~metaverse_kit.history.decode.skipped_files`), and a
+:class:`~metaverse_kit.errors.CaptureFileWarning` names the file. NOTE: the consumer has moved
+past those blocks when they are decoded, so raising would lose the other files' events read
+with them, and a tail resumed after the error would never show the damage again.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from metaverse_kit.backends.protocols import (
     SchemaRegistry,
     StartPosition,
 )
-from metaverse_kit.errors import ConfigurationError
+from metaverse_kit.errors import CaptureFileWarning, ConfigurationError, warn
+from metaverse_kit.history.decode import SkippedPart, skipped_files
 from metaverse_kit.history.replay import (
     CaptureBytes,
     check_flag,
@@ -136,6 +145,10 @@ class Tail(Iterator[pa.RecordBatch]):
         self._closed = False
         #: Events dropped as duplicates so far.
         self.duplicates_dropped = 0
+        #: Damaged parts of Capture files left out so far (see the module notes). NOTE: an
+        #: offset counts from the start of what the tail read of the file (its header, then
+        #: the blocks new since the read before), not from the start of the file.
+        self.skipped_files: list[SkippedPart] = []
         #: Events handed out so far.
         self.events = 0
 
@@ -189,9 +202,14 @@ class Tail(Iterator[pa.RecordBatch]):
             [CaptureBytes(c.data, c.path, c.file) for c in chunks],
             payload=self._payload,
             schemas=self._lookup,
+            on_bad_file="skip",
         )
         out = []
         for chunk, batch in zip(chunks, batches, strict=True):
+            skipped = skipped_files(batch)
+            if skipped:
+                self.skipped_files.extend(skipped)
+                _warn_damaged(chunk.path, skipped)
             batch = _after_start(batch, chunk)
             dropped = 0
             if self._dedup and batch.num_rows:
@@ -219,6 +237,21 @@ class Tail(Iterator[pa.RecordBatch]):
         if checkpoint:
             self._consumer.checkpoint()
         self._consumer.close()
+
+
+def _warn_damaged(path: str, skipped: Sequence[SkippedPart]) -> None:
+    """Warn that the tail left the damaged parts ``skipped`` of the file ``path`` out."""
+    reasons = "; ".join(dict.fromkeys(s.reason for s in skipped))
+    kept = skipped[-1].events_kept
+    warn(
+        CaptureFileWarning(
+            f"{path or 'A Capture file'} has damaged blocks the tail left out ({reasons}); "
+            f"{kept} event{'s' if kept != 1 else ''} of its intact new blocks "
+            f"{'were' if kept != 1 else 'was'} handed out. `metaverse doctor` finds damaged "
+            "Capture files and `metaverse doctor --repair` rewrites them from their intact "
+            "blocks; tail.skipped_files lists what was left out"
+        )
+    )
 
 
 def _after_start(batch: pa.RecordBatch, chunk: EventChunk) -> pa.RecordBatch:

@@ -581,10 +581,12 @@ class HistoryExplorer(WidgetController):
             return
         rows = feed.rows
         waiting = int(pc.sum(pc.equal(rows.column("source"), "live")).as_py() or 0)
+        # NOTE: the feed's warnings (a damaged Capture block the tail left out) follow the
+        # status: from the feed's thread a Python warning reaches no steward.
         self.live_status.value = esc(
             f"live: {rows.num_rows} aspect writes received"
             + (f", {waiting} not yet captured" if waiting else "")
-        )
+        ) + warnings_html(feed.warnings[-3:])
         with self._lock:
             self._refresh_options()
             self._apply_filters()

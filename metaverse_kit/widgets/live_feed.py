@@ -10,7 +10,10 @@ captured copy. :meth:`LiveFeed.merged` puts a replayed history and the feed toge
 replayed (captured) row winning for a message id both have.
 
 The thread only calls ``on_change``; widgets it drives set values from it, and never display
-or clear outputs (ipywidgets' rule for threads). Close the feed (or its widget) to stop it.
+or clear outputs (ipywidgets' rule for threads). The toolkit's warnings given in the thread (a
+damaged Capture block the tail left out, see :mod:`~metaverse_kit.history.tail`) are kept in
+:attr:`LiveFeed.warnings` for the widget to show, not written to a stderr no steward reads.
+Close the feed (or its widget) to stop it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaverse_kit.errors import MetaverseError
+from metaverse_kit.errors import ConfigurationError, MetaverseError, MetaverseWarning, warnings_to
 from metaverse_kit.history import questions as q
 
 if TYPE_CHECKING:
@@ -59,9 +62,11 @@ class LiveFeed:
     """Rows of what ``ws.tail()`` receives, in a background thread (see the module notes).
 
     ``start`` is the tail's start position (default ``"latest"``: from now on). ``on_change``
-    is called (from the feed's thread) after rows were added or replaced; ``recheck`` is the
-    seconds between looks for captured copies of live rows. Raises what ``ws.tail`` raises
-    for wrong options; errors while running are kept in :attr:`error` and end the feed.
+    is called (from the feed's thread) after rows were added or replaced, or a warning was
+    kept; ``recheck`` is the seconds between looks for captured copies of live rows (more than
+    0). Raises :class:`ConfigurationError` for a wrong ``recheck`` or ``on_change`` and what
+    ``ws.tail`` raises for a wrong ``start``; errors while running are kept in :attr:`error`
+    and end the feed.
     """
 
     def __init__(
@@ -72,11 +77,25 @@ class LiveFeed:
         on_change: Callable[[], None] | None = None,
         recheck: float = 30.0,
     ) -> None:
+        # NOTE: checked here: in the feed's thread a wrong value stopped the feed with a
+        # TypeError naming no option ("'>=' not supported between 'float' and 'str'").
+        if isinstance(recheck, bool) or not isinstance(recheck, (int, float)) or not recheck > 0:
+            raise ConfigurationError(
+                f"recheck= is the seconds between looks for captured copies of live rows, a "
+                f"number above 0; not {recheck!r}"
+            )
+        if on_change is not None and not callable(on_change):
+            raise ConfigurationError(
+                f"on_change= takes a function called with no arguments, or None; not {on_change!r}"
+            )
         self.ws = ws
         self.on_change = on_change
         self.recheck = recheck
         #: The error that stopped the feed, if one did.
         self.error: BaseException | None = None
+        #: The toolkit's warnings given while receiving (damaged Capture blocks left out), oldest
+        #: first.
+        self.warnings: list[MetaverseWarning] = []
         #: When the lake was last replayed for captured copies (``time.monotonic()``).
         self.last_recheck = time.monotonic()
         self._lock = threading.Lock()
@@ -142,6 +161,15 @@ class LiveFeed:
         return q.in_replay_order(pa.concat_tables([base, extra]))
 
     def _run(self) -> None:
+        with warnings_to(self._warned):
+            self._receive()
+
+    def _warned(self, warning: MetaverseWarning) -> None:
+        self.warnings.append(warning)
+        if self.on_change is not None and not self._stop.is_set():
+            self.on_change()
+
+    def _receive(self) -> None:
         try:
             while not self._stop.is_set():
                 batches = self._tail.read(1.0)

@@ -34,6 +34,7 @@ from metaverse_kit.widgets._common import (
     message_html,
     replay_skipping,
     skipped_html,
+    warnings_html,
 )
 from metaverse_kit.widgets.bulk_editor import csv_enricher_planner
 
@@ -46,6 +47,7 @@ __all__ = ["StewardApp", "load_planner"]
 
 _TABS = ("Browse", "Compose", "Bulk edit", "Activity")
 _RECENT = 8
+_FOLLOWING = "Following the hub: new events appear here as they arrive."
 
 
 def load_planner(path: str) -> RowPlanner:
@@ -249,7 +251,7 @@ class StewardApp(WidgetController):
         except MetaverseError as exc:
             self.live_status.value = message_html(f"Not following the hub: {exc}", ok=False)
             return
-        self.live_status.value = esc("Following the hub: new events appear here as they arrive.")
+        self.live_status.value = esc(_FOLLOWING)
 
     def _feed_changed(self) -> None:
         """Called from the feed's thread: only widget values are set."""
@@ -259,6 +261,10 @@ class StewardApp(WidgetController):
         if feed.error is not None:
             self.live_status.value = message_html(f"Stopped following: {feed.error}", ok=False)
             return
+        if feed.warnings:
+            # NOTE: a damaged Capture block the tail left out: from the feed's thread a Python
+            # warning reaches no steward, only the server's log.
+            self.live_status.value = esc(_FOLLOWING) + warnings_html(feed.warnings[-3:])
         rows = feed.rows
         newest = rows.slice(max(0, rows.num_rows - 50)).to_pylist()[::-1]
         self.activity.value = _rows_html(newest, source=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,6 +204,35 @@ def test_a_block_being_written_is_left_for_later(workspace: mk.Workspace) -> Non
         path.write_bytes(intact)
         workspace.emit(mk.example_mce())
         assert _read_until(tail, 1).num_rows == 1
+
+
+def test_a_damaged_block_is_left_out_and_named_and_the_other_files_events_arrive(
+    workspace: mk.Workspace,
+) -> None:
+    """One damaged block made a read raise, and the events of every other file read with it
+    were lost: the consumer had moved past them, so the next read returned nothing."""
+    from metaverse_kit.capture import read_header
+
+    with workspace.tail() as tail:
+        receipts = workspace.emit(
+            [
+                mk.mce(mk.make_dataset_urn("hive", f"db.t{i}"), [mk.aspects.status(False)])
+                for i in range(6)
+            ]
+        )
+        damaged = Path(receipts[0].location or "")
+        others = [r for r in receipts if r.location != receipts[0].location]
+        assert others
+        data = bytearray(damaged.read_bytes())
+        _, _, first = read_header(bytes(data), where=str(damaged))
+        data[first + 8 : first + 14] = b"\xff" * 6  # inside a record: the framing stays whole
+        damaged.write_bytes(bytes(data))
+        with pytest.warns(mk.CaptureFileWarning, match=re.escape(str(damaged))):
+            got = _read_until(tail, len(others))
+        assert tail.read(0.3) == []
+        assert [s.path for s in tail.skipped_files] == [str(damaged)]
+        assert "do not decode" in tail.skipped_files[0].reason
+    assert sorted(got["message_id"].to_pylist()) == sorted(r.message_id for r in others)
 
 
 @pytest.mark.parametrize(

@@ -396,3 +396,20 @@ def test_metaverse_app_refuses_a_planner_that_does_not_load(
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"metaverse app: error: {message}\n"
     assert not (tmp_path / "ws").exists()
+
+
+def test_the_feeds_warnings_follow_the_activity_status(workspace: mk.Workspace) -> None:
+    """A damaged Capture block the tail left out warned in the feed's thread only (the
+    server's log): the Activity tab shows it under its status."""
+    emit_sample_history(workspace)
+    app = StewardApp(workspace, planner=None)
+    try:
+        app.widget  # noqa: B018  (built as the page shows it; the feed starts)
+        assert app.feed is not None and app.feed.on_change is not None
+        app.feed.warnings.append(mk.CaptureFileWarning("lake/0/x.avro has damaged blocks"))
+        app.feed.on_change()
+        assert "Following the hub" in app.live_status.value
+        assert "⚠ lake/0/x.avro has damaged blocks" in app.live_status.value
+    finally:
+        if app.feed is not None:
+            app.feed.close()
