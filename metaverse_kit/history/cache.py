@@ -25,7 +25,9 @@ that process is gone (with the native decoder's own temporary files).
 Small files decoded as one group (a quiet hub's files of an event or two, see
 :func:`~metaverse_kit.history.decode.assemble`) are kept as one **group entry**
 (``<hash>.group``: the group's batch) and, per file, an entry of its header alone that says
-where its rows are in the group (:meth:`ReplayCache.put_group`). PERF: an entry read back is a
+where its rows are in the group and which writing of the group it is (a random ``id`` the group
+entry's header holds too: an entry is used only with the group written with it, see
+:meth:`ReplayCache.put_group`). PERF: an entry read back is a
 batch of ~400 Arrow arrays whatever its rows (~0.4 ms and ~260 KB of structure): 5,000 files of
 an event or two replayed warm took longer than decoding them again and held 1.3 GB for a 14 MB
 table. A group entry is written before the entries that point into it (a reader finds it or
@@ -55,6 +57,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -146,9 +149,9 @@ class ReplayCache:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser()
-        # The group entry read last (its name, fingerprint, schema and batch): the files of a
+        # The group entry read last (its name, id, fingerprint, schema and batch): the files of a
         # group come one after another, and every one of them is a slice of the same batch.
-        self._last_group: tuple[str, str, pa.Schema, pa.RecordBatch] | None = None
+        self._last_group: tuple[str, str, str, pa.Schema, pa.RecordBatch] | None = None
         self._last_empty: tuple[pa.Schema, pa.RecordBatch] | None = None
         self._nulls = NullMemo()
         self._swept = False
@@ -205,7 +208,9 @@ class ReplayCache:
             assert isinstance(info, dict)  # _still_right checked it
             within = None
             if "group" in info:
-                group = self._group(str(info["group"]), fingerprint, arrow_schema)
+                group = self._group(
+                    str(info["group"]), str(info["group_id"]), fingerprint, arrow_schema
+                )
                 offset, rows = int(info["offset"]), int(info["rows"])
                 if group is None or offset + rows > group.num_rows:
                     return None
@@ -238,16 +243,20 @@ class ReplayCache:
             )
         return last[1]
 
-    def _group(self, key: str, fingerprint: str, arrow_schema: pa.Schema) -> pa.RecordBatch | None:
-        """The batch of the group entry ``key``; None when it is gone or not what was written."""
+    def _group(
+        self, key: str, group_id: str, fingerprint: str, arrow_schema: pa.Schema
+    ) -> pa.RecordBatch | None:
+        """The batch of the group entry ``key`` as written with the id ``group_id``; None when
+        it is gone, written again since (another id) or not what was written."""
         last = self._last_group
         if (
             last is not None
             and last[0] == key
-            and last[1] == fingerprint
-            and last[2] is arrow_schema
+            and last[1] == group_id
+            and last[2] == fingerprint
+            and last[3] is arrow_schema
         ):
-            return last[3]
+            return last[4]
         path = self._group_path(key)
         try:
             with pa.memory_map(str(path)) as source:
@@ -257,6 +266,7 @@ class ReplayCache:
                 isinstance(info, dict)
                 and info.get("format") == FORMAT_VERSION
                 and info.get("fingerprint") == fingerprint
+                and info.get("id") == group_id
             ):
                 return None
             batch = self._read_batch(data.slice(start), info, arrow_schema)
@@ -267,7 +277,7 @@ class ReplayCache:
         except Exception as exc:  # a torn or foreign file is a miss, never an error
             _log.debug("ignoring unreadable replay cache group %s: %s", path, exc)
             return None
-        self._last_group = (key, fingerprint, arrow_schema, batch)
+        self._last_group = (key, group_id, fingerprint, arrow_schema, batch)
         return batch
 
     def _still_right(
@@ -319,9 +329,14 @@ class ReplayCache:
 
         ``members`` are the files decoded together, in order, each with its batch: a slice of
         ``group``, and together all of its rows. A cache that cannot be written is skipped.
+
+        NOTE: the group entry is named by its files, so another process decoding them at the
+        same time (with another registry, or none) writes the same name with other rows; each
+        writing carries a random id, and an entry is used only with the group of its own id.
         """
         files = [f for f, _ in members]
         key = self._group_key(files, fingerprint)
+        group_id = secrets.token_hex(8)
         stored, nulls = _without_nulls(group)
         if not self._write(
             self._group_path(key),
@@ -329,6 +344,7 @@ class ReplayCache:
                 {
                     "format": FORMAT_VERSION,
                     "fingerprint": fingerprint,
+                    "id": group_id,
                     "rows": group.num_rows,
                     "files": [f.path for f in files],
                     "nulls": nulls,
@@ -341,7 +357,7 @@ class ReplayCache:
         replaced: set[str] = set()
         for file, batch in members:
             info = self._info(file, fingerprint, batch, schemas)
-            info.update(group=key, offset=offset, rows=batch.num_rows)
+            info.update(group=key, group_id=group_id, offset=offset, rows=batch.num_rows)
             offset += batch.num_rows
             path = self.entry_path(file, fingerprint)
             old = self._group_of(path)
@@ -561,6 +577,18 @@ _OLD_READ_TMP = re.compile(r"^mk-replay-[a-z0-9_]{8}\.avro$")
 _OLD_AGE_S = 3600.0
 
 
+def _listing(folder: Path) -> list[Path]:
+    """What ``folder`` holds; nothing when it is missing, not a folder, or cannot be read.
+
+    NOTE: a team's workspace can hold a member's cache folder the others cannot list; opening
+    the workspace (which calls :func:`remove_leftovers`) failed with PermissionError.
+    """
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -615,12 +643,11 @@ def remove_leftovers(
                 drop(path)
 
     if folder is not None:
-        root = Path(folder).expanduser()
-        for sub in root.iterdir() if root.is_dir() else []:
+        for sub in _listing(Path(folder).expanduser()):
             if not sub.is_dir():
                 consider(sub, _STAMP_TMP)
                 continue
-            for path in sub.iterdir():
+            for path in _listing(sub):
                 consider(path, _ENTRY_TMP, _OLD_ENTRY_TMP)
     for temp in _decoder.temp_folders() if temp_folders is None else temp_folders:
         try:

@@ -96,6 +96,29 @@ def test_a_changed_file_is_decoded_again(
     assert again.equals(after)
 
 
+def test_a_file_replaced_by_other_bytes_of_its_size_and_time_is_decoded_again(
+    workspace: mk.Workspace, tmp_path: Path
+) -> None:
+    """``cp -p``, ``rsync -t`` or a restore keep a file's size and modification time: the warm
+    replay answered with the old bytes' tag from the cache."""
+    urn = mk.make_dataset_urn("hive", "db.a")
+    workspace.emit(mk.mce(urn, [mk.aspects.global_tags(["AAAA"])]))
+    cache = tmp_path / "cache"
+    lake = workspace.path / "lake"
+    mk.replay_capture(lake, registry=workspace.registry, cache=cache)
+    [target] = lake.rglob("*.avro")
+    stat, data = target.stat(), target.read_bytes()
+    assert data.count(b"AAAA") == 1
+    other = target.with_name(".other.avro")
+    other.write_bytes(data.replace(b"AAAA", b"BBBB"))
+    os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(other, target)
+    warm = mk.replay_capture(lake, registry=workspace.registry, cache=cache)
+    cold = mk.replay_capture(lake, registry=workspace.registry, cache=False)
+    assert warm.equals(cold)
+    assert "BBBB" in str(warm["proposedSnapshot"].to_pylist())
+
+
 def test_cache_false_writes_nothing_and_the_default_is_per_user(
     workspace: mk.Workspace, clock: SimClock
 ) -> None:
@@ -370,3 +393,106 @@ def test_a_cache_folder_the_user_cannot_write_is_read_and_left_as_it_is(
     assert json.loads(done.stdout.splitlines()[-1]) == [1, []]
     assert older.exists() and not (cache / "FORMAT").exists()
     assert [p.name for p in cache.rglob("*")] == ["ab", older.name]
+
+
+def test_an_entry_is_not_read_from_a_group_entry_another_process_wrote_again_meanwhile(
+    workspace: mk.Workspace, clock: SimClock, tmp_path: Path
+) -> None:
+    """Two processes decoding the same small files together, one without the registry (raw
+    bodies) and one with it, name their group entries alike: the first one's entries, written
+    after the second rewrote the group, pointed at the second one's rows, and a raw replay
+    then answered with decoded bodies."""
+    from metaverse_kit.history.cache import ReplayCache
+
+    for i in range(12):
+        workspace.emit(mk.mce(mk.make_dataset_urn("hive", f"db.t{i}"), [mk.aspects.status(False)]))
+        clock.advance(minutes=10)
+    lake, registry = workspace.lake, workspace.registry
+    files = lake.list_files()
+
+    def members(table: pa.Table) -> tuple[list[tuple[Any, pa.RecordBatch]], pa.RecordBatch]:
+        """The rows of each file, as slices of one batch (what a decoded group is)."""
+        per_file = [table.filter(pa.compute.equal(table["capture_file"], f.path)) for f in files]
+        group = pa.concat_tables(per_file).combine_chunks().to_batches()[0]
+        out, offset = [], 0
+        for f, rows in zip(files, per_file, strict=True):
+            out.append((f, group.slice(offset, rows.num_rows)))
+            offset += rows.num_rows
+        return out, group
+
+    raw = mk.replay_capture(lake, cache=False)
+    decoded = mk.replay_capture(lake, registry=registry, cache=False)
+    assert raw.schema == decoded.schema and raw["proposedSnapshot"].null_count == raw.num_rows
+    raw_members, raw_group = members(raw)
+    decoded_members, decoded_group = members(decoded)
+
+    def definition(schema_id: str) -> str | None:
+        return registry.get_schema(schema_id).definition
+
+    other_process = ReplayCache(tmp_path / "cache")
+    interleaved: list[bool] = []
+
+    def unknown_meanwhile(schema_id: str) -> str | None:
+        # The first writer has written its group entry and now writes the entries of its
+        # files; the other process writes the same group, and its entries, right then.
+        if not interleaved:
+            interleaved.append(True)
+            other_process.put_group(decoded_members, decoded_group, "fp", definition)
+        return None
+
+    ReplayCache(tmp_path / "cache").put_group(raw_members, raw_group, "fp", unknown_meanwhile)
+    assert interleaved
+    reader = ReplayCache(tmp_path / "cache")
+    for f, rows in raw_members:
+        hit = reader.get(f, "fp", raw.schema, lambda schema_id: None)
+        assert hit is None or hit.batch.equals(rows), f.path
+
+
+def test_a_cache_folder_another_user_cannot_list_does_not_stop_opening_the_workspace(
+    workspace: mk.Workspace,
+) -> None:
+    """A team's workspace holding a member's cache subfolder the others cannot list: opening
+    the workspace (which removes dead processes' leftovers) raised PermissionError."""
+    import json
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True
+    )
+    workspace.emit(mk.example_mce())
+    cache = Path(workspace.path or ".") / "cache" / "replay"
+    workspace.replay(cache=cache, progress=False)
+    for path in [workspace.path, *Path(workspace.path or ".").rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)  # the team's workspace
+    closed = cache / "zz"  # a member's, with a leftover the others cannot see
+    closed.mkdir()
+    (closed / f".{'a' * 64}.{int(gone.stdout)}.k3j2x9q1.tmp").write_bytes(b"half")
+    open_ = cache / "ab"
+    open_.mkdir(exist_ok=True)
+    open_.chmod(0o777)
+    leftover = open_ / f".{'b' * 64}.{int(gone.stdout)}.z8y7x6w5.tmp"
+    leftover.write_bytes(b"half an entry")
+    leftover.chmod(0o666)
+    closed.chmod(0)  # as_other_user keeps root's uid: the owner's bits must refuse too
+    code = (
+        "import json, sys, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "import metaverse_kit as mk\n"
+        "with mk.connect(path=sys.argv[1]) as ws:\n"
+        "    print(json.dumps(ws.replay(progress=False).num_rows))\n"
+    )
+    try:
+        done = subprocess.run(
+            as_other_user([sys.executable, "-c", code, str(workspace.path)]),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=120,
+            check=False,
+        )
+    finally:
+        closed.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == 1
+    assert not leftover.exists()

@@ -128,7 +128,10 @@ class LocalLake:
                 CaptureFile(
                     path=path,
                     size=stat.st_size,
-                    version=f"{stat.st_size}:{stat.st_mtime_ns}",
+                    # NOTE: the inode and change time too: a file replaced by other bytes of
+                    # its size with its time kept (cp -p, rsync -t, a restore) kept its size
+                    # and mtime, and a warm replay answered from the old bytes' cache entry.
+                    version=(f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"),
                     namespace=info.namespace if info else None,
                     eventhub=info.eventhub if info else None,
                     partition=info.partition if info else None,
