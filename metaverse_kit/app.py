@@ -6,6 +6,14 @@ What the server does, and why:
   that adds its own sign-in;
 - it asks for a token (a random one unless given), printed with the URL; a request without it
   is refused (403);
+- a visitor may pick the theme with ``?theme=light`` or ``?theme=dark``; any other value is
+  refused (400): Voila writes it unescaped into the page, so a link carrying markup there would
+  run script in the page of a steward whose browser holds the token's cookie. The template
+  cannot be picked (``?template=`` is ignored): a junk one served a blank page or an error 500;
+- it serves only the app's notebook and refuses a workspace folder that is not one (a mistyped
+  path would be served as a new, empty workspace, and a folder of other files made into one);
+- Voila stops with the ``metaverse app`` process that started it, even one killed outright
+  (Linux): left behind, it kept serving and held the port;
 - Voila strips every code cell and starts one kernel per page visit; kernels idle for
   ``cull_idle`` seconds (a closed tab) are shut down, checked every ``cull_interval`` seconds;
 - each kernel opens the workspace the server names (``METAVERSE_HOME``) and, on Azure, signs in
@@ -21,12 +29,19 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from metaverse_kit.errors import ConfigurationError, MissingDependencyError
 
-__all__ = ["AppServer", "app_command", "app_notebook"]
+__all__ = ["AppServer", "app_command", "app_notebook", "run_voila"]
 
 _NOTEBOOK = "steward_app.ipynb"
+# The themes a visitor may pick with ``?theme=`` (and the operator with --theme).
+_THEMES = ("light", "dark")
+# How app_command starts Voila: with the request check below (a Voila prelaunch hook, which only
+# Python configuration can set). NOTE: ``-P`` keeps the current folder off sys.path, so a file
+# there named like a module (voila.py, a metaverse_kit/ checkout) does not replace it.
+_LAUNCH = "from metaverse_kit.app import run_voila; run_voila()"
 
 
 def app_notebook() -> Path:
@@ -78,19 +93,25 @@ def app_command(server: AppServer, *, notebook: Path | None = None) -> list[str]
         raise MissingDependencyError("The steward app", ["voila"], extra="app")
     if not 1 <= server.port <= 65535:
         raise ConfigurationError(f"--port must be between 1 and 65535, not {server.port}")
-    if server.theme not in ("light", "dark"):
+    if server.theme not in _THEMES:
         raise ConfigurationError(f"the theme is 'light' or 'dark', not {server.theme!r}")
     if server.planner:
         from metaverse_kit.widgets.steward_app import load_planner
 
-        # NOTE: loaded here as each page's kernel will (same interpreter and environment): a
-        # mistyped planner is the operator's error now, not a failed page for every steward.
+        # NOTE: a mistyped planner is the operator's error now, not a failed page for every
+        # steward; the pages' own loading is checked below, once the workspace is.
         load_planner(server.planner)
+    if server.workspace is not None:
+        _check_workspace(server.workspace)
+    where = notebook or app_notebook()
+    if server.planner:
+        _check_planner_as_pages_load_it(server, where.parent)
     return [
         sys.executable,
-        "-m",
-        "voila",
-        str(notebook or app_notebook()),
+        "-P",
+        "-c",
+        _LAUNCH,
+        str(where),
         "--no-browser",
         "--Voila.ip=127.0.0.1",
         f"--Voila.port={server.port}",
@@ -102,14 +123,119 @@ def app_command(server: AppServer, *, notebook: Path | None = None) -> list[str]
         f"--MappingKernelManager.cull_idle_timeout={server.cull_idle}",
         f"--MappingKernelManager.cull_interval={server.cull_interval}",
         "--MappingKernelManager.cull_connected=False",
-        # NOTE: a visitor may pick the dark theme with ?theme=dark.
+        # NOTE: a visitor may pick the dark theme with ?theme=dark (run_voila refuses others).
         "--VoilaConfiguration.allow_theme_override=YES",
+        "--VoilaConfiguration.allow_template_override=NO",
     ]
 
 
+def _check_workspace(path: Path) -> None:
+    """Raise :class:`ConfigurationError` when the local workspace ``path`` is not there.
+
+    NOTE: each page's kernel opens the workspace, which creates it when missing: a mistyped
+    path was served as a new, empty one (stewards saw no history and emitted into it), and an
+    existing folder of other files was made into one. Azure keeps the history in the cloud;
+    its local folder (the outbox) may be created.
+    """
+    from metaverse_kit.backends.local.factory import existing_settings
+    from metaverse_kit.config import default_backend
+
+    if default_backend(workspace=path) == "local":
+        existing_settings(path)
+
+
+def _check_planner_as_pages_load_it(server: AppServer, folder: Path) -> None:
+    """Load the planner in a new interpreter as a page's kernel does (in ``folder``, the
+    notebook's, with the server's environment); :class:`ConfigurationError` when it fails.
+
+    NOTE: the planner loading in this process is not enough: a module found through the
+    current folder (``python -m metaverse_kit.cli app``) was not found by the pages, whose
+    kernels start in the notebook's folder, and every steward's page failed.
+    """
+    code = (
+        "import sys\n"
+        "from metaverse_kit.errors import MetaverseError\n"
+        "from metaverse_kit.widgets.steward_app import load_planner\n"
+        "try:\n"
+        "    load_planner(sys.argv[1])\n"
+        "except MetaverseError as exc:\n"
+        "    sys.exit(str(exc))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(server.planner)],
+        cwd=folder,
+        env=app_environment(server),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise ConfigurationError(
+            f"{why[0]} (in the app's pages, which start in {folder}, not in this folder); "
+            "install the planner's package, or put its folder on PYTHONPATH"
+        )
+
+
+def _check_request(handler: Any, notebook: Any = None, cwd: str | None = None) -> Any:
+    """Refuse (HTTP 400) a page request whose ``?theme=`` is not ``light`` or ``dark``.
+
+    A Voila prelaunch hook (see :func:`run_voila`); returns None, leaving the notebook as it is.
+    """
+    import tornado.web
+
+    theme = handler.get_argument("theme", None)
+    if theme is not None and theme not in _THEMES:
+        raise tornado.web.HTTPError(400, reason="the theme is 'light' or 'dark'")
+    return None
+
+
+def run_voila(argv: list[str] | None = None) -> None:
+    """Run Voila with ``argv`` (default: this process's arguments), refusing page requests
+    with a ``?theme=`` other than ``light`` or ``dark`` (HTTP 400).
+
+    What :func:`app_command`'s command line runs.
+    """
+    from traitlets.config import Config
+    from voila.app import Voila
+
+    _stop_with_parent()
+    config = Config()
+    config.VoilaConfiguration.prelaunch_hook = _check_request
+    Voila.launch_instance(argv=sys.argv[1:] if argv is None else argv, config=config)
+
+
+# The environment variable through which serve() tells Voila its pid.
+_PARENT = "METAVERSE_APP_PARENT"
+
+
+def _stop_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM (Voila's clean stop) when the process
+    that started it (``$METAVERSE_APP_PARENT``) ends, even when it was killed outright."""
+    parent = os.environ.pop(_PARENT, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(parent):  # it ended before the line above: no signal will come
+        sys.exit(0)
+
+
 def app_environment(server: AppServer, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of the Voila server and its kernels: the workspace and the planner."""
+    """The environment of the Voila server and its kernels: the workspace and the planner, and
+    ``PYTHONPATH`` and ``METAVERSE_CONFIG`` with relative paths made absolute."""
     env = dict(os.environ if environ is None else environ)
+    # NOTE: the kernels start in the notebook's folder, not in this one: a relative path in
+    # these would name another file or folder there (a planner not found, another config).
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(p) if p else os.getcwd() for p in env["PYTHONPATH"].split(os.pathsep)
+        )
+    if env.get("METAVERSE_CONFIG"):
+        env["METAVERSE_CONFIG"] = os.path.abspath(env["METAVERSE_CONFIG"])
     if server.workspace is not None:
         env["METAVERSE_HOME"] = str(server.workspace)
     if server.planner:
@@ -127,7 +253,9 @@ def serve(server: AppServer) -> int:
     import signal
 
     command = app_command(server)
-    process = subprocess.Popen(command, env=app_environment(server))
+    env = app_environment(server)
+    env[_PARENT] = str(os.getpid())
+    process = subprocess.Popen(command, env=env)
     # NOTE: stopping this process (a service manager's SIGTERM) stops Voila and its kernels too.
     previous = signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:

@@ -670,7 +670,9 @@ def _app(args: argparse.Namespace) -> None:
     from metaverse_kit.app import AppServer, app_command, new_token, serve
     from metaverse_kit.config import app_planner, default_workspace_path
 
-    workspace = Path(args.workspace) if args.workspace else default_workspace_path()
+    # NOTE: expanded here: the kernels get the path in their environment, where no shell
+    # expands '~' (a quoted --workspace='~/ws' named <cwd>/~/ws for them).
+    workspace = Path(args.workspace).expanduser() if args.workspace else default_workspace_path()
     server = AppServer(
         port=args.port,
         token=args.token or new_token(),
