@@ -111,7 +111,7 @@ from metaverse_kit.errors import (
 from metaverse_kit.events.aspects import ASPECT_NAMES, STATUS_TYPE
 from metaverse_kit.history.arrow_types import BRANCH_FIELD, branch_type, union_branch
 from metaverse_kit.history.export import read_export
-from metaverse_kit.history.replay import REPLAY_START_KEY, replay_start
+from metaverse_kit.history.replay import REPLAY_START_KEY, check_flag, replay_start
 
 __all__ = [
     "AUDIT_COLUMNS",
@@ -245,7 +245,9 @@ def has_aspect_columns(names: Iterable[str]) -> bool:
 
 
 def _is_aspects_table(table: pa.Table) -> bool:
-    return has_aspect_columns(table.column_names)
+    # NOTE: with or without its values (aspects(values=False)); a question that needs them
+    # says the column is missing (_asked).
+    return has_aspect_columns([*table.column_names, "value"])
 
 
 def require_columns(table: pa.Table, columns: Iterable[str]) -> None:
@@ -448,11 +450,15 @@ def _partition_order(partitions: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray 
         return partitions
 
 
-def _explode(events: pa.Table) -> pa.Table:
+def _explode(events: pa.Table, *, values: bool = True) -> pa.Table:
     _require(events, _REQUIRED)
     column = events.column("proposedSnapshot")
     snaps = _snapshots(column.type)
     value_type = _value_type(snaps)
+    if not values:
+        # PERF: only what decides a write (its branch, and Status for a soft delete): the
+        # nested values are neither assembled nor copied by the sort below.
+        value_type = pa.struct([f for f in value_type if f.name in (_BRANCH, "Status")])
     snapshot = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
     pieces: list[tuple[pa.Array, ...]] = []
     for index, t in snaps:
@@ -508,7 +514,7 @@ def _explode(events: pa.Table) -> pa.Table:
             "aspect": _aspect_names(aspect_type),
             "aspect_type": aspect_type,
             "change": change,
-            "value": value,
+            **({"value": value} if values else {}),
             "enqueued_time": envelope.column("enqueued_time"),
             "emitted_time": emitted,
             "partition": envelope.column("partition"),
@@ -633,11 +639,11 @@ def _aspects_of(events: Any) -> pa.Table:
 
 
 def _asked(
-    events: Any, urn: str | None = None, *, count: bool = True
+    events: Any, urn: str | None = None, *, count: bool = True, values: bool = True
 ) -> tuple[pa.Table, UndecodedEvents | None]:
     """The aspects table of ``events`` (of ``urn`` alone, when given), and (``count``) the
     events of ``events`` that did not decode (None for an aspects table, whose rows tell
-    nothing of them).
+    nothing of them). ``values=False``: without the ``value`` column.
 
     NOTE: the questions warn of those only after their own checks passed: a warning followed
     by an error would be noise.
@@ -648,15 +654,19 @@ def _asked(
     if _is_aspects_table(table):
         if urn is not None:
             table = table.filter(pc.equal(table.column("urn"), urn))
+        if values:
+            _require(table, ["value"])
+        elif "value" in table.column_names:
+            table = table.drop_columns(["value"])
         # NOTE: an aspects table may have been sorted another way since (by urn, say).
         return in_replay_order(_complete(table)), None
     _require(table, _REQUIRED)
     undecoded = _undecoded(table) if count else None
     if urn is None:
-        return _explode(table), undecoded
+        return _explode(table, values=values), undecoded
     # PERF: filter events by urn before exploding, so one entity costs one pass over a column.
     keep = pc.indices_nonzero(pc.fill_null(pc.equal(_urns_of_events(table), urn), False))
-    rows = _explode(table.take(keep))
+    rows = _explode(table.take(keep), values=values)
     # NOTE: event_index must point into the caller's table, not into the filtered one.
     original = pc.take(keep.cast(pa.int64()), rows.column("event_index"))
     rows = rows.set_column(rows.schema.get_field_index("event_index"), "event_index", original)
@@ -779,7 +789,7 @@ def empty_aspects() -> pa.Table:
     return aspects(PayloadSchema(mce_definition()).arrow_schema().empty_table())
 
 
-def aspects(events: Any) -> pa.Table:
+def aspects(events: Any, *, values: bool = True) -> pa.Table:
     """One row per (event, aspect), in replay order.
 
     Columns: ``urn``, ``entity_type`` (``dataset``, ``corpuser``, ...), ``platform`` (of a
@@ -791,10 +801,15 @@ def aspects(events: Any) -> pa.Table:
     ``aspect_index`` (the aspect's position in its MCE). Events that did not decode
     (``decode_error`` set) have no aspects and no rows.
 
+    ``values=False`` leaves the ``value`` column out, and the nested values are not copied:
+    far cheaper on a long history, for a caller that needs to know which write is where
+    (``event_index`` and ``aspect_index`` locate each value in ``events``).
+
     Raises :class:`MissingColumnError` naming a column ``events`` lacks, and
     :class:`HistoryInputError` when it is not an events table.
     """
-    return _aspects_of(events)
+    check_flag(values, "values")
+    return _asked(events, count=False, values=values)[0]
 
 
 def aspect_record(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -970,7 +985,9 @@ def _up_to(table: pa.Table, when: datetime, *, inclusive: bool = True) -> pa.Tab
     return table.filter(pc.less(times, time_scalar(when, times, round_up=True)))
 
 
-def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.Table:
+def state_as_of(
+    events: Any, when: Any, *, include_removed: bool = False, values: bool = True
+) -> pa.Table:
     """The catalogue at ``when``: for each (urn, aspect), the last value enqueued at or before it.
 
     One row per (urn, aspect), sorted by urn then aspect, with the columns of :func:`aspects`
@@ -978,17 +995,20 @@ def state_as_of(events: Any, when: Any, *, include_removed: bool = False) -> pa.
     plus ``removed``: whether the entity's last ``Status`` by then had ``removed=True``.
     Entities removed by then are left out unless ``include_removed=True``; a restored entity
     (``Status`` set back to ``removed=False``) is in again. Events enqueued exactly at
-    ``when`` count.
+    ``when`` count. ``values=False`` leaves the ``value`` column out (and copies no nested
+    value): ``event_index`` and ``aspect_index`` say where each write is.
 
     Raises :class:`HistoryInputError` for a ``when`` that is not a time and
     :class:`MissingColumnError` for a table without the columns of a replay. Warns of events
     that did not decode and of a replay that started after the lake's first events (see
     *Warnings* in the module notes).
     """
+    check_flag(values, "values")
     if (spark := _spark_questions(events)) is not None:
-        return spark.state_as_of(events, when, include_removed=include_removed)
+        state = spark.state_as_of(events, when, include_removed=include_removed)
+        return state if values else state.drop("value")
     moment = as_utc(when, "when")
-    table, undecoded = _asked(events)
+    table, undecoded = _asked(events, values=values)
     _require_times(table)
     warn_undecoded("state_as_of", undecoded)
     warn_partial("state_as_of", replay_start(table))

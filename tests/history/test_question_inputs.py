@@ -283,3 +283,49 @@ def test_a_mistyped_aspect_name_is_refused_with_the_closest_one(lake: Lake) -> N
         lake.events, ORDERS, "Ownership"
     )
     assert latest_aspect(lake.events, CUSTOMERS, "ownership") is None
+
+
+# -- which write is where, without the values ------------------------------------------------------
+
+
+def test_without_values_the_same_rows_and_columns_but_value(lake: Lake) -> None:
+    """aspects(values=False) and state_as_of(values=False): the same answer less its nested
+    values (which a caller looks up by event_index and aspect_index)."""
+    h = lake
+    h.ws.emit(mk.mce(CUSTOMERS, [A.status(True)]))
+    events = h.ws.replay(progress=False)
+    full = mk.history.aspects(events)
+    bare = mk.history.aspects(events, values=False)
+    assert bare.equals(full.drop_columns(["value"]))
+    for when in (h.t0, h.t1, h.end + timedelta(days=1)):
+        for removed in (False, True):
+            want = mk.history.state_as_of(events, when, include_removed=removed)
+            want = want.drop_columns(["value"])
+            assert mk.history.state_as_of(
+                events, when, include_removed=removed, values=False
+            ).equals(want)
+            assert mk.history.state_as_of(bare, when, include_removed=removed, values=False).equals(
+                want
+            )
+            assert mk.history.state_as_of(full, when, include_removed=removed, values=False).equals(
+                want
+            )
+    # Each write's value is where the two indexes say.
+    state = mk.history.state_as_of(events, h.end, values=False)
+    values = mk.history.state_as_of(events, h.end)
+    for row, value in zip(state.to_pylist(), values.column("value").to_pylist(), strict=True):
+        written = mk.history.aspects(events.slice(row["event_index"], 1))
+        at = written.column("aspect_index").to_pylist().index(row["aspect_index"])
+        assert written.column("value")[at].as_py() == value
+
+
+def test_a_question_that_needs_the_values_says_they_are_missing(lake: Lake) -> None:
+    bare = mk.history.aspects(lake.events, values=False)
+    with pytest.raises(mk.history.MissingColumnError, match="value"):
+        mk.history.changes(bare, lake.t0, lake.end)
+    with pytest.raises(mk.history.MissingColumnError, match="value"):
+        mk.history.audit_trail(bare, ORDERS)
+    with pytest.raises(mk.history.MissingColumnError, match="value"):
+        mk.history.state_as_of(bare, lake.end)
+    with pytest.raises(mk.ConfigurationError, match="values= takes True or False"):
+        mk.history.aspects(lake.events, values="no")
