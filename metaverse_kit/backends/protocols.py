@@ -286,6 +286,9 @@ class EventChunk:
     when they were received from the hub before Capture wrote them (``file`` then says which
     namespace, event hub and partition). Rows enqueued before ``min_time`` or numbered below
     ``min_sequence`` are before the consumer's start position: the reader drops them.
+    ``offset`` says where ``data``'s blocks are in that file: a byte position in ``data`` past
+    its header is ``offset`` bytes further on in the file (the blocks handed over before them;
+    0 when ``data`` holds the file from its start, or no file's bytes).
     """
 
     data: bytes
@@ -294,6 +297,7 @@ class EventChunk:
     file: CaptureFile | None = None
     min_sequence: int | None = None
     min_time: datetime | None = None
+    offset: int = 0
 
 
 @runtime_checkable

@@ -17,14 +17,18 @@ so a tail opened again with the same name resumes after it.
 A damaged block in a Capture file (its framing whole, its records not decoding) is left out
 as ``replay(on_bad_file="skip")`` leaves it out: the file's intact blocks and every other
 file's events are handed out, the part left out is listed in :attr:`Tail.skipped_files` and in
-the batch's metadata (:func:`~metaverse_kit.history.decode.skipped_files`), and a
-:class:`~metaverse_kit.errors.CaptureFileWarning` names the file. NOTE: the consumer has moved
-past those blocks when they are decoded, so raising would lose the other files' events read
-with them, and a tail resumed after the error would never show the damage again.
+the batch's metadata (:func:`~metaverse_kit.history.decode.skipped_files`), its byte offset
+counted from the start of the file, and a :class:`~metaverse_kit.errors.CaptureFileWarning`
+names the file. So is a file that cannot be read at all (its Avro header damaged, no Capture
+archive): it is listed with no offset, and the tail goes on with the other files. NOTE: the
+consumer has moved past those blocks when they are decoded, so raising would lose the other
+files' events read with them, and a tail resumed after the error would never show the damage
+again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,7 +46,7 @@ from metaverse_kit.backends.protocols import (
     StartPosition,
 )
 from metaverse_kit.errors import CaptureFileWarning, ConfigurationError, warn
-from metaverse_kit.history.decode import SkippedPart, skipped_files
+from metaverse_kit.history.decode import SkippedPart, skipped_files, with_skipped
 from metaverse_kit.history.replay import (
     CaptureBytes,
     check_flag,
@@ -145,9 +149,8 @@ class Tail(Iterator[pa.RecordBatch]):
         self._closed = False
         #: Events dropped as duplicates so far.
         self.duplicates_dropped = 0
-        #: Damaged parts of Capture files left out so far (see the module notes). NOTE: an
-        #: offset counts from the start of what the tail read of the file (its header, then
-        #: the blocks new since the read before), not from the start of the file.
+        #: Damaged parts of Capture files left out so far (see the module notes); an offset
+        #: counts from the start of the file.
         self.skipped_files: list[SkippedPart] = []
         #: Events handed out so far.
         self.events = 0
@@ -206,8 +209,9 @@ class Tail(Iterator[pa.RecordBatch]):
         )
         out = []
         for chunk, batch in zip(chunks, batches, strict=True):
-            skipped = skipped_files(batch)
+            skipped = [_in_file(s, chunk.offset) for s in skipped_files(batch)]
             if skipped:
+                batch = with_skipped(batch, skipped)
                 self.skipped_files.extend(skipped)
                 _warn_damaged(chunk.path, skipped)
             batch = _after_start(batch, chunk)
@@ -239,10 +243,33 @@ class Tail(Iterator[pa.RecordBatch]):
         self._consumer.close()
 
 
+def _in_file(part: SkippedPart, offset: int) -> SkippedPart:
+    """``part`` of a chunk whose blocks are ``offset`` bytes further on in their file (see
+    :class:`~metaverse_kit.backends.protocols.EventChunk`), its offset counted in the file.
+
+    NOTE: a part with an offset is never in the header (a damaged header makes the whole file
+    the part, with no offset), so every offset moves by the same amount.
+    """
+    if part.offset is None or not offset:
+        return part
+    return dataclasses.replace(part, offset=part.offset + offset)
+
+
 def _warn_damaged(path: str, skipped: Sequence[SkippedPart]) -> None:
     """Warn that the tail left the damaged parts ``skipped`` of the file ``path`` out."""
     reasons = "; ".join(dict.fromkeys(s.reason for s in skipped))
     kept = skipped[-1].events_kept
+    if all(s.offset is None for s in skipped) and not kept:
+        warn(
+            CaptureFileWarning(
+                f"{path or 'A Capture file'} cannot be read ({reasons}); the tail left it out "
+                "and goes on with the other files, and reads it again once it changes. "
+                "`metaverse doctor` finds damaged Capture files (`--repair` moves one with "
+                "nothing readable aside); move a file that is no Capture file out of the lake. "
+                "tail.skipped_files lists what was left out"
+            )
+        )
+        return
     warn(
         CaptureFileWarning(
             f"{path or 'A Capture file'} has damaged blocks the tail left out ({reasons}); "

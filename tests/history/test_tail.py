@@ -235,6 +235,127 @@ def test_a_damaged_block_is_left_out_and_named_and_the_other_files_events_arrive
     assert sorted(got["message_id"].to_pylist()) == sorted(r.message_id for r in others)
 
 
+def test_a_block_whose_framing_is_damaged_is_named_and_the_blocks_after_it_arrive(
+    workspace: mk.Workspace,
+) -> None:
+    """A damaged block with complete blocks after it was taken for a block being written: the
+    tail waited before it for ever, naming nothing, and never handed out what followed."""
+    urn = mk.make_dataset_urn("hive", "db.orders")
+    with workspace.tail() as tail:
+        (first,) = workspace.emit(mk.mce(urn, [mk.aspects.status(False)]))
+        assert _read_until(tail, 1).num_rows == 1
+        path = Path(first.location or "")
+        (second,) = workspace.emit(mk.mce(urn, [mk.aspects.status(True)]))
+        end_of_second = path.stat().st_size
+        (third,) = workspace.emit(mk.mce(urn, [mk.aspects.status(False)]))
+        assert first.location == second.location == third.location
+        data = bytearray(path.read_bytes())
+        data[end_of_second - 16 : end_of_second] = bytes(16)  # the second block's sync marker
+        path.write_bytes(bytes(data))
+        with pytest.warns(mk.CaptureFileWarning, match=re.escape(str(path))):
+            got = _read_until(tail, 1)
+        assert tail.read(0.3) == []
+        assert [s.path for s in tail.skipped_files] == [str(path)]
+        (fourth,) = workspace.emit(mk.mce(urn, [mk.aspects.status(True)]))
+        got = pa.concat_tables([got, _read_until(tail, 1)])
+    assert got["message_id"].to_pylist() == [third.message_id, fourth.message_id]
+
+
+def _damage_header(path: Path) -> bytes:
+    """Overwrite the first bytes of the Capture file at ``path``; returns its bytes before."""
+    intact = path.read_bytes()
+    path.write_bytes(b"XXXX" + intact[4:])
+    return intact
+
+
+def test_a_file_with_a_damaged_header_is_named_the_others_arrive_and_it_is_read_once_restored(
+    workspace: mk.Workspace,
+) -> None:
+    """A file whose Avro header was damaged made every read raise, for ever, and the events of
+    the files read with it were lost."""
+    with workspace.tail() as tail:
+        receipts = workspace.emit(
+            [
+                mk.mce(mk.make_dataset_urn("hive", f"db.t{i}"), [mk.aspects.status(False)])
+                for i in range(8)
+            ]
+        )
+        damaged = Path(receipts[-1].location or "")
+        mine = [r for r in receipts if r.location == str(damaged)]
+        others = [r for r in receipts if r.location != str(damaged)]
+        assert others
+        intact = _damage_header(damaged)
+        with pytest.warns(mk.CaptureFileWarning, match=re.escape(str(damaged))) as caught:
+            got = _read_until(tail, len(others))
+        assert "cannot be read (not an Avro container" in str(caught[0].message)
+        assert tail.read(0.3) == []  # no error, and the file is not named again
+        assert [(s.path, s.offset) for s in tail.skipped_files] == [(str(damaged), None)]
+        assert "not an Avro container" in tail.skipped_files[0].reason
+        assert sorted(got["message_id"].to_pylist()) == sorted(r.message_id for r in others)
+
+        damaged.write_bytes(intact)  # restored from a copy: the same size as the damaged file
+        restored = _read_until(tail, len(mine))
+    assert sorted(restored["message_id"].to_pylist()) == sorted(r.message_id for r in mine)
+
+
+def test_latest_opens_past_a_damaged_file_and_never_hands_out_what_it_held(
+    workspace: mk.Workspace,
+) -> None:
+    urn = mk.make_dataset_urn("hive", "db.orders")
+    (old,) = workspace.emit(mk.mce(urn, [mk.aspects.status(False)]))
+    damaged = Path(old.location or "")
+    intact = _damage_header(damaged)
+    with workspace.tail(start="latest") as tail:  # raised CaptureFileError
+        assert tail.read(0.2) == []
+        damaged.write_bytes(intact)
+        assert tail.read(0.3) == []  # what the file held was written before the start
+        (new,) = workspace.emit(mk.mce(urn, [mk.aspects.status(True)]))
+        got = _read_until(tail, 1)
+    assert got["message_id"].to_pylist() == [new.message_id]
+    assert tail.skipped_files == []
+
+
+def test_a_checkpoint_keeps_a_damaged_file_of_an_older_window_to_read_once_restored(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    urn = mk.make_dataset_urn("hive", "db.orders")
+    (old,) = workspace.emit(mk.mce(urn, [mk.aspects.status(False)]))
+    clock.advance(minutes=30)
+    (later,) = workspace.emit(mk.mce(urn, [mk.aspects.status(True)]))
+    damaged = Path(old.location or "")
+    assert later.location != str(damaged)  # a newer window's file of the same partition
+    intact = _damage_header(damaged)
+    with (
+        pytest.warns(mk.CaptureFileWarning, match=re.escape(str(damaged))),
+        workspace.tail(start="earliest", checkpoint="nightly") as tail,
+    ):
+        assert _read_until(tail, 1)["message_id"].to_pylist() == [later.message_id]
+    damaged.write_bytes(intact)
+    with workspace.tail(start="earliest", checkpoint="nightly") as tail:
+        got = _read_until(tail, 1)
+        assert tail.read(0.3) == []
+    assert got["message_id"].to_pylist() == [old.message_id]
+
+
+def test_a_damaged_block_is_named_at_its_offset_in_the_file(workspace: mk.Workspace) -> None:
+    """The offset of a damaged block counted from the start of what the tail read of the file
+    (its header, then the new blocks), not from the start of the file."""
+    urn = mk.make_dataset_urn("hive", "db.orders")
+    with workspace.tail() as tail:
+        (first,) = workspace.emit(mk.mce(urn, [mk.aspects.status(False)]))
+        assert _read_until(tail, 1).num_rows == 1
+        path = Path(first.location or "")
+        second_block = path.stat().st_size
+        (second,) = workspace.emit(mk.mce(urn, [mk.aspects.status(True)]))
+        assert second.location == first.location
+        data = bytearray(path.read_bytes())
+        data[second_block + 8 : second_block + 14] = b"\xff" * 6  # records that do not decode
+        path.write_bytes(bytes(data))
+        with pytest.warns(mk.CaptureFileWarning, match=re.escape(str(path))):
+            assert tail.read(1.0) == []
+    assert [(s.path, s.offset) for s in tail.skipped_files] == [(str(path), second_block)]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

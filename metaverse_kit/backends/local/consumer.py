@@ -4,7 +4,15 @@ Reading: :func:`new_events` is the one place that reads what the hub wrote: for 
 lists the Capture files of the newest time windows (a walk pruned by the date folders), reads
 each through the lake, and hands over the complete Avro blocks after the position already
 reached, as a small Capture archive (the file's header followed by those blocks). A block is
-complete when its sync marker follows it, so a block being written is left for the next call.
+complete when its sync marker follows it, so a block being written is left for the next call;
+damaged bytes between complete blocks are handed over with them, for the tail's decoder to
+name and leave out (the walk resynchronises after them, as a replay's does).
+
+A file that cannot be read as a whole stops nothing (see :func:`new_events`): its Avro header is
+damaged, it is no Avro file at all (a stray copy with a Capture path), or it cannot be opened.
+The other files and partitions are read as usual; the file is named (by the tail's decoder,
+which lists it in ``Tail.skipped_files``, or by a :class:`CaptureFileWarning` here) and looked
+at again whenever it changes, so a file restored or replaced later is read then.
 
 Waking up: the hub renames its state files into ``<workspace>/hub/`` at every commit. On Linux
 an inotify watch on that folder (through ``ctypes``, no extra package) wakes the consumer then,
@@ -13,8 +21,9 @@ seconds covers a missed wake-up. Without inotify (macOS, an exhausted watch tabl
 every ``fallback_interval`` seconds instead, which is a listing of a few folders.
 
 Checkpoints (``checkpoint="name"``) are kept in ``<workspace>/checkpoints/<consumer group>/
-<name>.json``: the newest window and the byte position reached in each of its files, per
-partition, so a tail opened again with the same name resumes after what it handed out.
+<name>.json``: the newest window and the byte position reached in each of its files, and the
+files that could not be read, per partition, so a tail opened again with the same name resumes
+after what it handed out and still reads those files once they are fixed.
 """
 
 from __future__ import annotations
@@ -34,14 +43,19 @@ from pathlib import Path
 
 from metaverse_kit._files import atomic_write
 from metaverse_kit.backends.local.lake import LocalLake
-from metaverse_kit.backends.protocols import EventChunk, StartPosition
+from metaverse_kit.backends.protocols import CaptureFile, EventChunk, StartPosition
 from metaverse_kit.capture import (
     CAPTURE_MAX_WINDOW,
     parse_capture_path,
     read_header,
-    read_varint,
+    scan_blocks,
 )
-from metaverse_kit.errors import CaptureFileError, ConfigurationError
+from metaverse_kit.errors import (
+    CaptureFileError,
+    CaptureFileWarning,
+    ConfigurationError,
+    warn,
+)
 
 __all__ = ["LocalEventConsumer", "PartitionCursor", "new_events"]
 
@@ -59,15 +73,22 @@ class PartitionCursor:
 
     ``window`` is the start of the newest time window read (None: nothing read yet, every
     file is new); ``files`` maps the path of each file of that window or later to the byte
-    position reached in it, and ``sizes`` to the size it had then. Rows numbered below
-    ``min_sequence`` or enqueued before ``min_time`` are before the start position.
+    position reached in it, and ``versions`` to the version (size, times, inode) it had then.
+    Rows numbered below ``min_sequence`` or enqueued before ``min_time`` are before the start
+    position. ``unreadable`` maps each file that could not be read as a whole to what it was
+    then (its version, or why it could not be looked at), whatever its window: it is looked
+    at again on every read and read once it changed. ``before_start`` holds those of them
+    that were unreadable when a ``"latest"`` cursor was placed: what they hold once readable
+    was written before the start.
     """
 
     window: datetime | None = None
     files: dict[str, int] = field(default_factory=dict)
-    sizes: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
     min_sequence: int | None = None
     min_time: datetime | None = None
+    unreadable: dict[str, str] = field(default_factory=dict)
+    before_start: set[str] = field(default_factory=set)
 
 
 def _files_since(partition_root: Path, since: datetime | None) -> list[Path]:
@@ -107,25 +128,25 @@ def _files_since(partition_root: Path, since: datetime | None) -> list[Path]:
 def _new_blocks(data: bytes, position: int, where: str) -> tuple[bytes, int]:
     """A Capture archive of the complete blocks of ``data`` after ``position``, and where they end.
 
-    Returns ``(b"", position)`` when there is no new complete block. A file that became
-    shorter than ``position`` (replaced) is read again from its first block.
+    Returns ``(b"", position)`` when there is no new complete block. A file replaced since
+    ``position`` was reached (shorter than it, or with no block ending there: restored from a
+    copy, rewritten by ``metaverse doctor --repair``) is read again from its first block; the
+    tail drops the events it handed out before as duplicates. Damaged bytes with complete
+    blocks after them are in the archive, for the decoder to name and leave out. Raises
+    :class:`CaptureFileError` naming ``where`` when the Avro header does not parse.
     """
     _, sync, first = read_header(data, where=where)
-    start = first if position < first or position > len(data) else position
-    pos = start
-    while pos < len(data):
-        try:
-            _, at = read_varint(data, pos)
-            size, at = read_varint(data, at)
-        except IndexError:
-            break
-        end = at + size + len(sync)
-        if size < 0 or end > len(data) or data[end - len(sync) : end] != sync:
-            break
-        pos = end
-    if pos == start:
-        return b"", pos
-    return data[:first] + data[start:pos], pos
+    replaced = position > len(data) or (
+        position > first and data[position - len(sync) : position] != sync
+    )
+    start = first if position < first or replaced else position
+    # NOTE: the walk goes on after damage (resync): stopping at a damaged block, as at a block
+    # being written, never named it and never handed out the blocks after it. What follows the
+    # last complete block (a block being written) is left for the next call.
+    end = scan_blocks(data, start, sync, resync=True).end
+    if end == start:
+        return b"", start
+    return data[:first] + data[start:end], end
 
 
 def new_events(
@@ -134,28 +155,65 @@ def new_events(
     """The events of ``partition`` written after ``cursor``, one chunk per Capture file; moves it.
 
     Reads through :class:`LocalLake` (so a lake that reads a file only up to its committed
-    length is honoured); files whose size did not change since the last call are not read.
+    length is honoured); files whose version did not change since the last call are not read.
+
+    A file that cannot be read as a whole is recorded in ``cursor.unreadable`` and read again
+    once it changes; it never stops the other files. One whose Avro header does not parse (no
+    Avro file at all, or its header damaged) is handed over as it is, in a chunk of its own:
+    the decoder the tail reads every chunk with names it (``Tail.skipped_files``, a
+    :class:`CaptureFileWarning`), as a replay with ``on_bad_file="skip"`` does. One that cannot
+    be listed or opened (a folder or a broken link with a Capture file's name, a file this user
+    may not read) holds no bytes to hand over, so a :class:`CaptureFileWarning` names it here.
     """
     root = lake_root / namespace / eventhub / partition
     paths = _files_since(root, cursor.window)
+    # NOTE: unreadable files of older windows too, so that one restored later is read then.
+    listed = {str(p) for p in paths}
+    paths += [Path(p) for p in cursor.unreadable if p not in listed]
     if not paths:
         return []
     lake = LocalLake(paths)
+    files, failed = _list(lake, paths)
+    for path in [p for p in cursor.unreadable if p not in failed]:
+        if not os.path.lexists(path):
+            _forget(cursor, path)  # moved aside (a repair) or deleted: no events to wait for
+    for path, reason in failed.items():
+        if cursor.unreadable.get(path) != reason:
+            cursor.unreadable[path] = reason
+            _warn_unreadable(path, reason)
     chunks: list[EventChunk] = []
-    for file in lake.list_files():
-        if cursor.sizes.get(file.path) == file.size:
+    for file in files:
+        if cursor.versions.get(file.path) == file.version:
             continue
         try:
             data = lake.read_bytes(file)
         except CaptureFileError:
             continue  # NOTE: replaced between the listing and the read; the next call sees it.
-        chunk, end = _new_blocks(data, cursor.files.get(file.path, 0), file.path)
-        cursor.files[file.path] = end
-        cursor.sizes[file.path] = file.size
+        except OSError as exc:
+            cursor.versions[file.path] = file.version
+            if cursor.unreadable.get(file.path) != file.version:
+                cursor.unreadable[file.path] = file.version
+                _warn_unreadable(file.path, exc.strerror or str(exc))
+            continue
+        cursor.versions[file.path] = file.version
         if file.window_start is not None and (
             cursor.window is None or file.window_start > cursor.window
         ):
             cursor.window = file.window_start
+        try:
+            chunk, end = _new_blocks(data, cursor.files.get(file.path, 0), file.path)
+        except CaptureFileError:
+            # NOTE: the header does not parse, so no block of the file can be found. Raising
+            # here stopped every read for ever and lost the events of the files read with it;
+            # the bytes go to the decoder instead, which names the file and what is wrong.
+            cursor.unreadable[file.path] = file.version
+            chunks.append(EventChunk(data, partition, file.path, file))
+            continue
+        cursor.unreadable.pop(file.path, None)
+        cursor.files[file.path] = end
+        if file.path in cursor.before_start:
+            cursor.before_start.discard(file.path)
+            continue  # readable again, and all it holds was written before the start
         if chunk:
             chunks.append(
                 EventChunk(
@@ -165,13 +223,59 @@ def new_events(
                     file,
                     min_sequence=cursor.min_sequence,
                     min_time=cursor.min_time,
+                    # NOTE: the chunk is the header then the file's bytes up to ``end``.
+                    offset=end - len(chunk),
                 )
             )
     if cursor.window is not None:
-        for path in [p for p in cursor.files if _window_of(p) < cursor.window]:
-            del cursor.files[path]
-            cursor.sizes.pop(path, None)
+        known = set(cursor.files) | set(cursor.versions)
+        for path in [p for p in known if p not in cursor.unreadable]:
+            if _window_of(path) < cursor.window:
+                cursor.files.pop(path, None)
+                cursor.versions.pop(path, None)
     return chunks
+
+
+def _list(lake: LocalLake, paths: list[Path]) -> tuple[list[CaptureFile], dict[str, str]]:
+    """The files of ``lake`` (made of ``paths``), and the paths there that cannot be listed,
+    with why (a path gone since the walk is left out: it holds no events).
+
+    NOTE: the lake refuses a list of files when one of them is no file (gone since the walk,
+    as a repair moves a damaged file aside; a folder; a broken link) or cannot be looked at,
+    which made every read of the partition fail. Then each path is listed on its own.
+    """
+    try:
+        return lake.list_files(), {}
+    except (ConfigurationError, CaptureFileError):
+        pass
+    files: list[CaptureFile] = []
+    failed: dict[str, str] = {}
+    for path in paths:
+        try:
+            files.extend(LocalLake([path]).list_files())
+        except ConfigurationError:
+            if os.path.lexists(path):
+                failed[str(path)] = "it is not a file (a folder, or a link to nothing)"
+        except CaptureFileError as exc:
+            failed[str(path)] = str(exc)
+    return files, failed
+
+
+def _forget(cursor: PartitionCursor, path: str) -> None:
+    for known in (cursor.files, cursor.versions, cursor.unreadable):
+        known.pop(path, None)
+    cursor.before_start.discard(path)
+
+
+def _warn_unreadable(path: str, reason: str) -> None:
+    """Warn that the file at ``path`` in the lake cannot be listed or opened, and is passed by."""
+    warn(
+        CaptureFileWarning(
+            f"{path} is in the lake but cannot be read ({reason}); the tail goes on with the "
+            "other files and reads it once it changes. Give it the mode the other Capture files "
+            "have, or move it out of the lake if it is no Capture file"
+        )
+    )
 
 
 def _window_of(path: str) -> datetime:
@@ -326,6 +430,9 @@ class LocalEventConsumer:
         if paths:
             cursor.window = _window_of(str(paths[-1]))
             self._read(partition, cursor)
+            # NOTE: nothing of a file unreadable now is read; once readable, its blocks then
+            # are skipped like those of the files read now, never handed out as new events.
+            cursor.before_start = set(cursor.unreadable)
         return cursor
 
     def _read(self, partition: str, cursor: PartitionCursor) -> list[EventChunk]:
@@ -362,6 +469,12 @@ class LocalEventConsumer:
                 p: PartitionCursor(
                     window=datetime.fromisoformat(c["window"]) if c["window"] else None,
                     files={str(self.lake_root / k): int(v) for k, v in c["files"].items()},
+                    # NOTE: what they were is not kept: they are read again, and named again
+                    # when still unreadable. Checkpoints saved before these keys have none.
+                    unreadable=dict.fromkeys(
+                        (str(self.lake_root / k) for k in c.get("unreadable", [])), ""
+                    ),
+                    before_start={str(self.lake_root / k) for k in c.get("before_start", [])},
                 )
                 for p, c in saved["partitions"].items()
             }
@@ -385,6 +498,10 @@ class LocalEventConsumer:
                     "files": {
                         os.path.relpath(k, self.lake_root): v for k, v in sorted(c.files.items())
                     },
+                    "unreadable": sorted(os.path.relpath(k, self.lake_root) for k in c.unreadable),
+                    "before_start": sorted(
+                        os.path.relpath(k, self.lake_root) for k in c.before_start
+                    ),
                 }
                 for p, c in sorted(self._cursors.items())
             },
