@@ -4,6 +4,7 @@ every intact block (counted against what fastavro reads from the intact parts)."
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.capture import read_header, read_varint
-from tests.conftest import SimClock
+from tests.conftest import REPO, SimClock, as_other_user
 
 SIZES = [2, 3, 1, 4, 2]  # events per block: one block per emit, all in one Capture file
 
@@ -286,3 +287,39 @@ def test_older_files_read_their_time_from_the_text_and_an_unreadable_one_is_name
     assert table.num_rows == 3
     (part,) = mk.skipped_files(table)
     assert part.path == str(bad) and part.offset is None and "EnqueuedTimeUtc" in part.reason
+
+
+_REPLAY_LOCKED = """
+import sys
+import metaverse_kit as mk
+with mk.connect(path=sys.argv[1]) as ws:
+    try:
+        ws.replay(progress=False, cache=False)
+    except mk.CaptureFileError as exc:
+        print(exc)
+"""
+
+
+def test_a_file_this_user_cannot_read_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A Capture file the user may not read (another member's 0600 copy) stopped the replay
+    with a bare PermissionError."""
+    with mk.connect(path=tmp_path / "ws") as ws:
+        (receipt,) = ws.emit(mk.example_mce())
+    locked = Path(receipt.location or "")
+    os.chmod(locked, 0)
+    try:
+        done = subprocess.run(
+            [*as_other_user([sys.executable, "-c", _REPLAY_LOCKED]), str(tmp_path / "ws")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(REPO)},
+            timeout=300,
+            check=False,
+        )
+    finally:
+        os.chmod(locked, 0o644)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f"{locked} is in the lake but cannot be read: Permission denied; give it the mode the "
+        "other Capture files have, or move it out of the lake if it is no Capture file"
+    )

@@ -187,13 +187,18 @@ def new_events(
             continue
         try:
             data = lake.read_bytes(file)
-        except CaptureFileError:
-            continue  # NOTE: replaced between the listing and the read; the next call sees it.
-        except OSError as exc:
+        except CaptureFileError as exc:
+            if not os.path.lexists(file.path):
+                continue  # NOTE: gone between the listing and the read; the next call sees it.
+            # NOTE: it cannot be opened (a file this user may not read).
             cursor.versions[file.path] = file.version
             if cursor.unreadable.get(file.path) != file.version:
                 cursor.unreadable[file.path] = file.version
-                _warn_unreadable(file.path, exc.strerror or str(exc))
+                cause = exc.__cause__
+                _warn_unreadable(
+                    file.path,
+                    cause.strerror or str(cause) if isinstance(cause, OSError) else str(exc),
+                )
             continue
         cursor.versions[file.path] = file.version
         if file.window_start is not None and (

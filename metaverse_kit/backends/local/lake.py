@@ -152,6 +152,14 @@ class LocalLake:
                 data = f.read()
         except FileNotFoundError as exc:
             raise CaptureFileError(f"{file.path} disappeared while replaying") from exc
+        except OSError as exc:
+            # NOTE: a file this user may not read (another member's 0600 copy) was a bare
+            # PermissionError naming no way out.
+            raise CaptureFileError(
+                f"{file.path} is in the lake but cannot be read: {exc.strerror}; give it the "
+                "mode the other Capture files have, or move it out of the lake if it is no "
+                "Capture file"
+            ) from exc
         committed = None if self._appending is None else self._appending().get(file.path)
         if committed is None or len(data) < committed:
             return data
