@@ -121,3 +121,36 @@ def test_a_row_that_does_not_parse_is_named_by_its_line(
     assert failure.message.startswith(
         "data.csv line 5: Expected 2 columns, got 3: 3,Oslo,extra (a quote never closed, or "
     )
+
+
+def _json_lines(last: int = 57) -> str:
+    rows = "".join(f'{{"id": {n}, "city": "row {n}"}}\n' for n in range(1, last))
+    return f'{rows}{{"id": {last}, "city": "Orléans"}}\n'
+
+
+def test_json_lines_not_in_utf8_fail_with_their_line_and_byte(
+    workspace: mk.Workspace, tmp_path: Path
+) -> None:
+    """A Latin-1 JSON lines file was read without a word; UTF-16 failed with pyarrow's
+    'JSON parse error: Invalid value. in row 0'."""
+    root = tmp_path / "files"
+    root.mkdir()
+    text = _json_lines()
+    (root / "data.jsonl").write_bytes(text.encode("latin-1"))
+    report = _ingest(workspace, root)
+    (failure,) = list(report.failures)
+    offset = text.encode("latin-1").index(b"\xe9")
+    assert failure.message.startswith(f"data.jsonl line 57 (byte offset {offset}")
+    assert "byte 0xe9 is not UTF-8" in failure.message
+    assert report.events_emitted == 0
+
+
+def test_json_lines_in_utf16_with_a_byte_order_mark_give_their_columns(
+    workspace: mk.Workspace, tmp_path: Path
+) -> None:
+    root = tmp_path / "files"
+    root.mkdir()
+    (root / "data.jsonl").write_bytes(_json_lines().encode("utf-16"))
+    report = _ingest(workspace, root)
+    assert not list(report.failures)
+    assert [name for name, _ in _fields(report, "data.jsonl")] == ["id", "city"]

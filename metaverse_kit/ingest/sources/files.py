@@ -336,11 +336,12 @@ def _check_unique_columns(f: _File, schema: pa.Schema) -> None:
         )
 
 
-def _csv_head(path: str, head: bytes) -> bytes:
-    """The whole lines of a CSV file's first bytes (all of them when ``head`` is shorter than
-    :data:`_HEAD`), as UTF-8 for pyarrow; ValueError naming the file's line and byte offset
-    where they are not text in the encodings the CSV readers take
-    (:data:`~metaverse_kit.ingest.source.TEXT_ENCODINGS`).
+def _csv_head(path: str, head: bytes, *, what: str = "row (or the header)") -> bytes:
+    """The whole lines of a CSV (or JSON lines) file's first bytes (all of them when ``head``
+    is shorter than :data:`_HEAD`), as UTF-8 for pyarrow; ValueError naming the file's line and
+    byte offset where they are not text in the encodings the CSV readers take
+    (:data:`~metaverse_kit.ingest.source.TEXT_ENCODINGS`). ``what`` names a line in the error
+    of a head without a whole one.
     """
     whole = len(head) < _HEAD
     # NOTE: pyarrow took a column of text that is not UTF-8 (Excel's plain "CSV") for bytes
@@ -361,7 +362,7 @@ def _csv_head(path: str, head: bytes) -> bytes:
         # NOTE: a header without a row gives every column the type null.
         raise ValueError(
             f"{path} has no whole row in its first {_HEAD >> 20} MiB, from which the schema is "
-            "read: a row (or the header) longer than that, or a quote never closed"
+            f"read: a {what} longer than that, or a quote never closed"
         )
     return head[:cut]
 
@@ -495,10 +496,14 @@ class FilesSource(Source):
         if ds.format == "json":
             import pyarrow.json as pjson
 
-            head = self.store.head(f.path, _HEAD)
-            if len(head) == _HEAD:
-                head = head[: head.rfind(b"\n") + 1]
-            return pjson.read_json(io.BytesIO(head)).schema, None, {}
+            # NOTE: as a CSV file's: a Latin-1 file was read without a word and UTF-16 failed
+            # with "JSON parse error: Invalid value. in row 0".
+            head = _csv_head(f.path, self.store.head(f.path, _HEAD), what="line")
+            try:
+                return pjson.read_json(io.BytesIO(head)).schema, None, {}
+            except pa.ArrowInvalid as exc:
+                said = " ".join(str(exc).split())
+                raise ValueError(f"{f.path}: {said:.200} (one JSON object per line)") from exc
         return self._avro_schema(f)
 
     def _avro_schema(self, f: _File) -> tuple[pa.Schema, int | None, dict[str, str]]:
