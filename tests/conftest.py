@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,3 +89,23 @@ def as_other_user(command: list[str]) -> list[str]:
     if setpriv is None:
         pytest.skip("root ignores file modes, and setpriv (util-linux) is not installed")
     return [setpriv, f"--inh-caps={_FILE_MODE_CAPS}", f"--bounding-set={_FILE_MODE_CAPS}", *command]
+
+
+def python_as_other_user(
+    code: str, *args: str, cache: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -c code args`` run as :func:`as_other_user` runs a command, with this checkout
+    first on its path (then the ``PYTHONPATH`` the tests were given: the Spark 3.5 run's
+    pyspark) and, with ``cache``, ``XDG_CACHE_HOME`` there. Its output is text."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    if cache is not None:
+        env["XDG_CACHE_HOME"] = str(cache)
+    return subprocess.run(
+        as_other_user([sys.executable, "-c", code, *args]),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )

@@ -20,7 +20,7 @@ from metaverse_kit.capture import capture_path
 from metaverse_kit.cli import main
 from metaverse_kit.demo import emit_sample_history
 from metaverse_kit.history.export import EVENT_DATE, committed_files, export_parquet
-from tests.conftest import REPO, SimClock, as_other_user
+from tests.conftest import REPO, SimClock, python_as_other_user
 from tests.distributed.conftest import SORT_KEYS, Lake, assert_same_table
 
 
@@ -90,9 +90,6 @@ def test_round_trip_and_every_reader(demo_lake: Lake, tmp_path: Path) -> None:
 def test_a_dataset_the_user_may_only_read_is_read_and_not_exported_to(
     demo_lake: Lake, tmp_path: Path
 ) -> None:
-    import os
-    import subprocess
-    import sys
 
     out = tmp_path / "history"
     export_parquet(demo_lake.root, out, registry=demo_lake.registry)
@@ -107,18 +104,7 @@ def test_a_dataset_the_user_may_only_read_is_read_and_not_exported_to(
         "print(mk.history.state_as_of(sys.argv[2], '2026-12-31').num_rows)\n"
         "export_parquet(sys.argv[1], sys.argv[2])\n"
     )
-    done = subprocess.run(
-        as_other_user([sys.executable, "-c", code, str(demo_lake.root), str(out)]),
-        capture_output=True,
-        text=True,
-        # NOTE: REPO first, then what the run was given (the Spark 3.5 run's pyspark).
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        },
-        timeout=120,
-        check=False,
-    )
+    done = python_as_other_user(code, str(demo_lake.root), str(out))
     for path in paths:
         path.chmod(0o755 if path.is_dir() else 0o644)
     assert done.stdout.split() == ["60"]  # read

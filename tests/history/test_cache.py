@@ -17,7 +17,7 @@ from metaverse_kit.history.cache import (
     default_cache_dir,
     remove_stale_entries,
 )
-from tests.conftest import REPO, SimClock, as_other_user
+from tests.conftest import SimClock, python_as_other_user
 
 
 def _history(ws: mk.Workspace, clock: SimClock) -> None:
@@ -355,8 +355,6 @@ def test_a_cache_folder_the_user_cannot_write_is_read_and_left_as_it_is(
 ) -> None:
     """A shared or read-only cache: no sweep, no stamp, no error; the replay still works."""
     import json
-    import subprocess
-    import sys
 
     sub = older.parent
     cache = sub.parent
@@ -379,14 +377,7 @@ def test_a_cache_folder_the_user_cannot_write_is_read_and_left_as_it_is(
         "    print(json.dumps([table.num_rows, removed]))\n"
     )
     lake, registry = workspace.lake, workspace.registry
-    done = subprocess.run(
-        as_other_user([sys.executable, "-c", code, str(lake.root), str(registry.root), str(cache)]),
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=120,
-        check=False,
-    )
+    done = python_as_other_user(code, str(lake.root), str(registry.root), str(cache))
     for folder in (sub, cache):
         folder.chmod(0o755)
     assert done.returncode == 0, done.stderr
@@ -483,14 +474,7 @@ def test_a_cache_folder_another_user_cannot_list_does_not_stop_opening_the_works
         "    print(json.dumps(ws.replay(progress=False).num_rows))\n"
     )
     try:
-        done = subprocess.run(
-            as_other_user([sys.executable, "-c", code, str(workspace.path)]),
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            timeout=120,
-            check=False,
-        )
+        done = python_as_other_user(code, str(workspace.path))
     finally:
         closed.chmod(0o755)
     assert done.returncode == 0, done.stderr

@@ -18,7 +18,7 @@ import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.capture import read_header, read_varint
-from tests.conftest import REPO, SimClock, as_other_user
+from tests.conftest import SimClock, python_as_other_user
 
 SIZES = [2, 3, 1, 4, 2]  # events per block: one block per emit, all in one Capture file
 
@@ -308,14 +308,7 @@ def test_a_file_this_user_cannot_read_is_named_with_what_to_do(tmp_path: Path) -
     locked = Path(receipt.location or "")
     os.chmod(locked, 0)
     try:
-        done = subprocess.run(
-            [*as_other_user([sys.executable, "-c", _REPLAY_LOCKED]), str(tmp_path / "ws")],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(REPO)},
-            timeout=300,
-            check=False,
-        )
+        done = python_as_other_user(_REPLAY_LOCKED, str(tmp_path / "ws"), cache=tmp_path / "xdg")
     finally:
         os.chmod(locked, 0o644)
     assert done.returncode == 0, done.stderr

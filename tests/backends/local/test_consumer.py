@@ -6,8 +6,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.history.tail import Tail
-from tests.conftest import REPO, SimClock, as_other_user
+from tests.conftest import SimClock, python_as_other_user
 
 URN = mk.make_dataset_urn("hive", "db.orders")
 # Generous: the test machine may be busy.
@@ -131,19 +129,13 @@ def test_a_file_this_user_cannot_open_is_named_and_read_once_it_can_be(tmp_path:
     assert others
     os.chmod(locked, 0)
     try:
-        done = subprocess.run(
-            [
-                *as_other_user([sys.executable, "-c", _LOCKED_OUT]),
-                str(tmp_path / "ws"),
-                str(locked),
-                str(len(others)),
-                str(len(mine)),
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(REPO)},
-            timeout=300,
-            check=False,
+        done = python_as_other_user(
+            _LOCKED_OUT,
+            str(tmp_path / "ws"),
+            str(locked),
+            str(len(others)),
+            str(len(mine)),
+            cache=tmp_path / "xdg",
         )
     finally:
         os.chmod(locked, 0o644)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.demo import emit_sample_history
-from tests.conftest import REPO, as_other_user
+from tests.conftest import python_as_other_user
 
 # Runs in the unprivileged process; prints one JSON object with what it saw.
 _READER = r"""
@@ -115,19 +113,10 @@ def readonly(tmp_path: Path) -> Iterator[Path]:
 def test_a_read_only_workspace_reads_and_refuses_writes_in_one_line(
     readonly: Path, tmp_path: Path
 ) -> None:
-    command = as_other_user([sys.executable, "-c", _READER])
     out = tmp_path / "out"
     (out / "xdg").mkdir(parents=True)
     before = _tree(readonly)
-    env = {**os.environ, "XDG_CACHE_HOME": str(out / "xdg"), "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [*command, str(readonly), str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    done = python_as_other_user(_READER, str(readonly), str(out), cache=out / "xdg")
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen["root_can_write"] is False  # the kernel refuses, as for any other user
