@@ -79,7 +79,8 @@ class PartitionCursor:
     then (its version, or why it could not be looked at), whatever its window: it is looked
     at again on every read and read once it changed. ``before_start`` holds those of them
     that were unreadable when a ``"latest"`` cursor was placed: what they hold once readable
-    was written before the start.
+    was written before the start. ``unlistable`` maps each folder of the partition that could
+    not be listed at the last read to why (not kept in a checkpoint: named again on opening).
     """
 
     window: datetime | None = None
@@ -89,11 +90,15 @@ class PartitionCursor:
     min_time: datetime | None = None
     unreadable: dict[str, str] = field(default_factory=dict)
     before_start: set[str] = field(default_factory=set)
+    unlistable: dict[str, str] = field(default_factory=dict)
 
 
-def _files_since(partition_root: Path, since: datetime | None) -> list[Path]:
+def _files_since(
+    partition_root: Path, since: datetime | None, unlistable: dict[str, str] | None = None
+) -> list[Path]:
     """The ``<YYYY>/<MM>/<DD>/<HH>/<mm>/<ss>.avro`` files below a partition folder whose time
-    window starts at or after ``since``; folders wholly before it are not opened."""
+    window starts at or after ``since``; folders wholly before it are not opened. A folder
+    that cannot be listed is put in ``unlistable`` with why (when given), and passed by."""
     floor = (
         None
         if since is None
@@ -105,6 +110,11 @@ def _files_since(partition_root: Path, since: datetime | None) -> list[Path]:
         try:
             names = sorted(os.listdir(folder))
         except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            # NOTE: a folder this user may not list raised out of every read of the tail.
+            if unlistable is not None:
+                unlistable[str(folder)] = exc.strerror or str(exc)
             return
         depth = len(prefix)
         for name in names:
@@ -166,7 +176,20 @@ def new_events(
     may not read) holds no bytes to hand over, so a :class:`CaptureFileWarning` names it here.
     """
     root = lake_root / namespace / eventhub / partition
-    paths = _files_since(root, cursor.window)
+    unlistable: dict[str, str] = {}
+    paths = _files_since(root, cursor.window, unlistable)
+    for folder, reason in unlistable.items():
+        if cursor.unlistable.get(folder) != reason:
+            # NOTE: with start="latest", what the folder held before the tail opened is handed
+            # out once it can be listed: the tail cannot tell it from what came after.
+            warn(
+                CaptureFileWarning(
+                    f"{folder} is in the lake but cannot be listed ({reason}); the tail passes "
+                    "by the Capture files below it and reads them once it can list it. Give it "
+                    "the mode the other folders of the lake have"
+                )
+            )
+    cursor.unlistable = unlistable
     # NOTE: unreadable files of older windows too, so that one restored later is read then.
     listed = {str(p) for p in paths}
     paths += [Path(p) for p in cursor.unreadable if p not in listed]

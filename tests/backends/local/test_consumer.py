@@ -147,3 +147,69 @@ def test_a_file_this_user_cannot_open_is_named_and_read_once_it_can_be(tmp_path:
     (warning,) = seen["warnings"]
     assert warning.startswith("CaptureFileWarning: ") and str(locked) in warning
     assert "Permission denied" in warning
+
+
+# Runs without the right to ignore file modes: a partition folder it may not list, then may.
+_FOLDER_LOCKED = r"""
+import json, os, sys, time, warnings
+import metaverse_kit as mk
+
+root, folder = sys.argv[1], sys.argv[2]
+out = {"ids": [], "after_chmod": [], "warnings": []}
+with warnings.catch_warnings(record=True) as caught, mk.connect(path=root) as ws:
+    warnings.simplefilter("always")
+    with ws.tail(start="earliest") as tail:
+        deadline = time.monotonic() + 30
+        while len(out["ids"]) < int(sys.argv[3]) and time.monotonic() < deadline:
+            for b in tail.read(0.5):
+                out["ids"] += b.column("message_id").to_pylist()
+        out["quiet"] = [b.num_rows for b in tail.read(0.3)]
+        os.chmod(folder, 0o755)
+        deadline = time.monotonic() + 30
+        while len(out["after_chmod"]) < int(sys.argv[4]) and time.monotonic() < deadline:
+            for b in tail.read(0.5):
+                out["after_chmod"] += b.column("message_id").to_pylist()
+    out["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
+print(json.dumps(out))
+"""
+
+
+def test_a_folder_this_user_cannot_list_is_named_and_read_once_it_can_be(
+    tmp_path: Path,
+) -> None:
+    """A folder of the lake the user may not list made every read of the tail raise a bare
+    PermissionError, and the other partitions' events were lost with it."""
+    with mk.connect(path=tmp_path / "ws") as ws:
+        receipts = ws.emit(
+            [
+                mk.mce(mk.make_dataset_urn("hive", f"db.t{i}"), [mk.aspects.status(False)])
+                for i in range(8)
+            ]
+        )
+    first = Path(receipts[0].location or "")
+    # The partition's year folder: <lake>/<namespace>/<hub>/<partition>/<YYYY>.
+    folder = first.parents[4]
+    assert folder.name.isdigit() and len(folder.name) == 4
+    inside = [r.message_id for r in receipts if str(folder) in (r.location or "")]
+    others = [r.message_id for r in receipts if str(folder) not in (r.location or "")]
+    assert inside and others
+    os.chmod(folder, 0)
+    try:
+        done = python_as_other_user(
+            _FOLDER_LOCKED,
+            str(tmp_path / "ws"),
+            str(folder),
+            str(len(others)),
+            str(len(inside)),
+            cache=tmp_path / "xdg",
+        )
+    finally:
+        os.chmod(folder, 0o755)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert sorted(seen["ids"]) == sorted(others)
+    assert seen["quiet"] == []
+    assert sorted(seen["after_chmod"]) == sorted(inside)
+    (warning,) = seen["warnings"]
+    assert warning.startswith(f"CaptureFileWarning: {folder} is in the lake but cannot be listed")
+    assert "Permission denied" in warning
