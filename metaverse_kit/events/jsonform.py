@@ -23,11 +23,15 @@ __all__ = ["from_json", "to_avro_json"]
 
 
 def _branch_names(avro: AvroSchema, branches: list) -> dict[str, Any]:
-    names: dict[str, Any] = {}
-    for b in branches:
-        full = avro.branch_name(avro.resolve(b))
-        names[full] = b
-        names.setdefault(full.rpartition(".")[2], b)
+    """The branches of a union by full name, and by short name where only one has it."""
+    fulls = {avro.branch_name(avro.resolve(b)): b for b in branches}
+    shorts: dict[str, list[Any]] = {}
+    for full, b in fulls.items():
+        shorts.setdefault(full.rpartition(".")[2], []).append(b)
+    # NOTE: a short name two branches share (a.X and b.X) names neither: picking the first
+    # would put the value in a record of another namespace without a word.
+    names = {short: bs[0] for short, bs in shorts.items() if len(bs) == 1}
+    names.update(fulls)
     return names
 
 

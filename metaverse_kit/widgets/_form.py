@@ -9,7 +9,8 @@ sections. Defaults are filled in; docs are tooltips; URN fields get a builder.
 PERF: nothing is built before it is shown. A nested record's fields are made when its section is
 opened, a union makes only the branch picked, an array only the items it holds. DataHub's full
 MCE schema (a union of about 20 snapshots, each with a union of aspects) thus opens in a few
-dozen widgets.
+dozen widgets. A record shows the inputs of :data:`FIELDS_PAGE` fields at a time (a button adds
+the next ones), so a record of thousands of fields opens in a fraction of a second.
 
 The form always knows which branch of each union the user picked, so :attr:`AvroForm.value`
 names every record branch as a fastavro ``("full.Name", {...})`` tuple and nothing is ever
@@ -55,6 +56,11 @@ __all__ = [
 ]
 
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_DIGITS = re.compile(r"[+-]?\d+")
+#: How much of a value typed into an input its problem message quotes.
+_SHOWN_CHARS = 60
+#: How many fields of a record get inputs at a time; a "more fields" button adds the next ones.
+FIELDS_PAGE = 100
 _LABEL_WIDTH = "14em"
 
 #: Entity kinds the URN helper builds, with the builder and the parts it asks for.
@@ -92,6 +98,21 @@ def blank_value(avro: AvroSchema, t: Any, _seen: tuple[str, ...] = ()) -> Any:
         return None
     kind = avro.kind(r)
     if kind == "record":
+        if r["name"] in _seen:
+            # NOTE: reached without a union, array or map on the way: every record of this
+            # schema would hold another one, so none can ever be written.
+            raise ValidationError(
+                [
+                    FieldProblem(
+                        "",
+                        f"the record {r['name']} contains itself through "
+                        f"{' -> '.join((*_seen[_seen.index(r['name']) :], r['name']))} with no "
+                        "null, array or map on the way, so no record of this schema can be "
+                        "written; make one of those fields nullable (a union with null)",
+                    )
+                ],
+                what="schema",
+            )
         seen = (*_seen, r["name"])
         return {
             f["name"]: default_value(avro, f["default"], f["type"])
@@ -115,6 +136,13 @@ def blank_value(avro: AvroSchema, t: Any, _seen: tuple[str, ...] = ()) -> Any:
         "array": [],
         "map": {},
     }.get(kind)
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a problem message, cut short: a pasted 10 MB string stays out of it."""
+    if len(text) <= _SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
 
 
 def _is_record(avro: AvroSchema, t: Any) -> bool:
@@ -381,7 +409,16 @@ class _IntNode(_Scalar):
     def form_problems(self, path: str) -> list[FieldProblem]:
         value = self.get()
         if isinstance(value, str) and not self._has_foreign:
-            return [FieldProblem(path, f"{value!r} is not a whole number ({self.kind})")]
+            if _DIGITS.fullmatch(value.strip().replace("_", "")):
+                # NOTE: int() refuses more digits than sys.get_int_max_str_digits().
+                lo, hi = _INT_RANGE[self.kind]
+                return [
+                    FieldProblem(
+                        path,
+                        f"{_shown(value)} is out of the {self.kind} range {lo}..{hi}",
+                    )
+                ]
+            return [FieldProblem(path, f"{_shown(value)} is not a whole number ({self.kind})")]
         return []
 
 
@@ -472,7 +509,7 @@ class _BytesNode(_Scalar):
     def form_problems(self, path: str) -> list[FieldProblem]:
         value = self.get()
         if isinstance(value, str) and not self._has_foreign:
-            return [FieldProblem(path, f"{value!r} is not valid {self.encoding.value}")]
+            return [FieldProblem(path, f"{_shown(value)} is not valid {self.encoding.value}")]
         if self.size is not None and isinstance(value, bytes) and len(value) != self.size:
             return [FieldProblem(path, f"expected {self.size} bytes, got {len(value)}")]
         return []
@@ -680,6 +717,12 @@ class _RecordNode(_Node):
         super().__init__(ctx, t, field)
         self.record = ctx.avro.resolve(t)
         self.nodes: dict[str, _Node] | None = None
+        # PERF: a record of thousands of fields would take seconds and tens of thousands of
+        # widgets to show; fields past the first FIELDS_PAGE keep their value here until the
+        # "more fields" button (or form.node()) makes their inputs.
+        self.unbuilt: dict[str, Any] = {}
+        self.more_button = W.Button(icon="chevron-down", layout=W.Layout(width="auto"))
+        self.more_button.on_click(lambda *_: self.build_more())
         self.extra: dict[str, Any] = {}
         self.pending: Any = None
         self._path = ""
@@ -713,18 +756,38 @@ class _RecordNode(_Node):
         """Make the fields' inputs, filled with the value held so far."""
         if self.nodes is not None:
             return
-        nodes: dict[str, _Node] = {}
-        rows = []
-        for f in self.record["fields"]:
-            node = make_node(self.ctx, f["type"], f, lazy=True)
-            nodes[f["name"]] = node
-            rows.append(self._row(f, node))
-        self.nodes = nodes
-        self.body.children = tuple(rows)
+        self.nodes = {}
+        self.rows: dict[str, W.Widget] = {}
+        self.unbuilt = {f["name"]: None for f in self.record["fields"]}
         pending, self.pending = self.pending, None
+        self._fill(pending, self._path)
+        self.build_more()
+
+    def build_more(self, name: str | None = None) -> None:
+        """Make the inputs of the next :data:`FIELDS_PAGE` fields not shown yet (or of one)."""
+        assert self.nodes is not None
+        todo = [
+            f
+            for f in self.record["fields"]
+            if f["name"] in self.unbuilt and (name is None or f["name"] == name)
+        ][:FIELDS_PAGE]
         with self.ctx.quiet():
-            self._fill(pending, self._path)
+            for f in todo:
+                node = make_node(self.ctx, f["type"], f, lazy=True)
+                node.set(self.unbuilt.pop(f["name"]), _sub(self._path, f["name"]))
+                self.nodes[f["name"]] = node
+                self.rows[f["name"]] = self._row(f, node)
+        self._show_more()
         self.mark(self._path)
+
+    def _show_more(self, problems: int = 0) -> None:
+        left = len(self.unbuilt)
+        self.more_button.description = (
+            f"Show {min(left, FIELDS_PAGE)} more fields ({left} not shown yet)"
+            + (f" ⚠ {problems} problem{'s' if problems != 1 else ''}" if problems else "")
+        )
+        rows = tuple(self.rows[f["name"]] for f in self.record["fields"] if f["name"] in self.rows)
+        self.body.children = (*rows, self.more_button) if left else rows
 
     def _row(self, f: dict, node: _Node) -> W.Widget:
         avro = self.ctx.avro
@@ -747,13 +810,16 @@ class _RecordNode(_Node):
         assert self.nodes is not None
         for f in self.record["fields"]:
             name = f["name"]
-            fpath = _sub(path, name)
             if name in value:
-                self.nodes[name].set(value[name], fpath)
+                v = value[name]
             elif "default" in f:
-                self.nodes[name].set(default_value(self.ctx.avro, f["default"], f["type"]), fpath)
+                v = default_value(self.ctx.avro, f["default"], f["type"])
             else:
-                self.nodes[name].set(blank_value(self.ctx.avro, f["type"]), fpath)
+                v = blank_value(self.ctx.avro, f["type"])
+            if name in self.unbuilt:
+                self.unbuilt[name] = v
+            else:
+                self.nodes[name].set(v, _sub(path, name))
 
     def _check_shape(self, value: Any, path: str) -> dict:
         if isinstance(value, tuple) and len(value) == 2 and value[0] == self.record["name"]:
@@ -795,7 +861,11 @@ class _RecordNode(_Node):
                 else:
                     out[f["name"]] = blank_value(self.ctx.avro, f["type"])
         else:
-            out = {name: node.get() for name, node in self.nodes.items()}
+            nodes = self.nodes
+            out = {
+                f["name"]: nodes[f["name"]].get() if f["name"] in nodes else self.unbuilt[f["name"]]
+                for f in self.record["fields"]
+            }
         out.update(self.extra)
         return out
 
@@ -803,8 +873,16 @@ class _RecordNode(_Node):
         if self.nodes is None:
             return _value_form_problems(self.ctx.avro, self.get(), self.record["name"], path)
         out = []
-        for name, node in self.nodes.items():
-            out.extend(node.form_problems(_sub(path, name)))
+        for f in self.record["fields"]:
+            name = f["name"]
+            if name in self.nodes:
+                out.extend(self.nodes[name].form_problems(_sub(path, name)))
+            else:
+                out.extend(
+                    _value_form_problems(
+                        self.ctx.avro, self.unbuilt[name], f["type"], _sub(path, name), field=f
+                    )
+                )
         return out
 
     def mark(self, path: str) -> None:
@@ -816,13 +894,35 @@ class _RecordNode(_Node):
         if self.nodes is not None:
             for name, node in self.nodes.items():
                 node.mark(_sub(path, name))
+            if self.unbuilt:
+                prefix = f"{path}." if path else ""
+                self._show_more(
+                    sum(
+                        len(m)
+                        for p, m in self.ctx.marks.items()
+                        if _field_below(p, prefix) in self.unbuilt
+                    )
+                )
 
     def child(self, segment: str | int) -> _Node:
         if self.lazy and self.section.selected_index is None:
             self.section.selected_index = 0
         self.build()
         assert self.nodes is not None
+        if str(segment) in self.unbuilt:
+            self.build_more(str(segment))
         return self.nodes[str(segment)]
+
+
+_FIELD_NAME = re.compile(r"[^.\[\]]+")
+
+
+def _field_below(p: str, prefix: str) -> str | None:
+    """The name of the field right under ``prefix`` (a record's path and a dot) in ``p``."""
+    if not p.startswith(prefix):
+        return None
+    m = _FIELD_NAME.match(p, len(prefix))
+    return m.group() if m else None
 
 
 def _under(p: str, path: str) -> bool:
@@ -1062,8 +1162,13 @@ def _check_value_shape(avro: AvroSchema, value: Any, t: Any, path: str) -> None:
         raise _load_error(path, f"expected null, got {value!r:.60}")
 
 
-def _value_form_problems(avro: AvroSchema, value: Any, t: Any, path: str) -> list[FieldProblem]:
-    """The form's own checks (URN fields) on a value held by a section not opened yet."""
+def _value_form_problems(
+    avro: AvroSchema, value: Any, t: Any, path: str, *, field: dict | None = None
+) -> list[FieldProblem]:
+    """The form's own checks (URN fields) on a value held by a section not opened yet.
+
+    ``field`` is the record field ``value`` sits in, when it has one.
+    """
     out: list[FieldProblem] = []
 
     def walk(v: Any, t: Any, path: str, field: dict | None) -> None:
@@ -1102,7 +1207,7 @@ def _value_form_problems(avro: AvroSchema, value: Any, t: Any, path: str) -> lis
                 except InvalidUrnError as exc:
                     out.append(FieldProblem(path, str(exc)))
 
-    walk(value, t, path, None)
+    walk(value, t, path, field)
     return out
 
 
@@ -1135,6 +1240,9 @@ class AvroForm:
     cannot be shown, such as a list where a record belongs or a dict that fits several union
     branches). ``form.node(path)`` reaches one input (opening sections on the way), for tests
     and power users. Listeners added with :meth:`on_change` run after every edit.
+
+    Raises :class:`ValidationError` for a schema that is not a record, or whose record holds
+    itself with no null, array or map on the way (no record of it can be written).
     """
 
     def __init__(self, schema: AvroSchema | str | dict) -> None:

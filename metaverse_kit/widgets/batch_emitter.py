@@ -31,6 +31,7 @@ from metaverse_kit.errors import (
     warnings_to,
 )
 from metaverse_kit.events.avro import AvroSchema
+from metaverse_kit.events.strict import check_definition
 from metaverse_kit.events.validation import validate as validate_record
 from metaverse_kit.widgets._common import (
     WidgetController,
@@ -106,9 +107,9 @@ class BatchEmitter(WidgetController):
     """Emit one event per row of ``data``, built by ``build(row) -> record``.
 
     ``schema`` defaults to the built-in MCE schema (:meth:`Workspace.schema_definition` says
-    what it takes); without ``build`` each row must be a record already. ``chunk_size`` events
-    are sent per call to :meth:`Workspace.emit`. With ``all_or_nothing=True`` no row is sent
-    while any row is invalid.
+    what it takes; one that is not valid Avro raises :class:`SchemaParseError`); without
+    ``build`` each row must be a record already. ``chunk_size`` events are sent per call to
+    :meth:`Workspace.emit`. With ``all_or_nothing=True`` no row is sent while any row is invalid.
     """
 
     def __init__(
@@ -128,6 +129,9 @@ class BatchEmitter(WidgetController):
         self.data = data
         self.build = build
         self.definition = ws.schema_definition(schema)
+        # NOTE: every row would pass validation against a definition the registry refuses,
+        # then every send would fail; say so before any row is checked.
+        check_definition(self.definition)
         self.avro = AvroSchema(self.definition)
         self.chunk_size = chunk_size
         self.all_or_nothing = all_or_nothing

@@ -35,6 +35,7 @@ from metaverse_kit.errors import (
 )
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.events.jsonform import from_json, to_avro_json
+from metaverse_kit.events.strict import check_definition
 from metaverse_kit.events.validation import validate as validate_record
 from metaverse_kit.history.arrow_types import from_arrow
 from metaverse_kit.widgets._common import (
@@ -62,9 +63,11 @@ class EventComposer(WidgetController):
     """A form for one event of ``schema`` (default: the built-in MCE schema); Validate; Emit.
 
     ``schema`` may be a registry ``Schema`` or ``SchemaProperties``, a definition, a schema id or
-    a schema name in the workspace's group (see :meth:`Workspace.schema_definition`). Emitting
-    goes through :meth:`Workspace.emit`, which registers the schema in the workspace's group
-    when it is new.
+    a schema name in the workspace's group (see :meth:`Workspace.schema_definition`); a
+    definition that is not valid Avro raises :class:`SchemaParseError`, and one whose records
+    can never be written (a record holding itself with no null on the way) raises
+    :class:`ValidationError`, before any form is built. Emitting goes through
+    :meth:`Workspace.emit`, which registers the schema in the workspace's group when it is new.
 
     Programmatic use: :attr:`value` (get or set the record), :meth:`validate`, :meth:`emit`,
     :meth:`load_json`, :meth:`load_latest`, :meth:`emit_batch`; :attr:`form` reaches the inputs.
@@ -73,6 +76,10 @@ class EventComposer(WidgetController):
     def __init__(self, ws: Workspace, schema: Any = None, *, value: Any = None) -> None:
         self.ws = ws
         self.definition = ws.schema_definition(schema)
+        # NOTE: checked before a form is built: a definition the registry would refuse (a
+        # name with spaces or markup in it) would otherwise be filled in, pass Validate, and
+        # fail only at Emit.
+        check_definition(self.definition)
         self.avro = AvroSchema(self.definition)
         self.form = AvroForm(self.avro)
         self.receipts: list[Receipt] = []

@@ -86,6 +86,7 @@ class SchemaBrowser(WidgetController):
         self.max_field_rows = max_field_rows
         self.schema: Schema | None = None
         self.composer: EventComposer | None = None
+        self._composer_props: SchemaProperties | None = None
         self.comparison: Comparison | None = None
         self._quiet = Quiet()
         self._names: dict[str, list[str]] = {}
@@ -198,7 +199,9 @@ class SchemaBrowser(WidgetController):
         if self.schema is None:
             raise SchemaNotFoundError("Select a schema first: browser.select(group, name)")
         self.composer = EventComposer(self.ws, self.schema)
+        self._composer_props = self.schema.properties
         self.composer_box.children = (self.composer.widget,)
+        self.message.value = ""
         return self.composer
 
     # -- the registry, cached -----------------------------------------------------------------
@@ -388,8 +391,8 @@ class SchemaBrowser(WidgetController):
         except MetaverseError as exc:
             self.message.value = message_html(str(exc), ok=False)
             return
-        self.message.value = ""
         props = self.schema.properties
+        self.message.value = self._stale_composer_note(props)
         self.info.value = html_table(
             ["name", "version", "id", "group", "compatibility", "format"],
             [
@@ -405,6 +408,25 @@ class SchemaBrowser(WidgetController):
         )
         self.compare_box.value = ""
         self._tab_changed()
+
+    def _stale_composer_note(self, props: SchemaProperties) -> str:
+        # NOTE: the composer keeps what the steward typed, so it stays; but it must not pass
+        # for a form of the version now selected, which may have other fields.
+        if self.composer is None or self._composer_props is None:
+            return ""
+        shown = self._composer_props
+        if (shown.group_name, shown.name, shown.version) == (
+            props.group_name,
+            props.name,
+            props.version,
+        ):
+            return ""
+        return message_html(
+            f"The composer below is still for version {shown.version} of {shown.name} "
+            f"(group {shown.group_name}): press Open in composer for version {props.version} "
+            f"of {props.name}.",
+            ok=False,
+        )
 
     def _tab_changed(self, *_: Any) -> None:
         # PERF: only the tab in view is rendered; DataHub's MCE has thousands of field rows.

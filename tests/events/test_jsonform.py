@@ -79,3 +79,45 @@ def test_list_named_branches_and_plain_json() -> None:
         )
     )
     assert mk.from_json(as_json, mk.mce_definition()) == record
+
+
+SAME_SHORT_NAME = {
+    "type": "record",
+    "name": "Same",
+    "namespace": "t",
+    "fields": [
+        {
+            "name": "u",
+            "type": [
+                {
+                    "type": "record",
+                    "name": "X",
+                    "namespace": "a",
+                    "fields": [{"name": "p", "type": "int"}],
+                },
+                {
+                    "type": "record",
+                    "name": "X",
+                    "namespace": "b",
+                    "fields": [{"name": "p", "type": "int"}],
+                },
+            ],
+        }
+    ],
+}
+
+
+def test_a_short_name_two_branches_share_picks_neither() -> None:
+    # a.X and b.X: the short name X is not enough to know which record the steward meant.
+    for obj in ({"u": {"X": {"p": 9}}}, {"u": ["X", {"p": 9}]}):
+        record = mk.from_json(obj, SAME_SHORT_NAME)
+        assert not isinstance(record["u"], tuple), record
+        problems = mk.validate(record, SAME_SHORT_NAME)
+        assert [p.path for p in problems] == ["u"]
+    # The full names still pick their branch, the second as well as the first.
+    assert mk.from_json({"u": {"b.X": {"p": 9}}}, SAME_SHORT_NAME) == {"u": ("b.X", {"p": 9})}
+    assert mk.from_json({"u": ["a.X", {"p": 9}]}, SAME_SHORT_NAME) == {"u": ("a.X", {"p": 9})}
+    # A short name only one branch has still names it.
+    single = json.loads(json.dumps(SAME_SHORT_NAME))
+    single["fields"][0]["type"][1]["name"] = "Y"
+    assert mk.from_json({"u": {"Y": {"p": 1}}}, single) == {"u": ("b.Y", {"p": 1})}
