@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import errno
 import json
 import os
+import re
+import stat
 import sys
 import tempfile
 import warnings
@@ -46,11 +49,64 @@ class UsageError(MetaverseError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors in one line (argparse prints the whole usage first)."""
+    """argparse, with its errors in one line (argparse prints the whole usage first) that
+    suggest the closest name for a mistyped option or choice."""
+
+    _given: Sequence[str] = ()
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """As argparse's; the arguments are kept for :meth:`error`'s suggestions."""
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         """Print one line saying what is wrong and where help is, then exit with status 2."""
-        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+        self.exit(2, f"{self.prog}: error: {self._explained(message)}; see '{self.prog} --help'\n")
+
+    def _explained(self, message: str) -> str:
+        given = list(self._given)
+        if "--" in given:  # NOTE: what follows is positional, whatever it looks like
+            given = given[: given.index("--")]
+        known = _option_strings(self, given)
+        unknown = [
+            a.split("=", 1)[0]
+            for a in given
+            if a.startswith("--") and not any(o.startswith(a.split("=", 1)[0]) for o in known)
+        ]
+        if unknown and not message.startswith("unrecognized arguments"):
+            # NOTE: a mistyped required option (--ot for --out) was reported as "--out is
+            # required", which sent the user looking for what they had typed.
+            message = f"unrecognized arguments: {' '.join(unknown)}"
+        if message.startswith("unrecognized arguments: "):
+            words = message.removeprefix("unrecognized arguments: ").split()
+            hints = [
+                f"{w} (did you mean {match[0]}?)"
+                if w.startswith("-")
+                and (match := difflib.get_close_matches(w.split("=", 1)[0], known, n=1))
+                else w
+                for w in words
+            ]
+            return f"unrecognized arguments: {' '.join(hints)}"
+        choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if choice:
+            choices = re.findall(r"'([^']*)'", choice.group(2))
+            match = difflib.get_close_matches(choice.group(1), choices, n=1)
+            if match:
+                return f"{message} (did you mean '{match[0]}'?)"
+        return message
+
+
+def _option_strings(parser: argparse.ArgumentParser, given: Sequence[str]) -> list[str]:
+    """The long options of ``parser`` and of the subcommands ``given`` names below it (an
+    option of ``replay`` is reported as unrecognised by the top parser)."""
+    found: list[str] = []
+    for action in parser._actions:
+        found += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            child = next((action.choices[a] for a in given if a in action.choices), None)
+            if child is not None:
+                found += _option_strings(child, given)
+    return sorted(set(found))
 
 
 @dataclass(frozen=True)
@@ -153,6 +209,7 @@ def open_workspace(args: argparse.Namespace, *, existing: bool = False) -> Any:
 def read_text(path: Path, what: str) -> str:
     """The UTF-8 text of an input file; :class:`UsageError` saying why it cannot be read."""
     try:
+        _check_input_file(path, what)
         return path.read_text("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(
@@ -160,7 +217,28 @@ def read_text(path: Path, what: str) -> str:
             f"{exc.start}); save it as UTF-8"
         ) from exc
     except OSError as exc:
-        raise UsageError(f"Cannot read {what} {path}: {_os_reason(exc)}") from exc
+        raise UsageError(f"Cannot read {_lower_first(what)} {path}: {_os_reason(exc)}") from exc
+
+
+def _check_input_file(path: Path, what: str) -> None:
+    """Refuse an input ``path`` that is a device: :class:`UsageError` naming it.
+
+    NOTE: ``/dev/zero`` (or ``/dev/urandom``) never ends: reading it filled the memory until
+    the machine gave out. Pipes stay allowed (``--file <(jq ...)``), as do missing files, which
+    the read itself reports.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise UsageError(
+            f"{what} {path} is a device, not a file: give a file (or a pipe) that holds the input"
+        )
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
 
 
 def _print_receipts(receipts: Sequence[Any]) -> None:
@@ -374,9 +452,33 @@ def _partition(value: str) -> str:
     return checked
 
 
+def _time(*words: str) -> Callable[[str], str]:
+    """An argparse ``type``: an ISO 8601 time (or one of ``words``), kept as given.
+
+    NOTE: checked here so that the error names the option: the library's said "start must
+    be an ISO 8601 time", and no option is called start.
+    """
+
+    def check(value: str) -> str:
+        from metaverse_kit._time import utc_time
+
+        if value in words:
+            return value
+        try:
+            utc_time(value, "time", error=UsageError)
+        except UsageError:
+            either = "".join(f"'{w}', " for w in words) + ("or " if words else "")
+            raise argparse.ArgumentTypeError(
+                f"give {either}an ISO 8601 time such as 2026-01-31T12:00:00Z, not {value!r}"
+            ) from None
+        return value
+
+    return check
+
+
 def _replay_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", help="ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
-    p.add_argument("--until", help="ISO 8601 time")
+    p.add_argument("--since", type=_time(), help="ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
+    p.add_argument("--until", type=_time(), help="ISO 8601 time")
     p.add_argument(
         "--partition", action="append", type=_partition, help="partition id (repeatable)"
     )
@@ -406,7 +508,12 @@ def _replay(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
 
     from metaverse_kit._files import atomic_write
+    from metaverse_kit._time import utc_time
 
+    if args.since and args.until:
+        since, until = (utc_time(t, "time", error=UsageError) for t in (args.since, args.until))
+        if since > until:
+            raise UsageError(f"--since {args.since} is after --until {args.until}: swap them")
     out: Path = args.out
     if out.suffix.lower() != ".parquet":
         if out.suffix:
@@ -421,14 +528,45 @@ def _replay(args: argparse.Namespace) -> None:
             f"{out} is a folder: --out names a .parquet file to write, or a folder without the "
             ".parquet suffix for a Parquet dataset"
         )
+    _check_output_folder(out)
     with open_workspace(args, existing=True) as ws:
         table = _replay_table(ws, args)
 
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        # NOTE: written whole and moved into place, so a failed run never leaves half a file.
-        atomic_write(out, buf.getvalue())
+        try:
+            # NOTE: written whole and moved into place, so a failed run never leaves half a file.
+            atomic_write(out, buf.getvalue())
+        except OSError as exc:
+            # NOTE: the workspace's wording ("this workspace is read-only") was about --out.
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            raise UsageError(f"Cannot write --out {out}: {_out_reason(cause)}") from exc
         print(f"Wrote {table.num_rows} events to {out}")
+
+
+def _check_output_folder(out: Path) -> None:
+    """Refuse an ``--out`` file whose existing folder cannot be written, before the replay
+    (which can take minutes) rather than after it."""
+    folder = out.parent
+    if not folder.is_dir():
+        return  # NOTE: created by the write, which reports what refuses it
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=f".probe.{os.getpid()}."):
+            pass
+    except OSError as exc:
+        raise UsageError(f"Cannot write --out {out}: {_out_reason(exc)}") from exc
+
+
+def _out_reason(exc: OSError) -> str:
+    reason = (exc.strerror or str(exc)).lower()
+    return f"{reason}; choose a folder you can write, with room for the file"
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # NOTE: replaced by something without it, or closed
+        return False
 
 
 def _replay_table(ws: Any, args: argparse.Namespace) -> Any:
@@ -444,6 +582,9 @@ def _replay_table(ws: Any, args: argparse.Namespace) -> Any:
             args.until,
             args.partition,
             on_bad_file="skip" if args.skip_bad_files else "raise",
+            # NOTE: a bar only on a terminal: in a script's log or a pipe it was lines of
+            # carriage returns (the default decides on the number of files alone).
+            progress=None if _stderr_is_terminal() else False,
         )
     _print_skipped(skipped_files(table))
     return table
@@ -509,6 +650,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from metaverse_kit.ingest import load_recipe
     from metaverse_kit.ingest.runner import ingest
 
+    _check_input_file(args.recipe, "The recipe")
     recipe = load_recipe(args.recipe)
     if args.replace:
         if recipe.source_type != "csv":
@@ -522,8 +664,9 @@ def _ingest(args: argparse.Namespace) -> int:
             tqdm.write("\n".join(change.lines()))
 
     with open_workspace(args) as ws:
+        # NOTE: progress=None: a bar only on a terminal, not in a script's log or a pipe.
         report = ingest(
-            ws, recipe, dry_run=args.dry_run, progress=True, keep_events=False, on_change=show
+            ws, recipe, dry_run=args.dry_run, progress=None, keep_events=False, on_change=show
         )
     print(report.summary())
     return report.exit_status
@@ -621,6 +764,7 @@ def _tail_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--since",
         default="latest",
+        type=_time("latest", "earliest"),
         help="'latest' (default: from now on), 'earliest', or an ISO 8601 time",
     )
     p.add_argument(
@@ -741,8 +885,90 @@ def _warning_printer(name: str, show: Any) -> Any:
     return printer
 
 
+class _OutputError(BaseException):
+    """Writing the command's output (stdout) failed; ``args[0]`` is the ``OSError``.
+
+    NOTE: a BaseException, like KeyboardInterrupt: output that cannot be written ends the
+    command, and no ``except Exception`` on the way (an ingest counting a failed entity) keeps
+    it going or reports it as something else.
+    """
+
+
+class _Output:
+    """``sys.stdout`` while a command runs: an ``OSError`` writing it is an :class:`_OutputError`.
+
+    NOTE: stdout on a full disk (``> file``) was reported as "Cannot use the workspace ...:
+    the disk is full", and output written at exit failed after the exit status was chosen.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        """Write ``text`` to the real stdout; what its encoding cannot hold as ``\\x..``."""
+        try:
+            try:
+                return int(self._stream.write(text))
+            except UnicodeEncodeError:
+                # NOTE: a file name that is not UTF-8 (``--out $'\xff.parquet'``) reaches us
+                # as surrogates, which a UTF-8 locale's strict stdout refused with a traceback
+                # after the work was done; stderr writes them this way too.
+                encoding = getattr(self._stream, "encoding", None) or "utf-8"
+                safe = text.encode(encoding, "backslashreplace").decode(encoding)
+                return int(self._stream.write(safe))
+        except OSError as exc:
+            raise _OutputError(exc) from exc
+
+    def flush(self) -> None:
+        """Flush the real stdout."""
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _OutputError(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _drop_output(stream: Any) -> None:
+    """Point ``stream``'s file at /dev/null, so that what it still holds is not written (and
+    does not fail again, as "Exception ignored ...") when Python exits."""
+    try:
+        fd = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, OSError, ValueError):
+        return  # NOTE: not a real file (a test's capture): nothing is written at exit
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see the module docstring)."""
+    real = sys.stdout
+    if real is not None:  # NOTE: None when started with stdout closed: print() writes nothing
+        sys.stdout = _Output(real)
+    try:
+        status = _main(argv)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # NOTE: here, so that a failure to write changes the exit status
+        return status
+    except _OutputError as exc:
+        _drop_output(real)
+        cause: OSError = exc.args[0]
+        if isinstance(cause, BrokenPipeError):  # output piped into head and closed early
+            return 0
+        reason = (cause.strerror or str(cause)).lower()
+        print(
+            f"metaverse: error: Cannot write the output (standard output): {reason}; free some "
+            "space or send it elsewhere",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        sys.stdout = real
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -759,9 +985,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MetaverseError as exc:
         message = _one_line(str(exc))
     except OSError as exc:
-        if isinstance(exc, BrokenPipeError):  # output piped into head and closed early
-            sys.stderr.close()
-            return 0
+        if isinstance(exc, BrokenPipeError):  # a pipe of ours, read by a process that ended
+            raise _OutputError(exc) from exc
         message = _one_line(_os_error(exc, args))
     except KeyboardInterrupt:
         return 130
