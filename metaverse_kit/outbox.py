@@ -58,6 +58,7 @@ from metaverse_kit.errors import (
     EmitError,
     LateEventWarning,
     MetaverseError,
+    MetaverseWarning,
     ServiceError,
     warn,
 )
@@ -79,6 +80,10 @@ _FIELDS = (
     "created",
     "attempts",
     "last_error",
+)
+_DAMAGED_HINT = (
+    "Its events are not sent until it is repaired or moved out of the outbox folder (move it "
+    "aside to keep it); the other batches are sent and discarded as usual."
 )
 _log = logging.getLogger(__name__)
 _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
@@ -180,7 +185,8 @@ def _entries(data: Any, batch: str) -> list[OutboxEntry]:
         raise ValueError("not a JSON object")
     version = data.get("format", 1)
     if version == 1:
-        return [OutboxEntry.from_obj(e, batch=batch) for e in data.get("events", [])]
+        # NOTE: no default: an object without events is no batch, and must not read as empty.
+        return [OutboxEntry.from_obj(e, batch=batch) for e in data["events"]]
     if version != _FORMAT:
         raise ValueError(f"format {version!r}, which this version of metaverse-kit cannot read")
     count, shared, columns = data["count"], data["shared"], data["columns"]
@@ -256,7 +262,11 @@ class Outbox:
         self._registry = registry
 
     def __repr__(self) -> str:
-        return f"<Outbox {self.folder}: {len(self)} events>"
+        # NOTE: a repr that raises breaks the notebook's display of the workspace too.
+        try:
+            return f"<Outbox {self.folder}: {len(self)} events>"
+        except MetaverseError:
+            return f"<Outbox {self.folder}: a batch file cannot be read, see outbox.list()>"
 
     def __len__(self) -> int:
         return len(self.list())
@@ -273,15 +283,37 @@ class Outbox:
             data = json.loads(path.read_bytes())
         except FileNotFoundError:
             return []
-        except json.JSONDecodeError as exc:
-            # atomic_write never leaves a torn file; a corrupt one was edited by hand.
-            raise ConfigurationError(f"The outbox file {path} is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            # NOTE: atomic_write leaves no torn file when a process dies, but the first write of
+            # a batch is not fsynced: after a power loss it can be empty. Or it was edited.
+            raise ConfigurationError(
+                f"The outbox file {path} is not valid JSON ({exc}): it was edited, or cut short "
+                f"by a power loss. {_DAMAGED_HINT}"
+            ) from exc
         try:
             return _entries(data, path.stem)
         except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
             raise ConfigurationError(
-                f"The outbox file {path} is not an outbox batch ({type(exc).__name__}: {exc})"
+                f"The outbox file {path} is not an outbox batch ({type(exc).__name__}: {exc}). "
+                + (
+                    "It was written by a newer metaverse-kit: upgrade to read it."
+                    if "cannot read" in str(exc)
+                    else _DAMAGED_HINT
+                )
             ) from exc
+
+    def _readable(self, path: Path, *, quiet: bool = False) -> list[OutboxEntry] | None:
+        """The entries of ``path``, or None (with a warning unless ``quiet``) when unreadable.
+
+        NOTE: one damaged batch must not keep every other event in the outbox from being sent
+        or discarded; it stays on disk and each retry or discard names it again.
+        """
+        try:
+            return self._read(path)
+        except ConfigurationError as exc:
+            if not quiet:
+                warn(MetaverseWarning(str(exc)))
+            return None
 
     def _write(self, path: Path, entries: Sequence[OutboxEntry], *, durable: bool = True) -> None:
         if not entries:
@@ -419,24 +451,39 @@ class Outbox:
 
         Batches another process is sending right now are skipped. Returns the receipts of the
         events sent; raises :class:`EmitError` whose ``failures`` index the attempted events in
-        the order of :meth:`list`, and which carries the receipts of those sent. Warns with
+        the order of :meth:`list`, and which carries the receipts of those sent. Logs a warning
+        about events a stopped process left while sending them (they may now be in the lake
+        twice); warns with a :class:`MetaverseWarning` about damaged batch files (skipped), and with
         :class:`LateEventWarning` for each event older than a write of the same aspect already
         in the lake: it is sent all the same, and history keeps the newer write.
         """
         wanted = None if message_ids is None else set(message_ids)
-        self._warn_late([e for e in self.list() if wanted is None or e.message_id in wanted])
+        self._warn_late(
+            [
+                e
+                for path in self._batches()
+                for e in self._readable(path, quiet=True) or ()
+                if wanted is None or e.message_id in wanted
+            ]
+        )
         all_receipts: list[Receipt] = []
         all_failures: list[tuple[int, BaseException]] = []
         attempted = 0
+        unsure: list[str] = []
         for path in self._batches():
             with _batch_lock(path.with_suffix(".lock"), wait=False) as held:
                 if not held:
                     continue
-                entries = self._read(path)
+                entries = self._readable(path)
+                if entries is None:
+                    continue
                 chosen = [e for e in entries if wanted is None or e.message_id in wanted]
                 if not chosen:
                     continue
                 others = [e for e in entries if e not in chosen]
+                # NOTE: never tried and not locked: a process stopped (killed, a kernel restart)
+                # after it handed these to the hub and before it could remove them.
+                unsure.extend(e.message_id for e in chosen if e.attempts == 0)
                 receipts, failures = self._send(
                     path,
                     [e.event() for e in chosen],
@@ -447,6 +494,16 @@ class Outbox:
                 all_receipts.extend(receipts)
                 all_failures.extend((attempted + i, e) for i, e in sorted(failures.items()))
                 attempted += len(chosen)
+        if unsure:
+            # NOTE: a log line, not a warning: `metaverse doctor` reports such batches already,
+            # and a retry after a crash is the expected way out, not something to stop on.
+            _log.warning(
+                "%d retried event(s) were left by a process that stopped while sending them "
+                "(%s): the hub may have taken them already, so the lake may hold them twice, "
+                "with the same message id; replay keeps one copy",
+                len(unsure),
+                ", ".join(unsure[:5]) + (f" and {len(unsure) - 5} more" if len(unsure) > 5 else ""),
+            )
         if all_failures:
             raise EmitError(
                 f"{len(all_failures)} of {attempted} events in the outbox could not be sent "
@@ -467,7 +524,9 @@ class Outbox:
             with _batch_lock(path.with_suffix(".lock"), wait=False) as held:
                 if not held:
                     continue
-                entries = self._read(path)
+                entries = self._readable(path)
+                if entries is None:
+                    continue
                 kept = [e for e in entries if e.message_id not in wanted]
                 if len(kept) != len(entries):
                     dropped += len(entries) - len(kept)

@@ -211,3 +211,39 @@ def test_a_damaged_batch_file_is_named_in_the_error(
     path.write_text(json.dumps(data))
     with pytest.raises(mk.ConfigurationError, match=f"outbox file {path} is not an outbox batch"):
         outbox.list()
+
+
+def test_a_damaged_batch_file_does_not_keep_the_other_batches_from_being_sent(
+    tmp_path: Path, clock: SimClock
+) -> None:
+    down = _DownHub(tmp_path / "lake", tmp_path / "hub", namespace="nsnsns", eventhub="eh")
+    outbox = Outbox(tmp_path / "outbox", down)
+    for i in range(3):
+        with pytest.raises(mk.EmitError):
+            outbox.send([OutgoingEvent(b"a", "t", f"k{i}", f"m{i}")], schema_ids=["s"])
+    damaged, *_ = sorted(outbox.folder.glob("*.json"))
+    # The first write of a batch is not fsynced: a power loss can leave it empty.
+    damaged.write_bytes(b"")
+    with pytest.raises(mk.ConfigurationError, match="cut short by a power loss"):
+        outbox.list()
+    assert "cannot be read" in repr(outbox)  # a notebook can still show the workspace
+    outbox.hub = LocalEventHub(
+        tmp_path / "lake", tmp_path / "hub", namespace="nsnsns", eventhub="eh", clock=clock
+    )
+    with pytest.warns(mk.MetaverseWarning, match=f"outbox file {damaged} is not valid JSON"):
+        assert outbox.discard(["m2"]) == 1
+    with pytest.warns(mk.MetaverseWarning, match="moved out of the outbox folder") as seen:
+        assert [r.message_id for r in outbox.retry()] == ["m1"]
+    assert len(seen) == 1  # once per retry, not once per look at the file
+    # The damaged file stays for the steward to look at; nothing else is left.
+    assert sorted(outbox.folder.glob("*.json")) == [damaged]
+
+
+def test_a_json_object_without_events_is_not_read_as_an_empty_batch(tmp_path: Path) -> None:
+    hub = _DownHub(tmp_path / "lake", tmp_path / "hub", namespace="nsnsns", eventhub="eh")
+    outbox = Outbox(tmp_path / "outbox", hub)
+    outbox.folder.mkdir()
+    # Format 1 had no "format" key: an unrelated JSON object looks like one with no events.
+    (outbox.folder / "00000000000000000001-deadbeef.json").write_text('{"evnets": []}')
+    with pytest.raises(mk.ConfigurationError, match=r"not an outbox batch.*events"):
+        outbox.list()

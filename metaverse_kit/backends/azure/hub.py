@@ -79,12 +79,15 @@ def make_batches(
                 if _fits(batch, data):
                     members.append(i)
                     continue
+            message_id = events[i].message_id
             too_large.append(
                 (
                     i,
                     ServiceError(
-                        f"Event {i} ({len(events[i].body)} bytes) is larger than the event hub's "
-                        f"largest batch ({batch.max_size_in_bytes} bytes); it cannot be sent"
+                        f"Event {message_id} ({len(events[i].body)} bytes) is larger than the "
+                        f"event hub's largest batch ({batch.max_size_in_bytes} bytes) and can "
+                        "never be sent: make it smaller (fewer aspects per MCE), or drop it "
+                        f"with ws.outbox.discard([{message_id!r}])"
                     ),
                 )
             )
@@ -178,6 +181,10 @@ class AzureEventHub:
         hub._make = make
         return hub
 
+    @property
+    def _resource(self) -> str:
+        return f"the event hub {self.name} in {self.namespace}"
+
     def __repr__(self) -> str:
         return f"AzureEventHub(namespace={self.namespace!r}, eventhub={self.name!r})"
 
@@ -212,7 +219,7 @@ class AzureEventHub:
             return list(self._client().get_partition_ids())
         except Exception as exc:
             raise translate_eventhub_error(
-                exc, what=f"Reading the partitions of {self.name}"
+                exc, what=f"Reading the partitions of {self.name}", resource=self._resource
             ) from exc
 
     def send(self, events: Sequence[OutgoingEvent], *, schema_ids: Sequence[str]) -> list[Receipt]:
@@ -233,28 +240,57 @@ class AzureEventHub:
                 events, lambda key: producer.create_batch(partition_key=key)
             )
         except Exception as exc:
-            error = translate_eventhub_error(exc, what=f"Preparing a batch for {self.name}")
+            error = translate_eventhub_error(
+                exc, what=f"Preparing a batch for {self.name}", resource=self._resource
+            )
             raise EmitError(
                 f"No event was sent to {self.name}: {error}",
                 failures=[(i, error) for i in range(len(events))],
             ) from exc
         failures.extend(too_large)
-        failed_keys: dict[str, BaseException] = {events[i].partition_key: e for i, e in too_large}
+        # NOTE: an event too large to send holds back only the later events of its key (to keep
+        # their order); the earlier ones go, and each held-back event says which one blocks it.
+        blocked: dict[str, int] = {}
+        for i, _ in too_large:
+            blocked.setdefault(events[i].partition_key, i)
+        failed_keys: dict[str, BaseException] = {}
         sent: set[int] = set()
         lost: MetaverseError | None = None
         for batch, members in batches:
             key = events[members[0]].partition_key
+            if (
+                lost is None
+                and key not in failed_keys
+                and blocked.get(key, len(events)) < members[0]
+            ):
+                failed_keys[key] = ServiceError(
+                    f"Not sent, to keep the order of the events of {key!r}: the earlier event "
+                    f"{events[blocked[key]].message_id} of this key is too large to send; "
+                    "discard it and retry"
+                )
             if lost is not None or key in failed_keys:
                 failures.extend((i, lost or failed_keys[key]) for i in members)
                 continue
             try:
                 producer.send_batch(batch, timeout=self.send_timeout)
             except Exception as exc:
-                error = translate_eventhub_error(exc, what=f"Sending to {self.name}")
+                error = translate_eventhub_error(
+                    exc, what=f"Sending to {self.name}", resource=self._resource
+                )
                 error.__cause__ = exc
-                _log.warning("sending %d events to %s failed: %s", len(members), self.name, error)
+                tried = error
+                if isinstance(error, TransientServiceError):
+                    # NOTE: the batch went out before the connection failed or the answer timed
+                    # out; the hub may have it. Only the untried batches are surely not sent.
+                    tried = TransientServiceError(
+                        f"{error}. The hub may have taken these events before the answer was "
+                        "lost: a retry can deliver them twice, with the same message id (replay "
+                        "keeps one copy)"
+                    )
+                    tried.__cause__ = exc
+                _log.warning("sending %d events to %s failed: %s", len(members), self.name, tried)
                 failed_keys[key] = error
-                failures.extend((i, error) for i in members)
+                failures.extend((i, tried) for i in members)
                 if isinstance(error, TransientServiceError):
                     # NOTE: the connection is gone even after the SDK's retries; the remaining
                     # batches would each wait as long to fail, so they go to the outbox now,

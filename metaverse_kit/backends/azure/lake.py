@@ -65,9 +65,12 @@ def storage_retry_policy(**options: Any) -> Any:
     NOTE: azure-core's retry policy re-raises ``ClientAuthenticationError`` (the credential has
     already tried; azure-sdk-for-python#6019), Storage's own retries it like a lost connection:
     without ``az login`` a lake listing waited 78 s (4 tries of its backoff) before saying so.
+    A host name the name server says does not exist (a misspelt account) is final too.
     """
-    from azure.core.exceptions import ClientAuthenticationError
+    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
     from azure.storage.blob import ExponentialRetry
+
+    from metaverse_kit.backends.azure._errors import no_such_host
 
     class SignInIsFinal(ExponentialRetry):
         def increment(
@@ -76,6 +79,8 @@ def storage_retry_policy(**options: Any) -> Any:
             # Raised inside the pipeline, this comes from the credential (an HTTP 401 from the
             # service is a response, which Storage never retries).
             if isinstance(error, ClientAuthenticationError):
+                return False
+            if isinstance(error, ServiceRequestError) and no_such_host(error):
                 return False
             return bool(super().increment(settings, request, response=response, error=error))
 
@@ -230,11 +235,21 @@ class AzureLake:
             return fn(*args, **kwargs)
         except AzureError as exc:
             error = translate_http_error(
-                exc, what=what, role=_ROLE, credential_option=self.credential_option
+                exc,
+                what=what,
+                role=_ROLE,
+                credential_option=self.credential_option,
+                resource=self._resource,
             )
             if isinstance(error, SchemaNotFoundError):
                 error = ConfigurationError(f"{what}: the container or path does not exist")
             raise error from exc
+
+    @property
+    def _resource(self) -> str:
+        container = getattr(self._container, "container_name", "?")
+        account = getattr(self._container, "account_name", "?")
+        return f"the container {container} of the storage account {account}"
 
     def _children(self, prefix: str) -> tuple[list[str], list[Any]]:
         """The sub-folders and the blobs one level below ``prefix``."""

@@ -199,8 +199,17 @@ class AzureSchemaRegistry:
                     f"by the group's compatibility mode: {redact(message.splitlines()[0])}. "
                     "Give new fields defaults, or register under another name."
                 ) from exc
+            if exc.status_code == 404:
+                raise SchemaNotFoundError(
+                    f"Registering {name!r}: the schema group {group_name!r} does not exist in "
+                    f"{self.fully_qualified_namespace} (a typo? see list_groups()); create it "
+                    "in the portal or with `az eventhubs namespace schema-registry create`"
+                ) from exc
             raise translate_http_error(
-                exc, what=f"Registering {name!r} in group {group_name!r}", role=_WRITER_ROLE
+                exc,
+                what=f"Registering {name!r} in group {group_name!r}",
+                role=_WRITER_ROLE,
+                resource=self._resource,
             ) from exc
         except Exception as exc:  # azure-core's transport errors have no common base here
             raise self._translate(exc, f"Registering {name!r} in group {group_name!r}") from exc
@@ -211,7 +220,13 @@ class AzureSchemaRegistry:
     def _translate(self, exc: Exception, what: str) -> MetaverseError:
         if isinstance(exc, MetaverseError):
             return exc
-        return translate_http_error(exc, what=what, role=_READER_ROLE)
+        return translate_http_error(exc, what=what, role=_READER_ROLE, resource=self._resource)
+
+    @property
+    def _resource(self) -> str:
+        # NOTE: roles are granted on the namespace (or its schema group), so the message names
+        # it: a steward with several namespaces cannot tell which one refused otherwise.
+        return f"the Event Hubs namespace {self.fully_qualified_namespace}"
 
     def get_schema(
         self,

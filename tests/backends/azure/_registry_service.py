@@ -63,6 +63,8 @@ class RegistryService:
     violations: list[str] = field(default_factory=list)
     page_size: int = 2
     fail_next: list[int] = field(default_factory=list)
+    #: Headers of the answers ``fail_next`` makes (``Retry-After`` of a throttled request).
+    fail_headers: dict[str, str] = field(default_factory=dict)
 
     def add_group(self, name: str, compatibility: str = "Backward") -> None:
         self.compatibility[name] = compatibility
@@ -81,7 +83,8 @@ class RegistryService:
             self.violations.append(f"{method} {path}: Authorization {auth[:12]!r}...")
             return 401, {}, b'{"error":{"code":"Unauthorized","message":"bad token"}}'
         if self.fail_next:
-            return self.fail_next.pop(0), {}, b'{"error":{"code":"ServerBusy","message":"busy"}}'
+            body = b'{"error":{"code":"ServerBusy","message":"busy"}}'
+            return self.fail_next.pop(0), dict(self.fail_headers), body
         if method in ("PUT", "POST") and headers.get("content-type") != AVRO:
             self.violations.append(f"{method} {path}: Content-Type {headers.get('content-type')}")
         if method == "GET" and path == "/$schemaGroups":
