@@ -31,12 +31,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from metaverse_kit.errors import ReadOnlyWorkspaceError
+from metaverse_kit.errors import ConfigurationError, ReadOnlyWorkspaceError
 
 __all__ = [
     "Leftover",
     "atomic_write",
     "can_write",
+    "check_text_path",
     "file_mode",
     "find_leftovers",
     "fsync_folder",
@@ -47,6 +48,25 @@ __all__ = [
 
 #: errno values that mean "this folder cannot be written by you", not "something broke".
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def check_text_path(path: str | os.PathLike[str], *, what: str) -> None:
+    """Raise :class:`ConfigurationError` when ``path`` is not UTF-8 text (a file name in
+    another encoding, which Python keeps as surrogates).
+
+    NOTE: a replay names each event's Capture file in a UTF-8 column (``capture_file``), as
+    Arrow's strings are; a workspace in such a folder took events and then failed every replay
+    with a UnicodeEncodeError naming no path.
+    """
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        raise ConfigurationError(
+            f"The {what} {shown} is not UTF-8 text: replays name their files in UTF-8; rename "
+            "the folder, or use one whose name is UTF-8"
+        ) from None
 
 
 @contextlib.contextmanager

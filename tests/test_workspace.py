@@ -276,3 +276,22 @@ def test_a_refused_option_leaves_no_workspace_behind(tmp_path: Path, option: dic
         mk.connect(path=tmp_path / "w", **option)
     assert list(tmp_path.iterdir()) == []
     mk.connect(path=tmp_path / "w").close()  # the same folder opens (it was left broken)
+
+
+def test_a_workspace_path_that_is_not_utf8_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """Such a workspace took events and then failed every replay with a UnicodeEncodeError
+    naming no path (a replay names each event's file in a UTF-8 column)."""
+    import os
+
+    target = tmp_path / os.fsdecode(b"ws\xff")
+    with pytest.raises(mk.ConfigurationError) as refused:
+        mk.connect(path=target)
+    assert str(refused.value) == (
+        f"The workspace path {tmp_path}/ws\\xff is not UTF-8 text: replays name their files in "
+        "UTF-8; rename the folder, or use one whose name is UTF-8"
+    )
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(mk.ConfigurationError, match=r"The lake path .* is not UTF-8 text"):
+        mk.replay_capture(target)

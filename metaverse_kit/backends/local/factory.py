@@ -19,7 +19,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from metaverse_kit._files import atomic_write, can_write, locked, remove_leftovers, writing
+from metaverse_kit._files import (
+    atomic_write,
+    can_write,
+    check_text_path,
+    locked,
+    remove_leftovers,
+    writing,
+)
 from metaverse_kit.backends import declared_options
 from metaverse_kit.backends.local.consumer import LocalEventConsumer
 from metaverse_kit.backends.local.hub import LocalEventHub
@@ -169,6 +176,7 @@ def create(
     # check came after workspace.json was written, which then refused every later open).
     check_workspace_settings({k: v for k, v in given.items() if v is not None}, path=None)
     root = Path(path).expanduser() if path is not None else default_workspace_path()
+    check_text_path(root, what="workspace path")
     if root.exists() and not root.is_dir():
         raise ConfigurationError(f"The workspace path {root} is a file, not a folder")
     with writing(root.parent):

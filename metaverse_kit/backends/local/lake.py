@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from metaverse_kit._files import check_text_path
 from metaverse_kit.backends.protocols import CaptureFile
 from metaverse_kit.capture import complete_length, parse_capture_path, select_files
 from metaverse_kit.errors import CaptureFileError, ConfigurationError
@@ -35,6 +36,7 @@ class LocalLake:
     ) -> None:
         self._appending = appending
         if isinstance(root, (str, os.PathLike)):
+            check_text_path(root, what="lake path")
             self._paths: list[Path] | None = None
             self.root = str(root)
         else:
@@ -48,6 +50,7 @@ class LocalLake:
                         f"A list of locations takes Capture file paths; got {type(p).__name__} "
                         f"{p!r:.60}"
                     )
+                check_text_path(p, what="Capture file path")
                 key = os.path.realpath(p)
                 if key not in seen:
                     seen.add(key)
