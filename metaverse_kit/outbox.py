@@ -86,6 +86,12 @@ _DAMAGED_HINT = (
     "aside to keep it); the other batches are sent and discarded as usual."
 )
 _log = logging.getLogger(__name__)
+
+
+class _NewerFormat(ValueError):
+    """A batch file of a format this version does not know (a newer metaverse-kit's)."""
+
+
 _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 
@@ -188,7 +194,7 @@ def _entries(data: Any, batch: str) -> list[OutboxEntry]:
         # NOTE: no default: an object without events is no batch, and must not read as empty.
         return [OutboxEntry.from_obj(e, batch=batch) for e in data["events"]]
     if version != _FORMAT:
-        raise ValueError(f"format {version!r}, which this version of metaverse-kit cannot read")
+        raise _NewerFormat(f"format {version!r}, which this version of metaverse-kit cannot read")
     count, shared, columns = data["count"], data["shared"], data["columns"]
     bodies = data["bodies"]
     if any(len(values) != count for values in (bodies, *columns.values())):
@@ -297,7 +303,7 @@ class Outbox:
                 f"The outbox file {path} is not an outbox batch ({type(exc).__name__}: {exc}). "
                 + (
                     "It was written by a newer metaverse-kit: upgrade to read it."
-                    if "cannot read" in str(exc)
+                    if isinstance(exc, _NewerFormat)
                     else _DAMAGED_HINT
                 )
             ) from exc

@@ -6,13 +6,18 @@ variable cannot leak it into the next one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +114,35 @@ def python_as_other_user(
         timeout=timeout,
         check=False,
     )
+
+
+@contextlib.contextmanager
+def serving_app(
+    command: list[str], *, port: int, log: Path, timeout: float = 90.0, **popen: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``metaverse app`` run as ``command`` (output in ``log``), once it answers on ``port``;
+    stopped when the block ends. Fails the test when it exits or does not answer in time."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, **popen)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"metaverse app exited: {log.read_text()[-3000:]}")
+            try:
+                # NOTE: not "/": every page request starts a kernel.
+                url = f"http://127.0.0.1:{port}/voila/static/voila.js"
+                with urllib.request.urlopen(url, timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"metaverse app did not answer: {log.read_text()[-3000:]}")
+                time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -29,6 +29,7 @@ from playwright.sync_api import Browser, Page
 
 import metaverse_kit as mk
 from metaverse_kit.demo import emit_sample_history
+from tests.conftest import serving_app
 from tests.widgets.row_planner import sheet
 
 pytestmark = pytest.mark.browser
@@ -81,32 +82,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     port, token, log = _free_port(), secrets.token_hex(16), base / "app.log"
     command = [sys.executable, "-m", "metaverse_kit.cli", "app", "--workspace", str(workspace)]
     command += ["--port", str(port), "--token", token]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=base, env=env, stdout=out, stderr=subprocess.STDOUT)
-    running = App(port, token, workspace, process, log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"metaverse app exited: {log.read_text()[-3000:]}")
-            try:
-                # NOTE: not "/": every request to it starts a kernel.
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/voila/static/voila.js", timeout=5
-                ):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"metaverse app did not answer: {log.read_text()[-3000:]}")
-                time.sleep(0.2)
-        yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving_app(command, port=port, log=log, timeout=START_TIMEOUT, cwd=base, env=env) as p:
+        yield App(port, token, workspace, p, log)
 
 
 def _open(chromium: Browser, app: App, *, theme: str = "light") -> Page:

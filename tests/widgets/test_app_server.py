@@ -19,7 +19,7 @@ import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.app import AppServer, app_command, app_environment
-from tests.conftest import REPO
+from tests.conftest import REPO, serving_app
 
 pytest.importorskip("voila")
 
@@ -41,30 +41,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]
     port, token = _free_port(), secrets.token_hex(16)
     log = base / "app.log"
     command = [*CLI, "--workspace", str(base / "ws"), "--port", str(port), "--token", token]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"metaverse app exited: {log.read_text()[-3000:]}")
-            try:
-                # NOTE: not "/": every page request starts a kernel.
-                url = f"http://127.0.0.1:{port}/voila/static/voila.js"
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"metaverse app did not answer: {log.read_text()[-3000:]}")
-                time.sleep(0.2)
+    with serving_app(command, port=port, log=log, timeout=START_TIMEOUT, cwd=REPO):
         yield port, token
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.parametrize(

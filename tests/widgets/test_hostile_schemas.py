@@ -11,33 +11,9 @@ import metaverse_kit as mk
 from metaverse_kit.errors import SchemaParseError, ValidationError
 from metaverse_kit.widgets import BatchEmitter, EventComposer, SchemaBrowser
 from metaverse_kit.widgets._form import FIELDS_PAGE, AvroForm
+from tests.events.test_jsonform import SAME_SHORT_NAME
 
 MARKUP = "<img src=x onerror=alert(1)><script>alert(2)</script>"
-
-SAME_SHORT_NAME = {
-    "type": "record",
-    "name": "Same",
-    "namespace": "t",
-    "fields": [
-        {
-            "name": "u",
-            "type": [
-                {
-                    "type": "record",
-                    "name": "X",
-                    "namespace": "a",
-                    "fields": [{"name": "p", "type": "int"}],
-                },
-                {
-                    "type": "record",
-                    "name": "X",
-                    "namespace": "b",
-                    "fields": [{"name": "p", "type": "int"}],
-                },
-            ],
-        }
-    ],
-}
 
 
 def _record(name: str, fields: list[dict]) -> dict:

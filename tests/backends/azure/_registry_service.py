@@ -174,13 +174,11 @@ def _same(a: str, b: str) -> bool:
     return json.loads(a) == json.loads(b)
 
 
-class RegistryTransport(HttpTransport):
-    """azure-core transport that answers from a :class:`RegistryService`, in process."""
+class FakeTransport(HttpTransport):
+    """An azure-core transport answered in this process: nothing to open or close; a
+    subclass's ``send`` answers each request."""
 
-    def __init__(self, service: RegistryService) -> None:
-        self.service = service
-
-    def __enter__(self) -> RegistryTransport:
+    def __enter__(self) -> FakeTransport:
         return self
 
     def __exit__(self, *args: object) -> None:
@@ -191,6 +189,13 @@ class RegistryTransport(HttpTransport):
 
     def close(self) -> None:
         pass
+
+
+class RegistryTransport(FakeTransport):
+    """azure-core transport that answers from a :class:`RegistryService`, in process."""
+
+    def __init__(self, service: RegistryService) -> None:
+        self.service = service
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         headers = {k.lower(): v for k, v in request.headers.items()}

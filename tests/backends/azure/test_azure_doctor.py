@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import requests
 from azure.core.credentials import AccessToken
-from azure.core.pipeline.transport import HttpTransport
 from azure.core.rest._requests_basic import RestRequestsTransportResponse
 
 import metaverse_kit as mk
@@ -36,6 +35,7 @@ from metaverse_kit.backends.azure.registry import AzureSchemaRegistry
 from tests.backends.azure._amqp_endpoint import LoopbackEventHubs
 from tests.backends.azure._registry_service import (
     FakeCredential,
+    FakeTransport,
     RegistryService,
     RegistryTransport,
 )
@@ -47,24 +47,12 @@ pytestmark = pytest.mark.filterwarnings(
 LAKE = "abfss://main@stlake.dfs.core.windows.net/"
 
 
-class DenyingTransport(HttpTransport):
+class DenyingTransport(FakeTransport):
     """azure-core transport answering every request with ``status`` (401 or 403)."""
 
     def __init__(self, status: int) -> None:
         self.status = status
         self.requests: list[str] = []
-
-    def __enter__(self) -> DenyingTransport:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        pass
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         self.requests.append(f"{request.method} {request.url}")

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import ServiceRequestError
-from azure.core.pipeline.transport import HttpTransport
 
 import metaverse_kit as mk
 from metaverse_kit.backends.azure._errors import translate_http_error
@@ -23,6 +22,7 @@ from metaverse_kit.outbox import Outbox
 from tests.backends.azure._amqp_endpoint import LoopbackEventHubs
 from tests.backends.azure._registry_service import (
     FakeCredential,
+    FakeTransport,
     RegistryService,
     RegistryTransport,
 )
@@ -127,23 +127,11 @@ def test_a_host_that_does_not_resolve_points_at_a_typo() -> None:
     assert "lakke.blob.core.windows.net" in str(error)
 
 
-class _NoSuchHost(HttpTransport):
+class _NoSuchHost(FakeTransport):
     """A transport whose name server says the account's host does not exist."""
 
     def __init__(self) -> None:
         self.calls = 0
-
-    def __enter__(self) -> _NoSuchHost:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        pass
-
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         self.calls += 1

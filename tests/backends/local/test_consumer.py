@@ -88,12 +88,14 @@ def test_a_file_replaced_by_a_longer_other_archive_is_read_again_from_its_first_
     assert got["message_id"].to_pylist() == [r.message_id for r in copies]
 
 
-# Runs without the right to ignore file modes; prints what the tail handed out and said.
+# Runs without the right to ignore file modes: tails from the start until the events of the
+# files it can read came, gives the locked file or folder the mode argv[5] (octal), tails until
+# its events came; prints what the tail handed out and said.
 _LOCKED_OUT = r"""
 import json, os, sys, time, warnings
 import metaverse_kit as mk
 
-root, locked = sys.argv[1], sys.argv[2]
+root, locked, mode = sys.argv[1], sys.argv[2], int(sys.argv[5], 8)
 out = {"ids": [], "after_chmod": [], "warnings": []}
 with warnings.catch_warnings(record=True) as caught, mk.connect(path=root) as ws:
     warnings.simplefilter("always")
@@ -103,7 +105,7 @@ with warnings.catch_warnings(record=True) as caught, mk.connect(path=root) as ws
             for b in tail.read(0.5):
                 out["ids"] += b.column("message_id").to_pylist()
         out["quiet"] = [b.num_rows for b in tail.read(0.3)]
-        os.chmod(locked, 0o644)
+        os.chmod(locked, mode)
         deadline = time.monotonic() + 30
         while len(out["after_chmod"]) < int(sys.argv[4]) and time.monotonic() < deadline:
             for b in tail.read(0.5):
@@ -135,6 +137,7 @@ def test_a_file_this_user_cannot_open_is_named_and_read_once_it_can_be(tmp_path:
             str(locked),
             str(len(others)),
             str(len(mine)),
+            "644",
             cache=tmp_path / "xdg",
         )
     finally:
@@ -147,31 +150,6 @@ def test_a_file_this_user_cannot_open_is_named_and_read_once_it_can_be(tmp_path:
     (warning,) = seen["warnings"]
     assert warning.startswith("CaptureFileWarning: ") and str(locked) in warning
     assert "Permission denied" in warning
-
-
-# Runs without the right to ignore file modes: a partition folder it may not list, then may.
-_FOLDER_LOCKED = r"""
-import json, os, sys, time, warnings
-import metaverse_kit as mk
-
-root, folder = sys.argv[1], sys.argv[2]
-out = {"ids": [], "after_chmod": [], "warnings": []}
-with warnings.catch_warnings(record=True) as caught, mk.connect(path=root) as ws:
-    warnings.simplefilter("always")
-    with ws.tail(start="earliest") as tail:
-        deadline = time.monotonic() + 30
-        while len(out["ids"]) < int(sys.argv[3]) and time.monotonic() < deadline:
-            for b in tail.read(0.5):
-                out["ids"] += b.column("message_id").to_pylist()
-        out["quiet"] = [b.num_rows for b in tail.read(0.3)]
-        os.chmod(folder, 0o755)
-        deadline = time.monotonic() + 30
-        while len(out["after_chmod"]) < int(sys.argv[4]) and time.monotonic() < deadline:
-            for b in tail.read(0.5):
-                out["after_chmod"] += b.column("message_id").to_pylist()
-    out["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
-print(json.dumps(out))
-"""
 
 
 def test_a_folder_this_user_cannot_list_is_named_and_read_once_it_can_be(
@@ -196,11 +174,12 @@ def test_a_folder_this_user_cannot_list_is_named_and_read_once_it_can_be(
     os.chmod(folder, 0)
     try:
         done = python_as_other_user(
-            _FOLDER_LOCKED,
+            _LOCKED_OUT,
             str(tmp_path / "ws"),
             str(folder),
             str(len(others)),
             str(len(inside)),
+            "755",
             cache=tmp_path / "xdg",
         )
     finally:
