@@ -20,11 +20,17 @@ This module is the one home of a union's Arrow shape, both ways: :func:`arrow_ma
 :func:`union_branch` and :func:`branch_type` read it, and :func:`from_arrow` turns a value read
 from a table back into the fastavro form (the ``branch`` unwrapped into a ``("full.Name", {...})``
 tuple), so nothing else needs to know how a union is laid out in a table.
+
+A plain decoded value does not always say which branch it was written in (5 may be an ``int``
+or a ``long``, 0.5 a ``float`` or a ``double``, ``"X"`` a string or either of two enums), and the
+branch is part of the data: :func:`branch_records` gives a schema that reads the same bytes with
+every such branch named, and the converters put each value in the branch it names.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +44,7 @@ import pyarrow.compute as pc
 
 from metaverse_kit.errors import SchemaParseError
 from metaverse_kit.events.avro import (
+    PRIMITIVES,
     AvroSchema,
     LogicalRange,
     dict_branches,
@@ -49,6 +56,7 @@ __all__ = [
     "BRANCH_FIELD",
     "ArrowMapping",
     "arrow_mapping",
+    "branch_records",
     "branch_type",
     "from_arrow",
     "mapping_for",
@@ -96,9 +104,10 @@ class ArrowMapping:
 def arrow_mapping(avro: AvroSchema, t: Any = None) -> ArrowMapping:
     """Map an Avro type (default: the schema's root) to Arrow.
 
-    Raises :class:`SchemaParseError` for a recursive type, which no Arrow type can hold.
+    Raises :class:`SchemaParseError` for a recursive type, which no Arrow type can hold, and for
+    a union of two branches of one type (which Avro does not allow), naming the field.
     """
-    return _Mapper(avro).map(avro.root if t is None else t, ())
+    return _Mapper(avro).map(avro.root if t is None else t, (), None)
 
 
 # PERF: DataHub-sized schemas take tens of milliseconds to parse and map; once per definition.
@@ -114,15 +123,89 @@ def mapping_for(definition: str) -> ArrowMapping:
     return arrow_mapping(parsed(definition))
 
 
+#: How the records :func:`branch_records` puts around union branches are named (``<prefix>_<union>
+#: _<branch index>``) and the field that holds the branch's value.
+_WRITTEN = "metaverse_kit_written_branch"
+_WRITTEN_FIELD = "value"
+#: What fastavro needs of a type to read its bytes (defaults, docs and aliases are not read).
+_READ_KEYS = ("type", "name", "symbols", "size", "logicalType", "precision", "scale")
+
+
+def branch_records(definition: str) -> Any:
+    """A schema (JSON form, for ``fastavro.parse_schema``) reading the bytes ``definition``
+    writes, in which the branch a union value was written in is always named.
+
+    fastavro reads a union's value as the plain value, naming only records
+    (``return_record_name=True``): 5 written in the ``long`` branch of ``["int", "long"]``, 0.5 in
+    the ``double`` branch of ``["float", "double"]``, ``"X"`` in the second of two enums come
+    back as values of the first branch that holds them, and 0.1 written as a double would be
+    rounded to a float. Here each branch of a union of several that is not a record is put in a
+    record of one field, ``("<prefix>_<union>_<index>", {"value": ...})`` once read, which the
+    converters of :func:`arrow_mapping` unwrap into the branch of that index. NOTE: a record's
+    bytes are its fields' bytes, so the schema reads exactly what the writer wrote; every named
+    type is written with its full name, so no wrapper changes a name or a reference.
+    """
+    avro = parsed(definition)
+    taken = set(avro.named)
+    defined: set[str] = set()
+    unions = itertools.count()
+
+    def named(full: str) -> Any:
+        if full in defined:
+            return full
+        defined.add(full)
+        node = avro.named[full]
+        out: dict[str, Any] = {k: node[k] for k in _READ_KEYS if k in node}
+        if out["type"] == "error":
+            out["type"] = "record"  # NOTE: the same bytes; fastavro names only a "record"
+        if "." not in full:
+            out["namespace"] = ""  # NOTE: else it would take the namespace of what holds it
+        if "fields" in node:
+            out["fields"] = [{"name": f["name"], "type": emit(f["type"])} for f in node["fields"]]
+        return out
+
+    def wrapper(k: int, i: int, t: Any) -> dict[str, Any]:
+        return {
+            "type": "record",
+            "name": f"{_WRITTEN}_{k}_{i}",
+            "namespace": "",
+            "fields": [{"name": _WRITTEN_FIELD, "type": emit(t)}],
+        }
+
+    def emit(t: Any) -> Any:
+        if isinstance(t, list):
+            if sum(1 for b in t if avro.kind(b) != "null") < 2:
+                return [emit(b) for b in t]
+            k = next(unions)
+            # NOTE: never a name the schema gives one of its own types.
+            while any(f"{_WRITTEN}_{k}_{i}" in taken for i in range(len(t))):
+                k = next(unions)
+            return [
+                wrapper(k, i, b) if avro.kind(b) not in ("null", "record") else emit(b)
+                for i, b in enumerate(t)
+            ]
+        if isinstance(t, str):
+            return t if t in PRIMITIVES else named(t)
+        out = {k: t[k] for k in _READ_KEYS if k in t}
+        if "items" in t:
+            out["items"] = emit(t["items"])
+        if "values" in t:
+            out["values"] = emit(t["values"])
+        return out
+
+    return emit(avro.root)
+
+
 class _Mapper:
     def __init__(self, avro: AvroSchema) -> None:
         self.avro = avro
 
-    def map(self, t: Any, stack: tuple[str, ...]) -> ArrowMapping:
+    def map(self, t: Any, stack: tuple[str, ...], field: str | None) -> ArrowMapping:
+        """``t``'s mapping; ``stack`` the records it is inside, ``field`` the nearest field."""
         avro = self.avro
         resolved = avro.resolve(t)
         if isinstance(resolved, list):
-            return self.union(resolved, stack)
+            return self.union(resolved, stack, field)
         if isinstance(resolved, str):
             return ArrowMapping(_PRIMITIVE_TYPES[resolved], None)
         kind = resolved["type"]
@@ -133,7 +216,8 @@ class _Mapper:
                     f"{name} contains itself; a recursive Avro type has no Arrow column type"
                 )
             children = [
-                (f["name"], self.map(f["type"], (*stack, name))) for f in resolved["fields"]
+                (f["name"], self.map(f["type"], (*stack, name), f["name"]))
+                for f in resolved["fields"]
             ]
             struct = pa.struct([pa.field(n, m.type) for n, m in children])
             converters = [(n, m.convert) for n, m in children if m.convert is not None]
@@ -150,7 +234,7 @@ class _Mapper:
 
             return ArrowMapping(struct, convert_record)
         if kind == "array":
-            item = self.map(resolved["items"], stack)
+            item = self.map(resolved["items"], stack, field)
             if item.convert is None:
                 return ArrowMapping(pa.list_(item.type), None)
             ci = item.convert
@@ -158,7 +242,7 @@ class _Mapper:
                 pa.list_(item.type), lambda v: None if v is None else [ci(x) for x in v]
             )
         if kind == "map":
-            value = self.map(resolved["values"], stack)
+            value = self.map(resolved["values"], stack, field)
             if value.convert is None:
                 return ArrowMapping(pa.map_(pa.string(), value.type), None)
             cv = value.convert
@@ -187,13 +271,13 @@ class _Mapper:
             return ArrowMapping(_LOGICAL[(kind, logical)], None)
         return ArrowMapping(_PRIMITIVE_TYPES[kind], None)
 
-    def union(self, branches: list, stack: tuple[str, ...]) -> ArrowMapping:
+    def union(self, branches: list, stack: tuple[str, ...], field: str | None) -> ArrowMapping:
         avro = self.avro
         others = [b for b in branches if b != "null"]
         if not others:
             return ArrowMapping(pa.null(), None)
         if len(others) == 1:
-            inner = self.map(others[0], stack)
+            inner = self.map(others[0], stack, field)
             ci = inner.convert
             if avro.kind(others[0]) != "record":
                 return inner
@@ -206,10 +290,11 @@ class _Mapper:
 
             return ArrowMapping(inner.type, strip_name)
         names = [avro.branch_name(avro.resolve(b)) for b in others]
+        _check_distinct(avro, others, names, stack, field)
         shorts = [n.rpartition(".")[2] for n in names]
         if len(set(shorts)) != len(shorts):
             shorts = names
-        mapped = [self.map(b, stack) for b in others]
+        mapped = [self.map(b, stack, field) for b in others]
         struct = pa.struct(
             [pa.field(BRANCH_FIELD, pa.string())]
             + [pa.field(s, m.type) for s, m in zip(shorts, mapped, strict=True)]
@@ -219,13 +304,19 @@ class _Mapper:
             (avro.kind(b), n, s, m.convert)
             for b, n, s, m in zip(others, names, shorts, mapped, strict=True)
         ]
+        # The branch a record of branch_records names, by its index among all the branches.
+        written = dict(zip([i for i, b in enumerate(branches) if b != "null"], kinds, strict=True))
 
         def convert_union(v: Any) -> Any:
             if v is None:
                 return None
             if isinstance(v, tuple):
                 name, inner = v
-                short, c = by_name[name]
+                if name not in by_name and name.startswith(_WRITTEN):
+                    _, name, short, c = written[int(name.rpartition("_")[2])]
+                    inner = inner[_WRITTEN_FIELD]
+                else:
+                    short, c = by_name[name]
                 return {BRANCH_FIELD: name, short: inner if c is None else c(inner)}
             fits = (
                 dict_branches(avro, others, v)
@@ -242,6 +333,29 @@ class _Mapper:
             return {BRANCH_FIELD: name, short: v if c is None else c(v)}
 
         return ArrowMapping(struct, convert_union)
+
+
+def _check_distinct(
+    avro: AvroSchema, others: list, names: list[str], stack: tuple, field: str | None
+) -> None:
+    """Raise :class:`SchemaParseError` for a union with two branches of one type or name.
+
+    NOTE: Avro allows one branch of each type besides named types, which go by their names
+    (``["long", {"type": "long", "logicalType": "timestamp-millis"}]`` is two longs); such a
+    union's column could not tell its branches apart, and its bytes say only "a long".
+    """
+    seen: dict[str, Any] = {}
+    for b, name in zip(others, names, strict=True):
+        if name in seen:
+            where = f" of field {field}" if field else ""
+            where += f" in record {stack[-1]}" if stack else ""
+            raise SchemaParseError(
+                f"The union [{', '.join(avro.label(x) for x in others)}]{where} has two "
+                f"branches of one type ({avro.label(seen[name])} and {avro.label(b)}): Avro "
+                "allows one branch of each type besides records, enums and fixed types of "
+                "different names; give the schema one of them"
+            )
+        seen[name] = avro.resolve(b)
 
 
 _WHOLE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}

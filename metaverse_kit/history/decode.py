@@ -29,9 +29,11 @@ What it does, per archive:
    cannot read), then resolved to the reader's Arrow type column by column (:mod:`._resolve`:
    defaults, dropped fields, promotions, enum symbols, union branches, aliases). An event whose
    writer cannot be resolved gets a ``decode_error`` naming the first failing field path, and
-   keeps its raw ``body``; so do events that are not registry Avro, name an unknown schema id, or
-   another schema altogether, and events holding a timestamp, date or time no Python object
-   holds (:func:`_unreadable_times`). No row has a null payload without a ``decode_error``.
+   keeps its raw ``body``; so do events that are not registry Avro, name an unknown schema id,
+   another schema altogether or a writer schema no Arrow type holds (a union of two longs), and
+   events holding a timestamp, date or time no Python object holds (:func:`_unreadable_times`).
+   A union value is in the branch it was written in, whichever decoder reads it. No row has a
+   null payload without a ``decode_error``.
 """
 
 from __future__ import annotations
@@ -51,13 +53,14 @@ import pyarrow.compute as pc
 
 from metaverse_kit.backends.protocols import CaptureFile
 from metaverse_kit.capture import parse_capture_path
-from metaverse_kit.errors import CaptureFileError, ConfigurationError
+from metaverse_kit.errors import CaptureFileError, ConfigurationError, SchemaParseError
 from metaverse_kit.events.avro import LOGICAL_RANGES, AvroSchema, names_match
 from metaverse_kit.events.codec import parsed_schema, schema_id_from_content_type
 from metaverse_kit.history import _container, _decoder
 from metaverse_kit.history._resolve import ResolutionUnsupported, resolution
 from metaverse_kit.history.arrow_types import (
     ArrowMapping,
+    branch_records,
     mapping_for,
     parsed,
     python_range_problems,
@@ -953,6 +956,13 @@ def _decode_payloads(
                 f"{reader.name}; replay with schema= that schema to decode it"
             )
             continue
+        if definition != payload.definition:
+            try:
+                mapping_for(definition)
+            except SchemaParseError as exc:
+                # NOTE: a schema no Arrow type holds (a union of two longs...) reads nothing.
+                errors[rows] = f"written with schema {schema_id}, which cannot be decoded: {exc}"
+                continue
         key = payload.definition if _reads_as_reader(definition, payload) else definition
         batches.setdefault(key, []).append((schema_id, definition, rows))
     pieces: list[pa.Array] = []
@@ -1076,7 +1086,8 @@ def _date_or_time(avro: AvroSchema, t: Any) -> bool:
 @functools.lru_cache(maxsize=64)
 def _numbers_fit(definition: str) -> bool:
     """True unless a union of ``definition`` has a date or time branch beside another int or
-    long branch: there a number read without its logical type could not tell its branch."""
+    long branch: there a number fastavro resolves to a reader without its logical type could
+    not tell its branch (a writer's own branches are named: :func:`_branch_named`)."""
     avro = parsed(definition)
     types = [f["type"] for t in avro.named.values() for f in t.get("fields", [])]
     types.append(avro.root)
@@ -1092,23 +1103,32 @@ def _numbers_fit(definition: str) -> bool:
     return True
 
 
+def _plain(t: Any) -> Any:
+    """A schema's JSON form with its dates and times as the numbers they are written as."""
+    if isinstance(t, list):
+        return [_plain(b) for b in t]
+    if not isinstance(t, dict):
+        return t
+    kind = t.get("type")
+    if isinstance(kind, str) and (kind, t.get("logicalType")) in LOGICAL_RANGES:
+        return kind
+    return {k: _plain(v) if k in ("type", "items", "values", "fields") else v for k, v in t.items()}
+
+
 @functools.lru_cache(maxsize=64)
 def _numbers_schema(definition: str) -> Any:
     """fastavro's parsed form of ``definition`` that reads dates and times as their numbers."""
+    return fastavro.parse_schema(_plain(json.loads(definition)))
 
-    def plain(t: Any) -> Any:
-        if isinstance(t, list):
-            return [plain(b) for b in t]
-        if not isinstance(t, dict):
-            return t
-        kind = t.get("type")
-        if isinstance(kind, str) and (kind, t.get("logicalType")) in LOGICAL_RANGES:
-            return kind
-        return {
-            k: plain(v) if k in ("type", "items", "values", "fields") else v for k, v in t.items()
-        }
 
-    return fastavro.parse_schema(plain(json.loads(definition)))
+@functools.lru_cache(maxsize=64)
+def _branch_named(definition: str, *, numbers: bool = False) -> Any:
+    """fastavro's parsed form of a writer's ``definition`` that names the branch of every union
+    value (:func:`~metaverse_kit.history.arrow_types.branch_records`), so that the fastavro
+    decoder puts each value in the branch it was written in, as the native decoder does; with
+    ``numbers``, dates and times are read as their numbers."""
+    schema = branch_records(definition)
+    return fastavro.parse_schema(_plain(schema) if numbers else schema)
 
 
 def _as_numbers(data: bytes, definition: str, reader: str | None) -> tuple[Any, int] | None:
@@ -1120,13 +1140,15 @@ def _as_numbers(data: bytes, definition: str, reader: str | None) -> tuple[Any, 
     decoder gives it (:func:`_unreadable_times`), and a reader without that logical type reads
     the number.
     """
-    if not (_numbers_fit(definition) and (reader is None or _numbers_fit(reader))):
+    if reader is not None and not (_numbers_fit(definition) and _numbers_fit(reader)):
         return None
     buf = io.BytesIO(data)
     try:
         value = fastavro.schemaless_reader(
             buf,
-            _numbers_schema(definition),
+            _branch_named(definition, numbers=True)
+            if reader is None
+            else _numbers_schema(definition),
             None if reader is None else _numbers_schema(reader),
             return_record_name=True,
         )
@@ -1235,7 +1257,10 @@ def _fastavro(
     mapping: ArrowMapping,
     schema_id: str,
 ) -> tuple[list[pa.Array], np.ndarray | None]:
-    writer = parsed_schema(definition)
+    # NOTE: read alone, a writer's union values name their branch. fastavro's own resolution to
+    # a reader (only what the Arrow resolution cannot do, a decimal of another scale) names
+    # records alone: there a union value's branch is still told by its value.
+    writer = _branch_named(definition) if reader is None else parsed_schema(definition)
     read_as = None if reader is None else parsed_schema(reader)
     values: list[Any] = []
     errors = np.full(len(bodies), None, dtype=object)

@@ -381,11 +381,12 @@ def test_a_cached_replay_keeps_the_explanation(workspace: mk.Workspace) -> None:
     assert again.equals(first) and again["decode_error"].null_count == 1
 
 
-def test_where_a_number_could_not_tell_its_branch_the_event_is_still_kept(
+def test_a_date_beside_a_long_out_of_range_is_explained_alike_by_both_decoders(
     workspace: mk.Workspace,
 ) -> None:
     """A date beside a long in one union: read as a number, a date could not be told from a
-    long, so the fastavro decoder gives fastavro's own reason; the row is the same otherwise."""
+    long, and the fastavro decoder gave fastavro's own reason; the branch written is read now,
+    so both decoders give the same row and the same decode_error."""
     schema = {
         "type": "record",
         "name": "Either",
@@ -403,11 +404,11 @@ def test_where_a_number_could_not_tell_its_branch_the_event_is_still_kept(
     for table in tables.values():
         assert table["body"].to_pylist() == [bodies[0], None]
         assert table["x"].to_pylist() == [None, {"branch": "long", "int": None, "long": 10**12}]
-    assert (
-        tables["auto"]["decode_error"][0]
-        .as_py()
-        .startswith(
-            "holds a value no Python datetime can: x: 1000000000 is out of the range of date"
+        assert (
+            table["decode_error"][0]
+            .as_py()
+            .startswith(
+                "holds a value no Python datetime can: x: 1000000000 is out of the range of date"
+            )
         )
-    )
-    assert tables["fastavro"]["decode_error"][0].as_py().startswith("body does not decode")
+    assert tables["auto"].equals(tables["fastavro"])
