@@ -9,6 +9,16 @@ the number of files, the last modification time and, where the footers give it f
 (Parquet), the row count. A CSV file is UTF-8 (with or without a byte order mark) or UTF-16 with
 one; another encoding fails its dataset with the line and the byte offset that do not decode.
 
+The types of CSV and JSON lines columns are inferred from their values: a column with no value
+in the rows read (a file with a header and no row, a column left empty, a key always ``null``, an
+array always empty) has no type to infer, and is given as ``string`` (``StringType``), its
+description saying why, rather than DataHub's ``NullType`` (a column that only ever holds
+null); wherever another file of the dataset has values, their type wins. Parquet and Avro
+declare their types, a ``null`` one included. A file with no column (0 bytes, or only blank
+lines) fails its dataset, unless other files of the dataset give the columns (Spark writes such
+a file for an empty partition); a column with no name (an empty header cell) and a name given
+twice fail the dataset, naming the file and the columns.
+
 ``path`` is a local folder or ``abfs[s]://<container>@<account>.dfs.core.windows.net/<folder>``
 (read through the Blob API with ranged reads, so a Parquet footer costs two small requests;
 ``connection_string`` for keys or the emulator, otherwise ``DefaultAzureCredential``).
@@ -47,7 +57,9 @@ from metaverse_kit.ingest.source import (
 
 __all__ = ["FORMATS", "FilesConfig", "FilesSource", "arrow_fields"]
 
-_VERSION = "files/1"
+#: In every dataset's fingerprint: a new version reads every dataset again on the next run, for
+#: what it now makes of the same files (2: columns with no value are strings, not null).
+_VERSION = "files/2"
 #: File name endings per format.
 FORMATS = {
     "parquet": (".parquet", ".pq"),
@@ -130,11 +142,16 @@ def _kind(t: pa.DataType) -> tuple[str, list[str] | None]:
 
 
 def arrow_fields(
-    schema: pa.Schema, *, partition_keys: tuple[str, ...] = (), native: dict[str, str] | None = None
+    schema: pa.Schema,
+    *,
+    partition_keys: tuple[str, ...] = (),
+    native: dict[str, str] | None = None,
+    descriptions: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """DataHub SchemaFields for an Arrow schema; struct children as dotted paths (``a.b``).
 
-    ``native`` overrides the native type text of top-level fields (an Avro file's own types).
+    ``native`` overrides the native type text of top-level fields (an Avro file's own types);
+    ``descriptions`` gives fields (by path) a description.
     """
     out: list[dict[str, Any]] = []
 
@@ -148,6 +165,7 @@ def arrow_fields(
                 kind,
                 native_type=text,
                 nullable=f.nullable,
+                description=(descriptions or {}).get(path),
                 nested=nested,
                 is_partitioning_key=True if f.name in partition_keys and not prefix else None,
             )
@@ -325,8 +343,53 @@ def _format_of(name: str, formats: list[str]) -> str | None:
     return None
 
 
-def _check_unique_columns(f: _File, schema: pa.Schema) -> None:
-    """Raise ValueError naming each column ``f`` has more than once, with its positions."""
+#: The formats whose column types pyarrow infers from the values read.
+_INFERRED = ("csv", "json")
+#: The description of a column of those formats with no value in the rows read.
+_UNTYPED = (
+    "No value in the rows read (the first MiB of each file) tells this column's type: "
+    "given as string."
+)
+
+
+def _untyped_as_text(t: pa.DataType, path: str, found: set[str]) -> pa.DataType:
+    """``t`` with every null type in it (no value to infer a type from) made ``string``;
+    the path of each field (as :func:`arrow_fields` names it) that held one is put in ``found``.
+
+    NOTE: pyarrow types a column it saw no value of as null, which DataHub shows as NullType,
+    a column that only ever holds null: nothing says that of a file's column with no row yet.
+    """
+    if pa.types.is_null(t):
+        found.add(path)
+        return pa.string()
+    if pa.types.is_struct(t):
+        return pa.struct(
+            [f.with_type(_untyped_as_text(f.type, f"{path}.{f.name}", found)) for f in t]
+        )
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        item = t.value_field.with_type(_untyped_as_text(t.value_type, path, found))
+        return pa.list_(item) if pa.types.is_list(t) else pa.large_list(item)
+    if pa.types.is_map(t):
+        item = t.item_field.with_type(_untyped_as_text(t.item_type, path, found))
+        return pa.map_(t.key_field, item, t.keys_sorted)
+    return t
+
+
+def _check_column_names(f: _File, schema: pa.Schema, fmt: str) -> None:
+    """Raise ValueError naming the columns of ``f`` with no name, or named more than once."""
+    blank = [str(n) for n, name in enumerate(schema.names, 1) if not name.strip()]
+    if blank:
+        # NOTE: DataHub needs a field path (the builder refused it naming neither file nor
+        # column); an empty header cell is often a pandas index written by to_csv.
+        where = " and ".join([", ".join(blank[:-1]), blank[-1]] if len(blank) > 1 else blank)
+        hint = " (pandas: to_csv(index=False), or name the index)" if fmt == "csv" else ""
+        raise ValueError(
+            f"{f.path} has {'a column' if len(blank) == 1 else 'columns'} with no name "
+            f"(column{'s' if len(blank) > 1 else ''} {where} of {len(schema.names)}); give "
+            f"each column a name{hint}"
+        )
+    for column in schema:
+        _check_field_names(f, column, column.name)
     named = repeated_columns(schema.names)
     if named:
         # NOTE: checked before unifying: pyarrow's own error then blames the dataset's files
@@ -334,6 +397,32 @@ def _check_unique_columns(f: _File, schema: pa.Schema) -> None:
         raise ValueError(
             f"{f.path} names a column more than once: {named}; give each column its own name"
         )
+
+
+def _check_field_names(f: _File, field: pa.Field, path: str) -> None:
+    """Raise ValueError for a nested field (of a JSON object, a Parquet struct) with no name."""
+    if not pa.types.is_struct(field.type):
+        return
+    for child in field.type:
+        if not child.name.strip():
+            raise ValueError(f"{f.path} has a field with no name in {path}; give each field a name")
+        _check_field_names(f, child, f"{path}.{child.name}")
+
+
+class _NoColumns(ValueError):
+    """A file holds nothing (0 bytes, or no text but blank lines): no column to read."""
+
+
+def _check_not_empty(path: str, head: bytes, fmt: str) -> None:
+    """Raise :class:`_NoColumns` when a CSV or JSON lines file holds no text."""
+    if head.removeprefix(codecs.BOM_UTF8).strip():
+        return
+    state = "is empty (0 bytes)" if not head else "holds no text (only blank lines)"
+    if fmt == "csv":
+        raise _NoColumns(
+            f"{path} {state}: a CSV file's first line is the header naming its columns"
+        )
+    raise _NoColumns(f"{path} {state}: no JSON object to read columns from (one per line)")
 
 
 def _csv_head(path: str, head: bytes, *, what: str = "row (or the header)") -> bytes:
@@ -477,6 +566,13 @@ class FilesSource(Source):
 
     def _schema(self, ds: _Dataset, f: _File) -> tuple[pa.Schema, int | None, dict[str, str]]:
         """(schema, row count if cheap, native types) of one file."""
+        if f.size == 0 and ds.format in ("parquet", "avro"):
+            # NOTE: pyarrow said "Parquet file size is 0 bytes", fastavro "cannot read header".
+            what = "footer" if ds.format == "parquet" else "header"
+            raise _NoColumns(
+                f"{f.path} is empty (0 bytes): no {ds.format.capitalize()} {what} to read its "
+                "columns from"
+            )
         if ds.format == "parquet":
             import pyarrow.parquet as pq
 
@@ -487,6 +583,7 @@ class FilesSource(Source):
             import pyarrow.csv as pcsv
 
             head = _csv_head(f.path, self.store.head(f.path, _HEAD))
+            _check_not_empty(f.path, head, "csv")
             try:
                 # NOTE: one thread, so that pyarrow numbers the row it cannot parse.
                 options = pcsv.ReadOptions(use_threads=False)
@@ -499,6 +596,7 @@ class FilesSource(Source):
             # NOTE: as a CSV file's: a Latin-1 file was read without a word and UTF-16 failed
             # with "JSON parse error: Invalid value. in row 0".
             head = _csv_head(f.path, self.store.head(f.path, _HEAD), what="line")
+            _check_not_empty(f.path, head, "json")
             try:
                 return pjson.read_json(io.BytesIO(head)).schema, None, {}
             except pa.ArrowInvalid as exc:
@@ -539,26 +637,41 @@ class FilesSource(Source):
         native: dict[str, str] = {}
         rows = 0
         counted = self.config.row_counts and ds.format == "parquet"
+        empty: _NoColumns | None = None
         for i, f in enumerate(newest):
             if i >= _SAMPLED and not counted:
                 break
-            schema, count, types = self._schema(ds, f) if i < _SAMPLED else (None, None, {})
+            try:
+                schema, count, types = self._schema(ds, f) if i < _SAMPLED else (None, None, {})
+            except _NoColumns as exc:
+                # NOTE: an empty part of a dataset of many files (Spark writes one for an empty
+                # partition) says nothing of its columns; a dataset with no other fails.
+                empty = empty or exc
+                continue
             if schema is None and ds.format == "parquet":
                 import pyarrow.parquet as pq
 
                 with self.store.open(f.path) as handle:
                     count = pq.ParquetFile(handle).metadata.num_rows
             if schema is not None:
-                _check_unique_columns(f, schema)
+                _check_column_names(f, schema, ds.format)
                 schemas.append(schema)
                 native = {**types, **native}
             rows += count or 0
+        if not schemas and empty is not None:
+            raise empty
         try:
             schema = pa.unify_schemas(schemas, promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(
                 f"the files of {ds.path} have schemas that do not agree: {exc}"
             ) from exc
+        untyped: set[str] = set()
+        if ds.format in _INFERRED:
+            # NOTE: after unifying, so that another file's values give the column its type.
+            schema = pa.schema(
+                [f.with_type(_untyped_as_text(f.type, f.name, untyped)) for f in schema]
+            )
         for key in ds.partition_keys:
             if schema.get_field_index(key) < 0:
                 values = {
@@ -588,7 +701,12 @@ class FilesSource(Source):
             ),
             A.schema_metadata(
                 name,
-                arrow_fields(schema, partition_keys=ds.partition_keys, native=native),
+                arrow_fields(
+                    schema,
+                    partition_keys=ds.partition_keys,
+                    native=native,
+                    descriptions=dict.fromkeys(untyped, _UNTYPED),
+                ),
                 platform=self.platform,
                 raw_schema=schema.to_string(show_schema_metadata=False),
             ),
