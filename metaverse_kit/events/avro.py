@@ -8,7 +8,9 @@ named-type references and namespace inheritance are resolved in exactly one plac
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -18,6 +20,8 @@ from typing import Any
 from metaverse_kit.errors import SchemaParseError
 
 __all__ = [
+    "FLOAT_MAX",
+    "FLOAT_TINY",
     "LOGICAL_RANGES",
     "PRIMITIVES",
     "PROMOTIONS",
@@ -31,12 +35,14 @@ __all__ = [
     "logical_problem",
     "logical_range",
     "names_match",
+    "number_problem",
     "parse_definition",
     "python_kinds",
     "reader_branch",
     "types_match",
     "unqualified",
     "uuid_problem",
+    "whole_number_text",
 ]
 
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
@@ -161,17 +167,94 @@ def uuid_problem(value: str) -> str | None:
     )
 
 
+def whole_number_text(value: int, limit: int = 60) -> str:
+    """An integer as a message shows it: its digits, or its first digits and how many it has.
+
+    NOTE: ``str()`` of an integer of more than ``sys.get_int_max_str_digits()`` digits raises
+    ValueError; a message about such a value must not.
+    """
+    digits = _digit_count(value)
+    if digits <= limit:
+        return str(value)
+    sign = "-" if value < 0 else ""
+    return f"{sign}{_leading_digits(value)}... (an integer of {digits} digits)"
+
+
+def _digit_count(value: int) -> int:
+    """How many decimal digits ``abs(value)`` has, without ``str()`` (see whole_number_text)."""
+    n = abs(value)
+    if n == 0:
+        return 1
+    # NOTE: the estimate from the bit length is the count or one more; one power of ten says.
+    guess = int(n.bit_length() * math.log10(2)) + 1
+    return guess if n >= 10 ** (guess - 1) else guess - 1
+
+
+def _leading_digits(value: int, count: int = 12) -> str:
+    n = abs(value)
+    return str(n // 10 ** max(_digit_count(n) - count, 0))
+
+
 def decimal_problem(value: bytes | bytearray, precision: int) -> str | None:
     """Why the bytes of a decimal (a big-endian two's-complement unscaled number) have more
     digits than ``precision``, or None."""
     unscaled = int.from_bytes(value, "big", signed=True)
-    digits = len(str(abs(unscaled)))
-    if digits <= precision:
+    if abs(unscaled) < 10**precision:
         return None
     return (
-        f"the decimal's unscaled value {unscaled} has {digits} digits, more than its "
-        f"precision of {precision}"
+        f"the decimal's unscaled value {whole_number_text(unscaled)} has "
+        f"{_digit_count(unscaled)} digits, more than its precision of {precision}"
     )
+
+
+#: The largest magnitude an Avro ``float`` (IEEE 754 single precision) holds; a Python float up
+#: to 3.4028235e38 rounds to it.
+FLOAT_MAX = 3.4028235e38
+#: The largest magnitude an Avro ``float`` writes as 0.0: half its smallest number above zero
+#: (2**-149); anything closer to zero rounds to it.
+FLOAT_TINY = 2.0**-150
+_DOUBLE_MAX = sys.float_info.max
+
+
+def number_problem(value: int | float, kind: str, *, nullable: bool = False) -> str | None:
+    """Why ``value`` (a Python int or float, not a bool) is not written as it is in a field of
+    Avro type ``kind`` (``"float"`` or ``"double"``); None when it is.
+
+    NaN and infinity are refused although Avro holds them: DataHub's JSON has neither, and a NaN
+    is almost always a missing value (pandas gives one for an empty cell of a number column).
+    A number past the type's range is refused (fastavro writes infinity for one past a
+    float's, and fails on an integer past a double's), and so is a number a ``float`` would
+    write as 0.0. ``nullable``: whether the field also takes null, which the advice names.
+    """
+    if isinstance(value, float):
+        if value != value:
+            missing = (
+                "give None for a missing value (this field may be null), or a number"
+                if nullable
+                else "give a number (this field may not be null: a missing value needs a "
+                "nullable field, a union with null)"
+            )
+            return (
+                f"NaN (not a number) is refused in a {kind} field: DataHub's JSON has no NaN, "
+                "and one is most often a missing value (pandas reads an empty cell of a number "
+                f"column as NaN); {missing}"
+            )
+        if value in (math.inf, -math.inf):
+            return (
+                f"{value} is refused in a {kind} field: DataHub's JSON has no infinity; give a "
+                "finite number" + (" (or None for a missing value)" if nullable else "")
+            )
+    limit = FLOAT_MAX if kind == "float" else _DOUBLE_MAX
+    # NOTE: exact for ints too: Python compares an int and a float by their values.
+    if not -limit <= value <= limit:
+        shown = whole_number_text(value) if isinstance(value, int) else repr(value)
+        return f"{shown} is out of the {kind} range -{limit!r}..{limit!r}"
+    if kind == "float" and value and -FLOAT_TINY <= value <= FLOAT_TINY:
+        return (
+            f"{value!r} is too close to 0 for a float, which writes it as 0.0 (its smallest "
+            "number above zero is about 1.4e-45); give 0.0 if zero is meant"
+        )
+    return None
 
 
 def logical_problem(t: Any, value: Any) -> str | None:
@@ -405,6 +488,87 @@ class AvroSchema:
         ):
             return float(default)
         return default
+
+    @cached_property
+    def unwritable(self) -> dict[str, str]:
+        """The records of this schema of which no value can ever be written, each with why.
+
+        Such a record holds itself (directly or through other records) with no null, array or
+        map on the way, so every value of it would hold another one, for ever; or it has a
+        field (at any depth) of an enum without symbols. Avro accepts such a definition; a form
+        can only leave such a record out (a nullable field of it stays null, a list of it empty).
+        """
+        named = self.named
+        records = {n: t for n, t in named.items() if self.kind(t) == "record"}
+        writable: set[str] = set()
+
+        def can(t: Any) -> bool:
+            if isinstance(t, list):
+                return any(can(b) for b in t)
+            if not isinstance(t, str) or t in PRIMITIVES:
+                return True
+            if t in records:
+                return t in writable
+            return not (named[t]["type"] == "enum" and not named[t].get("symbols"))
+
+        # NOTE: the least fixpoint: a record is writable once all its fields are; a pass over
+        # the records in the order of their definitions settles most schemas at once.
+        changed = True
+        while changed:
+            changed = False
+            for name, r in records.items():
+                if name not in writable and all(can(f["type"]) for f in r["fields"]):
+                    writable.add(name)
+                    changed = True
+        out: dict[str, str] = {}
+        for name in [n for n in records if n not in writable]:
+            chain = [name]
+            while True:
+                # The first field that cannot be written leads to a record that cannot be, or
+                # is an enum without symbols.
+                f = next(f for f in records[chain[-1]]["fields"] if not can(f["type"]))
+                branches = f["type"] if isinstance(f["type"], list) else [f["type"]]
+                nxt = next((b for b in branches if b in records), None)
+                if nxt is None:
+                    held = f"holds {' -> '.join(chain)}, whose" if len(chain) > 1 else "has a"
+                    out[name] = (
+                        f"it {held} field {f['name']!r} is the enum {branches[0]}, which has no "
+                        "symbols (an enum needs one)"
+                    )
+                    break
+                if nxt in chain:
+                    loop = [*chain[chain.index(nxt) :], nxt]
+                    way = (
+                        f"{' -> '.join(loop)} with no null, array or map on the way (one of "
+                        "those fields must be nullable, a union with null)"
+                    )
+                    out[name] = (
+                        f"it contains itself through {way}"
+                        if nxt == name
+                        else f"it holds {' -> '.join(chain[: chain.index(nxt) + 1])}, which "
+                        f"contains itself through {way}"
+                    )
+                    break
+                chain.append(nxt)
+        return out
+
+    def never_written(self, t: Any) -> str | None:
+        """Why no value of type ``t`` can ever be written, or None: a record of
+        :attr:`unwritable`, an enum without symbols, a union of nothing but such types."""
+        r = self.resolve(t)
+        if isinstance(r, list):
+            reasons = [self.never_written(b) for b in r]
+            if r and all(reasons):
+                return "; ".join(str(why) for why in reasons)
+            return None
+        if not isinstance(r, dict):
+            return None
+        kind = self.kind(r)
+        if kind == "record" and r["name"] in self.unwritable:
+            return f"{r['name']} can never be written: {self.unwritable[r['name']]}"
+        if kind == "enum" and not r.get("symbols"):
+            return f"the enum {r['name']} has no symbols, so no value of it can be written"
+        return None
 
     def nullable(self, t: Any) -> bool:
         """True when the type is a union with a ``null`` branch."""

@@ -22,14 +22,21 @@ passed in the functions' namespace, so a schema's text never becomes code.
 
 from __future__ import annotations
 
-import math
 import struct
+import sys
 from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import Any
 
 from metaverse_kit.capture import zigzag
-from metaverse_kit.events.avro import PRIMITIVES, AvroSchema, logical_problem, logical_range
+from metaverse_kit.events.avro import (
+    FLOAT_MAX,
+    FLOAT_TINY,
+    PRIMITIVES,
+    AvroSchema,
+    logical_problem,
+    logical_range,
+)
 from metaverse_kit.events.semantics import UrnRule, urn_rule
 
 __all__ = ["acceptor", "writer"]
@@ -41,7 +48,7 @@ class _No(Exception):
 
 _NO = _No()
 _RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
-_FLOAT_MAX = 3.4028235e38
+_DOUBLE_MAX = sys.float_info.max
 #: For a plain value in a union, the Avro kinds the full check could write it as.
 _KINDS_OF_TYPE: dict[type, tuple[str, ...]] = {
     bool: ("boolean",),
@@ -136,7 +143,6 @@ class _Compiler:
         self.avro = avro
         self.env: dict[str, Any] = {
             "NO": _NO,
-            "isfinite": math.isfinite,
             "utf8": _utf8,
             "S": _SMALL,
             "Z": zigzag,
@@ -265,12 +271,20 @@ class _Compiler:
             out.append(f"{pad}if type({x}) is not int or not {lo} <= {x} <= {hi}: raise NO")
             out.append(f"{pad}o += S[{x}] if 0 <= {x} < 1024 else Z({x})")
         elif kind == "double":
-            out.append(f"{pad}if type({x}) is not float and type({x}) is not int: raise NO")
+            # NOTE: one comparison refuses NaN, the infinities and an int past a double
+            # (avro.number_problem); an int a double rounds is written as fastavro does.
+            out.append(
+                f"{pad}if (type({x}) is not float and type({x}) is not int) or "
+                f"not {-_DOUBLE_MAX!r} <= {x} <= {_DOUBLE_MAX!r}: raise NO"
+            )
             out.append(f"{pad}o += pack_double({x})")
         elif kind == "float":
-            out.append(f"{pad}if type({x}) is float:")
-            out.append(f"{pad}    if isfinite({x}) and abs({x}) > {_FLOAT_MAX!r}: raise NO")
-            out.append(f"{pad}elif type({x}) is not int: raise NO")
+            # NOTE: and a number a float writes as 0.0 (avro.number_problem).
+            out.append(
+                f"{pad}if (type({x}) is not float and type({x}) is not int) or "
+                f"not {-FLOAT_MAX!r} <= {x} <= {FLOAT_MAX!r} or "
+                f"({x} and {-FLOAT_TINY!r} <= {x} <= {FLOAT_TINY!r}): raise NO"
+            )
             out.append(f"{pad}o += pack_float({x})")
         elif kind == "bytes":
             out.append(f"{pad}if type({x}) is not bytes and type({x}) is not bytearray: raise NO")

@@ -15,11 +15,20 @@ A registry stores a definition only when it passes :func:`check_definition`:
   is not of the union's FIRST branch (``["null", "int"]`` with ``"default": 3``), at any depth;
 * every decimal has a precision its readers can use (:func:`_decimal_problems`).
 
-The verdict does not depend on the caller's warning filters: the avro package *warns* about a
-logical type it ignores (an unknown one such as ``local-timestamp-millis``, which it does not
-know, or one on another underlying type), which the specification allows, and such a warning
-turned into an error (``python -W error``, pytest's ``filterwarnings = error``) used to refuse
-a definition that is accepted everywhere else.
+The verdict does not depend on the caller's warning filters, and the check does not touch
+them: the avro package *warns* about a logical type it ignores (an unknown one such as
+``local-timestamp-millis``, which it does not know, or one on another underlying type), which
+the specification allows, and such a warning turned into an error (``python -W error``,
+pytest's ``filterwarnings = error``) used to refuse a definition that is accepted everywhere
+else. The avro package is given the definition without its logical types
+(:func:`parse_with_avro_package`): it never refuses a definition for one, so its verdict is the
+same, and it has nothing to warn about. (Silencing the warning with
+``warnings.catch_warnings`` swapped the process's filters while the check ran: a filter another
+thread set meanwhile was lost, and that thread's warnings were filtered by ours.)
+
+A definition is JSON: ``NaN`` and ``Infinity``, which Python's JSON reader takes but strict
+ones refuse, are refused wherever they are; a float or double default must be a finite number
+of its type's range (:func:`~metaverse_kit.events.avro.number_problem`).
 
 Problems come back as one :class:`SchemaParseError` whose message is the parser's own, prefixed
 with what was being checked.
@@ -28,15 +37,14 @@ with what was being checked.
 from __future__ import annotations
 
 import json
-import warnings
 from functools import lru_cache
 from typing import Any
 
 from metaverse_kit.errors import ConfigurationError, SchemaParseError
-from metaverse_kit.events.avro import AvroSchema, parse_definition
+from metaverse_kit.events.avro import AvroSchema, number_problem, parse_definition
 from metaverse_kit.names import check_schema_name
 
-__all__ = ["check_definition", "schema_name"]
+__all__ = ["check_definition", "parse_with_avro_package", "schema_name"]
 
 
 def check_definition(definition: str) -> None:
@@ -82,21 +90,65 @@ def _reason(exc: Exception) -> str:
     return inner if len(inner) <= 300 else inner[:297] + "..."
 
 
+def parse_with_avro_package(parsed: Any) -> Any:
+    """The ``avro`` package's schema for a parsed definition, read without its logical types,
+    so that it warns of nothing (see the module's notes).
+
+    NOTE: the avro package ignores a logical type it cannot use (the specification says to),
+    and warns; it never refuses a definition for one, and its compatibility checker does not
+    compare them: its verdicts are the same without them. Decimals it would ignore are
+    refused by :func:`check_definition` itself. Names and enum symbols are checked. Raises
+    what ``avro.schema.parse`` raises.
+    """
+    import avro.schema
+
+    return avro.schema.parse(
+        json.dumps(_without_logical_types(parsed)),
+        validate_enum_symbols=True,
+        validate_names=True,
+    )
+
+
+def _without_logical_types(t: Any) -> Any:
+    """A copy of a type with no ``logicalType`` key in any type of it (defaults untouched)."""
+    if isinstance(t, list):
+        return [_without_logical_types(b) for b in t]
+    if not isinstance(t, dict):
+        return t
+    out = {k: v for k, v in t.items() if k != "logicalType"}
+    for key in ("type", "items", "values"):
+        if isinstance(out.get(key), (dict, list)):
+            out[key] = _without_logical_types(out[key])
+    if isinstance(out.get("fields"), list):
+        out["fields"] = [
+            {**f, "type": _without_logical_types(f["type"])}
+            if isinstance(f, dict) and "type" in f
+            else f
+            for f in out["fields"]
+        ]
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise SchemaParseError(
+        f"The schema definition is not valid JSON: it holds {name}, which is not JSON "
+        "(Python's JSON reader takes it; strict ones, such as the one Avro's Java library "
+        "uses, refuse it); write a number"
+    )
+
+
 @lru_cache(maxsize=256)
 def _check(definition: str) -> None:
     import avro.errors
     import avro.name
-    import avro.schema
     import fastavro
 
-    parsed = parse_definition(definition)
     try:
-        with warnings.catch_warnings():
-            # NOTE: the decimals it would ignore are refused below; the rest it may ignore.
-            warnings.simplefilter("ignore", avro.errors.IgnoredLogicalType)
-            schema = avro.schema.parse(
-                json.dumps(parsed), validate_enum_symbols=True, validate_names=True
-            )
+        parsed = json.loads(definition, parse_constant=_refuse_constant)
+    except json.JSONDecodeError:
+        parsed = parse_definition(definition)  # raises, saying where the text is not JSON
+    try:
+        schema = parse_with_avro_package(parsed)
     except (avro.errors.AvroException, avro.errors.SchemaParseException) as exc:
         raise SchemaParseError(f"Not a valid Avro schema: {_reason(exc)}") from None
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
@@ -293,7 +345,8 @@ def _default_problem(schema: Any, value: Any, at: str) -> tuple[str, str] | None
         return at, f"is not an {kind}"
     if kind in ("float", "double"):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return None
+            why = number_problem(value, kind)
+            return None if why is None else (at, f"is not a {kind}: {why}")
         return at, f"is not a {kind}"
     expected = {"null": type(None), "boolean": bool, "string": str}.get(kind)
     if expected is None or isinstance(value, expected):

@@ -10,17 +10,25 @@ fit and may drop data).
 A value of a logical type must also be one its readers can hold: a timestamp, date or time a
 Python datetime holds (years 1 to 9999; a time of day), a uuid in RFC 4122's text form, a
 decimal with no more digits than its precision (see
-:func:`~metaverse_kit.events.avro.logical_problem`).
+:func:`~metaverse_kit.events.avro.logical_problem`). A ``float`` or ``double`` takes finite
+numbers of its range only: NaN, infinity, and a number it would write as another are refused,
+never altered (see :func:`~metaverse_kit.events.avro.number_problem`); a missing value is
+None, in a field that takes null.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from metaverse_kit.errors import FieldProblem, ValidationError
 from metaverse_kit.events import semantics
-from metaverse_kit.events.avro import AvroSchema, dict_branches, logical_problem
+from metaverse_kit.events.avro import (
+    AvroSchema,
+    dict_branches,
+    logical_problem,
+    number_problem,
+    whole_number_text,
+)
 
 __all__ = ["check_type", "normalize", "validate"]
 
@@ -67,7 +75,13 @@ def check_type(avro: AvroSchema, value: Any, t: Any = None) -> tuple[Any, list[F
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return whole_number_text(value)
+    try:
+        text = repr(value)
+    except ValueError:
+        # NOTE: repr() of a list holding an int of more digits than Python converts raises.
+        return f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -129,10 +143,13 @@ class _Checker:
             self.fail(path, problem)
 
     def primitive(self, v: Any, kind: str, path: str) -> bool:
-        ok, why = _primitive_fits(v, kind)
-        if not ok:
+        why = _primitive_problem(v, kind)
+        if why is not None:
+            if v is None:
+                # NOTE: often an empty cell of a table (pandas' NaN, None, pd.NA come as None).
+                why += ": a missing value, in a field that may not be null"
             self.fail(path, why)
-        return ok
+        return why is None
 
     def record(self, v: Any, t: dict, path: str) -> Any:
         if isinstance(v, tuple) and len(v) == 2 and v[0] == t["name"]:
@@ -184,7 +201,15 @@ class _Checker:
             return (name, self.value(v[1], named[name], path))
         if isinstance(v, dict):
             return self.union_dict(v, branches, path)
+        if isinstance(v, list):
+            arrays = [b for b in branches if avro.kind(b) == "array"]
+            if arrays:
+                # NOTE: a union has one array at most, so a list goes there or nowhere: the
+                # problems of its items, with their paths, are the ones to report (not "fits
+                # none of null | array<...>").
+                return self.value(v, arrays[0], path)
         # A plain value: the first branch it fits, as fastavro would write it.
+        probes: list[list[FieldProblem]] = []
         for b in branches:
             kind = avro.kind(b)
             if kind in ("record", "map", "union"):
@@ -193,12 +218,25 @@ class _Checker:
             out = _Checker(avro, probe).value(v, b, path)
             if not probe:
                 return out
+            if b != "null":
+                probes.append(probe)
             if _underlying_fits(avro.resolve(b), v):
                 # NOTE: fastavro picks a branch by its underlying type alone (a timestamp-millis
                 # branch takes any int), so a value its logical type refuses would be written
                 # there, not in a later branch: the logical type's problem is the one to report.
                 self.problems.extend(probe)
                 return v
+        number = _number_branch(avro, branches, v)
+        if number is not None:
+            # NOTE: fastavro would write a NaN, an infinity or a number out of range into the
+            # float or double branch it finds first: that branch's rule is the one it breaks.
+            self.fail(path, number)
+            return v
+        if len(probes) == 1 and len([b for b in branches if b != "null"]) == 1:
+            # NOTE: a nullable field of one type: what that type says ("expected an integer
+            # (int), got float 1.0: ...") is more use than "fits none of null | int".
+            self.problems.extend(probes[0])
+            return v
         self.fail(path, f"{_short(v)} fits none of {avro.label(branches)}")
         return v
 
@@ -234,30 +272,57 @@ def _underlying_fits(t: Any, v: Any) -> bool:
         return False
     if t.get("type") == "fixed":
         return isinstance(v, (bytes, bytearray)) and len(v) == t.get("size")
-    return isinstance(t.get("type"), str) and _primitive_fits(v, t["type"])[0]
+    return isinstance(t.get("type"), str) and _primitive_problem(v, t["type"]) is None
 
 
-def _primitive_fits(v: Any, kind: str) -> tuple[bool, str]:
+def _number_branch(avro: AvroSchema, branches: list, v: Any) -> str | None:
+    """Why a number fits no float or double branch of a union, said for that union (whether it
+    takes null), or None: not a number, no such branch, or a branch takes it."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    nullable = "null" in branches
+    first = None
+    for b in branches:
+        kind = avro.kind(b)
+        if kind in ("float", "double"):
+            why = number_problem(v, kind, nullable=nullable)
+            if why is None:
+                return None
+            first = first or why
+    return first
+
+
+def _primitive_problem(v: Any, kind: str) -> str | None:
+    """Why ``v`` is not a value of the primitive Avro type ``kind``, or None when it is."""
     if kind == "null":
-        return (v is None, f"expected null, got {_short(v)}")
+        return None if v is None else f"expected null, got {_short(v)}"
     if kind == "boolean":
-        return (isinstance(v, bool), f"expected true or false, got {_short(v)}")
+        return None if isinstance(v, bool) else f"expected true or false, got {_short(v)}"
     if kind in ("int", "long"):
         lo, hi = _INT_RANGE if kind == "int" else _LONG_RANGE
         if isinstance(v, bool) or not isinstance(v, int):
-            return (False, f"expected an integer ({kind}), got {type(v).__name__} {_short(v)}")
-        return (lo <= v <= hi, f"{v} is out of the {kind} range {lo}..{hi}")
+            got = f"expected an integer ({kind}), got {type(v).__name__} {_short(v)}"
+            if isinstance(v, float) and v.is_integer():
+                # NOTE: pandas holds a column of whole numbers with an empty cell as floats.
+                got += (
+                    ": a whole number held as a float, as pandas holds a column of whole "
+                    "numbers with an empty cell; pass int(...), or give the column pandas' "
+                    "nullable 'Int64' dtype"
+                )
+            return got
+        if lo <= v <= hi:
+            return None
+        return f"{whole_number_text(v)} is out of the {kind} range {lo}..{hi}"
     if kind in ("float", "double"):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return (False, f"expected a number ({kind}), got {type(v).__name__} {_short(v)}")
-        if kind == "float" and isinstance(v, float) and math.isfinite(v) and abs(v) > 3.4028235e38:
-            return (False, f"{v} is out of the float range")
-        return (True, "")
+            return f"expected a number ({kind}), got {type(v).__name__} {_short(v)}"
+        return number_problem(v, kind)
     if kind == "string":
-        return (isinstance(v, str), f"expected a string, got {type(v).__name__} {_short(v)}")
+        if isinstance(v, str):
+            return None
+        return f"expected a string, got {type(v).__name__} {_short(v)}"
     if kind == "bytes":
-        return (
-            isinstance(v, (bytes, bytearray)),
-            f"expected bytes, got {type(v).__name__} {_short(v)}",
-        )
-    return (False, f"unsupported Avro type {kind!r}")
+        if isinstance(v, (bytes, bytearray)):
+            return None
+        return f"expected bytes, got {type(v).__name__} {_short(v)}"
+    return f"unsupported Avro type {kind!r}"

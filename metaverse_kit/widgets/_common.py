@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -206,6 +207,24 @@ def skipped_html(
 
 
 def json_preview(value: Any) -> str:
-    """JSON data as an escaped, pre-formatted HTML block."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    """JSON data as an escaped, pre-formatted HTML block.
+
+    A NaN or infinity (refused by validation, shown beside its field) is shown as a quoted note,
+    not as the ``NaN`` JSON has no word for: a steward copying the preview gets JSON.
+    """
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(value), indent=2, ensure_ascii=False, default=str)
     return f"<pre style='margin:0'>{esc(text)}</pre>"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with each NaN or infinity replaced by a string saying what it is."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} (not a number an event can carry)"
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

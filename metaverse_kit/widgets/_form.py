@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import time
 from collections.abc import Callable
@@ -29,7 +30,13 @@ from typing import Any
 import ipywidgets as W
 
 from metaverse_kit.errors import FieldProblem, ValidationError
-from metaverse_kit.events.avro import AvroSchema, branch_index, dict_branches, kind_branches
+from metaverse_kit.events.avro import (
+    AvroSchema,
+    branch_index,
+    dict_branches,
+    kind_branches,
+    whole_number_text,
+)
 from metaverse_kit.events.urns import (
     DEFAULT_ENV,
     FABRIC_TYPES,
@@ -93,24 +100,19 @@ def blank_value(avro: AvroSchema, t: Any, _seen: tuple[str, ...] = ()) -> Any:
             rb = avro.resolve(b)
             if isinstance(rb, dict) and rb.get("name") in _seen:
                 continue
+            if avro.never_written(b) is not None:
+                # NOTE: a branch no value of which can be written: the next one starts.
+                continue
             value = blank_value(avro, b, _seen)
             return (avro.branch_name(rb), value) if _is_record(avro, b) else value
         return None
     kind = avro.kind(r)
     if kind == "record":
-        if r["name"] in _seen:
-            # NOTE: reached without a union, array or map on the way: every record of this
-            # schema would hold another one, so none can ever be written.
+        never = avro.never_written(r)
+        if never is not None:
+            # NOTE: reached without a union, array or map on the way (those leave it out).
             raise ValidationError(
-                [
-                    FieldProblem(
-                        "",
-                        f"the record {r['name']} contains itself through "
-                        f"{' -> '.join((*_seen[_seen.index(r['name']) :], r['name']))} with no "
-                        "null, array or map on the way, so no record of this schema can be "
-                        "written; make one of those fields nullable (a union with null)",
-                    )
-                ],
+                [FieldProblem("", f"no record of this schema can be written: {never}")],
                 what="schema",
             )
         seen = (*_seen, r["name"])
@@ -145,6 +147,27 @@ def _shown(text: str) -> str:
     return f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
 
 
+def _text(value: Any) -> str:
+    """``str(value)`` for a text box, never raising: an integer of more digits than Python
+    converts to text (``sys.get_int_max_str_digits()``) shows its first digits and its length."""
+    try:
+        return str(value)
+    except ValueError:
+        if isinstance(value, int):
+            return whole_number_text(value)
+        return f"a {type(value).__name__} holding an integer too long to show"
+
+
+def _repr60(value: Any) -> str:
+    """``repr(value)`` cut to 60 characters for a message, never raising (see :func:`_text`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return whole_number_text(value)
+    try:
+        return repr(value)[:60]
+    except ValueError:
+        return f"a {type(value).__name__} holding an integer too long to show"
+
+
 def _is_record(avro: AvroSchema, t: Any) -> bool:
     return avro.kind(t) == "record"
 
@@ -164,6 +187,11 @@ def _load_error(path: str, message: str) -> ValidationError:
     return ValidationError([FieldProblem(path, message)], what="record to load")
 
 
+def _never_note(text: str) -> W.HTML:
+    """Why an input offers less than its type (a branch left out, a list that stays empty)."""
+    return W.HTML(f"<i>⚠ {esc(text)}</i>" if text else "")
+
+
 def _sub(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
@@ -172,8 +200,18 @@ def pick_branch(avro: AvroSchema, branches: list, value: Any, path: str) -> tupl
     """Which branch of a union a loaded value names, and the value inside it.
 
     Takes ``None``, a ``("full.Name" or "Name", {...})`` tuple, a dict only one record (or map)
-    branch can hold, or a plain value. Raises :class:`ValidationError` with the path otherwise.
+    branch can hold, or a plain value; a branch of which no value can ever be written
+    (:meth:`AvroSchema.never_written`) is never picked. Raises :class:`ValidationError` with the
+    path otherwise.
     """
+    index, inner = _pick_branch(avro, branches, value, path)
+    never = avro.never_written(branches[index])
+    if never is not None:
+        raise _load_error(path, never)
+    return index, inner
+
+
+def _pick_branch(avro: AvroSchema, branches: list, value: Any, path: str) -> tuple[int, Any]:
     names = [avro.branch_name(avro.resolve(b)) for b in branches]
     if value is None:
         if "null" in names:
@@ -198,11 +236,12 @@ def pick_branch(avro: AvroSchema, branches: list, value: Any, path: str) -> tupl
             f"a dict with fields {', '.join(map(repr, value))} fits {which}; "
             f'name the branch with a ("full.Name", {{...}}) tuple',
         )
-    # NOTE: a whole number typed into a form may fill a float or double branch too.
-    fits = kind_branches(avro, branches, value)
+    # NOTE: a whole number typed into a form may fill a float or double branch too; a text
+    # may be an enum's or a string's, and an enum without symbols takes none.
+    fits = [i for i in kind_branches(avro, branches, value) if not avro.never_written(branches[i])]
     if fits:
         return fits[0], value
-    raise _load_error(path, f"{value!r:.60} fits no branch of {', '.join(names)}")
+    raise _load_error(path, f"{_repr60(value)} fits no branch of {', '.join(names)}")
 
 
 # -- the form -----------------------------------------------------------------------------------
@@ -313,7 +352,7 @@ class _StringNode(_Scalar):
         if isinstance(value, str):
             self.text.value = value
         else:
-            self.text.value = "" if value is None else str(value)
+            self.text.value = "" if value is None else _text(value)
             self._keep_foreign(value)
 
     def form_problems(self, path: str) -> list[FieldProblem]:
@@ -402,8 +441,10 @@ class _IntNode(_Scalar):
 
     def set(self, value: Any, path: str) -> None:
         self._has_foreign = False
-        self.text.value = "" if value is None else str(value)
-        if isinstance(value, bool) or not isinstance(value, int):
+        text = "" if value is None else _text(value)
+        self.text.value = text
+        # NOTE: an integer too long to show whole is kept as it is (validation refuses it).
+        if isinstance(value, bool) or not isinstance(value, int) or not _DIGITS.fullmatch(text):
             self._keep_foreign(value)
 
     def form_problems(self, path: str) -> list[FieldProblem]:
@@ -434,10 +475,24 @@ class _FloatNode(_Scalar):
 
     def set(self, value: Any, path: str) -> None:
         self._has_foreign = False
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            self.number.value = float(value)
+        number = _as_float(value)
+        if number is not None and math.isfinite(number):
+            self.number.value = number
         else:
+            # NOTE: kept as it is, and refused by validation beside the input: NaN or an
+            # infinity is no number the browser's input takes (Jupyter sends it as the text
+            # 'nan'), and float() of an integer past a double raises OverflowError.
             self._keep_foreign(value)
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as the float a number input holds, or None when it is no number one holds."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 class _BoolNode(_Scalar):
@@ -545,7 +600,7 @@ class _NullNode(_Node):
 
     def set(self, value: Any, path: str) -> None:
         if value is not None:
-            raise _load_error(path, f"expected null, got {value!r:.60}")
+            raise _load_error(path, f"expected null, got {_repr60(value)}")
 
 
 def _icon_button(icon: str, tooltip: str) -> W.Button:
@@ -563,8 +618,13 @@ class _ArrayNode(_Node):
         self.add_button = W.Button(
             description="Add", icon="plus", tooltip=f"Add a {ctx.avro.label(self.items_type)}"
         )
-        self.add_button.on_click(lambda *_: self.add())
-        self.widget = W.VBox([self.box, self.add_button])
+        # NOTE: said beside the list, with Add off: adding an item raised inside the click
+        # handler, where nobody sees it (the list just stayed empty).
+        self.never = ctx.avro.never_written(self.items_type)
+        self.add_button.disabled = self.never is not None
+        self.note = _never_note(f"This list stays empty: {self.never}" if self.never else "")
+        self.add_button.on_click(lambda *_: None if self.never else self.add())
+        self.widget = W.VBox([self.box, self.add_button, self.note])
         self._path = ""
 
     def _row(self, node: _Node) -> W.Widget:
@@ -581,7 +641,12 @@ class _ArrayNode(_Node):
         self.box.children = tuple(self.rows)
 
     def add(self, value: Any = None, *, blank: bool = True) -> _Node:
-        """Append an item (a blank one unless ``value`` is given) and return its input."""
+        """Append an item (a blank one unless ``value`` is given) and return its input.
+
+        Raises :class:`ValidationError` when no item of the list's type can be written.
+        """
+        if self.never is not None:
+            raise _load_error(self._path, f"{self.never}; this list stays empty")
         node = make_node(self.ctx, self.items_type, self.field, lazy=False)
         with self.ctx.quiet():
             item_path = f"{self._path}[{len(self.items)}]"
@@ -614,7 +679,7 @@ class _ArrayNode(_Node):
 
     def set(self, value: Any, path: str) -> None:
         if not isinstance(value, (list, tuple)):
-            raise _load_error(path, f"expected a list, got {type(value).__name__} {value!r:.60}")
+            raise _load_error(path, f"expected a list, got {type(value).__name__} {_repr60(value)}")
         self._path = path
         self.items, self.rows = [], []
         with self.ctx.quiet():
@@ -646,12 +711,20 @@ class _MapNode(_Node):
         self.entries: list[tuple[W.Text, _Node, W.Widget]] = []
         self.box = W.VBox()
         self.add_button = W.Button(description="Add entry", icon="plus", tooltip="Add a key")
-        self.add_button.on_click(lambda *_: self.add())
-        self.widget = W.VBox([self.box, self.add_button])
+        self.never = ctx.avro.never_written(self.values_type)
+        self.add_button.disabled = self.never is not None
+        self.note = _never_note(f"This map stays empty: {self.never}" if self.never else "")
+        self.add_button.on_click(lambda *_: None if self.never else self.add())
+        self.widget = W.VBox([self.box, self.add_button, self.note])
         self._path = ""
 
     def add(self, key: str = "", value: Any = None, *, blank: bool = True) -> tuple[W.Text, _Node]:
-        """Append a key/value row and return its key box and value input."""
+        """Append a key/value row and return its key box and value input.
+
+        Raises :class:`ValidationError` when no value of the map's type can be written.
+        """
+        if self.never is not None:
+            raise _load_error(self._path, f"{self.never}; this map stays empty")
         key_box = W.Text(value=key, placeholder="key", continuous_update=False)
         key_box.layout.width = "12em"
         key_box.observe(self.ctx.changed, names="value")
@@ -680,7 +753,7 @@ class _MapNode(_Node):
 
     def set(self, value: Any, path: str) -> None:
         if not isinstance(value, dict):
-            raise _load_error(path, f"expected a dict, got {type(value).__name__} {value!r:.60}")
+            raise _load_error(path, f"expected a dict, got {type(value).__name__} {_repr60(value)}")
         self._path = path
         self.entries = []
         with self.ctx.quiet():
@@ -828,7 +901,7 @@ class _RecordNode(_Node):
             raise _load_error(
                 path,
                 f"expected a {self.ctx.avro.label(self.record['name'])} record (a dict), "
-                f"got {type(value).__name__} {value!r:.60}",
+                f"got {type(value).__name__} {_repr60(value)}",
             )
         return value
 
@@ -944,8 +1017,13 @@ class _NullableNode(_Node):
         )
         self.toggle.layout.width = "auto"
         self.box = W.VBox()
+        # NOTE: a record that can never be written is said beside the toggle, which stays off:
+        # switching it on raised inside the click handler, where nobody sees it.
+        self.never = ctx.avro.never_written(inner)
+        self.toggle.disabled = self.never is not None
+        self.note = _never_note(f"This field stays null: {self.never}" if self.never else "")
         self.toggle.observe(self._switched, names="value")
-        self.widget = W.VBox([self.toggle, self.box])
+        self.widget = W.VBox([self.toggle, self.note, self.box])
         self._path = ""
 
     def _ensure_inner(self) -> _Node:
@@ -956,6 +1034,10 @@ class _NullableNode(_Node):
         return self.inner
 
     def _switched(self, change: dict) -> None:
+        if change["new"] and self.never is not None:
+            with self.ctx.quiet():
+                self.toggle.value = False
+            return
         if change["new"]:
             inner = self._ensure_inner()
             self.box.children = (inner.widget, inner.error)
@@ -977,6 +1059,8 @@ class _NullableNode(_Node):
         if value is None:
             self.toggle.value = False
             return
+        if self.never is not None:
+            raise _load_error(path, f"{self.never}; this field stays null")
         if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
             pick_branch(self.ctx.avro, ["null", self.inner_type], value, path)
             value = value[1]
@@ -997,6 +1081,8 @@ class _NullableNode(_Node):
             super().mark(path)
 
     def child(self, segment: str | int) -> _Node:
+        if self.never is not None:
+            raise KeyError(segment)
         if not self.toggle.value:
             self.toggle.value = True
         return self._ensure_inner().child(segment)
@@ -1015,15 +1101,23 @@ class _UnionNode(_Node):
             "— none —" if n == "null" else (s if shorts.count(s) == 1 else n)
             for n, s in zip(self.names, shorts, strict=True)
         ]
+        # NOTE: a branch no value of which can be written is left out of the choice, and said
+        # under it: picking it raised inside the widget's handler, where nobody sees it. The
+        # type has a branch that can be written, or no input of it would be made.
+        self.never = {i: why for i, b in enumerate(self.branches) if (why := avro.never_written(b))}
+        options = [(label, i) for i, label in enumerate(labels) if i not in self.never]
         self.selector = W.Dropdown(
-            options=list(zip(labels, range(len(labels)), strict=True)),
-            value=0,
+            options=options,
+            value=options[0][1],
             tooltip="Which kind of value this is",
+        )
+        self.note = _never_note(
+            "; ".join(f"Left out of the choice: {why}" for why in self.never.values())
         )
         self.nodes: dict[int, _Node] = {}
         self.box = W.VBox()
         self.selector.observe(self._picked, names="value")
-        self.widget = W.VBox([self.selector, self.box])
+        self.widget = W.VBox([self.selector, self.note, self.box])
         self._path = ""
 
     @property
@@ -1047,9 +1141,14 @@ class _UnionNode(_Node):
         self.ctx.changed()
 
     def pick(self, branch: str) -> _Node:
-        """Pick a branch by full or short name and return its input."""
+        """Pick a branch by full or short name and return its input.
+
+        Raises KeyError for a branch the union does not have, or one that can never be written.
+        """
         for i, n in enumerate(self.names):
             if branch in (n, n.rpartition(".")[2]):
+                if i in self.never:
+                    raise KeyError(f"{branch!r} cannot be picked: {self.never[i]}")
                 self.selector.value = i
                 return self._node(i)
         raise KeyError(f"{branch!r} is not a branch of this union ({', '.join(self.names)})")
@@ -1139,27 +1238,31 @@ def _check_value_shape(avro: AvroSchema, value: Any, t: Any, path: str) -> None:
         return
     kind = avro.kind(r)
     if kind == "record":
+        never = avro.never_written(r)
+        if never is not None:
+            # NOTE: loading it would build inputs until a field has no value, then fail there.
+            raise _load_error(path, never)
         if isinstance(value, tuple) and len(value) == 2 and value[0] == r["name"]:
             value = value[1]
         if not isinstance(value, dict):
             raise _load_error(
-                path, f"expected a {avro.label(r['name'])} record (a dict), got {value!r:.60}"
+                path, f"expected a {avro.label(r['name'])} record (a dict), got {_repr60(value)}"
             )
         for f in r["fields"]:
             if f["name"] in value:
                 _check_value_shape(avro, value[f["name"]], f["type"], _sub(path, f["name"]))
     elif kind == "array":
         if not isinstance(value, (list, tuple)):
-            raise _load_error(path, f"expected a list, got {value!r:.60}")
+            raise _load_error(path, f"expected a list, got {_repr60(value)}")
         for i, item in enumerate(value):
             _check_value_shape(avro, item, r["items"], f"{path}[{i}]")
     elif kind == "map":
         if not isinstance(value, dict):
-            raise _load_error(path, f"expected a dict, got {value!r:.60}")
+            raise _load_error(path, f"expected a dict, got {_repr60(value)}")
         for k, item in value.items():
             _check_value_shape(avro, item, r["values"], f"{path}[{k!r}]")
     elif kind == "null" and value is not None:
-        raise _load_error(path, f"expected null, got {value!r:.60}")
+        raise _load_error(path, f"expected null, got {_repr60(value)}")
 
 
 def _value_form_problems(

@@ -80,8 +80,11 @@ class RowResult:
 def rows_of(data: Any) -> list[dict[str, Any]]:
     """The rows of a pandas DataFrame, an Arrow table or record batch, or an iterable of dicts.
 
-    Values come back as plain Python values (lists, ints, strings), not numpy scalars.
-    Raises :class:`ConfigurationError` for anything else.
+    Values come back as plain Python values (lists, ints, strings), not numpy scalars. A
+    DataFrame's missing value (NaN, None, ``pd.NA``, ``NaT`` in a cell) comes back as None,
+    which a nullable field takes as null; a NaN in an Arrow table is a number, not a missing
+    value (Arrow has nulls for those), and validation refuses it naming its field. Raises
+    :class:`ConfigurationError` for anything else.
     """
     import pyarrow as pa
 
@@ -91,8 +94,11 @@ def rows_of(data: Any) -> list[dict[str, Any]]:
         try:
             return pa.Table.from_pandas(data, preserve_index=False).to_pylist()
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            # NOTE: columns Arrow cannot type (mixed objects) still work, with pandas' values.
-            return list(data.to_dict("records"))
+            # NOTE: columns Arrow cannot type (mixed objects) still work, with pandas' values;
+            # a missing cell is None there too, as Arrow makes it: a NaN that a column of
+            # numbers held for an empty cell became null or NaN by what the other columns held.
+            cells = data.astype(object)
+            return list(cells.where(data.notna(), None).to_dict("records"))
     if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
         rows = list(data)
         if all(isinstance(r, Mapping) for r in rows):

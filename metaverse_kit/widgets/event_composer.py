@@ -365,7 +365,16 @@ class EventComposer(WidgetController):
 
     def _refresh(self) -> None:
         self.validate()
-        self.preview.value = json_preview(to_avro_json(self.form.value, self.avro))
+        try:
+            self.preview.value = json_preview(to_avro_json(self.form.value, self.avro))
+        except ValueError:
+            # NOTE: json.dumps refuses an integer of more digits than Python writes as text
+            # (sys.get_int_max_str_digits()); validation has named the field holding it.
+            self.preview.value = message_html(
+                "No preview: the record holds an integer of more digits than Python writes "
+                "as text (its field is named with the problems above).",
+                ok=False,
+            )
 
     def _emit_clicked(self, *_: Any) -> None:
         # NOTE: the message is already shown under the form; a button has nobody to raise to.
