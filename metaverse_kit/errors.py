@@ -28,6 +28,7 @@
     ├── ChangedFileWarning          an export found a Capture file smaller than it exported
     ├── DamagedFileWarning          a damaged Capture file was set aside; events went to another
     ├── ImmutableReadWarning        a WAL-mode SQLite file was read without locks (immutable=1)
+    ├── InterruptedSendWarning      a retry sent events a stopped process had begun to send
     ├── LateEventWarning            an event older than a write already in the lake was sent
     ├── MissingPartitionWarning     a replay's partitions= names one the lake has no file of
     ├── PartialHistoryWarning       a history question needs what came before its replay's start
@@ -61,6 +62,7 @@ __all__ = [
     "FieldProblem",
     "ImmutableReadWarning",
     "IncompatibleSchemaError",
+    "InterruptedSendWarning",
     "LateEventWarning",
     "MetaverseError",
     "MetaverseWarning",
@@ -213,6 +215,14 @@ class ImmutableReadWarning(MetaverseWarning):
     """A SQLite database in WAL mode, in a folder this user cannot write, was read with SQLite's
     ``immutable=1`` (no locks, the WAL ignored), the one way SQLite can read it there: the
     ingested snapshot may miss changes written meanwhile. The message names the file."""
+
+
+class InterruptedSendWarning(MetaverseWarning):
+    """``ws.outbox.retry()`` sent events again that a process had begun to send when it stopped
+    (killed, a kernel restart) before the hub answered: the hub may have taken them then, so
+    the lake may hold them twice, with the same message id. Replay keeps the first copy of each
+    (``metaverse_kit.duplicates_dropped(table)`` counts the others), so history is the same;
+    ``ws.replay(dedup=False)`` shows every copy. The message names the batches and events."""
 
 
 class LateEventWarning(MetaverseWarning):

@@ -7,6 +7,13 @@ hub could not take stay there, with the error, until :meth:`Outbox.retry` sends 
 or in the outbox; it may be both (sent, and the process died before removing it), and then a
 retry sends it again with the same message id, which replay recognises as a duplicate.
 
+An entry is ``unconfirmed`` while a send of it has begun and the hub has not answered: found
+so in a batch no live process holds, it was left by a process that stopped while sending it
+(killed, a kernel restart), and the hub may have it. :meth:`Outbox.retry` marks what it sends
+so before the send (a retry stopped half-way is such a leftover too), and warns with an
+:class:`~metaverse_kit.errors.InterruptedSendWarning` naming the batches when it sends such
+events again.
+
 While a batch is being sent, its process holds an exclusive lock on ``<batch>.lock``, so a
 retry in another process or notebook skips it instead of sending it twice, and
 :meth:`Outbox.sending` tells such a batch from one a killed process left.
@@ -16,14 +23,17 @@ without an object per event (format 2)::
 
     {"format": 2, "count": 3,
      "shared": {"schema_id": "...", "content_type": "avro/binary+...", "properties": {...},
-                "created": "2026-03-02T08:00:01.123456+00:00", "attempts": 0, "last_error": null},
+                "created": "2026-03-02T08:00:01.123456+00:00", "attempts": 0, "last_error": null,
+                "unconfirmed": true},
      "columns": {"message_id": ["...", "...", "..."], "partition_key": ["...", "...", "..."]},
      "bodies": ["<base64>", "<base64>", "<base64>"]}
 
 Each entry field (those of :meth:`OutboxEntry.to_obj` but the body) is in ``shared`` when every
 entry of the batch has the same value, else in ``columns`` with one value per entry, in order;
-``bodies`` holds the entries' bodies in base64. Files of format 1 (``{"format": 1, "events":
-[<OutboxEntry.to_obj()>, ...]}``, written by earlier versions) are read as well.
+``bodies`` holds the entries' bodies in base64. ``unconfirmed`` may be missing (files of earlier
+versions): then an entry never tried (``attempts`` 0) is unconfirmed. Files of format 1
+(``{"format": 1, "events": [<OutboxEntry.to_obj()>, ...]}``, written by earlier versions) are
+read as well.
 
 A retry may send an event long after it was emitted, after newer writes of the same aspect
 reached the lake. History keeps the newer value (it orders writes by their emit time, see
@@ -56,6 +66,7 @@ from metaverse_kit.capture import EMITTED_TIME_PROPERTY
 from metaverse_kit.errors import (
     ConfigurationError,
     EmitError,
+    InterruptedSendWarning,
     LateEventWarning,
     MetaverseError,
     MetaverseWarning,
@@ -81,6 +92,8 @@ _FIELDS = (
     "attempts",
     "last_error",
 )
+#: Entry fields a batch file may lack (files of earlier versions); see :meth:`OutboxEntry.from_obj`.
+_OPTIONAL = ("unconfirmed",)
 _DAMAGED_HINT = (
     "Its events are not sent until it is repaired or moved out of the outbox folder (move it "
     "aside to keep it); the other batches are sent and discarded as usual."
@@ -97,7 +110,11 @@ _END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """One event waiting in the outbox, with the last error that kept it there."""
+    """One event waiting in the outbox, with the last error that kept it there.
+
+    ``unconfirmed``: a send of it began and the hub has not answered (see the module notes);
+    in a batch no live process sends (:meth:`Outbox.sending`), the hub may already have it.
+    """
 
     message_id: str
     schema_id: str
@@ -109,6 +126,7 @@ class OutboxEntry:
     attempts: int
     last_error: str | None
     batch: str
+    unconfirmed: bool = False
 
     def event(self) -> OutgoingEvent:
         """The event as the hub takes it (same body, content type and message id)."""
@@ -132,11 +150,13 @@ class OutboxEntry:
             "created": self.created.isoformat(),
             "attempts": self.attempts,
             "last_error": self.last_error,
+            "unconfirmed": self.unconfirmed,
         }
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any], *, batch: str) -> OutboxEntry:
-        """Read the JSON form kept on disk."""
+        """Read the JSON form kept on disk (without ``unconfirmed``, an entry never tried is)."""
+        attempts = int(obj.get("attempts", 0))
         return cls(
             message_id=obj["message_id"],
             schema_id=obj["schema_id"],
@@ -145,9 +165,11 @@ class OutboxEntry:
             body=base64.b64decode(obj["body"]),
             properties=dict(obj.get("properties") or {}),
             created=datetime.fromisoformat(obj["created"]),
-            attempts=int(obj.get("attempts", 0)),
+            attempts=attempts,
             last_error=obj.get("last_error"),
             batch=batch,
+            # NOTE: earlier versions kept no such field; their test was "never tried".
+            unconfirmed=bool(obj.get("unconfirmed", attempts == 0)),
         )
 
 
@@ -327,7 +349,9 @@ class Outbox:
                 path.unlink()
             return
         fields: dict[str, Sequence[Any]] = {
-            name: [getattr(e, name) for e in entries] for name in _FIELDS if name != "created"
+            name: [getattr(e, name) for e in entries]
+            for name in (*_FIELDS, *_OPTIONAL)
+            if name != "created"
         }
         fields["created"] = [e.created.isoformat() for e in entries]
         data = _batch_file(len(entries), fields, [e.body for e in entries], shared={})
@@ -337,6 +361,8 @@ class Outbox:
     def _failed(
         entries: Sequence[OutboxEntry], failures: dict[int, BaseException]
     ) -> list[OutboxEntry]:
+        """The entries that failed, with the failure counted. ``entries`` are as they were
+        before the send: one the hub refused is as unconfirmed as it was then."""
         return [
             replace(e, attempts=e.attempts + 1, last_error=_describe(failures[i]))
             for i, e in enumerate(entries)
@@ -405,6 +431,8 @@ class Outbox:
                     attempts=0,
                     last_error=None,
                     batch=batch,
+                    # NOTE: never sent before: one the hub refused is not in the lake.
+                    unconfirmed=False,
                 )
                 for event, schema_id in zip(events, schema_ids, strict=True)
             ]
@@ -420,7 +448,12 @@ class Outbox:
                 "properties": [e.properties for e in events],
             },
             [e.body for e in events],
-            shared={"created": now.isoformat(), "attempts": 0, "last_error": None},
+            shared={
+                "created": now.isoformat(),
+                "attempts": 0,
+                "last_error": None,
+                "unconfirmed": True,
+            },
         )
         with _batch_lock(self.folder / f"{batch}.lock", wait=True):
             # NOTE: not fsynced: a process that dies leaves it all the same, and the hub's own
@@ -457,17 +490,21 @@ class Outbox:
 
         Batches another process is sending right now are skipped. Returns the receipts of the
         events sent; raises :class:`EmitError` whose ``failures`` index the attempted events in
-        the order of :meth:`list`, and which carries the receipts of those sent. Logs a warning
-        about events a stopped process left while sending them (they may now be in the lake
-        twice); warns with a :class:`MetaverseWarning` about damaged batch files (skipped), and with
+        the order of :meth:`list`, and which carries the receipts of those sent. Warns with an
+        :class:`InterruptedSendWarning` naming the batches of the events it sent that a stopped
+        process had begun to send (they may now be in the lake twice), with a
+        :class:`MetaverseWarning` about damaged batch files (skipped), and with
         :class:`LateEventWarning` for each event older than a write of the same aspect already
         in the lake: it is sent all the same, and history keeps the newer write.
         """
         wanted = None if message_ids is None else set(message_ids)
+        # NOTE: not the batches another process sends now: this retry skips them, and their
+        # events were named as late by the retry that sends them (and again, counted twice).
         self._warn_late(
             [
                 e
                 for path in self._batches()
+                if not self.sending(path.stem)
                 for e in self._readable(path, quiet=True) or ()
                 if wanted is None or e.message_id in wanted
             ]
@@ -475,7 +512,7 @@ class Outbox:
         all_receipts: list[Receipt] = []
         all_failures: list[tuple[int, BaseException]] = []
         attempted = 0
-        unsure: list[str] = []
+        resent: list[tuple[str, datetime, list[str]]] = []
         for path in self._batches():
             with _batch_lock(path.with_suffix(".lock"), wait=False) as held:
                 if not held:
@@ -483,13 +520,24 @@ class Outbox:
                 entries = self._readable(path)
                 if entries is None:
                     continue
-                chosen = [e for e in entries if wanted is None or e.message_id in wanted]
+                picked = [wanted is None or e.message_id in wanted for e in entries]
+                chosen = [e for e, p in zip(entries, picked, strict=True) if p]
                 if not chosen:
                     continue
-                others = [e for e in entries if e not in chosen]
-                # NOTE: never tried and not locked: a process stopped (killed, a kernel restart)
+                # PERF: by position: `e not in chosen` compared every entry with every chosen
+                # one (a retry of a batch of 8,000 events took 6 s, of 100,000 a quarter hour).
+                others = [e for e, p in zip(entries, picked, strict=True) if not p]
+                # NOTE: unconfirmed and not locked: a process stopped (killed, a kernel restart)
                 # after it handed these to the hub and before it could remove them.
-                unsure.extend(e.message_id for e in chosen if e.attempts == 0)
+                unsure = [i for i, e in enumerate(chosen) if e.unconfirmed]
+                if len(unsure) < len(chosen):
+                    # NOTE: so that this retry, stopped half-way, leaves them marked too (only
+                    # never-tried events were taken for such leftovers).
+                    marked = [
+                        replace(e, unconfirmed=True) if p else e
+                        for e, p in zip(entries, picked, strict=True)
+                    ]
+                    self._write(path, marked, durable=False)
                 receipts, failures = self._send(
                     path,
                     [e.event() for e in chosen],
@@ -497,19 +545,14 @@ class Outbox:
                     functools.partial(builtins.list, chosen),
                     keep=others,
                 )
+                sent = [chosen[i].message_id for i in unsure if i not in failures]
+                if sent:
+                    resent.append((path.stem, chosen[0].created, sent))
                 all_receipts.extend(receipts)
                 all_failures.extend((attempted + i, e) for i, e in sorted(failures.items()))
                 attempted += len(chosen)
-        if unsure:
-            # NOTE: a log line, not a warning: `metaverse doctor` reports such batches already,
-            # and a retry after a crash is the expected way out, not something to stop on.
-            _log.warning(
-                "%d retried event(s) were left by a process that stopped while sending them "
-                "(%s): the hub may have taken them already, so the lake may hold them twice, "
-                "with the same message id; replay keeps one copy",
-                len(unsure),
-                ", ".join(unsure[:5]) + (f" and {len(unsure) - 5} more" if len(unsure) > 5 else ""),
-            )
+        if resent:
+            self._warn_resent(resent)
         if all_failures:
             raise EmitError(
                 f"{len(all_failures)} of {attempted} events in the outbox could not be sent "
@@ -538,6 +581,40 @@ class Outbox:
                     dropped += len(entries) - len(kept)
                     self._write(path, kept)
         return dropped
+
+    def _warn_resent(self, resent: Sequence[tuple[str, datetime, Sequence[str]]]) -> None:
+        """Warn that the events ``resent`` ((batch, emitted, message ids) each) may now be in
+        the lake twice.
+
+        NOTE: a warning, not a log line: a steward in a notebook sees no log. It does not stop
+        the retry (a retry after a crash is the expected way out); ``metaverse doctor`` names
+        such batches before.
+        """
+        count = sum(len(ids) for _, _, ids in resent)
+        ids = [i for _, _, batch_ids in resent for i in batch_ids]
+        batches = "; ".join(
+            f"batch {batch} ({len(batch_ids)} event{'s' if len(batch_ids) != 1 else ''} emitted "
+            f"{created:%Y-%m-%d %H:%M:%S} UTC)"
+            for batch, created, batch_ids in resent[:5]
+        ) + (f"; and {len(resent) - 5} more batches" if len(resent) > 5 else "")
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        message = (
+            f"ws.outbox.retry() sent {count} event(s) again that a process had begun to send "
+            f"when it stopped (killed, or a kernel restart) before the hub answered: {batches}. "
+            "The hub may have taken them then, so the lake may hold them twice, with the same "
+            f"message id ({shown}). Replay keeps the first copy of each, so history is the "
+            "same; mk.duplicates_dropped(ws.replay()) counts the copies left out, and "
+            "ws.replay(dedup=False) shows them all"
+        )
+        # NOTE: the log line too, for a job whose log is read rather than its warnings.
+        _log.warning(
+            "%d retried event(s) were left by a process that stopped while sending them "
+            "(%s): the hub may have taken them already, so the lake may hold them twice, "
+            "with the same message id; replay keeps one copy",
+            count,
+            shown,
+        )
+        warn(InterruptedSendWarning(message))
 
     # -- late retries ---------------------------------------------------------------------------
 

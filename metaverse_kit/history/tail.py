@@ -233,14 +233,20 @@ class Tail(Iterator[pa.RecordBatch]):
         """Stop the tail: a waiting iteration ends; connections and threads are released.
 
         With ``checkpoint`` (default), what was handed out is checkpointed first (when the tail
-        has a checkpoint name). Safe to call twice and from another thread.
+        has a checkpoint name); an error saving it (a
+        :class:`~metaverse_kit.errors.ReadOnlyWorkspaceError`) is raised once the consumer is
+        closed. Safe to call twice and from another thread.
         """
         if self._closed:
             return
         self._closed = True
-        if checkpoint:
-            self._consumer.checkpoint()
-        self._consumer.close()
+        try:
+            if checkpoint:
+                self._consumer.checkpoint()
+        finally:
+            # NOTE: a checkpoint that cannot be saved (a read-only workspace) left the consumer
+            # open: its descriptors, and on Azure its threads and connections, for good.
+            self._consumer.close()
 
 
 def _in_file(part: SkippedPart, offset: int) -> SkippedPart:

@@ -11,8 +11,9 @@ replayed (captured) row winning for a message id both have.
 
 The thread only calls ``on_change``; widgets it drives set values from it, and never display
 or clear outputs (ipywidgets' rule for threads). The toolkit's warnings given in the thread (a
-damaged Capture block the tail left out, see :mod:`~metaverse_kit.history.tail`) are kept in
-:attr:`LiveFeed.warnings` for the widget to show, not written to a stderr no steward reads.
+damaged Capture block the tail left out, see :mod:`~metaverse_kit.history.tail`) or while the
+tail opens (a file or folder of the lake it cannot read) are kept in :attr:`LiveFeed.warnings`
+for the widget to show, not written to a stderr no steward reads.
 Close the feed (or its widget) to stop it.
 """
 
@@ -63,9 +64,10 @@ class LiveFeed:
 
     ``start`` is the tail's start position (default ``"latest"``: from now on). ``on_change``
     is called (from the feed's thread) after rows were added or replaced, or a warning was
-    kept; ``recheck`` is the seconds between looks for captured copies of live rows (more than
-    0). Raises :class:`ConfigurationError` for a wrong ``recheck`` or ``on_change`` and what
-    ``ws.tail`` raises for a wrong ``start``; errors while running are kept in :attr:`error`
+    kept (once as the thread starts, for those kept while the tail opened); ``recheck`` is
+    the seconds between looks for captured copies of live rows (more than 0). Raises
+    :class:`ConfigurationError` for a wrong ``recheck`` or ``on_change`` and what ``ws.tail``
+    raises for a wrong ``start``; errors while running are kept in :attr:`error`
     and end the feed.
     """
 
@@ -101,7 +103,10 @@ class LiveFeed:
         self._lock = threading.Lock()
         self._rows: pa.Table | None = None
         self._stop = threading.Event()
-        self._tail = ws.tail(start=start)
+        # NOTE: as the thread's: a Python warning here reached no steward of the app, and where
+        # warnings are errors it stopped the feed from opening.
+        with warnings_to(self.warnings.append):
+            self._tail = ws.tail(start=start)
         self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
         self._thread.start()
         # NOTE: a Voila kernel exits without closing widgets; close the tail (and its
@@ -171,6 +176,8 @@ class LiveFeed:
 
     def _receive(self) -> None:
         try:
+            if self.warnings and self.on_change is not None and not self._stop.is_set():
+                self.on_change()  # for the warnings kept while the tail opened
             while not self._stop.is_set():
                 batches = self._tail.read(1.0)
                 changed = False

@@ -75,3 +75,23 @@ def test_wrong_options_are_refused_before_a_thread_starts(
     with pytest.raises(mk.ConfigurationError, match=message):
         LiveFeed(workspace, **options)
     assert set(threading.enumerate()) == threads
+
+
+def test_a_warning_given_while_its_tail_opens_is_a_warning_of_the_feed(
+    workspace: mk.Workspace,
+) -> None:
+    """The tail names a path of the lake it cannot read as it opens at "latest": that warning
+    went to Python's warnings from the cell that made the feed (where warnings are errors, the
+    feed did not open), never to feed.warnings, which the explorer and the app show."""
+    urn = mk.make_dataset_urn("hive", "db.orders")
+    (first,) = workspace.emit(mk.mce(urn, [mk.aspects.status(False)]))
+    stray = Path(first.location or "").with_name("59.avro")
+    stray.symlink_to(stray.with_name("nothing-here"))
+    changes = threading.Event()
+    with LiveFeed(workspace, on_change=changes.set) as feed:
+        [warning] = feed.warnings
+        assert isinstance(warning, mk.CaptureFileWarning) and str(stray) in str(warning)
+        wait_for(changes.is_set, "the call of on_change for it")
+        (after,) = workspace.emit(mk.mce(urn, [mk.aspects.status(True)]))
+        wait_for(lambda: after.message_id in feed.rows["message_id"].to_pylist(), "a new event")
+        assert feed.error is None and len(feed.warnings) == 1

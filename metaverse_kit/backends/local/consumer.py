@@ -20,10 +20,18 @@ so an idle tail sleeps in ``select`` and costs nothing; a check every ``safety_i
 seconds covers a missed wake-up. Without inotify (macOS, an exhausted watch table) it looks
 every ``fallback_interval`` seconds instead, which is a listing of a few folders.
 
+A folder that cannot be listed when a ``"latest"`` cursor is placed hides what was there before
+the tail opened; the cursor keeps the partition's next sequence number then (from the hub's
+state), so what is below the folder once it can be listed is handed out from that number on:
+events written there after the tail opened, never those written before.
+
 Checkpoints (``checkpoint="name"``) are kept in ``<workspace>/checkpoints/<consumer group>/
-<name>.json``: the newest window and the byte position reached in each of its files, and the
-files that could not be read, per partition, so a tail opened again with the same name resumes
-after what it handed out and still reads those files once they are fixed.
+<name>.json``: the newest window and the byte position reached in each of its files (with the
+file's sync marker, which tells a file replaced since), the files that could not be read and
+the folders hidden at the start, and the start position's sequence number or time, per
+partition, so a tail opened again with the same name resumes after what it handed out and
+still reads those files once they are fixed. Its ``format`` is :data:`CHECKPOINT_FORMAT`; a
+checkpoint of a later format (a newer metaverse-kit's) is refused, not read in part.
 """
 
 from __future__ import annotations
@@ -40,8 +48,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from metaverse_kit._files import atomic_write
+from metaverse_kit.backends.local.hub import LocalEventHub
 from metaverse_kit.backends.local.lake import LocalLake
 from metaverse_kit.backends.protocols import CaptureFile, EventChunk, StartPosition
 from metaverse_kit.capture import (
@@ -57,7 +67,10 @@ from metaverse_kit.errors import (
     warn,
 )
 
-__all__ = ["LocalEventConsumer", "PartitionCursor", "new_events"]
+__all__ = ["CHECKPOINT_FORMAT", "LocalEventConsumer", "PartitionCursor", "new_events"]
+
+#: The format of the checkpoint files this version writes (files without one are format 1).
+CHECKPOINT_FORMAT = 1
 
 # inotify(7): the events a commit of the hub causes in its state folder.
 _IN_CLOSE_WRITE = 0x008
@@ -73,14 +86,18 @@ class PartitionCursor:
 
     ``window`` is the start of the newest time window read (None: nothing read yet, every
     file is new); ``files`` maps the path of each file of that window or later to the byte
-    position reached in it, and ``versions`` to the version (size, times, inode) it had then.
+    position reached in it, ``syncs`` to its sync marker (another one there means the file
+    was replaced), and ``versions`` to the version (size, times, inode) it had then.
     Rows numbered below ``min_sequence`` or enqueued before ``min_time`` are before the start
     position. ``unreadable`` maps each file that could not be read as a whole to what it was
     then (its version, or why it could not be looked at), whatever its window: it is looked
     at again on every read and read once it changed. ``before_start`` holds those of them
     that were unreadable when a ``"latest"`` cursor was placed: what they hold once readable
-    was written before the start. ``unlistable`` maps each folder of the partition that could
-    not be listed at the last read to why (not kept in a checkpoint: named again on opening).
+    was written before the start. ``hidden`` maps each folder that could not be listed when a
+    ``"latest"`` cursor was placed to the partition's next sequence number then: events below
+    it numbered lower were written before the start (dropped once the folder was read).
+    ``unlistable`` maps each folder of the partition that could not be listed at the last read
+    to why (not kept in a checkpoint: named again on opening).
     """
 
     window: datetime | None = None
@@ -91,6 +108,21 @@ class PartitionCursor:
     unreadable: dict[str, str] = field(default_factory=dict)
     before_start: set[str] = field(default_factory=set)
     unlistable: dict[str, str] = field(default_factory=dict)
+    syncs: dict[str, bytes] = field(default_factory=dict)
+    hidden: dict[str, int] = field(default_factory=dict)
+
+    def min_sequence_of(self, path: str) -> int | None:
+        """The lowest sequence number of an event of the file ``path`` that is after the start."""
+        lowest = self.min_sequence
+        for folder, number in self.hidden.items():
+            if _below(path, folder):
+                lowest = number if lowest is None else max(lowest, number)
+        return lowest
+
+
+def _below(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _files_since(
@@ -135,28 +167,37 @@ def _files_since(
     return found
 
 
-def _new_blocks(data: bytes, position: int, where: str) -> tuple[bytes, int]:
-    """A Capture archive of the complete blocks of ``data`` after ``position``, and where they end.
+def _new_blocks(
+    data: bytes, position: int, where: str, *, sync: bytes | None = None
+) -> tuple[bytes, int, bytes]:
+    """A Capture archive of the complete blocks of ``data`` after ``position``, where they end,
+    and the file's sync marker.
 
-    Returns ``(b"", position)`` when there is no new complete block. A file replaced since
-    ``position`` was reached (shorter than it, or with no block ending there: restored from a
-    copy, rewritten by ``metaverse doctor --repair``) is read again from its first block; the
-    tail drops the events it handed out before as duplicates. Damaged bytes with complete
-    blocks after them are in the archive, for the decoder to name and leave out. Raises
-    :class:`CaptureFileError` naming ``where`` when the Avro header does not parse.
+    The archive is ``b""`` (and the end ``position``) when there is no new complete block. A
+    file replaced since ``position`` was reached (another sync marker than ``sync``, the one it
+    had then; shorter than ``position``, or with no block ending there: deleted and written
+    again by the hub, restored from a copy, rewritten by ``metaverse doctor --repair``) is read
+    again from its first block; the tail drops the events it handed out before as duplicates.
+    Damaged bytes with complete blocks after them are in the archive, for the decoder to name
+    and leave out. Raises :class:`CaptureFileError` naming ``where`` when the Avro header does
+    not parse.
     """
-    _, sync, first = read_header(data, where=where)
-    replaced = position > len(data) or (
-        position > first and data[position - len(sync) : position] != sync
+    _, marker, first = read_header(data, where=where)
+    # NOTE: the sync marker first: a file written again at the same path can have a block
+    # ending exactly at the old position, and its blocks before it were then never handed out.
+    replaced = (
+        (sync is not None and sync != marker)
+        or position > len(data)
+        or (position > first and data[position - len(marker) : position] != marker)
     )
     start = first if position < first or replaced else position
     # NOTE: the walk goes on after damage (resync): stopping at a damaged block, as at a block
     # being written, never named it and never handed out the blocks after it. What follows the
     # last complete block (a block being written) is left for the next call.
-    end = scan_blocks(data, start, sync, resync=True).end
+    end = scan_blocks(data, start, marker, resync=True).end
     if end == start:
-        return b"", start
-    return data[:first] + data[start:end], end
+        return b"", start, marker
+    return data[:first] + data[start:end], end, marker
 
 
 def new_events(
@@ -180,8 +221,8 @@ def new_events(
     paths = _files_since(root, cursor.window, unlistable)
     for folder, reason in unlistable.items():
         if cursor.unlistable.get(folder) != reason:
-            # NOTE: with start="latest", what the folder held before the tail opened is handed
-            # out once it can be listed: the tail cannot tell it from what came after.
+            # NOTE: with start="latest", what the folder held before the tail opened is told
+            # from what came after by its sequence numbers (``cursor.hidden``).
             warn(
                 CaptureFileWarning(
                     f"{folder} is in the lake but cannot be listed ({reason}); the tail passes "
@@ -224,12 +265,10 @@ def new_events(
                 )
             continue
         cursor.versions[file.path] = file.version
-        if file.window_start is not None and (
-            cursor.window is None or file.window_start > cursor.window
-        ):
-            cursor.window = file.window_start
         try:
-            chunk, end = _new_blocks(data, cursor.files.get(file.path, 0), file.path)
+            chunk, end, sync = _new_blocks(
+                data, cursor.files.get(file.path, 0), file.path, sync=cursor.syncs.get(file.path)
+            )
         except CaptureFileError:
             # NOTE: the header does not parse, so no block of the file can be found. Raising
             # here stopped every read for ever and lost the events of the files read with it;
@@ -237,8 +276,16 @@ def new_events(
             cursor.unreadable[file.path] = file.version
             chunks.append(EventChunk(data, partition, file.path, file))
             continue
+        # NOTE: only a file read as a Capture archive moves the window: a stray file or link
+        # named after a later window moved it past the hub's current file, whose events were
+        # then never read again.
+        if file.window_start is not None and (
+            cursor.window is None or file.window_start > cursor.window
+        ):
+            cursor.window = file.window_start
         cursor.unreadable.pop(file.path, None)
         cursor.files[file.path] = end
+        cursor.syncs[file.path] = sync
         if file.path in cursor.before_start:
             cursor.before_start.discard(file.path)
             continue  # readable again, and all it holds was written before the start
@@ -249,18 +296,27 @@ def new_events(
                     partition,
                     file.path,
                     file,
-                    min_sequence=cursor.min_sequence,
+                    min_sequence=cursor.min_sequence_of(file.path),
                     min_time=cursor.min_time,
                     # NOTE: the chunk is the header then the file's bytes up to ``end``.
                     offset=end - len(chunk),
                 )
             )
+    # NOTE: a hidden folder that was listed, with every file below it read, holds nothing
+    # more from before the start: what comes below it now is new. One below (or above) a
+    # folder that cannot be listed now, or above a file not read yet, is still hidden.
+    waiting = [*unlistable, *cursor.unreadable]
+    for folder in [
+        f for f in cursor.hidden if not any(_below(p, f) or _below(f, p) for p in waiting)
+    ]:
+        del cursor.hidden[folder]
     if cursor.window is not None:
         known = set(cursor.files) | set(cursor.versions)
         for path in [p for p in known if p not in cursor.unreadable]:
             if _window_of(path) < cursor.window:
                 cursor.files.pop(path, None)
                 cursor.versions.pop(path, None)
+                cursor.syncs.pop(path, None)
     return chunks
 
 
@@ -289,8 +345,52 @@ def _list(lake: LocalLake, paths: list[Path]) -> tuple[list[CaptureFile], dict[s
     return files, failed
 
 
+def _starts_as_avro(path: Path) -> bool:
+    """Whether ``path`` is a file this user can open that starts as an Avro container does."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"Obj\x01"
+    except OSError:
+        return False
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{value!r:.60} is no JSON object")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r:.60} is no path")
+    return value
+
+
+def _count(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{what!r:.200} has {value!r:.60}, not a count")
+    return value
+
+
+def _sync(value: Any, what: str) -> bytes:
+    try:
+        sync = bytes.fromhex(_text(value))
+    except (TypeError, ValueError):
+        sync = b""
+    if len(sync) != 16:
+        raise ValueError(f"{what!r:.200} has the sync marker {value!r:.60}, not 32 hex digits")
+    return sync
+
+
+def _aware(value: Any, what: str) -> datetime:
+    when = datetime.fromisoformat(_text(value))
+    if when.tzinfo is None:
+        raise ValueError(f"{what} {value!r:.60} has no time zone")
+    return when
+
+
 def _forget(cursor: PartitionCursor, path: str) -> None:
-    for known in (cursor.files, cursor.versions, cursor.unreadable):
+    for known in (cursor.files, cursor.versions, cursor.unreadable, cursor.syncs):
         known.pop(path, None)
     cursor.before_start.discard(path)
 
@@ -386,9 +486,10 @@ class LocalEventConsumer:
     """Follows the partitions of a local hub from their start positions (see the module notes).
 
     ``positions`` maps each partition id to follow to its :data:`StartPosition`. ``lake_root``
-    is the hub's Capture folder, ``state_root`` the folder it commits in (watched), and
-    ``checkpoint_root`` where named checkpoints are kept. Raises :class:`ConfigurationError`
-    for a checkpoint file that is not the consumer's.
+    is the hub's Capture folder, ``state_root`` the folder it commits in (watched, and where
+    its state gives the sequence numbers of ``"latest"``), and ``checkpoint_root`` where named
+    checkpoints are kept. Raises :class:`ConfigurationError` for a checkpoint file that is
+    damaged, not the consumer's, or of a newer format.
     """
 
     def __init__(
@@ -406,6 +507,7 @@ class LocalEventConsumer:
         safety_interval: float = 10.0,
     ) -> None:
         self.lake_root = Path(lake_root)
+        self.state_root = Path(state_root)
         self.namespace = namespace
         self.eventhub = eventhub
         self.consumer_group = consumer_group
@@ -421,11 +523,16 @@ class LocalEventConsumer:
         # between can be missed: it is either read now or wakes the first wait.
         self._wakeup = _Wakeup(Path(state_root), fallback_interval=fallback_interval)
         self._closed = False
-        saved = self._load_checkpoint()
-        self._cursors = {
-            str(p): saved[str(p)] if str(p) in saved else self._cursor_at(str(p), position)
-            for p, position in positions.items()
-        }
+        try:
+            saved = self._load_checkpoint()
+            self._cursors = {
+                str(p): saved[str(p)] if str(p) in saved else self._cursor_at(str(p), position)
+                for p, position in positions.items()
+            }
+        except BaseException:
+            # NOTE: each failed opening (a damaged checkpoint) kept three descriptors open.
+            self._wakeup.close()
+            raise
 
     def __repr__(self) -> str:
         return (
@@ -453,15 +560,57 @@ class LocalEventConsumer:
             return PartitionCursor(window=position - CAPTURE_MAX_WINDOW, min_time=position)
         # "latest": skip what the newest window's files hold now.
         root = self.lake_root / self.namespace / self.eventhub / partition
-        paths = _files_since(root, None)
+        # NOTE: read before the listing, so an event committed in between is handed out from
+        # a hidden folder rather than lost.
+        next_sequence = self._next_sequence(partition)
+        hidden: dict[str, str] = {}
+        paths = _files_since(root, None, hidden)
         cursor = PartitionCursor()
         if paths:
-            cursor.window = _window_of(str(paths[-1]))
-            self._read(partition, cursor)
+            # PERF: read from the newest window only. NOTE: the newest Capture archive's
+            # window, not that of a stray path named later: the hub's current file was older,
+            # so nothing appended to it was read again.
+            newest: list[Path | None] = [p for p in reversed(paths) if _starts_as_avro(p)]
+            for path in newest or [None]:
+                cursor.window = None if path is None else _window_of(str(path))
+                self._read(partition, cursor)
+                if str(path) not in cursor.unreadable:
+                    break  # its header parsed (or there is no Avro file at all)
             # NOTE: nothing of a file unreadable now is read; once readable, its blocks then
             # are skipped like those of the files read now, never handed out as new events.
             cursor.before_start = set(cursor.unreadable)
+        if hidden and isinstance(next_sequence, int):
+            # NOTE: what a folder that cannot be listed holds now was written before the start,
+            # but which files those are is unknown until it can be listed: its events are told
+            # apart by their sequence numbers.
+            cursor.hidden = dict.fromkeys(hidden, next_sequence)
+        elif hidden:
+            warn(
+                CaptureFileWarning(
+                    f"{', '.join(hidden)} cannot be listed, and the hub state cannot be read "
+                    f"({next_sequence}) to tell what is there now from what comes later: once "
+                    "the tail can list it, it hands out every event below it, also those "
+                    "written before it opened"
+                )
+            )
         return cursor
+
+    def _next_sequence(self, partition: str) -> int | str:
+        """The sequence number the hub gives ``partition``'s next event, or why it is unknown."""
+        hub = LocalEventHub(
+            self.lake_root, self.state_root, namespace=self.namespace, eventhub=self.eventhub
+        )
+        if not hub.state_path.exists():
+            return f"{hub.state_path} does not exist"
+        try:
+            part = hub.read_state().get(partition)
+        except ConfigurationError as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"{hub.state_path}: {exc.strerror or exc}"
+        if part is None:
+            return f"{hub.state_path} has no counters for partition {partition}"
+        return int(part["next_sequence"])
 
     def _read(self, partition: str, cursor: PartitionCursor) -> list[EventChunk]:
         return new_events(
@@ -493,43 +642,98 @@ class LocalEventConsumer:
             return {}
         try:
             saved = json.loads(path.read_text("utf-8"))
-            return {
-                p: PartitionCursor(
-                    window=datetime.fromisoformat(c["window"]) if c["window"] else None,
-                    files={str(self.lake_root / k): int(v) for k, v in c["files"].items()},
-                    # NOTE: what they were is not kept: they are read again, and named again
-                    # when still unreadable. Checkpoints saved before these keys have none.
-                    unreadable=dict.fromkeys(
-                        (str(self.lake_root / k) for k in c.get("unreadable", [])), ""
-                    ),
-                    before_start={str(self.lake_root / k) for k in c.get("before_start", [])},
-                )
-                for p, c in saved["partitions"].items()
-            }
         except FileNotFoundError:
             return {}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except ValueError as exc:  # not JSON, or not UTF-8
             raise ConfigurationError(
-                f"The checkpoint file {path} is damaged ({exc}); delete it to start from the "
+                f"The checkpoint file {path} is damaged (not JSON: {exc}); delete it to start "
+                "from the start position again"
+            ) from None
+        version = saved.get("format", 1) if isinstance(saved, dict) else 1
+        if isinstance(version, int) and not isinstance(version, bool) and version > 1:
+            # NOTE: read in part, a newer checkpoint's positions could hand events out again
+            # or pass them by, with nothing said.
+            raise ConfigurationError(
+                f"The checkpoint file {path} is of format {version}, written by a newer "
+                f"metaverse-kit (this one reads format {CHECKPOINT_FORMAT}): upgrade "
+                "metaverse-kit to resume from it, or name another checkpoint"
+            )
+        try:
+            saved = _mapping(saved)
+            if version != 1 or isinstance(version, bool):
+                raise ValueError(f"format {version!r:.60}")
+            if saved.get("eventhub", self.eventhub) != self.eventhub:
+                raise ValueError(f"it is of the event hub {saved['eventhub']!r}")
+            return {p: self._saved_cursor(p, c) for p, c in _mapping(saved["partitions"]).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ConfigurationError(
+                f"The checkpoint file {path} is damaged ({what}); delete it to start from the "
                 "start position again"
             ) from None
+
+    def _saved_cursor(self, partition: str, c: dict[str, Any]) -> PartitionCursor:
+        """The cursor of ``partition`` a checkpoint saved as ``c``; ValueError when damaged.
+
+        NOTE: every path must be one of the partition's own in the lake: a file key that was
+        no Capture path made every read raise, and one outside the lake was read.
+        """
+        root = self.lake_root / self.namespace / self.eventhub / partition
+
+        def inside(relative: Any, *, file: bool) -> str:
+            # NOTE: spelt as the walk spells it, so that its positions are found again.
+            path = str(self.lake_root / _text(relative))
+            found = parse_capture_path(path) if file else None
+            if not _below(os.path.normpath(path), os.path.normpath(root)) or (
+                file and (found is None or found.partition != partition)
+            ):
+                kind = "Capture file" if file else "folder"
+                raise ValueError(f"{relative!r:.200} is no {kind} of partition {partition}")
+            return path
+
+        c = _mapping(c)
+        window, min_sequence, min_time = c["window"], c.get("min_sequence"), c.get("min_time")
+        return PartitionCursor(
+            window=None if window is None else _aware(window, "window"),
+            files={inside(k, file=True): _count(v, k) for k, v in _mapping(c["files"]).items()},
+            syncs={
+                inside(k, file=True): _sync(v, k) for k, v in _mapping(c.get("syncs", {})).items()
+            },
+            # NOTE: what they were is not kept: they are read again, and named again when still
+            # unreadable. Checkpoints saved before these keys have none.
+            unreadable=dict.fromkeys((inside(k, file=True) for k in c.get("unreadable", [])), ""),
+            before_start={inside(k, file=True) for k in c.get("before_start", [])},
+            hidden={
+                inside(k, file=False): _count(v, k)
+                for k, v in _mapping(c.get("hidden", {})).items()
+            },
+            min_sequence=None if min_sequence is None else _count(min_sequence, "min_sequence"),
+            min_time=None if min_time is None else _aware(min_time, "min_time"),
+        )
 
     def checkpoint(self) -> None:
         """Save how far every partition was read (when opened with a checkpoint name)."""
         if self._checkpoint_path is None or self._closed:
             return
+
+        def relative(path: str) -> str:
+            return os.path.relpath(path, self.lake_root)
+
         state = {
+            "format": CHECKPOINT_FORMAT,
             "eventhub": self.eventhub,
             "partitions": {
                 p: {
                     "window": c.window.isoformat() if c.window else None,
-                    "files": {
-                        os.path.relpath(k, self.lake_root): v for k, v in sorted(c.files.items())
-                    },
-                    "unreadable": sorted(os.path.relpath(k, self.lake_root) for k in c.unreadable),
-                    "before_start": sorted(
-                        os.path.relpath(k, self.lake_root) for k in c.before_start
-                    ),
+                    "files": {relative(k): v for k, v in sorted(c.files.items())},
+                    "syncs": {relative(k): v.hex() for k, v in sorted(c.syncs.items())},
+                    "unreadable": sorted(relative(k) for k in c.unreadable),
+                    "before_start": sorted(relative(k) for k in c.before_start),
+                    "hidden": {relative(k): v for k, v in sorted(c.hidden.items())},
+                    # NOTE: a start by number or time filters the rows of every first read:
+                    # lost, a tail closed before it read resumed from the first event.
+                    "min_sequence": c.min_sequence,
+                    "min_time": c.min_time.isoformat() if c.min_time else None,
                 }
                 for p, c in sorted(self._cursors.items())
             },

@@ -329,7 +329,7 @@ class LocalDoctor:
             if not path.exists():
                 continue  # NOTE: sent between the listing and the lock's check: its holder is gone
             error = waiting[0].last_error
-            if error:
+            if error and not waiting[0].unconfirmed:
                 message = f"{emitted} wait in the outbox ({path}); last error: {error}"
             else:
                 # NOTE: the outbox cannot tell how far a killed send got: its complete blocks

@@ -286,7 +286,10 @@ def test_a_crash_during_the_send_leaves_the_event_in_the_outbox(
         (waiting,) = ws.outbox.list()
         assert waiting.message_id == loopback.events[0].message_id
         # The retry says that the hub may have the event already, naming it.
-        with caplog.at_level(logging.WARNING, logger="metaverse_kit.outbox"):
+        with (
+            caplog.at_level(logging.WARNING, logger="metaverse_kit.outbox"),
+            pytest.warns(mk.InterruptedSendWarning, match=waiting.message_id),
+        ):
             ws.outbox.retry()
         assert f"({waiting.message_id}): the hub may have taken them already" in caplog.text
         assert ws.outbox.list() == []

@@ -190,7 +190,37 @@ def test_a_batch_a_killed_send_left_is_not_confirmed_sent_rather_than_never_sent
     assert "3 event(s) emitted at" in finding.message and "not confirmed sent" in finding.message
     assert "some may already be in the lake" in finding.message
     assert "replay drops a retry's copies" in finding.fix and "ws.outbox.retry()" in finding.fix
-    workspace.outbox.retry()
+    with pytest.warns(mk.InterruptedSendWarning, match="3 event"):
+        workspace.outbox.retry()
     assert LocalDoctor(root).check() == []
     table = workspace.replay(schema=False, cache=False, progress=False)
     assert sorted(table["message_id"].to_pylist()) == ["m0", "m1", "m2"]  # m0's copy dropped
+
+
+class _DownHub(LocalEventHub):
+    """The local hub while its service is down: every send fails, nothing is written."""
+
+    def send(self, events: Sequence[OutgoingEvent], *, schema_ids: Sequence[str]) -> list[Receipt]:
+        raise mk.ServiceError("the hub is down")
+
+
+def test_a_killed_retry_of_a_batch_that_failed_before_is_not_confirmed_sent(
+    workspace: mk.Workspace, clock: SimClock
+) -> None:
+    # The batch's earlier error is not the news: its retry was killed mid-send, so some of its
+    # events may be in the lake, which "last error: the hub is down" alone would hide.
+    root = workspace.path
+    assert root is not None
+    down = _DownHub(root / "lake", root / "hub", namespace="metaverse-local", eventhub="metaverse")
+    with pytest.raises(mk.EmitError):
+        Outbox(root / "outbox", down).send(_events(3), schema_ids=["s"] * 3)
+    (finding,) = LocalDoctor(root).check()
+    assert (
+        "last error: ServiceError: the hub is down" in finding.message
+    )  # a clean refusal: nothing went out
+    with pytest.raises(_Killed):
+        Outbox(root / "outbox", _dying_hub(root, clock)).retry()
+    (finding,) = LocalDoctor(root).check()
+    assert (
+        "not confirmed sent" in finding.message and "may already be in the lake" in finding.message
+    )
