@@ -167,7 +167,9 @@ def parse_config(
     problems: list[str] = []
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            # NOTE: difflib compares case: "URL" had no suggestion, beside "url: required".
+            close = [f for f in fields if f.lower() == str(key).lower()]
+            close = close or difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(f"{where}.{key}: unknown key{hint} (known keys: {', '.join(fields)})")
     values = {}

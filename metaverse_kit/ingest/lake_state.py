@@ -168,6 +168,10 @@ class LakeState:
         """The fingerprint on this pipeline's last event about ``urn`` (None if it had none)."""
         return self._fingerprints.get(urn)
 
+    def owned_aspects(self, urn: str) -> frozenset[str]:
+        """The aspects (full record names) of ``urn`` this pipeline has ever written."""
+        return frozenset(self._owned.get(urn, ()))
+
     def owned_count(self, urn: str) -> int:
         """How many aspects of ``urn`` this pipeline has written."""
         return len(self._owned.get(urn, ()))

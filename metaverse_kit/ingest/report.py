@@ -119,6 +119,9 @@ class IngestReport:
     entities_changed: int = 0
     entities_unchanged: int = 0
     entities_removed: int = 0
+    #: Unchanged entities the run emitted an event for all the same, so that the lake records
+    #: the pipeline's view of them: their new fingerprint, or that the pipeline owns them.
+    entities_restated: int = 0
     aspects_emitted: int = 0
     aspects_unchanged: int = 0
     aspects_kept_for_stewards: int = 0
@@ -168,6 +171,7 @@ class IngestReport:
                 "changed": self.entities_changed,
                 "unchanged": self.entities_unchanged,
                 "removed": self.entities_removed,
+                "restated": self.entities_restated,
             },
             "aspects": {
                 "emitted": self.aspects_emitted,
@@ -192,7 +196,7 @@ class IngestReport:
             f"{self.entities_removed} removed",
             f"  aspects: {self.aspects_emitted} {verb}, {self.aspects_unchanged} unchanged, "
             f"{self.aspects_kept_for_stewards} kept for stewards",
-            f"  events: {self.events_emitted} {verb}",
+            f"  events: {self.events_emitted} {verb}" + self._restated_note(),
         ]
         for title, items in (("warnings", self.warnings), ("failures", self.failures)):
             lines.append(f"  {title}: {items.total}")
@@ -200,6 +204,14 @@ class IngestReport:
             if items.dropped:
                 lines.append(f"    ... and {items.dropped} more")
         return "\n".join(lines)
+
+    def _restated_note(self) -> str:
+        if not self.entities_restated:
+            return ""
+        return (
+            f" ({self.entities_restated} of them for unchanged entities, so that the lake "
+            "records this pipeline's fingerprint or ownership of them)"
+        )
 
     def __str__(self) -> str:
         return self.summary()

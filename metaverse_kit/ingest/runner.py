@@ -8,7 +8,10 @@ For each work unit the runner
    GlossaryTerms with the lake's value: items the source adds carry a ``MetadataAttribution``
    naming the pipeline, items anyone else added are kept;
 3. compares each aspect with the lake's latest value and emits one MCE per entity with the
-   aspects that differ (``systemMetadata`` says which pipeline, run and fingerprint).
+   aspects that differ (``systemMetadata`` says which pipeline, run and fingerprint); an
+   entity with none that differ gets an event all the same when the lake lacks its new
+   fingerprint (its ``Status``) or does not know it as this pipeline's (its aspects), so the
+   next run can skip it, and remove it when it goes (``report.entities_restated``).
 
 Entities this pipeline emitted before and the source no longer reports get ``Status(removed=
 True)``, unless the run had failures (a source that could not read a folder must not delete
@@ -58,6 +61,15 @@ _SHARED = {
     _P + "common.GlobalTags": ("tags", "tag"),
     _P + "common.Ownership": ("owners", "owner"),
     _P + "common.GlossaryTerms": ("terms", "urn"),
+}
+#: Aspects with an empty value, written when the source stops reporting one it wrote: a view
+#: that no longer reads a table kept its lineage to it. Shared ones go through the merge, which
+#: takes the pipeline's items out and keeps everyone else's.
+_EMPTY: dict[str, Callable[[], A.Aspect]] = {
+    _P + "dataset.UpstreamLineage": lambda: A.upstream_lineage([]),
+    _P + "common.GlobalTags": lambda: A.global_tags([]),
+    _P + "common.Ownership": lambda: A.ownership([]),
+    _P + "common.GlossaryTerms": lambda: A.glossary_terms([]),
 }
 _RECIPE_KEYS = ("source", "pipeline_name", "remove_unseen", "fail_safe_threshold")
 
@@ -492,7 +504,11 @@ class _Run:
             raise
         except Exception as exc:  # one entity that cannot be read must not stop the others
             message = str(exc).splitlines()[0] if str(exc) else ""
-            if not isinstance(exc, (MetaverseError, OSError, ValueError)):
+            if isinstance(exc, MetaverseError):
+                # NOTE: ours are written to be read whole: a ValidationError's first line is
+                # "The record has 1 problem:", and the problem (with its field) follows it.
+                message = " ".join(str(exc).split())
+            elif not isinstance(exc, (OSError, ValueError)):
                 message = f"{type(exc).__name__}: {message}"
             self.report.failures.add(unit.where or unit.urn, message[:300])
             self._record(EntityChange(unit.urn, "failed", where=unit.where))
@@ -515,8 +531,11 @@ class _Run:
         edits = self.source.edits
         if not edits and not any(a[0] == A.STATUS_TYPE for a in found):
             found.append(A.status(False))
+        if not edits:
+            found.extend(self._no_longer_reported(unit, found))
         to_emit: list[A.Aspect] = []
         changes: list[AspectChange] = []
+        reported: list[A.Aspect] = []
         for name, value in found:
             if not edits and _steward_only(name):
                 report.aspects_kept_for_stewards += 1
@@ -533,6 +552,7 @@ class _Run:
                 list_key = _SHARED[name][0]
                 if any(not _attributed_to(i, self.source_urn) for i in value[list_key]):
                     report.aspects_kept_for_stewards += 1
+            reported.append((name, value))
             if before == value:
                 report.aspects_unchanged += 1
                 continue
@@ -547,9 +567,17 @@ class _Run:
                 )
             )
         if not to_emit:
-            if unit.urn not in lake.pipeline_urns():
-                for other in lake.other_pipelines(unit.urn):
-                    self.elsewhere[other] = self.elsewhere.get(other, 0) + 1
+            owned = unit.urn in lake.pipeline_urns()
+            others = set() if owned else lake.other_pipelines(unit.urn)
+            for other in others:
+                self.elsewhere[other] = self.elsewhere.get(other, 0) + 1
+            restate = self._restatement(unit, reported, owned=owned, others=bool(others))
+            if restate:
+                self.emitted.add(unit.urn)
+                if not self._emit(unit.urn, restate, unit.fingerprint, unit.where):
+                    return
+                report.aspects_unchanged -= len(restate)
+                report.entities_restated += 1
             self._record(EntityChange(unit.urn, "unchanged", where=unit.where))
             return
         first = all(c.kind == "added" for c in changes) and unit.urn not in self.emitted
@@ -557,6 +585,61 @@ class _Run:
         self.emitted.add(unit.urn)
         if self._emit(unit.urn, to_emit, unit.fingerprint, unit.where):
             self._record(EntityChange(unit.urn, kind, tuple(changes), unit.where))
+
+    def _no_longer_reported(self, unit: WorkUnit, found: list[A.Aspect]) -> list[A.Aspect]:
+        """The empty value of each aspect this pipeline wrote for the entity and the source
+        no longer reports, so that it is taken back; a warning for one that has no empty value.
+
+        NOTE: a view that stopped reading a table kept its UpstreamLineage to it, and a view
+        replaced by a table kept its ViewProperties: the source reported neither, the runner
+        compared only what was reported, and the lake said what was no longer true. An MCE
+        cannot remove an aspect: lineage and the shared aspects are emptied (the merge keeps
+        the stewards' items); another (ViewProperties) stays, and the run says so. An aspect
+        someone else wrote since is theirs and left alone.
+        """
+        reported = {name for name, _ in found}
+        out: list[A.Aspect] = []
+        for name in sorted(self.lake.owned_aspects(unit.urn) - reported):
+            if name in _SHARED:
+                out.append(_EMPTY[name]())
+            elif not self.lake.written_here(unit.urn, name):
+                continue
+            elif name in _EMPTY:
+                out.append(_EMPTY[name]())
+            else:
+                self.report.warnings.add(
+                    unit.where or unit.urn,
+                    f"the source no longer reports {A.aspect_name(name)}, which this pipeline "
+                    "wrote: it stays in the lake as last written (a metadata change event "
+                    "cannot remove an aspect)",
+                )
+        return out
+
+    def _restatement(
+        self, unit: WorkUnit, reported: list[A.Aspect], *, owned: bool, others: bool
+    ) -> list[A.Aspect]:
+        """What to emit for an entity whose aspects all equal the lake's (``reported``): none,
+        unless the lake would not know this run saw it.
+
+        NOTE: the pipeline's state is its events (ADR 11): a run that emits nothing for an
+        entity records neither its fingerprint nor that the pipeline saw it. Two things went
+        wrong. (1) A fingerprint that changed while the aspects did not (``row_counts``
+        switched on a folder of CSV files, which have no row counts; a source's new
+        ``_VERSION``) stayed unrecorded: every later run read the entity in detail again. Its
+        ``Status`` (the one aspect every non-edit source reports) now carries the new one.
+        (2) An entity the lake held exactly as the source reports it, written by no pipeline
+        of this source (metadata imported from DataHub, written by hand), was never the
+        pipeline's: when its table was dropped, no run removed it, and none said so. The
+        pipeline now claims it, writing the values it reports (equal to the lake's), so a
+        later hand edit of them is noticed too. Another pipeline of this source (a renamed
+        one) is not claimed from: the run warns, naming it (:meth:`finish`).
+        """
+        if self.source.edits or unit.urn in self.emitted or others:
+            return []
+        if not owned:
+            return list(reported)
+        stale = unit.fingerprint is not None and self.lake.fingerprint(unit.urn) != unit.fingerprint
+        return [a for a in reported if a[0] == A.STATUS_TYPE] if stale else []
 
     def _emit(self, urn: str, aspects: list[A.Aspect], fingerprint: str | None, where: str) -> bool:
         props = {SOURCE_KEY: self.report.source}

@@ -277,7 +277,19 @@ class IngestionRunner(WidgetController):
             "<th style='text-align:left'>entity</th><th style='text-align:left'>aspects</th>"
             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{tail}"
             if rows
-            else "<p>Nothing to emit: the lake already holds what the source reports.</p>"
+            else self._nothing_changed(report)
+        )
+
+    @staticmethod
+    def _nothing_changed(report: IngestReport) -> str:
+        if not report.entities_restated:
+            return "<p>Nothing to emit: the lake already holds what the source reports.</p>"
+        # NOTE: "nothing to emit" beside "3 events emitted" read as a contradiction.
+        verb = "would emit" if report.dry_run else "emitted"
+        return (
+            "<p>Nothing changed: the lake already holds what the source reports. The run "
+            f"{verb} {report.entities_restated} events all the same, so that the lake records "
+            "this pipeline's fingerprint or ownership of those entities.</p>"
         )
 
     def _build(self) -> W.Widget:

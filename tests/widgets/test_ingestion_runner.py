@@ -73,3 +73,23 @@ def test_a_warning_of_the_run_is_shown_under_its_report(torn_workspace, tmp_path
     assert all(isinstance(w, DamagedFileWarning) for w in runner.warnings)
     for w in runner.warnings:
         assert f"⚠ {html.escape(str(w))}" in runner.message.value
+
+
+def test_events_for_unchanged_entities_are_explained(workspace, tmp_path):
+    """A lake that held what the source reports, written by no pipeline of it: the run emits
+    an event per entity to own them, which "Nothing to emit" beside "2 events" contradicted."""
+    import metaverse_kit as mk
+
+    db = _db(tmp_path)
+    recipe = {"source": {"type": "sql", "config": {"url": f"sqlite:///{db}"}}}
+    preview = mk.ingest(workspace, {**recipe, "pipeline_name": "shop"}, dry_run=True)
+    workspace.emit([{**e, "systemMetadata": None} for e in preview.events])
+    runner = IngestionRunner(
+        workspace, source="sql", config={"url": f"sqlite:///{db}"}, pipeline_name="shop"
+    )
+    runner.emit()
+    assert "2 unchanged" in runner.message.value and "2 events emitted" in runner.message.value
+    assert "Nothing changed" in runner.changes.value
+    assert "emitted 2 events all the same" in html.unescape(runner.changes.value)
+    runner.emit()
+    assert "Nothing to emit" in runner.changes.value

@@ -17,9 +17,17 @@ SQLite database, makes the source unreachable, and no file is ever created. A da
 mode in a folder this user cannot write is read with SQLite's ``immutable=1`` (with an
 :class:`~metaverse_kit.errors.ImmutableReadWarning`), the one way SQLite can read it there.
 
+``include`` and ``exclude`` are globs (``fnmatch``: ``*``, ``?``, ``[abc]``) matched against
+``schema.table``, a name that holds a ``.`` or a ``"`` written as SQL quotes it: table ``b.c``
+of schema ``a`` is ``a."b.c"`` and table ``c`` of schema ``a.b`` is ``"a.b".c``, so a pattern
+meant for one never matches the other. SQLite's tables are matched as ``table`` and as
+``main.table``. A pattern that matches nothing is a warning of the run (a typo would otherwise
+read everything, or nothing, without a word).
+
 Two tables can map to one dataset URN (``,`` is written ``%2C`` in a URN and ``%`` is not
 encoded, and ``.`` joins schema and table names): such a URN is a failure of the run naming both
-tables, and neither is emitted, so neither silently overwrites the other.
+tables and the ``exclude`` pattern of each, and neither is emitted, so neither silently
+overwrites the other.
 """
 
 from __future__ import annotations
@@ -28,11 +36,18 @@ import fnmatch
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from metaverse_kit.errors import ImmutableReadWarning, warn
+from metaverse_kit.errors import (
+    FieldProblem,
+    ImmutableReadWarning,
+    MetaverseError,
+    ValidationError,
+    warn,
+)
 from metaverse_kit.events import aspects as A
 from metaverse_kit.events.urns import make_dataset_urn
 from metaverse_kit.ingest.config import RecipeError
@@ -67,10 +82,15 @@ class SqlConfig:
         default_factory=list, metadata={"help": "schemas to read (default: all but system ones)"}
     )
     include: list[str] = field(
-        default_factory=list, metadata={"help": "only schema.table names matching these globs"}
+        default_factory=list,
+        metadata={
+            "help": 'only schema.table names matching these globs (a name with "." or \'"\' '
+            'quoted: a."b.c"; SQLite: table or main.table)'
+        },
     )
     exclude: list[str] = field(
-        default_factory=list, metadata={"help": "skip schema.table names matching these globs"}
+        default_factory=list,
+        metadata={"help": "skip schema.table names matching these globs (quoted as for include)"},
     )
     include_tables: bool = field(default=True, metadata={"help": "read tables"})
     include_views: bool = field(default=True, metadata={"help": "read views"})
@@ -121,6 +141,30 @@ def _label(kind: str, schema: str | None, name: str) -> str:
     """``table "a"."b.c"``: a table as SQL quotes it, which no other table's name can give."""
     parts = [p for p in (schema, name) if p is not None]
     return kind + " " + ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one line: SQLAlchemy's first (its SQL and its web link follow), and
+    what a missing table's bare name means."""
+    import sqlalchemy as sa
+
+    if isinstance(exc, sa.exc.NoSuchTableError):
+        return f"{exc} does not exist (dropped while this run read the database?)"
+    lines = str(exc).splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def _pattern_part(name: str) -> str:
+    """A schema or table name as include and exclude see it: quoted as SQL quotes it when it
+    holds a ``.`` or a ``"`` (so ``a."b.c"`` and ``"a.b".c`` differ), else as it is."""
+    if "." in name or '"' in name:
+        return '"' + name.replace('"', '""') + '"'
+    return name
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a glob that matches only itself (``*``, ``?`` and ``[`` in brackets)."""
+    return re.sub(r"([*?[])", r"[\1]", text)
 
 
 def _probe_sqlite(uri: str) -> None:
@@ -203,8 +247,61 @@ class SqlSource(Source):
                 ],
                 what="source config",
             )
+        self._check_config()
         self.platform = self.config.platform or _PLATFORMS.get(self.dialect.name, self.dialect.name)
         self.database = self.config.database or self._default_database()
+
+    def _check_config(self) -> None:
+        """Raise :class:`RecipeError` for settings that would read nothing, or be replaced
+        without a word."""
+        problems = []
+        if not self.config.include_tables and not self.config.include_views:
+            problems.append(
+                "source.config.include_tables and include_views are both false: the source "
+                "would read nothing (and a later run would remove what it emitted); set one "
+                "to true"
+            )
+        defaults = {
+            "database": "the database's name (a SQLite file's name)",
+            "platform": "from the database kind",
+        }
+        for key, default in defaults.items():
+            if getattr(self.config, key) == "":
+                # NOTE: "" was replaced by the default, as if the key were not given.
+                problems.append(
+                    f"source.config.{key}: empty; leave the key out for the default ({default})"
+                )
+        if self.config.schemas and self.dialect.name != "sqlite":
+            problems.extend(self._missing_schemas())
+        if problems:
+            raise RecipeError(problems, what="source config")
+
+    def _missing_schemas(self) -> list[str]:
+        """A problem per schema of ``source.config.schemas`` the database does not have.
+
+        NOTE: a mistyped schema (or "Public" for public: names are case-sensitive) was read as
+        an empty one: the run read nothing, exit 0, and a later one removed what it emitted.
+        """
+        import difflib
+
+        import sqlalchemy as sa
+
+        try:
+            known = sa.inspect(self.engine).get_schema_names()
+        except sa.exc.SQLAlchemyError as exc:
+            raise SourceUnreachableError(f"cannot list the schemas: {_reason(exc)}") from exc
+        problems = []
+        for i, schema in enumerate(self.config.schemas):
+            if schema in known:
+                continue
+            close = [k for k in known if k.lower() == schema.lower()]
+            close = close or difflib.get_close_matches(schema, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(
+                f"source.config.schemas[{i}]: the database has no schema {schema!r}{hint} "
+                f"(it has {', '.join(sorted(known))})"
+            )
+        return problems
 
     def _sqlite_engine(self, url: Any) -> Any:
         import sqlite3
@@ -271,15 +368,49 @@ class SqlSource(Source):
 
     # -- what to read ---------------------------------------------------------------------------
 
+    def _names(self, schema: str | None, name: str) -> list[str]:
+        """What include and exclude patterns are matched against (see the module docstring)."""
+        if self.dialect.name == "sqlite":
+            return [_pattern_part(name), "main." + _pattern_part(name)]
+        if schema is None:
+            return [_pattern_part(name)]
+        return [f"{_pattern_part(schema)}.{_pattern_part(name)}"]
+
+    def _matches(self, key: str, names: list[str]) -> bool:
+        """Whether a pattern of ``source.config.<key>`` matches one of ``names``; each pattern
+        that does is remembered, for :meth:`_warn_unmatched`."""
+        hit = False
+        for pattern in getattr(self.config, key):
+            if any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                self._matched.add((key, pattern))
+                hit = True
+        return hit
+
     def _wanted(self, schema: str | None, name: str, kind: str) -> bool:
+        # NOTE: patterns are tried before the kind, so a pattern naming a view is "used" even
+        # with include_views off, and not reported as matching nothing.
+        names = self._names(schema, name)
+        included = self._matches("include", names) or not self.config.include
+        excluded = self._matches("exclude", names)
         if kind == "table" and not self.config.include_tables:
             return False
         if kind != "table" and not self.config.include_views:
             return False
-        full = f"{schema}.{name}" if schema else name
-        if self.config.include and not any(fnmatch.fnmatch(full, p) for p in self.config.include):
-            return False
-        return not any(fnmatch.fnmatch(full, p) for p in self.config.exclude)
+        return included and not excluded
+
+    def _warn_unmatched(self) -> None:
+        """A warning per include or exclude pattern that matched no table or view."""
+        for key in ("include", "exclude"):
+            for pattern in getattr(self.config, key):
+                if (key, pattern) in self._matched:
+                    continue
+                sqlite = " or main.table" if self.dialect.name == "sqlite" else ""
+                self.context.report.warnings.add(
+                    f"source.config.{key}",
+                    f"the pattern {pattern!r} matched no table or view; patterns match "
+                    f'schema.table{sqlite}, with a name that holds "." or \'"\' in double '
+                    f'quotes (a."b.c" is table b.c of schema a)',
+                )
 
     def _urn(self, schema: str | None, name: str) -> str:
         parts = [self.database]
@@ -291,39 +422,49 @@ class SqlSource(Source):
         import sqlalchemy as sa
 
         inspector = sa.inspect(self.engine)
+        self._matched: set[tuple[str, str]] = set()
         if self.dialect.name == "sqlite":
             yield from self._sqlite_units(inspector)
             return
         schemas = self.config.schemas or [
             s for s in inspector.get_schema_names() if s not in _SYSTEM_SCHEMAS
         ]
-        found: list[tuple[WorkUnit, str]] = []
+        found: list[tuple[WorkUnit, str, str]] = []
         # NOTE: every schema is reflected before the first unit is yielded: two tables in
         # different schemas may share a URN, and neither may be emitted then.
         for schema in schemas:
             try:
                 tables = self._reflect_schema(inspector, schema)
             except sa.exc.SQLAlchemyError as exc:
+                # NOTE: reflected in bulk, a schema is read whole or not at all: no table of
+                # it is emitted from half a read (a connection lost in the middle).
                 self.context.report.failures.add(
-                    f"schema {schema}", " ".join(str(exc).split())[:300]
+                    f"schema {_pattern_part(schema)}",
+                    f"its tables and views were not read: {_reason(exc)}",
                 )
                 continue
             for table in tables:
+                name = self._names(schema, table.name)[0]
                 unit = WorkUnit(
                     self._urn(schema, table.name),
                     functools.partial(self._aspects, table),
                     _hash(self._key(table)),
-                    f"{table.kind} {schema}.{table.name}",
+                    f"{table.kind} {name}",
                 )
-                found.append((unit, _label(table.kind, schema, table.name)))
+                found.append((unit, _label(table.kind, schema, table.name), name))
+        # NOTE: before the first unit: the runner may stop early, and this is known now.
+        self._warn_unmatched()
         yield from self._one_per_urn(found)
 
-    def _one_per_urn(self, found: list[tuple[WorkUnit, str]]) -> Iterator[WorkUnit]:
-        """The units of ``found`` (each with its table's quoted name), but for URNs that two or
-        more tables map to: each of those is one failure naming them, and none is yielded."""
+    def _one_per_urn(self, found: list[tuple[WorkUnit, str, str]]) -> Iterator[WorkUnit]:
+        """The units of ``found`` (each with its table's quoted name and its name as patterns
+        see it), but for URNs that two or more tables map to: each of those is one failure
+        naming them and the pattern that leaves each out, and none is yielded."""
         labels: dict[str, list[str]] = {}
-        for unit, label in found:
+        patterns: dict[str, list[str]] = {}
+        for unit, label, name in found:
             labels.setdefault(unit.urn, []).append(label)
+            patterns.setdefault(unit.urn, []).append(repr(_glob_escape(name)))
         for urn, names in labels.items():
             if len(names) > 1:
                 self.context.report.failures.add(
@@ -332,9 +473,10 @@ class SqlSource(Source):
                     f"{', '.join(names)} (a URN writes ',', '(' and ')' as %2C, %28 and %29 but "
                     "leaves '%' alone, and joins schema and table with '.'); none of them is "
                     "emitted, so none overwrites another. Rename one, or leave all but one out "
-                    "with source.config.exclude or source.config.schemas.",
+                    f"with source.config.exclude (their patterns, in order: "
+                    f"{', '.join(patterns[urn])}) or source.config.schemas.",
                 )
-        for unit, _ in found:
+        for unit, _, _ in found:
             if len(labels[unit.urn]) == 1:
                 yield unit
 
@@ -355,10 +497,11 @@ class SqlSource(Source):
     # -- SQLite: the catalogue's DDL is the fingerprint (and a view's columns) ----------------
 
     def _sqlite_units(self, inspector: Any) -> Iterator[WorkUnit]:
-        import sqlalchemy as sa
 
-        found: list[tuple[WorkUnit, str]] = []
+        found: list[tuple[WorkUnit, str, str]] = []
         with self.engine.connect() as conn:
+            # NOTE: SQLite adds one to it on every change of the schema (_sqlite_aspects).
+            self._listed_version = conn.exec_driver_sql("PRAGMA schema_version").scalar()
             rows = conn.exec_driver_sql(
                 "SELECT type, name, sql FROM sqlite_master "
                 "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name"
@@ -366,29 +509,78 @@ class SqlSource(Source):
             for kind, name, ddl in rows:
                 if not self._wanted(None, name, kind):
                     continue
-                # NOTE: a table's DDL holds its columns (ALTER TABLE rewrites it) and so is its
-                # fingerprint; a view's does not change when a table it reads does.
-                fingerprint: str | None = _hash(kind, ddl)
-                if kind == "view":
-                    try:
-                        columns = conn.exec_driver_sql(
-                            "SELECT * FROM pragma_table_xinfo(?)", (name,)
-                        ).fetchall()
-                        fingerprint = _hash(kind, ddl, [list(c) for c in columns])
-                    except sa.exc.DBAPIError:
-                        # NOTE: no fingerprint: the unit is read, and fails with SQLite's reason.
-                        fingerprint = None
+                fingerprint = self._sqlite_fingerprint(conn, kind, name, ddl)
                 unit = WorkUnit(
                     self._urn(None, name),
-                    functools.partial(self._sqlite_aspects, inspector, kind, name, ddl or ""),
+                    functools.partial(
+                        self._sqlite_aspects, inspector, kind, name, ddl or "", fingerprint
+                    ),
                     fingerprint,
-                    f"{kind} {name}",
+                    f"{kind} {_pattern_part(name)}",
                 )
-                found.append((unit, _label(kind, None, name)))
+                found.append((unit, _label(kind, None, name), _pattern_part(name)))
+        self._warn_unmatched()
         yield from self._one_per_urn(found)
 
-    def _sqlite_aspects(self, inspector: Any, kind: str, name: str, ddl: str) -> list[A.Aspect]:
-        return self._aspects(self._reflect_sqlite(inspector, kind, name, ddl))
+    @staticmethod
+    def _sqlite_fingerprint(conn: Any, kind: str, name: str, ddl: str | None) -> str | None:
+        """A table's DDL (which holds its columns: ALTER TABLE rewrites it); a view's DDL and
+        the columns SQLite reports for it now (its DDL stays when a table it reads changes).
+        None for a view SQLite cannot read: the unit is read, and fails with SQLite's reason."""
+        import sqlalchemy as sa
+
+        if kind != "view":
+            return _hash(kind, ddl)
+        try:
+            columns = conn.exec_driver_sql("SELECT * FROM pragma_table_xinfo(?)", (name,))
+            return _hash(kind, ddl, [list(c) for c in columns.fetchall()])
+        except sa.exc.DBAPIError:
+            return None
+
+    def _sqlite_aspects(
+        self, inspector: Any, kind: str, name: str, ddl: str, fingerprint: str | None
+    ) -> list[A.Aspect]:
+        """The aspects of a table or view, read after the catalogue was listed; raises
+        :class:`MetaverseError` when it was dropped or changed in between.
+
+        NOTE: the fingerprint is the catalogue's at listing time and the columns are read
+        later (each statement is its own read: a transaction over the run would hold a lock
+        that keeps writers out). A table altered in between was emitted with the new columns
+        and the old DDL under the old fingerprint, and if it was altered back before the next
+        run, that run found the fingerprint equal and skipped it: the lake kept columns the
+        table did not have. Reading the catalogue again after the columns catches it; the
+        table fails alone, and the next run reads it. PERF: SQLite's schema version, unchanged
+        since before the listing, says so for all tables at once; the table's own row (a scan
+        of the catalogue: 0.2 s over 2,100 tables) is read only when it moved.
+        """
+        import sqlalchemy as sa
+
+        try:
+            table: _Table | None = self._reflect_sqlite(inspector, kind, name, ddl)
+        except sa.exc.NoSuchTableError:
+            table = None
+        with self.engine.connect() as conn:
+            version = conn.exec_driver_sql("PRAGMA schema_version").scalar()
+        if table is not None and version == self._listed_version:
+            return self._aspects(table)
+        if fingerprint is not None or table is None:
+            with self.engine.connect() as conn:
+                row = conn.exec_driver_sql(
+                    "SELECT type, sql FROM sqlite_master WHERE name = ?", (name,)
+                ).fetchone()
+                now = None if row is None else self._sqlite_fingerprint(conn, row[0], name, row[1])
+            if row is None:
+                raise MetaverseError(
+                    "dropped while this run read the database: nothing of it is emitted, and "
+                    "the next run removes it"
+                )
+            if table is None or now != fingerprint:
+                raise MetaverseError(
+                    "changed while this run read it: nothing of it is emitted, and the next "
+                    "run reads it again"
+                )
+        assert table is not None
+        return self._aspects(table)
 
     def _reflect_sqlite(self, inspector: Any, kind: str, name: str, ddl: str) -> _Table:
         table = _Table(None, name, kind, ddl=ddl)
@@ -404,6 +596,7 @@ class SqlSource(Source):
     # -- other databases: bulk reflection ------------------------------------------------------
 
     def _reflect_schema(self, inspector: Any, schema: str) -> list[_Table]:
+        import sqlalchemy as sa
         from sqlalchemy.engine.reflection import ObjectKind
 
         views = set(inspector.get_view_names(schema=schema))
@@ -435,7 +628,16 @@ class SqlSource(Source):
             )
             table.comment = (comments.get((schema, name)) or {}).get("text")
             if kind != "table":
-                table.definition = inspector.get_view_definition(name, schema=schema)
+                try:
+                    table.definition = inspector.get_view_definition(name, schema=schema)
+                except sa.exc.SQLAlchemyError as exc:
+                    # NOTE: one view whose definition cannot be read (dropped since the names
+                    # were listed) failed its whole schema, as "schema s2: s2.w".
+                    self.context.report.failures.add(
+                        f"{kind} {self._names(schema, name)[0]}",
+                        f"its definition cannot be read: {_reason(exc)}; nothing of it is emitted",
+                    )
+                    continue
                 table.upstreams = upstreams.get(name, [])
             tables.append(table)
         return tables
@@ -461,19 +663,25 @@ class SqlSource(Source):
         schema_part = f"{table.schema}." if table.schema and self.dialect.name != "sqlite" else ""
         qualified = f"{self.database}.{schema_part}{table.name}"
         fields = []
-        for c in table.columns:
+        for n, c in enumerate(table.columns, 1):
             kind, nested = datahub_type(c["type"])
-            fields.append(
-                A.schema_field(
-                    c["name"],
-                    kind,
-                    native_type=_native(c["type"], self.dialect),
-                    nullable=bool(c.get("nullable", True)),
-                    description=c.get("comment") or None,
-                    is_part_of_key=c["name"] in table.primary_key,
-                    nested=nested,
+            try:
+                fields.append(
+                    A.schema_field(
+                        c["name"],
+                        kind,
+                        native_type=_native(c["type"], self.dialect),
+                        nullable=bool(c.get("nullable", True)),
+                        description=c.get("comment") or None,
+                        is_part_of_key=c["name"] in table.primary_key,
+                        nested=nested,
+                    )
                 )
-            )
+            except MetaverseError as exc:
+                # NOTE: the builder's message names the field path, not which column: an
+                # empty name (SQLite takes "") failed as "The SchemaField record has 1 problem".
+                problems = getattr(exc, "problems", None) or [FieldProblem("", str(exc))]
+                raise ValidationError(problems, what=f"column {n} ({c['name']!r})") from exc
         custom = {} if table.kind == "table" else {"is_view": "True"}
         out = [
             A.dataset_properties(
