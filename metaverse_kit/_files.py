@@ -50,9 +50,12 @@ __all__ = [
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def check_text_path(path: str | os.PathLike[str], *, what: str) -> None:
+def check_text_path(
+    path: str | os.PathLike[str], *, what: str, why: str = "replays name their files in UTF-8"
+) -> None:
     """Raise :class:`ConfigurationError` when ``path`` is not UTF-8 text (a file name in
-    another encoding, which Python keeps as surrogates).
+    another encoding, which Python keeps as surrogates); the message names ``what`` and says
+    ``why`` that matters.
 
     NOTE: a replay names each event's Capture file in a UTF-8 column (``capture_file``), as
     Arrow's strings are; a workspace in such a folder took events and then failed every replay
@@ -64,8 +67,8 @@ def check_text_path(path: str | os.PathLike[str], *, what: str) -> None:
     except UnicodeEncodeError:
         shown = os.fsencode(text).decode("utf-8", "backslashreplace")
         raise ConfigurationError(
-            f"The {what} {shown} is not UTF-8 text: replays name their files in UTF-8; rename "
-            "the folder, or use one whose name is UTF-8"
+            f"The {what} {shown} is not UTF-8 text: {why}; rename the folder, or use one whose "
+            "name is UTF-8"
         ) from None
 
 

@@ -5,7 +5,11 @@ What the server does, and why:
 - it binds 127.0.0.1 only: reach it from elsewhere through an SSH tunnel or a reverse proxy
   that adds its own sign-in;
 - it asks for a token (a random one unless given), printed with the URL; a request without it
-  is refused (403);
+  is refused (403). An empty token (which Voila takes as "no sign-in"), or one with spaces or
+  control characters (which no link carries intact), is refused;
+- it runs Voila in the notebook's folder, reading Jupyter's configuration folders only: a
+  ``voila.json`` or ``voila.py`` in the folder the command started in (a checkout, a download)
+  was read, and could change the server (its headers, template, hooks) or run code in it;
 - a visitor may pick the theme with ``?theme=light`` or ``?theme=dark``; any other value is
   refused (400): Voila writes it unescaped into the page, so a link carrying markup there would
   run script in the page of a steward whose browser holds the token's cookie. The template
@@ -22,18 +26,21 @@ What the server does, and why:
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import socket
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metaverse_kit.errors import ConfigurationError, MissingDependencyError
 
-__all__ = ["AppServer", "app_command", "app_notebook", "run_voila"]
+__all__ = ["AppServer", "app_command", "app_notebook", "check_port", "run_voila"]
 
 _NOTEBOOK = "steward_app.ipynb"
 # The themes a visitor may pick with ``?theme=`` (and the operator with --theme).
@@ -62,12 +69,19 @@ def app_notebook() -> Path:
     )
 
 
+def new_token() -> str:
+    """A random token for the app's URL."""
+    return secrets.token_urlsafe(24)
+
+
 @dataclass(frozen=True)
 class AppServer:
-    """How the app is served: port, token, workspace, planner, theme and kernel culling."""
+    """How the app is served: port, token (a random one unless given), workspace, planner,
+    theme and kernel culling."""
 
     port: int = 8866
-    token: str = ""
+    # NOTE: random, not "": Voila serves an empty token to anyone, without a sign-in.
+    token: str = field(default_factory=new_token)
     workspace: Path | None = None
     planner: str | None = None
     theme: str = "light"
@@ -77,7 +91,9 @@ class AppServer:
     @property
     def url(self) -> str:
         """The address to open, token included."""
-        suffix = f"?token={self.token}" if self.token else ""
+        # NOTE: quoted: a token with '+', '&', '#' or '%' printed as it is named another token
+        # ('+' reads as a space), and the link was refused.
+        suffix = f"?token={urllib.parse.quote(self.token, safe='')}" if self.token else ""
         return f"http://127.0.0.1:{self.port}/{suffix}"
 
 
@@ -85,7 +101,8 @@ def app_command(server: AppServer, *, notebook: Path | None = None) -> list[str]
     """The Voila command line serving the app as ``server`` says.
 
     Raises :class:`MissingDependencyError` (with the pip line) when Voila is not installed, and
-    :class:`ConfigurationError` for a port or theme out of range or a planner that does not load.
+    :class:`ConfigurationError` for a port or theme out of range, a token that is empty or not
+    one word, or a planner that does not load.
     """
     import importlib.util
 
@@ -93,6 +110,7 @@ def app_command(server: AppServer, *, notebook: Path | None = None) -> list[str]
         raise MissingDependencyError("The steward app", ["voila"], extra="app")
     if not 1 <= server.port <= 65535:
         raise ConfigurationError(f"--port must be between 1 and 65535, not {server.port}")
+    _check_token(server.token)
     if server.theme not in _THEMES:
         raise ConfigurationError(f"the theme is 'light' or 'dark', not {server.theme!r}")
     if server.planner:
@@ -103,7 +121,8 @@ def app_command(server: AppServer, *, notebook: Path | None = None) -> list[str]
         load_planner(server.planner)
     if server.workspace is not None:
         _check_workspace(server.workspace)
-    where = notebook or app_notebook()
+    # NOTE: absolute: Voila runs in the notebook's folder (see serve).
+    where = Path(os.path.abspath(notebook or app_notebook()))
     if server.planner:
         _check_planner_as_pages_load_it(server, where.parent)
     return [
@@ -129,6 +148,53 @@ def app_command(server: AppServer, *, notebook: Path | None = None) -> list[str]
     ]
 
 
+def _check_token(token: str) -> None:
+    """Raise :class:`ConfigurationError` for a token that is empty, or not one word.
+
+    NOTE: an unset variable (``--token "$APP_TOKEN"``) gave "", which Voila takes as "no
+    sign-in": anyone who could reach the port used the app. A space, newline or other control
+    character does not survive a link or a copy and paste, so the printed URL did not work.
+    """
+    if not token.strip():
+        raise ConfigurationError(
+            "--token is empty (an unset variable?), which would serve the app without a "
+            "sign-in: give the token visitors must give, or leave the option out for a random one"
+        )
+    odd = [c for c in token if c.isspace() or not c.isprintable()]
+    if odd:
+        raise ConfigurationError(
+            f"--token holds {odd[0]!a}: a token is one word of printable characters, as "
+            "links carry it; give another, or leave the option out for a random one"
+        )
+
+
+def check_port(port: int) -> None:
+    """Raise :class:`ConfigurationError` when ``port`` cannot be served on 127.0.0.1 now: in
+    use by another program, or reserved (below 1024) for a privileged one.
+
+    NOTE: Voila found it taken only after the URL was printed, which then named the other
+    program's server (a visitor's token went to it), and said "trying another port" while it
+    tried none.
+    """
+    if not 1 <= port <= 65535:
+        raise ConfigurationError(f"--port must be between 1 and 65535, not {port}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # NOTE: as Tornado binds: a port whose last connections are closing is free for it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                why = "is in use on 127.0.0.1 (another program, or the app already running)"
+            elif exc.errno in (errno.EACCES, errno.EPERM):
+                why = "is reserved for privileged programs (ports below 1024)"
+            else:
+                why = f"cannot be used: {exc.strerror or exc}"
+            raise ConfigurationError(
+                f"--port {port} {why}: choose another --port, a free one from 1024 to 65535"
+            ) from None
+
+
 def _check_workspace(path: Path) -> None:
     """Raise :class:`ConfigurationError` when the local workspace ``path`` is not there.
 
@@ -140,6 +206,9 @@ def _check_workspace(path: Path) -> None:
     from metaverse_kit.backends.local.factory import existing_settings
     from metaverse_kit.config import default_backend
 
+    if path.exists() and not path.is_dir():
+        # NOTE: said so, not "Cannot use <path>/config.toml: a part of the path is a file".
+        raise ConfigurationError(f"The workspace path {path} is a file, not a workspace folder")
     if default_backend(workspace=path) == "local":
         existing_settings(path)
 
@@ -196,12 +265,16 @@ def run_voila(argv: list[str] | None = None) -> None:
 
     What :func:`app_command`'s command line runs.
     """
+    from jupyter_core.paths import jupyter_config_path
     from traitlets.config import Config
     from voila.app import Voila
 
     _stop_with_parent()
     config = Config()
     config.VoilaConfiguration.prelaunch_hook = _check_request
+    # NOTE: Voila also reads voila.json and voila.py from the folder it runs in, before these:
+    # a stray one there changed the served app (headers, template, hooks) or ran its code.
+    config.Voila.config_file_paths = jupyter_config_path()
     Voila.launch_instance(argv=sys.argv[1:] if argv is None else argv, config=config)
 
 
@@ -224,38 +297,49 @@ def _stop_with_parent() -> None:
         sys.exit(0)
 
 
+# Variables naming paths, or lists of them, that the Voila server or its kernels read.
+_PATH_LISTS = ("PYTHONPATH", "JUPYTER_CONFIG_PATH", "JUPYTER_PATH")
+_PATHS = ("METAVERSE_CONFIG", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")
+
+
 def app_environment(server: AppServer, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the Voila server and its kernels: the workspace and the planner, and
-    ``PYTHONPATH`` and ``METAVERSE_CONFIG`` with relative paths made absolute."""
+    ``PYTHONPATH``, ``METAVERSE_CONFIG`` and Jupyter's path variables with relative paths made
+    absolute."""
     env = dict(os.environ if environ is None else environ)
-    # NOTE: the kernels start in the notebook's folder, not in this one: a relative path in
-    # these would name another file or folder there (a planner not found, another config).
-    if env.get("PYTHONPATH"):
-        env["PYTHONPATH"] = os.pathsep.join(
-            os.path.abspath(p) if p else os.getcwd() for p in env["PYTHONPATH"].split(os.pathsep)
-        )
-    if env.get("METAVERSE_CONFIG"):
-        env["METAVERSE_CONFIG"] = os.path.abspath(env["METAVERSE_CONFIG"])
+    # NOTE: Voila and the kernels run in the notebook's folder, not in this one: a relative
+    # path in these would name another file or folder there (a planner not found, another
+    # config).
+    for name in _PATH_LISTS:
+        if env.get(name):
+            env[name] = os.pathsep.join(
+                os.path.abspath(p) if p else os.getcwd() for p in env[name].split(os.pathsep)
+            )
+    for name in _PATHS:
+        if env.get(name):
+            env[name] = os.path.abspath(env[name])
     if server.workspace is not None:
-        env["METAVERSE_HOME"] = str(server.workspace)
+        env["METAVERSE_HOME"] = os.path.abspath(server.workspace)
     if server.planner:
         env["METAVERSE_PLANNER"] = server.planner
     return env
 
 
-def new_token() -> str:
-    """A random token for the app's URL."""
-    return secrets.token_urlsafe(24)
-
-
 def serve(server: AppServer) -> int:
-    """Run the app until interrupted (Ctrl-C or SIGTERM); returns Voila's exit status."""
+    """Run the app until interrupted (Ctrl-C or SIGTERM); returns Voila's exit status.
+
+    Raises as :func:`app_command` and :func:`check_port` do.
+    """
     import signal
 
-    command = app_command(server)
+    notebook = app_notebook()
+    command = app_command(server, notebook=notebook)
+    check_port(server.port)
     env = app_environment(server)
     env[_PARENT] = str(os.getpid())
-    process = subprocess.Popen(command, env=env)
+    # NOTE: in the notebook's folder (where its kernels start), not in this one: Voila reads
+    # files from the folder it runs in (nbconvert's templates, for one).
+    process = subprocess.Popen(command, env=env, cwd=notebook.parent)
     # NOTE: stopping this process (a service manager's SIGTERM) stops Voila and its kernels too.
     previous = signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:

@@ -41,7 +41,15 @@ from typing import Any, NoReturn
 
 from metaverse_kit.errors import MetaverseError, MetaverseWarning
 
-__all__ = ["Subcommands", "UsageError", "command", "main", "open_workspace", "read_text"]
+__all__ = [
+    "INTERRUPTED",
+    "Subcommands",
+    "UsageError",
+    "command",
+    "main",
+    "open_workspace",
+    "read_text",
+]
 
 
 class UsageError(MetaverseError):
@@ -190,13 +198,7 @@ def open_workspace(args: argparse.Namespace, *, existing: bool = False) -> Any:
     from metaverse_kit.config import default_backend, default_workspace_path
     from metaverse_kit.workspace import connect
 
-    if args.workspace is not None and not args.workspace.strip():
-        # NOTE: an unset variable in a script (--workspace "$WS") gave "", which fell back to
-        # the default workspace and wrote there.
-        raise UsageError(
-            "--workspace is empty (an unset variable?); give the workspace folder, or leave the "
-            "option out for $METAVERSE_HOME or ./.metaverse"
-        )
+    _workspace_option(args)
     if existing and default_backend(workspace=args.workspace) == "local":
         from metaverse_kit.backends.local.factory import existing_settings
 
@@ -204,6 +206,25 @@ def open_workspace(args: argparse.Namespace, *, existing: bool = False) -> Any:
             Path(args.workspace).expanduser() if args.workspace else default_workspace_path()
         )
     return connect(path=args.workspace) if args.workspace else connect()
+
+
+def _workspace_option(args: argparse.Namespace) -> str | None:
+    """``--workspace`` as given (None when left out); :class:`UsageError` when it is empty or
+    names a file."""
+    given: str | None = args.workspace
+    if given is not None and not given.strip():
+        # NOTE: an unset variable in a script (--workspace "$WS") gave "", which fell back to
+        # the default workspace and wrote there.
+        raise UsageError(
+            "--workspace is empty (an unset variable?); give the workspace folder, or leave the "
+            "option out for $METAVERSE_HOME or ./.metaverse"
+        )
+    if given is not None and Path(given).expanduser().is_file():
+        # NOTE: said so, not "Cannot use <file>/config.toml: a part of the path is a file".
+        raise UsageError(
+            f"--workspace {given} is a file, not a folder: give the workspace's folder"
+        )
+    return given
 
 
 def read_text(path: Path, what: str) -> str:
@@ -476,6 +497,20 @@ def _time(*words: str) -> Callable[[str], str]:
     return check
 
 
+def _out_path(value: str) -> Path:
+    """``--out``'s value as a path; an empty one is refused.
+
+    NOTE: an unset variable (``--out "$OUT"``) gave "", which is the current folder: the
+    history was exported into whatever folder the command ran in.
+    """
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty (an unset variable?): give a .parquet file to write, or a folder for a "
+            "Parquet dataset"
+        )
+    return Path(value)
+
+
 def _replay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=_time(), help="ISO 8601 time, e.g. 2026-01-31T00:00:00Z")
     p.add_argument("--until", type=_time(), help="ISO 8601 time")
@@ -484,7 +519,7 @@ def _replay_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=_out_path,
         required=True,
         help="a .parquet file to write, or a folder: a dataset partitioned by event date, to "
         "which each run appends the Capture files that are new",
@@ -699,6 +734,7 @@ def _doctor(args: argparse.Namespace) -> None:
     """Exit 0 when nothing needs attention, 2 (one line on stderr) when something does."""
     from metaverse_kit.config import default_backend
 
+    _workspace_option(args)
     if default_backend(workspace=args.workspace) == "azure":
         if args.repair:
             raise UsageError("--repair applies to a local workspace; on Azure use --write or none")
@@ -811,20 +847,23 @@ def _app_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("app", "serve the steward app (Voila) on 127.0.0.1 with a token", _app_arguments)
 def _app(args: argparse.Namespace) -> None:
-    from metaverse_kit.app import AppServer, app_command, new_token, serve
+    from metaverse_kit.app import AppServer, app_command, check_port, new_token, serve
     from metaverse_kit.config import app_planner, default_workspace_path
 
+    given = _workspace_option(args)
     # NOTE: expanded here: the kernels get the path in their environment, where no shell
     # expands '~' (a quoted --workspace='~/ws' named <cwd>/~/ws for them).
-    workspace = Path(args.workspace).expanduser() if args.workspace else default_workspace_path()
+    workspace = Path(given).expanduser() if given else default_workspace_path()
     server = AppServer(
         port=args.port,
-        token=args.token or new_token(),
+        # NOTE: an empty --token (an unset variable) is refused by app_command, not replaced.
+        token=new_token() if args.token is None else args.token,
         workspace=workspace.resolve(),
         planner=args.planner or app_planner(),
         theme=args.theme,
     )
     app_command(server)  # NOTE: checks Voila and the options before anything is printed
+    check_port(server.port)
     with open_workspace(args) as ws:
         print(f"Steward app for {ws!r}", flush=True)
     print(f"Open {server.url}  (127.0.0.1 only; Ctrl-C stops)", flush=True)
@@ -942,8 +981,45 @@ def _drop_output(stream: Any) -> None:
     os.close(devnull)
 
 
+#: The exit status of a command interrupted (Ctrl-C, SIGINT), as a shell reports one.
+INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (see the module docstring)."""
+    """Run the command line; returns the exit status (see the module docstring).
+
+    A Ctrl-C at any moment of the run ends it with :data:`INTERRUPTED` and no traceback.
+    Without ``argv`` (the console script, ``python -m metaverse_kit.cli``) this process is the
+    command: a Ctrl-C after the command has ended is ignored, so that the exit status stays
+    the command's.
+    """
+    try:
+        status = _run(argv)
+    except KeyboardInterrupt:
+        # NOTE: here, not only around the subcommand: building the parser, parsing and the
+        # last flush of the output were outside it, and a Ctrl-C there printed a traceback.
+        status = INTERRUPTED
+    if argv is None:
+        _ignore_interrupts()
+    return status
+
+
+def _ignore_interrupts() -> None:
+    """Ignore SIGINT from now on in this process (when this is its main thread).
+
+    NOTE: between the return of :func:`main` and the process's end (the console script's
+    ``sys.exit``, the interpreter's exit handlers) a Ctrl-C printed a KeyboardInterrupt
+    traceback and replaced the command's exit status.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """:func:`main`'s run, with stdout replaced as :class:`_Output` says."""
     real = sys.stdout
     if real is not None:  # NOTE: None when started with stdout closed: print() writes nothing
         sys.stdout = _Output(real)
@@ -989,7 +1065,7 @@ def _main(argv: Sequence[str] | None) -> int:
             raise _OutputError(exc) from exc
         message = _one_line(_os_error(exc, args))
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
     except Exception:  # anything unexpected keeps its traceback, for a bug report
         import traceback
 

@@ -13,7 +13,8 @@ them. Each run writes with the reader schema of its day, so after a schema versi
 fields later files have more columns (:func:`export_schema`): a reader that takes one file's
 schema (``pd.read_parquet(out)``, Spark without ``mergeSchema``) leaves them out.
 ``mk.history`` questions take the folder.
-An export starts in a new or empty folder (one holding another tool's files is refused); a file
+An export starts in a new or empty folder (one holding another tool's files is refused) outside
+the lake it exports (one that is the lake's folder, is inside it, or holds it is refused); a file
 no run named that is put into it later is neither read nor deleted. A first run that fails
 leaves the folder as it found it (a folder it created is removed).
 
@@ -57,7 +58,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaverse_kit._files import atomic_write, locked
+from metaverse_kit._files import atomic_write, check_text_path, locked
 from metaverse_kit.backends.protocols import CaptureFile, Lake, SchemaRegistry
 from metaverse_kit.capture import read_header
 from metaverse_kit.errors import (
@@ -91,6 +92,8 @@ _EVENT_DATE_TYPE = pa.dictionary(pa.int32(), pa.string())
 _PART = re.compile(r"^part-(?P<run>[0-9a-f]{8}-[0-9a-f]{8})-.*\.parquet$")
 # A few tens of MB of Capture files decoded and written at a time: memory stays flat.
 _CHUNK_BYTES = 64 << 20
+# Why an export folder must be named in UTF-8 (see check_text_path).
+_UTF8_PATHS = "Parquet datasets are written and read through UTF-8 paths (pyarrow, Spark, DuckDB)"
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ class ExportFolder:
     runs without a record) and reads the records of earlier runs. :meth:`plan` says which
     Capture files (and which of their events) a new run must read; :meth:`commit` moves a
     run's staged files into place and records it. Raises :class:`ConfigurationError` when
-    ``out`` is not a folder this machine can write; warns
+    ``out`` is not a folder this machine can write or its name is not UTF-8 text; warns
     :class:`~metaverse_kit.errors.ChangedFileWarning` when a Capture file shrank since it was
     exported (repaired or replaced), and reads it again.
     """
@@ -168,6 +171,9 @@ class ExportFolder:
                 f"Exports go to a folder this machine (and every worker) can write, such as a "
                 f"mounted one (/dbfs/..., /Volumes/..., a shared disk), not {text!r}"
             )
+        # NOTE: here, where every engine's export starts: pyarrow's dataset writer failed on
+        # such a folder after the whole replay, with a UnicodeEncodeError naming no path.
+        check_text_path(text, what="export folder", why=_UTF8_PATHS)
         self.out = Path(text)
         self.meta = self.out / _META
         self.runs: dict[str, dict[str, Any]] = {}
@@ -332,9 +338,11 @@ class ExportFolder:
         Files are recorded by their path below the lake's root (:func:`file_key`), so the
         same lake reached from another folder or machine is recognised. Raises
         :class:`ConfigurationError` when ``lake`` is not the lake earlier runs read
-        (:meth:`_check_lake`).
+        (:meth:`_check_lake`), or when the folder and the lake's are one inside the other
+        (:meth:`_check_apart`).
         """
         root = lake.root
+        self._check_apart(root)
         _check_data_files(self.out, self.runs)
         self._check_lake(lake, files)
         known = self.known
@@ -367,6 +375,37 @@ class ExportFolder:
             )
         self._lake_check = _sync_mark(lake, [f for f in todo if f.path not in skip])
         return todo, skip
+
+    def _check_apart(self, root: str) -> None:
+        """Refuse an export folder that is the lake's folder, is inside it, or holds it where a
+        reader sees it (no folder on the way starts with ``.`` or ``_``).
+
+        NOTE: ``metaverse replay --out <workspace>/lake`` was taken (an empty lake, or one
+        whose folder held only hidden files): Capture then wrote its Avro files among the
+        export's, and pandas, pyarrow and Spark, which read every visible file of a dataset
+        folder as Parquet, failed on the first one ("Parquet magic bytes not found"). An export
+        anywhere inside the lake has its files walked by every replay, and Capture's folders
+        may grow into it.
+        """
+        if not root or "://" in root:
+            return
+        out, lake = os.path.realpath(self.out), os.path.realpath(root)
+        if out == lake or out.startswith(os.path.join(lake, "")):
+            raise ConfigurationError(
+                f"The export folder {self.out} is {'the' if out == lake else 'inside the'} "
+                f"lake's folder {root}: Capture writes its Avro files in the lake's folders, "
+                "where Parquet readers of the export (pandas, pyarrow, Spark) would take them "
+                "for Parquet files and fail, and every replay would walk the export's files. "
+                "Export into a folder outside the lake"
+            )
+        if lake.startswith(os.path.join(out, "")):
+            between = Path(os.path.relpath(lake, out)).parts
+            if not any(part.startswith((".", "_")) for part in between):
+                raise ConfigurationError(
+                    f"The export folder {self.out} holds the lake {root}: Parquet readers of "
+                    "the export (pandas, pyarrow, Spark) would take its Avro files for Parquet "
+                    "files and fail on them. Export into a folder outside the lake"
+                )
 
     def _check_lake(self, lake: Lake, files: Sequence[CaptureFile]) -> None:
         """Refuse a lake other than the one the folder's runs read.
@@ -591,6 +630,8 @@ def committed_files(out: str | os.PathLike[str]) -> list[str] | None:
     ``spark.read.option("basePath", out).option("mergeSchema", "true")
     .parquet(*committed_files(out))``; for DuckDB:
     ``read_parquet(committed_files(out), hive_partitioning=true, union_by_name=true)``.
+    Raises :class:`ConfigurationError` when data files its runs recorded are gone, or when the
+    folder's name is not UTF-8 text.
     """
     found = _committed(Path(out))
     return None if found is None else found[0]
@@ -601,6 +642,8 @@ def _committed(root: Path) -> tuple[list[str], dict[str, dict[str, Any]]] | None
     runs = root / _META / "runs"
     if not runs.is_dir():
         return None
+    # NOTE: an export renamed into such a folder failed in pyarrow, naming no path.
+    check_text_path(root, what="export folder", why=_UTF8_PATHS)
     # NOTE: the records before the files, so every file of a run seen recorded is in place.
     records = {}
     for path in runs.glob("*.json"):
@@ -638,7 +681,7 @@ def read_export(out: str | os.PathLike[str]) -> pa.Table | None:
 
     Every run's columns are there (:func:`export_schema`); rows of runs that wrote fewer read
     the missing ones as null. Raises :class:`ConfigurationError` when runs wrote types that do
-    not combine.
+    not combine, or when the folder's name is not UTF-8 text.
     """
     import pyarrow.dataset as ds
 
