@@ -20,7 +20,7 @@ executors and workers run :mod:`._tasks` with what :class:`Planner` puts in the 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -58,7 +58,7 @@ from metaverse_kit.history.replay import (
     warn_skipped,
 )
 
-__all__ = ["GROUPED_SCHEMA", "Plan", "Planner", "records", "registry_schemas"]
+__all__ = ["GROUPED_SCHEMA", "Plan", "Planner", "held_before", "records", "registry_schemas"]
 
 #: What an engine hands back from the plan pass: its rows grouped by (kind, key), with the
 #: smallest ``order`` (``first``) and the number of rows (``n``) of each; every :data:`FILE`
@@ -125,6 +125,36 @@ class Plan:
         return kept - self.duplicates
 
 
+def _local_path(location: Any) -> Any:
+    """A ``file:`` URI as the local path it names (Spark's spelling of a path on this machine:
+    ``file:/dbfs/...``, ``file:///data/lake/``); anything else as it is. Raises
+    :class:`ConfigurationError` for a ``file:`` URI of another host.
+
+    NOTE: read as Spark reads it (Hadoop's paths): the characters as they are, not %-decoded,
+    and a ``?`` or ``#`` is part of the name.
+    """
+    if not (isinstance(location, str) and location.startswith("file:")):
+        return location
+    path = location[len("file:") :]
+    if path.startswith("//"):
+        host, _, rest = path[2:].partition("/")
+        if host not in ("", "localhost"):
+            raise ConfigurationError(
+                f"{location} is not a path on this machine; give the local path of the folder "
+                f"(where this machine mounts it) or an abfss:// URL"
+            )
+        path = "/" + rest
+    return path
+
+
+def _local_paths(location: Any) -> Any:
+    """``location`` with its ``file:`` URIs as local paths (see :func:`_local_path`), also in a
+    list of files."""
+    if isinstance(location, (list, tuple)):
+        return [_local_path(item) for item in location]
+    return _local_path(location)
+
+
 class Planner:
     """Lists the files of one distributed replay and, after the plan pass, plans the decode.
 
@@ -167,11 +197,13 @@ class Planner:
         check_registry(registry)
         check_flag(dedup, "dedup")
         payload = reader_schema(schema, registry=registry, schemas=schemas)
-        self.lake: Lake = open_lake(location, storage_options=storage_options)
+        self.lake: Lake = open_lake(_local_paths(location), storage_options=storage_options)
         self.storage_options = storage_options
         self.files = self.lake.list_files(partitions=parts, start=start_utc, end=end_utc)
         self.arrow_schema = output_schema(payload)
         self.dedup = dedup
+        # What the listing alone says of the start (see _partial_start), once asked.
+        self._listed: tuple[datetime | None] | None = None
         known = registry_schemas(registry) if registry is not None else {}
         self.spec = TaskSpec(
             reader=payload.definition if payload else None,
@@ -281,32 +313,61 @@ class Planner:
             skipped=skipped,
             events={p: int(i["events"]) for p, i in info.items()},
             duplicates=int((counts - 1).sum()) if repeats.num_rows else 0,
-            start=self._partial_start(cut=any(i.get("before") for i in info.values())),
+            start=self._partial_start(cut=held_before(info.values())),
         )
 
-    def unplanned(self) -> Plan:
+    def unplanned(self, *, cut: bool = False) -> Plan:
         """The plan of a replay that runs no plan pass (``dedup=False`` with ``"raise"``):
-        damage then raises in the decode pass, when the engine reads the file."""
+        damage then raises in the decode pass, when the engine reads the file. ``cut``: a
+        file of :meth:`boundary_files` held events before ``start=`` (see :func:`held_before`).
+        """
         return Plan(
             spec=self.spec,
             arrow_schema=self.arrow_schema,
             files=self.files,
             skipped=[],
             events={},
-            # NOTE: without the plan pass only the listing tells (files wholly before start).
-            start=self._partial_start(cut=False),
+            start=self._partial_start(cut=cut),
         )
 
+    def boundary_files(self) -> list[CaptureFile]:
+        """What a replay without a plan pass scans (its envelopes only) to know whether
+        ``start=`` left events of the lake out, as the local replay knows it: the listed files
+        that may hold events from before ``start`` (whose window began before it, or that are
+        outside Capture's layout); none without ``start``, or when the listing already tells
+        (files wholly before it were pruned).
+
+        NOTE: a file holds events enqueued from the time in its path on (what the listing prunes
+        by), so these are a few files per partition; without them a question asked of the
+        replay would not warn that values written before ``start`` are unknown.
+        """
+        start = self.spec.start
+        if start is None or self._partial_start(cut=False) is not None:
+            return []
+        return [f for f in self.files if f.window_start is None or f.window_start < start]
+
     def _partial_start(self, *, cut: bool) -> datetime | None:
+        if not cut and self._listed is not None:
+            return self._listed[0]
         partitions = None if self.spec.partitions is None else list(self.spec.partitions)
-        return partial_start(
+        found = partial_start(
             self.lake, start=self.spec.start, partitions=partitions, read=self.files, cut=cut
         )
+        if not cut:
+            # NOTE: one listing of the lake (a list call per partition and time prefix) per replay.
+            self._listed = (found,)
+        return found
 
     @property
     def needs_scan(self) -> bool:
         """Whether the plan pass must run: to deduplicate, or to report what skip mode skips."""
         return self.dedup or self.spec.on_bad_file == "skip"
+
+
+def held_before(infos: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a file of the plan pass's :data:`FILE` rows (their ``info``, read) held events
+    before the replay's ``start``."""
+    return any(i.get("before") for i in infos)
 
 
 def records(plan: Plan) -> dict[str, str]:

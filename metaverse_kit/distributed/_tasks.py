@@ -112,6 +112,9 @@ class TaskSpec:
         """The listed file the engine names ``engine_path``; raises :class:`CaptureFileError`
         for a file the driver did not list (the engine read something else)."""
         found = self.files.get(engine_key(engine_path))
+        if found is None and engine_path.startswith("file:") and "%" in engine_path:
+            # NOTE: a Spark that %-escapes the local paths it names (3.5 and 4.x do not).
+            found = self.files.get("/" + unquote(engine_path[len("file:") :]).lstrip("/"))
         if found is None:
             raise CaptureFileError(
                 f"{engine_path} was read by the engine but not listed by the driver"
@@ -126,11 +129,12 @@ class TaskSpec:
 def engine_key(path: str) -> str:
     """One spelling of a file's name for the driver's listing and the engine's reads.
 
-    Spark names local files ``file:/abs/path`` with reserved characters %-escaped; the driver
-    may list them relative to the working folder.
+    Spark names local files ``file:/abs/path``, as Hadoop prints a path: the characters as they
+    are (a folder named ``lake%20copy`` is not ``lake copy``); the driver may list them relative
+    to the working folder.
     """
     if path.startswith("file:"):
-        return "/" + unquote(path[len("file:") :]).lstrip("/")
+        return "/" + path[len("file:") :].lstrip("/")
     if "://" in path:
         return unquote(path)
     return os.path.abspath(path)

@@ -14,6 +14,7 @@ dask is imported when a function here is called, never when ``metaverse_kit`` is
 from __future__ import annotations
 
 import functools
+import json
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaverse_kit.backends.protocols import CaptureFile, SchemaRegistry
-from metaverse_kit.distributed._plan import GROUPED_SCHEMA, Plan, Planner, records
+from metaverse_kit.distributed._plan import GROUPED_SCHEMA, Plan, Planner, held_before, records
 from metaverse_kit.distributed._tasks import (
     FILE,
     MESSAGE,
@@ -319,6 +320,35 @@ def _plan(
     return planner.finish(pa.concat_tables(parts))
 
 
+def _file_infos(
+    paths: Sequence[str], spec: TaskSpec, *, storage_options: dict | None
+) -> list[dict[str, Any]]:
+    """The plan pass's :data:`FILE` rows' ``info`` of one group of files, read."""
+    batch = scan_rows(_items(paths, storage_options), spec)
+    kinds = batch.column("kind").to_numpy(zero_copy_only=False)
+    return [json.loads(i) for i in batch.column("info").filter(pa.array(kinds == FILE)).to_pylist()]
+
+
+def _unplanned(planner: Planner, partition_bytes: int) -> Plan:
+    """The plan of a replay without a plan pass; with ``start=``, after a scan of the envelopes
+    of :meth:`~._plan.Planner.boundary_files` tells whether it left events out."""
+    import dask
+
+    boundary = planner.boundary_files()
+    if not boundary:
+        return planner.unplanned()
+    groups = _groups(planner, boundary, partition_bytes)
+    scan = dask.delayed(_file_infos, pure=False)
+    found = dask.compute(
+        *[
+            scan(paths, spec, storage_options=planner.storage_options)
+            for paths, spec in zip(groups, _task_specs(planner.spec, groups), strict=True)
+        ]
+    )
+    # NOTE: damage is not raised here: without a plan pass it raises where it is decoded.
+    return planner.unplanned(cut=held_before(info for infos in found for info in infos))
+
+
 # -- the decode pass -----------------------------------------------------------------------------
 
 
@@ -404,7 +434,7 @@ def dask_replay(
         on_bad_file=on_bad_file,
         dedup=dedup,
     )
-    plan = _plan(planner, size) if planner.needs_scan else planner.unplanned()
+    plan = _plan(planner, size) if planner.needs_scan else _unplanned(planner, size)
     return _decoded(planner, plan, size)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pickle
 import warnings
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from metaverse_kit.backends.protocols import CaptureFile, SchemaRegistry
-from metaverse_kit.distributed._plan import GROUPED_SCHEMA, Plan, Planner, records
+from metaverse_kit.distributed._plan import GROUPED_SCHEMA, Plan, Planner, held_before, records
 from metaverse_kit.distributed._tasks import (
     FILE,
     MESSAGE,
@@ -36,20 +37,30 @@ from metaverse_kit.distributed._tasks import (
     scan_rows,
 )
 from metaverse_kit.errors import ConfigurationError, MissingDependencyError
+from metaverse_kit.history.decode import RECORDING_COLUMNS
 from metaverse_kit.history.export import ExportFolder, ExportReport, PartWriter, new_run
+from metaverse_kit.history.replay import REPLAY_START_KEY
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
+    "START_COLUMN",
     "require_pyspark",
     "spark_export",
     "spark_replay",
     "spark_schema",
+    "with_recorded_start",
     "without_pandas_warning",
 ]
 
 _PANDAS_WARNING = "PySpark does not yet fully support pandas"
+
+#: The column whose metadata also records a replay's partial start (:data:`REPLAY_START_KEY`),
+#: besides ``capture_file``'s: every table a history question takes has it (the aspects
+#: DataFrame the questions explode a replay into has no ``capture_file``), and Spark keeps a
+#: column's metadata through the projections, filters and joins that keep the column.
+START_COLUMN = RECORDING_COLUMNS[1]
 _LISTING = "spark.sql.sources.parallelPartitionDiscovery.threshold"
 
 
@@ -279,6 +290,22 @@ def _plan(spark: SparkSession, planner: Planner, exported: DataFrame | None = No
     return planner.finish(pa.Table.from_pylist(rows, GROUPED_SCHEMA))
 
 
+def _unplanned(spark: SparkSession, planner: Planner) -> Plan:
+    """The plan of a replay without a plan pass; with ``start=``, after a scan of the envelopes
+    of :meth:`~._plan.Planner.boundary_files` (one small job) tells whether it left events out.
+    """
+    boundary = planner.boundary_files()
+    if not boundary:
+        return planner.unplanned()
+    f = require_pyspark().functions
+    scanned = _binary_files(spark, planner, boundary).mapInArrow(
+        _scan_function(_shipped(spark, planner.spec)), spark_schema(SCAN_SCHEMA)
+    )
+    # NOTE: damage is not raised here: without a plan pass it fails the job that decodes it.
+    infos = scanned.where(f.col("kind") == FILE).select("info").collect()
+    return planner.unplanned(cut=held_before(json.loads(row.info) for row in infos))
+
+
 def _decoded(spark: SparkSession, planner: Planner, plan: Plan) -> DataFrame:
     struct = spark_schema(plan.arrow_schema)
     if not plan.files:
@@ -287,7 +314,24 @@ def _decoded(spark: SparkSession, planner: Planner, plan: Plan) -> DataFrame:
         df = _binary_files(spark, planner, plan.files).mapInArrow(
             _decode_function(_shipped(spark, plan.spec), _arrow_of(struct)), struct
         )
-    return df.withMetadata("capture_file", records(plan))
+    recorded = records(plan)
+    return with_recorded_start(
+        df.withMetadata("capture_file", recorded), recorded.get(REPLAY_START_KEY.decode())
+    )
+
+
+def with_recorded_start(df: DataFrame, start: str | None) -> DataFrame:
+    """``df`` whose :data:`START_COLUMN` records ``start`` (ISO 8601 text), the start of a replay
+    that left events of the lake out; ``df`` itself for None or without that column.
+
+    NOTE: a table of Arrow keeps its metadata through ``select`` and ``drop_columns``, so a
+    local question of a narrowed replay, or of its aspects table, still warns; on Spark the
+    ``capture_file`` column's metadata goes with that column, so the start is recorded here too.
+    """
+    if start is None or START_COLUMN not in df.columns:
+        return df
+    metadata = {**df.schema[START_COLUMN].metadata, REPLAY_START_KEY.decode(): start}
+    return df.withMetadata(START_COLUMN, metadata)
 
 
 def spark_replay(
@@ -307,8 +351,9 @@ def spark_replay(
     """Replay a Capture tree on Spark: a DataFrame of the rows ``mk.replay_capture`` returns.
 
     ``location`` is what :func:`~metaverse_kit.replay_capture` takes: a folder, a file, a list
-    of files, an ``abfss://`` URL (listed on the driver with ``storage_options``; executors
-    read it through Spark's own ABFS driver and its settings) or a Lake. Columns and rows are
+    of files (each also as a ``file:`` URI, Spark's spelling of a local path), an ``abfss://``
+    URL (listed on the driver with ``storage_options``; executors read it through Spark's own
+    ABFS driver and its settings) or a Lake. Columns and rows are
     those of the local replay, with Arrow types mapped to Spark's as pyspark maps them
     (timestamps become ``TimestampType``); rows come in no particular order (sort by
     ``partition`` and ``sequence_number``).
@@ -329,7 +374,9 @@ def spark_replay(
     local replay does, and ``mk.skipped_files(df)`` lists the parts left out.
 
     Runs one Spark job over the envelopes before returning (damage, repeated message ids;
-    none with ``dedup=False`` and ``"raise"``: damage then fails the job that reads the file);
+    none with ``dedup=False`` and ``"raise"``: damage then fails the job that reads the file,
+    and with ``start=`` one job reads the envelopes of the few files whose time window began
+    before it, to know whether the replay leaves events out: see ``mk.history.replay_start``);
     the payloads are decoded when the DataFrame is used. Raises
     :class:`~metaverse_kit.errors.MissingDependencyError` when pyspark is not installed
     (``pip install "metaverse-kit[spark]"``) and
@@ -350,7 +397,7 @@ def spark_replay(
             on_bad_file=on_bad_file,
             dedup=dedup,
         )
-        plan = _plan(spark, planner) if planner.needs_scan else planner.unplanned()
+        plan = _plan(spark, planner) if planner.needs_scan else _unplanned(spark, planner)
         return _decoded(spark, planner, plan)
 
 

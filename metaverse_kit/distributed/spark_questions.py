@@ -21,7 +21,10 @@ first (locally, all as text).
 
 Checks and warnings are the local ones (the functions of
 :mod:`metaverse_kit.history.questions` that both paths call), made from the DataFrame's
-schema and the metadata ``spark_replay`` records, before any Spark job: a missing column, an
+schema and the metadata ``spark_replay`` records, before any Spark job. A partial start is
+recorded on ``capture_file`` and on ``enqueued_time`` (which an aspects DataFrame, or a
+selection of a replay's columns, keeps): the aspects :func:`aspects` gives record it there, as
+the local aspects table keeps its replay's. The checks: a missing column, an
 ``enqueued_time`` that holds no timestamps, an aspect name the schema does not know, a time
 that is not one. Two need the rows, and run a Spark job: whether events did not decode (one
 aggregate over the ``decode_error`` column, once per DataFrame: see :func:`_undecoded`), and,
@@ -35,16 +38,22 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from metaverse_kit.capture import EMITTED_TIME_PROPERTY
-from metaverse_kit.distributed.spark import require_pyspark, spark_schema, without_pandas_warning
+from metaverse_kit.distributed.spark import (
+    require_pyspark,
+    spark_schema,
+    with_recorded_start,
+    without_pandas_warning,
+)
 from metaverse_kit.events.aspects import ASPECT_NAMES, STATUS_TYPE
 from metaverse_kit.history import questions as _local
 from metaverse_kit.history.arrow_types import BRANCH_FIELD
-from metaverse_kit.history.replay import replay_start
+from metaverse_kit.history.replay import check_flag, replay_start
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -220,7 +229,7 @@ def _explode(df: DataFrame, urn: str | None = None) -> DataFrame:
         removed = f.lit(False)
     soft = (branch == f.lit(STATUS_TYPE)) & removed
     derived = _entity_and_platform()
-    return exploded.select(
+    table = exploded.select(
         "urn",
         derived["entity_type"].alias("entity_type"),
         derived["platform"].alias("platform"),
@@ -235,6 +244,17 @@ def _explode(df: DataFrame, urn: str | None = None) -> DataFrame:
         "message_id",
         f.col("aspect_index").cast("int").alias("aspect_index"),
     )
+    # NOTE: carried over, as locally, so a question of the aspects table knows the replay was
+    # partial: it has no capture_file column to read it from.
+    start = _replay_start(df)
+    return with_recorded_start(table, None if start is None else start.isoformat())
+
+
+def _replay_start(df: DataFrame) -> datetime | None:
+    """:func:`~metaverse_kit.history.replay.replay_start` of a replay DataFrame (recorded on its
+    ``capture_file`` column) or of one narrowed or exploded from it (on ``enqueued_time``: see
+    :func:`~metaverse_kit.distributed.spark.with_recorded_start`)."""
+    return replay_start(df)
 
 
 def _widened(df: DataFrame, base: str, value_fields: list[Any]) -> Column:
@@ -285,13 +305,25 @@ def _first_field(fields: list[Any], name: str) -> str | None:
     return None
 
 
-def _aspects_of(df: DataFrame, urn: str | None = None) -> DataFrame:
+def _is_aspects(df: DataFrame) -> bool:
+    # NOTE: with or without its values (aspects(values=False)), as locally; a question that
+    # needs them says the column is missing.
+    return _local.has_aspect_columns([*df.columns, "value"])
+
+
+def _aspects_of(df: DataFrame, urn: str | None = None, *, values: bool = True) -> DataFrame:
     """The aspects rows of ``df`` (of ``urn`` alone, when given): ``df`` itself when it is an
     aspects table (of :func:`aspects`, an audit trail, or a selection of their columns, whose
-    missing columns are filled in as locally), else its events exploded."""
-    if not _local.has_aspect_columns(df.columns):
-        return _explode(df, urn)
+    missing columns are filled in as locally), else its events exploded. ``values=False``:
+    without the ``value`` column (an aspects table without it is taken)."""
+    if not _is_aspects(df):
+        rows = _explode(df, urn)
+        return rows if values else rows.drop("value")
     _require(df, _local.ORDER_COLUMNS)
+    if values:
+        _require(df, ("value",))
+    elif "value" in df.columns:
+        df = df.drop("value")
     f = _f()
     derived = _entity_and_platform()
     for name, arrow_type in _local.missing_carried(df.columns):
@@ -315,10 +347,11 @@ def _undecoded(events: DataFrame) -> _local.UndecodedEvents | None:
     PERF: the one check that needs the rows: one Spark job, an aggregate by ``decode_error``
     whose single row comes back (no event does). It reads what the question reads (for an
     uncached ``spark_replay`` DataFrame, it decodes the lake once more), so it runs once per
-    DataFrame and is remembered for the next question asked of it. spark_replay does not
-    record which events could not be decoded; if it did, this job would not be needed.
+    DataFrame and is remembered for the next question asked of it. NOTE: spark_replay's plan
+    pass cannot record the count instead: it reads no body, and an event whose schema id the
+    shipped schemas know may still not decode (a body cut short, a value no datetime holds).
     """
-    if _local.has_aspect_columns(events.columns) or "decode_error" not in events.columns:
+    if _is_aspects(events) or "decode_error" not in events.columns:
         return None
     try:
         return _COUNTED[events]
@@ -359,13 +392,16 @@ def _count_undecoded(events: DataFrame) -> _local.UndecodedEvents | None:
     )
 
 
-def aspects(events: DataFrame) -> DataFrame:
-    """One row per (event, aspect), as :func:`metaverse_kit.history.aspects` (no ``event_index``).
+def aspects(events: DataFrame, *, values: bool = True) -> DataFrame:
+    """One row per (event, aspect), as :func:`metaverse_kit.history.aspects` (no ``event_index``;
+    ``values=False`` leaves the ``value`` column out). A partial start the replay recorded is
+    recorded on the rows' ``enqueued_time`` column, so the questions asked of them warn of it.
 
     Raises :class:`~metaverse_kit.history.MissingColumnError` naming a missing column.
     """
+    check_flag(values, "values")
     with without_pandas_warning():
-        return _aspects_of(events)
+        return _aspects_of(events, values=values)
 
 
 def _last_per_key(rows: DataFrame, keys: list[str]) -> DataFrame:
@@ -375,17 +411,21 @@ def _last_per_key(rows: DataFrame, keys: list[str]) -> DataFrame:
     return rows.withColumn("_n", last).where(f.col("_n") == 1).drop("_n")
 
 
-def state_as_of(events: DataFrame, when: Any, *, include_removed: bool = False) -> DataFrame:
-    """The catalogue at ``when``, as :func:`metaverse_kit.history.state_as_of`, on Spark.
+def state_as_of(
+    events: DataFrame, when: Any, *, include_removed: bool = False, values: bool = True
+) -> DataFrame:
+    """The catalogue at ``when``, as :func:`metaverse_kit.history.state_as_of`, on Spark
+    (``values=False``: without the ``value`` column; an aspects table without it is taken).
 
     Raises and warns as locally (see the module notes).
     """
+    check_flag(values, "values")
     moment = _local.as_utc(when, "when")
     with without_pandas_warning():
         f, window = _f(), require_pyspark().Window
-        rows = _instants(_aspects_of(events))
+        rows = _instants(_aspects_of(events, values=values))
         _local.warn_undecoded("state_as_of", _undecoded(events))
-        _local.warn_partial("state_as_of", replay_start(events))
+        _local.warn_partial("state_as_of", _replay_start(events))
         rows = rows.where(f.col("enqueued_time") <= f.lit(moment))
         latest = _last_per_key(rows, ["urn", "aspect"])
         soft = (f.col("aspect_type") == f.lit(STATUS_TYPE)) & (f.col("change") == "soft_delete")
@@ -519,7 +559,7 @@ def changes(
             rows = rows.where(f.col("change") != "unchanged")
         _local.warn_partial(
             "changes",
-            replay_start(events),
+            _replay_start(events),
             window_start=lo,
             unknown_before=lambda: not rows.where(f.col("before").isNull()).isEmpty(),
         )

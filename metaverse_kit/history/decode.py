@@ -70,6 +70,7 @@ __all__ = [
     "BAD_FILE_CHOICES",
     "DECODERS",
     "ENVELOPE_FIELDS",
+    "RECORDING_COLUMNS",
     "GROUP_EVENTS",
     "GROUP_FILES",
     "MIXED_GROUP_EVENTS",
@@ -262,11 +263,18 @@ def skipped_files(table: Any) -> list[SkippedPart]:
     return [SkippedPart(**item) for item in json.loads(raw)]
 
 
+#: The columns whose field metadata holds what a replay recorded, on an engine (Spark) that keeps
+#: a column's metadata through projections and no metadata of the whole table.
+RECORDING_COLUMNS = ("capture_file", "enqueued_time")
+
+
 def recorded(table: Any, key: bytes) -> bytes | None:
     """What a replay recorded under ``key`` on ``table`` (see :func:`skipped_files`), or None.
 
     NOTE: duck-typed, so that this layer imports no engine: Arrow keeps it in the schema
-    metadata, pandas and Dask in ``attrs``, Spark in the metadata of the ``capture_file`` field.
+    metadata, pandas and Dask in ``attrs``, Spark in the metadata of the ``capture_file`` field
+    and, for a DataFrame narrowed or exploded without it (Spark keeps a column's metadata
+    through projections, not the schema's), of the ``enqueued_time`` field.
     """
     schema = getattr(table, "schema", None)
     if isinstance(schema, pa.Schema):
@@ -277,12 +285,11 @@ def recorded(table: Any, key: bytes) -> bytes | None:
         attrs = getattr(frame, "attrs", None)
         if isinstance(attrs, Mapping) and text in attrs:
             return str(attrs[text]).encode()
-    fields = getattr(schema, "fields", None)
-    for f in fields or ():
-        metadata = getattr(f, "metadata", None)
-        if getattr(f, "name", None) == "capture_file" and isinstance(metadata, Mapping):
-            value = metadata.get(text)
-            return None if value is None else str(value).encode()
+    carriers = {getattr(f, "name", None): f for f in getattr(schema, "fields", None) or ()}
+    for name in RECORDING_COLUMNS:
+        metadata = getattr(carriers.get(name), "metadata", None)
+        if isinstance(metadata, Mapping) and text in metadata:
+            return str(metadata[text]).encode()
     return None
 
 

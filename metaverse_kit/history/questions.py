@@ -7,12 +7,13 @@ returned (so a notebook or a widget explodes the history once and asks many ques
 :func:`audit_trail`: any table with the ``urn``, ``aspect``, ``aspect_type``, ``value``,
 ``change``, ``enqueued_time``, ``partition`` and ``sequence_number`` columns of :func:`aspects`
 (the columns it only carries along, such as ``platform`` or ``message_id``, are filled from the
-urn or left null when missing). Each returns a :class:`pyarrow.Table`. :func:`state_as_of`,
-:func:`audit_trail` and :func:`changes` also take a pyspark DataFrame (``spark_replay``'s, or a
-Parquet export read by Spark) and return one, computed by Spark
-(:mod:`metaverse_kit.distributed.spark_questions`). A Dask or pandas DataFrame is refused with
-a :class:`HistoryInputError` that says what to pass instead (the Arrow table of its rows, or the
-path of its Parquet export).
+urn or left null when missing). Each returns a :class:`pyarrow.Table`. :func:`aspects`,
+:func:`state_as_of`, :func:`audit_trail` and :func:`changes` also take a pyspark DataFrame
+(``spark_replay``'s, one narrowed or exploded from it, or a Parquet export read by Spark) and
+return one, computed by Spark (:mod:`metaverse_kit.distributed.spark_questions`);
+:func:`latest_aspect`, whose answer is a dict, refuses one. A Dask or pandas DataFrame is
+refused with a :class:`HistoryInputError` that says what to pass instead (the Arrow table of its
+rows, or the path of its Parquet export).
 
 Design of the aspect value
     An MCE carries its aspects in a union (``DatasetSnapshot.aspects`` is a list of a union of
@@ -805,10 +806,15 @@ def aspects(events: Any, *, values: bool = True) -> pa.Table:
     far cheaper on a long history, for a caller that needs to know which write is where
     (``event_index`` and ``aspect_index`` locate each value in ``events``).
 
+    Of a pyspark DataFrame, a DataFrame of the same rows, computed by Spark, without
+    ``event_index``.
+
     Raises :class:`MissingColumnError` naming a column ``events`` lacks, and
     :class:`HistoryInputError` when it is not an events table.
     """
     check_flag(values, "values")
+    if (spark := _spark_questions(events)) is not None:
+        return spark.aspects(events, values=values)
     return _asked(events, count=False, values=values)[0]
 
 
@@ -938,10 +944,18 @@ def latest_aspect(
     record as a dict, as the builders of :mod:`metaverse_kit.events.aspects` take it.
 
     Raises :class:`HistoryInputError` for a bad urn or time, or an aspect name no aspect of
-    the table's schema has (an aspect it has but never written to ``urn`` gives None), and
+    the table's schema has (an aspect it has but never written to ``urn`` gives None), or a
+    pyspark DataFrame (saying which question to ask of it instead), and
     :class:`MissingColumnError` for a table without the columns of a replay. Warns
     (:class:`~metaverse_kit.errors.UndecodedEventWarning`) when events did not decode.
     """
+    if _spark_questions(events) is not None:
+        # NOTE: the answer is a dict on this machine; the other questions return DataFrames.
+        raise HistoryInputError(
+            "latest_aspect answers from an Arrow table and takes no pyspark DataFrame; on "
+            "Spark ask mk.history.state_as_of(df, as_of, include_removed=True) and filter its "
+            "rows on urn and aspect (a DataFrame, computed by Spark)"
+        )
     when = None if as_of is None else as_utc(as_of, "as_of")
     rows, undecoded = _asked(events, urn)
     mask = _resolve_aspect(rows, aspect_name)
@@ -1005,8 +1019,7 @@ def state_as_of(
     """
     check_flag(values, "values")
     if (spark := _spark_questions(events)) is not None:
-        state = spark.state_as_of(events, when, include_removed=include_removed)
-        return state if values else state.drop("value")
+        return spark.state_as_of(events, when, include_removed=include_removed, values=values)
     moment = as_utc(when, "when")
     table, undecoded = _asked(events, values=values)
     _require_times(table)
