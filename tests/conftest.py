@@ -146,3 +146,47 @@ def serving_app(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def read_until(tail: Any, wanted: int, *, timeout: float = 30.0, settle: float = 0.0) -> Any:
+    """Read a :class:`~metaverse_kit.history.tail.Tail`'s batches until ``wanted`` events came
+    (the test fails after ``timeout`` seconds), then for ``settle`` seconds more (what came within
+    a moment after: a test that nothing else arrives); the events as one Arrow table."""
+    import pyarrow as pa
+
+    batches: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while sum(b.num_rows for b in batches) < wanted:
+        if time.monotonic() > deadline:
+            got = sum(b.num_rows for b in batches)
+            pytest.fail(f"only {got} of {wanted} events arrived within {timeout:.0f} s")
+        batches.extend(tail.read(0.5))
+    if settle:
+        batches.extend(tail.read(settle))
+    return pa.Table.from_batches(batches)
+
+
+def capture_of(bodies: list[bytes], schema_id: str, when: datetime) -> bytes:
+    """A Capture file's bytes holding ``bodies`` as registry-framed events of ``schema_id``,
+    enqueued at ``when`` (message ids ``m0``, ``m1``...), as another producer's would be."""
+    from metaverse_kit.capture import append_events, format_enqueued_time
+    from metaverse_kit.events.codec import content_type_for
+
+    return append_events(
+        None,
+        [
+            {
+                "SequenceNumber": i,
+                "Offset": str(i),
+                "EnqueuedTimeUtc": format_enqueued_time(when),
+                "SystemProperties": {
+                    "content-type": content_type_for(schema_id),
+                    "message-id": f"m{i}",
+                    "x-opt-enqueued-time": int(when.timestamp() * 1000) + i,
+                },
+                "Properties": {},
+                "Body": body,
+            }
+            for i, body in enumerate(bodies)
+        ],
+    )

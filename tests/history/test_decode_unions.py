@@ -25,6 +25,7 @@ from metaverse_kit.errors import SchemaParseError
 from metaverse_kit.events.codec import content_type_for
 from metaverse_kit.history.arrow_types import branch_records
 from metaverse_kit.history.decode import decode_file
+from tests.conftest import capture_of
 
 
 @dataclass(frozen=True)
@@ -96,25 +97,7 @@ def _encode(schema: Any, value: Any, named: dict[str, Any] | None = None) -> byt
 
 
 def _capture(bodies: list[bytes], schema_id: str = "s1") -> bytes:
-    when = datetime(2026, 3, 2, 8, tzinfo=UTC)
-    return append_events(
-        None,
-        [
-            {
-                "SequenceNumber": i,
-                "Offset": str(i),
-                "EnqueuedTimeUtc": format_enqueued_time(when),
-                "SystemProperties": {
-                    "content-type": content_type_for(schema_id),
-                    "message-id": f"m{i}",
-                    "x-opt-enqueued-time": int(when.timestamp() * 1000) + i,
-                },
-                "Properties": {},
-                "Body": body,
-            }
-            for i, body in enumerate(bodies)
-        ],
-    )
+    return capture_of(bodies, schema_id, datetime(2026, 3, 2, 8, tzinfo=UTC))
 
 
 def _both(schema: dict, rows: list[dict], reader: dict | None = None) -> dict[str, pa.RecordBatch]:

@@ -19,10 +19,10 @@ import pyarrow as pa
 import pytest
 
 import metaverse_kit as mk
-from metaverse_kit.capture import append_events, capture_path, format_enqueued_time
+from metaverse_kit.capture import capture_path
 from metaverse_kit.events.avro import LOGICAL_RANGES, AvroSchema
-from metaverse_kit.events.codec import content_type_for
 from metaverse_kit.history.arrow_types import arrow_mapping, from_arrow, python_range_problems
+from tests.conftest import capture_of
 
 TS = {"type": "long", "logicalType": "timestamp-millis"}
 LOCAL_US = {"type": "long", "logicalType": "local-timestamp-micros"}
@@ -284,29 +284,15 @@ def _foreign_lake(workspace: mk.Workspace, schema: dict, rows: list[dict]) -> tu
     schema_id = registry.register_schema(workspace.schema_group, definition).id  # type: ignore[attr-defined]
     parsed_schema = fastavro.parse_schema(schema)
     when = datetime(2026, 3, 2, 8, tzinfo=UTC)
-    bodies, records = [], []
-    for i, row in enumerate(rows):
+    bodies = []
+    for row in rows:
         out = io.BytesIO()
         fastavro.schemaless_writer(out, parsed_schema, row)
         bodies.append(out.getvalue())
-        records.append(
-            {
-                "SequenceNumber": i,
-                "Offset": str(i),
-                "EnqueuedTimeUtc": format_enqueued_time(when),
-                "SystemProperties": {
-                    "content-type": content_type_for(schema_id),
-                    "message-id": f"m{i}",
-                    "x-opt-enqueued-time": int(when.timestamp() * 1000) + i,
-                },
-                "Properties": {},
-                "Body": bodies[-1],
-            }
-        )
     root = Path(workspace.path or ".") / "foreign"
     path = root / capture_path("ns", "hub", "0", when)
     path.parent.mkdir(parents=True)
-    path.write_bytes(append_events(None, records))
+    path.write_bytes(capture_of(bodies, schema_id, when))
     return root, bodies
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import re
@@ -20,8 +21,7 @@ import pytest
 import metaverse_kit as mk
 from metaverse_kit.backends.local.consumer import LocalEventConsumer
 from metaverse_kit.history.replay import PayloadSchema
-from metaverse_kit.history.tail import Tail
-from tests.conftest import SimClock
+from tests.conftest import SimClock, read_until
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "metaverse_kit.cli"]
@@ -29,16 +29,8 @@ CLI = [sys.executable, "-m", "metaverse_kit.cli"]
 ARRIVAL_TIMEOUT = 60.0
 
 
-def _read_until(tail: Tail, wanted: int, *, timeout: float = ARRIVAL_TIMEOUT) -> pa.Table:
-    """Read batches until ``wanted`` events came (or fail after ``timeout`` seconds)."""
-    batches: list[pa.RecordBatch] = []
-    deadline = time.monotonic() + timeout
-    while sum(b.num_rows for b in batches) < wanted:
-        if time.monotonic() > deadline:
-            got = sum(b.num_rows for b in batches)
-            pytest.fail(f"only {got} of {wanted} events arrived within {timeout:.0f} s")
-        batches.extend(tail.read(0.5))
-    return pa.Table.from_batches(batches)
+# Read until the events came, within ARRIVAL_TIMEOUT by default.
+_read_until = functools.partial(read_until, timeout=ARRIVAL_TIMEOUT)
 
 
 def _ordered(table: pa.Table) -> pa.Table:

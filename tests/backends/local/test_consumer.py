@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,23 +13,11 @@ import pyarrow as pa
 import pytest
 
 import metaverse_kit as mk
-from metaverse_kit.history.tail import Tail
-from tests.conftest import SimClock, python_as_other_user
+from tests.conftest import SimClock, python_as_other_user, read_until
 
 URN = mk.make_dataset_urn("hive", "db.orders")
 # Generous: the test machine may be busy.
 ARRIVAL_TIMEOUT = 30.0
-
-
-def _read_until(tail: Tail, wanted: int) -> pa.Table:
-    """Read batches until ``wanted`` events came (or fail after :data:`ARRIVAL_TIMEOUT`)."""
-    batches: list[pa.RecordBatch] = []
-    deadline = time.monotonic() + ARRIVAL_TIMEOUT
-    while sum(b.num_rows for b in batches) < wanted:
-        if time.monotonic() > deadline:
-            pytest.fail(f"only {sum(b.num_rows for b in batches)} of {wanted} events arrived")
-        batches.extend(tail.read(0.5))
-    return pa.Table.from_batches(batches)
 
 
 def _emit(ws: mk.Workspace, n: int, urn: str = URN) -> list[mk.Receipt]:
@@ -56,17 +43,17 @@ def test_a_path_with_a_capture_name_that_is_no_file_is_named_and_stops_nothing(
     make(stray)
     with workspace.tail(start="earliest") as tail:
         with pytest.warns(mk.CaptureFileWarning, match=re.escape(str(stray))) as caught:
-            got = _read_until(tail, 1)
+            got = read_until(tail, 1)
         assert len(caught) == 1 and "not a file" in str(caught[0].message)
         assert tail.read(0.3) == []  # not named again
         more = _emit(workspace, 2)
-        got = pa.concat_tables([got, _read_until(tail, 2)])
+        got = pa.concat_tables([got, read_until(tail, 2)])
         if stray.is_dir():
             stray.rmdir()
         else:
             stray.unlink()
         last = _emit(workspace, 1)
-        got = pa.concat_tables([got, _read_until(tail, 1)])
+        got = pa.concat_tables([got, read_until(tail, 1)])
     assert got["message_id"].to_pylist() == [r.message_id for r in [first, *more, *last]]
 
 
@@ -77,14 +64,14 @@ def test_a_file_replaced_by_a_longer_other_archive_is_read_again_from_its_first_
     inside a block of the new file, so nothing of it, nor anything appended later, came."""
     with workspace.tail() as tail:
         (old,) = _emit(workspace, 1)
-        assert _read_until(tail, 1).num_rows == 1
+        assert read_until(tail, 1).num_rows == 1
         with mk.connect(path=tmp_path / "other", clock=clock) as other:
             copies = _emit(other, 3)
         path, copy = Path(old.location or ""), Path(copies[0].location or "")
         assert path.relative_to(workspace.path) == copy.relative_to(other.path)
         assert copy.stat().st_size > path.stat().st_size
         shutil.copyfile(copy, path)
-        got = _read_until(tail, 3)
+        got = read_until(tail, 3)
     assert got["message_id"].to_pylist() == [r.message_id for r in copies]
 
 

@@ -6,35 +6,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.backends.local.consumer import CHECKPOINT_FORMAT
 from metaverse_kit.capture import read_header
-from metaverse_kit.history.tail import Tail
-from tests.conftest import SimClock
+from tests.conftest import SimClock, read_until
 
 URN = mk.make_dataset_urn("hive", "db.orders")
 # Generous: the test machine may be busy.
 ARRIVAL_TIMEOUT = 30.0
-
-
-def _read_until(tail: Tail, wanted: int) -> pa.Table:
-    """Read batches until ``wanted`` events came (or fail after :data:`ARRIVAL_TIMEOUT`), and
-    what came within a moment after."""
-    batches: list[pa.RecordBatch] = []
-    deadline = time.monotonic() + ARRIVAL_TIMEOUT
-    while sum(b.num_rows for b in batches) < wanted:
-        if time.monotonic() > deadline:
-            pytest.fail(f"only {sum(b.num_rows for b in batches)} of {wanted} events arrived")
-        batches.extend(tail.read(0.5))
-    batches.extend(tail.read(0.3))
-    return pa.Table.from_batches(batches)
 
 
 def _emit(ws: mk.Workspace, n: int) -> list[mk.Receipt]:
@@ -55,7 +39,7 @@ def test_a_start_by_sequence_number_holds_for_a_tail_resumed_before_it_read(
     partition = receipts[0].partition
     workspace.tail(start={partition: 3}, checkpoint="by-number").close()
     with workspace.tail(start={partition: 3}, checkpoint="by-number") as tail:
-        got = _read_until(tail, 2)
+        got = read_until(tail, 2, settle=0.3)
     assert got["sequence_number"].to_pylist() == [3, 4]
 
 
@@ -68,7 +52,7 @@ def test_a_start_by_time_holds_for_a_tail_resumed_before_it_read(
     assert {r.location for r in early} == {r.location for r in late}  # one window, one file
     workspace.tail(start=start, checkpoint="by-time").close()
     with workspace.tail(start=start, checkpoint="by-time") as tail:
-        got = _read_until(tail, 2)
+        got = read_until(tail, 2, settle=0.3)
     assert got["message_id"].to_pylist() == [r.message_id for r in late]
 
 
@@ -76,7 +60,7 @@ def _one_file_checkpoint(workspace: mk.Workspace, name: str) -> tuple[Path, dict
     """A checkpoint ``name`` saved after one event was read, and its content."""
     with workspace.tail(checkpoint=name) as tail:
         _emit(workspace, 1)
-        _read_until(tail, 1)
+        read_until(tail, 1, settle=0.3)
     path = _checkpoint(workspace, name)
     saved = json.loads(path.read_text())
     assert saved["format"] == CHECKPOINT_FORMAT
@@ -153,7 +137,7 @@ def test_a_checkpoint_of_an_earlier_version_is_read(workspace: mk.Workspace) -> 
     with workspace.tail(checkpoint="earlier") as tail:
         assert tail.read(0.3) == []
         more = _emit(workspace, 2)
-        got = _read_until(tail, 2)
+        got = read_until(tail, 2, settle=0.3)
     assert got["message_id"].to_pylist() == [r.message_id for r in more]
 
 
@@ -182,10 +166,10 @@ def test_a_file_written_again_at_its_path_is_read_from_its_first_block(
     out. The sync marker tells the files apart."""
     with workspace.tail() as tail:
         (ours,) = _emit(workspace, 1)
-        _read_until(tail, 1)
+        read_until(tail, 1, settle=0.3)
         copy, theirs = _same_blocks_elsewhere(workspace, ours, tmp_path / "other", clock)
         shutil.copyfile(copy, ours.location or "")
-        got = _read_until(tail, 2)
+        got = read_until(tail, 2, settle=0.3)
     assert got["message_id"].to_pylist() == [r.message_id for r in theirs]
 
 
@@ -194,12 +178,12 @@ def test_a_checkpoint_tells_a_file_written_again_since_it_was_saved(
 ) -> None:
     with workspace.tail(checkpoint="written-again") as tail:
         (ours,) = _emit(workspace, 1)
-        _read_until(tail, 1)
+        read_until(tail, 1, settle=0.3)
     copy, theirs = _same_blocks_elsewhere(workspace, ours, tmp_path / "other", clock)
     Path(ours.location or "").unlink()
     shutil.copyfile(copy, ours.location or "")
     with workspace.tail(checkpoint="written-again") as tail:
-        got = _read_until(tail, 2)
+        got = read_until(tail, 2, settle=0.3)
     assert got["message_id"].to_pylist() == [r.message_id for r in theirs]
 
 
@@ -208,12 +192,12 @@ def test_a_checkpoint_whose_file_was_deleted_resumes_with_what_comes_next(
 ) -> None:
     with workspace.tail(checkpoint="deleted") as tail:
         (first,) = _emit(workspace, 1)
-        _read_until(tail, 1)
+        read_until(tail, 1, settle=0.3)
     Path(first.location or "").unlink()
     with workspace.tail(checkpoint="deleted") as tail:
         assert tail.read(0.3) == []
         clock.advance(minutes=10)
         later = _emit(workspace, 2)
-        got = _read_until(tail, 2)
+        got = read_until(tail, 2, settle=0.3)
     assert got["message_id"].to_pylist() == [r.message_id for r in later]
     assert datetime(2026, 3, 2, 8, 10, tzinfo=UTC) <= got["enqueued_time"][0].as_py()
