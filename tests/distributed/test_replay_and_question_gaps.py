@@ -115,6 +115,14 @@ def test_every_table_made_from_a_partial_spark_replay_warns_as_the_local_one(
         for name, ask in questions.items():
             if table == "aspects without values" and name != "state_as_of without values":
                 continue  # the others need the values (both paths say the column is missing)
+            if table not in ("events", "aspects without values") and name != "state_as_of":
+                # PERF: each question is a Spark job of a few seconds; every question reads the
+                # start the same way (warn_partial), so one question a table tells the table.
+                continue
+            if start != "inside" and table != "events":
+                # PERF: the other starts differ in how spark_replay finds the start (the
+                # listing; none), which replay_start above checks on every table.
+                continue
             expected = _warned(lambda ask=ask, t=local_table: ask(t))
             got = _warned(lambda ask=ask, t=spark_tables[table]: ask(t))
             assert got == expected, (table, name)
