@@ -111,7 +111,8 @@ def check_options(name: str, factory: ModuleType, options: Mapping[str, Any]) ->
 def open_lake(location: Any, *, storage_options: dict[str, Any] | None = None) -> Lake:
     """The lake a location names: a :class:`Lake` as it is; an ``abfss://``, ``abfs://`` or
     ``az://`` URL the Azure backend's (``storage_options`` as fsspec takes them); a folder, a
-    file or a list of files the local backend's.
+    file or a list of files the local backend's, each as a path or a ``file:`` URI (Spark's
+    spelling of a local path).
 
     Raises :class:`ConfigurationError` for anything else, and for ``storage_options`` with a
     local location.
@@ -123,6 +124,7 @@ def open_lake(location: Any, *, storage_options: dict[str, Any] | None = None) -
         )
     if isinstance(location, Lake):
         return location
+    location = _file_uri_paths(location)
     if isinstance(location, str) and location.startswith(("abfs://", "abfss://", "az://")):
         factory = load_backend("azure")
         return factory.lake_from_url(location, storage_options=storage_options or {})
@@ -145,3 +147,33 @@ def open_lake(location: Any, *, storage_options: dict[str, Any] | None = None) -
         "A Capture location is a folder, a file, a list of files, an abfss:// URL or a Lake; "
         f"got {type(location).__name__}"
     )
+
+
+def _file_uri_path(location: Any) -> Any:
+    """A ``file:`` URI as the local path it names (Spark's spelling of a path on this machine:
+    ``file:/dbfs/...``, ``file:///data/lake/``); anything else as it is. Raises
+    :class:`ConfigurationError` for a ``file:`` URI of another host.
+
+    NOTE: read as Spark reads it (Hadoop's paths): the characters as they are, not %-decoded,
+    and a ``?`` or ``#`` is part of the name.
+    """
+    if not (isinstance(location, str) and location.startswith("file:")):
+        return location
+    path = location[len("file:") :]
+    if path.startswith("//"):
+        host, _, rest = path[2:].partition("/")
+        if host not in ("", "localhost"):
+            raise ConfigurationError(
+                f"{location} is not a path on this machine; give the local path of the folder "
+                f"(where this machine mounts it) or an abfss:// URL"
+            )
+        path = "/" + rest
+    return path
+
+
+def _file_uri_paths(location: Any) -> Any:
+    """``location`` with its ``file:`` URIs as local paths (see :func:`_file_uri_path`), also in a
+    list of files."""
+    if isinstance(location, (list, tuple)):
+        return [_file_uri_path(item) for item in location]
+    return _file_uri_path(location)

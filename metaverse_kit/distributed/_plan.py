@@ -125,36 +125,6 @@ class Plan:
         return kept - self.duplicates
 
 
-def _local_path(location: Any) -> Any:
-    """A ``file:`` URI as the local path it names (Spark's spelling of a path on this machine:
-    ``file:/dbfs/...``, ``file:///data/lake/``); anything else as it is. Raises
-    :class:`ConfigurationError` for a ``file:`` URI of another host.
-
-    NOTE: read as Spark reads it (Hadoop's paths): the characters as they are, not %-decoded,
-    and a ``?`` or ``#`` is part of the name.
-    """
-    if not (isinstance(location, str) and location.startswith("file:")):
-        return location
-    path = location[len("file:") :]
-    if path.startswith("//"):
-        host, _, rest = path[2:].partition("/")
-        if host not in ("", "localhost"):
-            raise ConfigurationError(
-                f"{location} is not a path on this machine; give the local path of the folder "
-                f"(where this machine mounts it) or an abfss:// URL"
-            )
-        path = "/" + rest
-    return path
-
-
-def _local_paths(location: Any) -> Any:
-    """``location`` with its ``file:`` URIs as local paths (see :func:`_local_path`), also in a
-    list of files."""
-    if isinstance(location, (list, tuple)):
-        return [_local_path(item) for item in location]
-    return _local_path(location)
-
-
 class Planner:
     """Lists the files of one distributed replay and, after the plan pass, plans the decode.
 
@@ -197,7 +167,7 @@ class Planner:
         check_registry(registry)
         check_flag(dedup, "dedup")
         payload = reader_schema(schema, registry=registry, schemas=schemas)
-        self.lake: Lake = open_lake(_local_paths(location), storage_options=storage_options)
+        self.lake: Lake = open_lake(location, storage_options=storage_options)
         self.storage_options = storage_options
         self.files = self.lake.list_files(partitions=parts, start=start_utc, end=end_utc)
         self.arrow_schema = output_schema(payload)

@@ -31,6 +31,7 @@ __all__ = [
     "branch_index",
     "decimal_problem",
     "dict_branches",
+    "first_repeated_branch",
     "kind_branches",
     "logical_problem",
     "logical_range",
@@ -39,6 +40,7 @@ __all__ = [
     "parse_definition",
     "python_kinds",
     "reader_branch",
+    "repeated_branch_problem",
     "types_match",
     "unqualified",
     "uuid_problem",
@@ -729,4 +731,57 @@ def reader_branch(writer: AvroSchema, wt: Any, reader: AvroSchema, branches: lis
     for i, b in enumerate(branches):
         if types_match(writer, wt, reader, b):
             return i
+    return None
+
+
+def repeated_branch_problem(
+    avro: AvroSchema, branches: list, *, field: str | None = None, record: str | None = None
+) -> str | None:
+    """Why a union has two branches of one type or name, or None when it has not.
+
+    NOTE: Avro allows one branch of each type besides named types, which go by their names
+    (``["long", {"type": "long", "logicalType": "timestamp-millis"}]`` is two longs); such a
+    union's bytes say only "a long", and no column can tell its branches apart.
+    """
+    others = [b for b in branches if b != "null"]
+    seen: dict[str, Any] = {}
+    for b in others:
+        name = avro.branch_name(avro.resolve(b))
+        if name in seen:
+            where = f" of field {field}" if field else ""
+            where += f" in record {record}" if record else ""
+            return (
+                f"The union [{', '.join(avro.label(x) for x in others)}]{where} has two "
+                f"branches of one type ({avro.label(seen[name])} and {avro.label(b)}): Avro "
+                "allows one branch of each type besides records, enums and fixed types of "
+                "different names; give the schema one of them"
+            )
+        seen[name] = avro.resolve(b)
+    return None
+
+
+def first_repeated_branch(avro: AvroSchema) -> str | None:
+    """:func:`repeated_branch_problem` of the first such union of the schema, naming its field
+    and record, or None."""
+    todo: list[tuple[Any, str | None, str | None]] = [(avro.root, None, None)]
+    done: set[str] = set()
+    while todo:
+        t, field, record = todo.pop()
+        if isinstance(t, str) and t not in PRIMITIVES:
+            if t in done:
+                continue
+            done.add(t)
+        r = avro.resolve(t)
+        if isinstance(r, list):
+            problem = repeated_branch_problem(avro, r, field=field, record=record)
+            if problem is not None:
+                return problem
+            todo.extend((b, field, record) for b in r)
+        elif isinstance(r, dict):
+            if r["type"] in ("record", "error"):
+                todo.extend((f["type"], f["name"], r["name"]) for f in r.get("fields", []))
+            elif r["type"] == "array":
+                todo.append((r["items"], field, record))
+            elif r["type"] == "map":
+                todo.append((r["values"], field, record))
     return None

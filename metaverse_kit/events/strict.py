@@ -41,7 +41,12 @@ from functools import lru_cache
 from typing import Any
 
 from metaverse_kit.errors import ConfigurationError, SchemaParseError
-from metaverse_kit.events.avro import AvroSchema, number_problem, parse_definition
+from metaverse_kit.events.avro import (
+    AvroSchema,
+    first_repeated_branch,
+    number_problem,
+    parse_definition,
+)
 from metaverse_kit.names import check_schema_name
 
 __all__ = ["check_definition", "parse_with_avro_package", "schema_name"]
@@ -88,6 +93,15 @@ def _reason(exc: Exception) -> str:
     text = text.split(" (known names:")[0]
     inner = text.rpartition("not a valid Avro schema: ")[2]
     return inner if len(inner) <= 300 else inner[:297] + "..."
+
+
+def _repeated_branch(parsed: Any) -> str | None:
+    """The union of ``parsed`` with two branches of one type, with its field, or None (also
+    when ``parsed`` is too malformed to tell)."""
+    try:
+        return first_repeated_branch(AvroSchema(parsed))
+    except (SchemaParseError, TypeError, KeyError, AttributeError, ValueError):
+        return None
 
 
 def parse_with_avro_package(parsed: Any) -> Any:
@@ -150,7 +164,10 @@ def _check(definition: str) -> None:
     try:
         schema = parse_with_avro_package(parsed)
     except (avro.errors.AvroException, avro.errors.SchemaParseException) as exc:
-        raise SchemaParseError(f"Not a valid Avro schema: {_reason(exc)}") from None
+        # NOTE: the avro package names the union ("long type already in Union"), not its field.
+        raise SchemaParseError(
+            f"Not a valid Avro schema: {_repeated_branch(parsed) or _reason(exc)}"
+        ) from None
     except (TypeError, KeyError, AttributeError, ValueError) as exc:
         # NOTE: the avro package lets some malformed shapes escape as Python errors.
         raise SchemaParseError(f"Not a valid Avro schema: {type(exc).__name__}: {exc}") from None

@@ -237,7 +237,7 @@ class _Checker:
             # (int), got float 1.0: ...") is more use than "fits none of null | int".
             self.problems.extend(probes[0])
             return v
-        self.fail(path, f"{_short(v)} fits none of {avro.label(branches)}")
+        self.fail(path, f"{_short(v)} fits none of {avro.label(branches)}" + _numpy_hint(v))
         return v
 
     def union_dict(self, v: dict, branches: list, path: str) -> Any:
@@ -294,6 +294,25 @@ def _number_branch(avro: AvroSchema, branches: list, v: Any) -> str | None:
 
 def _primitive_problem(v: Any, kind: str) -> str | None:
     """Why ``v`` is not a value of the primitive Avro type ``kind``, or None when it is."""
+    why = _plain_problem(v, kind)
+    return None if why is None else why + _numpy_hint(v)
+
+
+def _numpy_hint(v: Any) -> str:
+    """What to do when ``v`` is a numpy scalar (else ""), for a message that refuses it.
+
+    NOTE: a cell of a pandas row or a numpy array is a numpy scalar (numpy.int64 is no int): the
+    value is right, its type is not Python's, and the message said only "got int64 5".
+    """
+    if type(v).__module__ != "numpy":
+        return ""
+    return (
+        f": a numpy {type(v).__name__}, as a cell of a pandas row or a numpy array is; pass "
+        "the Python value (.item(), or int(...), float(...), bool(...), str(...))"
+    )
+
+
+def _plain_problem(v: Any, kind: str) -> str | None:
     if kind == "null":
         return None if v is None else f"expected null, got {_short(v)}"
     if kind == "boolean":

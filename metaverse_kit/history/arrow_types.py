@@ -50,6 +50,7 @@ from metaverse_kit.events.avro import (
     dict_branches,
     kind_branches,
     logical_range,
+    repeated_branch_problem,
 )
 
 __all__ = [
@@ -290,7 +291,11 @@ class _Mapper:
 
             return ArrowMapping(inner.type, strip_name)
         names = [avro.branch_name(avro.resolve(b)) for b in others]
-        _check_distinct(avro, others, names, stack, field)
+        repeated = repeated_branch_problem(
+            avro, others, field=field, record=stack[-1] if stack else None
+        )
+        if repeated is not None:
+            raise SchemaParseError(repeated)
         shorts = [n.rpartition(".")[2] for n in names]
         if len(set(shorts)) != len(shorts):
             shorts = names
@@ -333,29 +338,6 @@ class _Mapper:
             return {BRANCH_FIELD: name, short: v if c is None else c(v)}
 
         return ArrowMapping(struct, convert_union)
-
-
-def _check_distinct(
-    avro: AvroSchema, others: list, names: list[str], stack: tuple, field: str | None
-) -> None:
-    """Raise :class:`SchemaParseError` for a union with two branches of one type or name.
-
-    NOTE: Avro allows one branch of each type besides named types, which go by their names
-    (``["long", {"type": "long", "logicalType": "timestamp-millis"}]`` is two longs); such a
-    union's column could not tell its branches apart, and its bytes say only "a long".
-    """
-    seen: dict[str, Any] = {}
-    for b, name in zip(others, names, strict=True):
-        if name in seen:
-            where = f" of field {field}" if field else ""
-            where += f" in record {stack[-1]}" if stack else ""
-            raise SchemaParseError(
-                f"The union [{', '.join(avro.label(x) for x in others)}]{where} has two "
-                f"branches of one type ({avro.label(seen[name])} and {avro.label(b)}): Avro "
-                "allows one branch of each type besides records, enums and fixed types of "
-                "different names; give the schema one of them"
-            )
-        seen[name] = avro.resolve(b)
 
 
 _WHOLE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}

@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 import fastavro
+import numpy as np
 import pytest
 
 import metaverse_kit as mk
@@ -253,3 +254,15 @@ def test_a_definition_holding_nan_or_a_float_default_past_its_range_is_refused(
 ) -> None:
     with pytest.raises(SchemaParseError, match=words):
         check_definition(definition)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("l", np.int64(5)), ("i", np.int32(5)), ("f", np.float32(0.5)), ("mixed", np.int64(7))],
+    ids=["long=int64", "int=int32", "float=float32", "union=int64"],
+)
+def test_a_numpy_scalar_is_refused_saying_to_pass_the_python_value(field: str, value: Any) -> None:
+    # A pandas row's cell is a numpy scalar: the message said "got int64 5" and no more.
+    (problem,) = validate({**ZERO, field: value}, NUMBERS)
+    assert problem.path == field
+    assert f"a numpy {type(value).__name__}" in problem.message and ".item()" in problem.message

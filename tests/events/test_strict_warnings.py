@@ -15,6 +15,7 @@ import threading
 import uuid
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,29 @@ def test_a_new_version_with_a_logical_type_the_avro_package_ignores_registers_si
         ws.registry.register_schema(ws.schema_group, first)
         props = ws.registry.register_schema(ws.schema_group, second)
         assert props.version == 2
+
+
+@pytest.mark.parametrize(
+    ("union", "where"),
+    [
+        (["null", "long", {"type": "long", "logicalType": "timestamp-millis"}], "field at in t.R"),
+        ({"type": "array", "items": ["int", {"type": "int", "logicalType": "date"}]}, "field at"),
+        ({"type": "map", "values": ["string", "string"]}, "field at in record t.R"),
+    ],
+    ids=["long-and-timestamp", "in-an-array", "in-a-map"],
+)
+def test_a_union_of_two_branches_of_one_type_is_refused_naming_its_field(
+    union: Any, where: str
+) -> None:
+    # The avro package said "long type already in Union", naming no field.
+    definition = json.dumps(
+        {
+            "type": "record",
+            "name": "R",
+            "namespace": "t",
+            "fields": [{"name": "u", "type": "string"}, {"name": "at", "type": union}],
+        }
+    )
+    with pytest.raises(mk.SchemaParseError, match="two branches of one type") as caught:
+        check_definition(definition)
+    assert where.replace(" in t.R", " in record t.R") in str(caught.value)

@@ -215,6 +215,21 @@ def test_a_location_that_names_no_lake_is_refused(
         mk.replay_capture(location)
 
 
+def test_a_file_uri_is_the_local_path_it_names(workspace: mk.Workspace) -> None:
+    # Spark's spelling of a local path: spark_replay took it, the local replay said "No Capture
+    # file or folder at file:///...".
+    workspace.emit(mk.example_mce())
+    lake = str(workspace.lake.root)  # type: ignore[attr-defined]
+    expected = mk.replay_capture(lake, registry=workspace.registry, cache=False)
+    for uri in (f"file://{lake}", f"file:{lake}", f"file://localhost{lake}/"):
+        got = mk.replay_capture(uri, registry=workspace.registry, cache=False)
+        assert got.equals(expected), uri
+    files = [f"file://{f.path}" for f in workspace.lake.list_files()]
+    assert mk.replay_capture(files, registry=workspace.registry, cache=False).equals(expected)
+    with pytest.raises(mk.ConfigurationError, match="not a path on this machine"):
+        mk.replay_capture(f"file://otherhost{lake}")
+
+
 def test_partition_ids_may_be_numbers_or_text(workspace: mk.Workspace, clock: SimClock) -> None:
     for i in range(8):
         workspace.emit(mk.mce(mk.make_dataset_urn("hive", f"t{i}"), [mk.aspects.status(False)]))
