@@ -33,7 +33,7 @@ import socket
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,8 +108,7 @@ def app_command(server: AppServer, *, notebook: Path | None = None) -> list[str]
 
     if importlib.util.find_spec("voila") is None:
         raise MissingDependencyError("The steward app", ["voila"], extra="app")
-    if not 1 <= server.port <= 65535:
-        raise ConfigurationError(f"--port must be between 1 and 65535, not {server.port}")
+    _check_port_range(server.port)
     _check_token(server.token)
     if server.theme not in _THEMES:
         raise ConfigurationError(f"the theme is 'light' or 'dark', not {server.theme!r}")
@@ -168,6 +167,11 @@ def _check_token(token: str) -> None:
         )
 
 
+def _check_port_range(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigurationError(f"--port must be between 1 and 65535, not {port}")
+
+
 def check_port(port: int) -> None:
     """Raise :class:`ConfigurationError` when ``port`` cannot be served on 127.0.0.1 now: in
     use by another program, or reserved (below 1024) for a privileged one.
@@ -176,8 +180,7 @@ def check_port(port: int) -> None:
     program's server (a visitor's token went to it), and said "trying another port" while it
     tried none.
     """
-    if not 1 <= port <= 65535:
-        raise ConfigurationError(f"--port must be between 1 and 65535, not {port}")
+    _check_port_range(port)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # NOTE: as Tornado binds: a port whose last connections are closing is free for it.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -325,16 +328,19 @@ def app_environment(server: AppServer, environ: Mapping[str, str] | None = None)
     return env
 
 
-def serve(server: AppServer) -> int:
+def serve(server: AppServer, *, ready: Callable[[], object] | None = None) -> int:
     """Run the app until interrupted (Ctrl-C or SIGTERM); returns Voila's exit status.
 
-    Raises as :func:`app_command` and :func:`check_port` do.
+    Raises as :func:`app_command` and :func:`check_port` do, before ``ready`` is called (the
+    command line prints the URL there: only once every option has been checked).
     """
     import signal
 
     notebook = app_notebook()
     command = app_command(server, notebook=notebook)
     check_port(server.port)
+    if ready is not None:
+        ready()
     env = app_environment(server)
     env[_PARENT] = str(os.getpid())
     # NOTE: in the notebook's folder (where its kernels start), not in this one: Voila reads

@@ -26,6 +26,7 @@ import fastavro
 from metaverse_kit.errors import CaptureFileError, MissingPartitionWarning, warn
 
 __all__ = [
+    "AVRO_MAGIC",
     "BLOCK_RECORDS",
     "CAPTURE_MAX_WINDOW",
     "CAPTURE_SCHEMA",
@@ -68,7 +69,8 @@ CAPTURE_SCHEMA_TEXT = (
 )
 CAPTURE_SCHEMA = fastavro.parse_schema(json.loads(CAPTURE_SCHEMA_TEXT))
 
-_MAGIC = b"Obj\x01"
+#: The four bytes every Avro object container file starts with.
+AVRO_MAGIC = b"Obj\x01"
 
 #: The application property every event emitted through a workspace carries: when the user
 #: emitted it, epoch milliseconds as decimal text (set before the outbox, so a retry keeps it;
@@ -283,7 +285,7 @@ def _header(codec: str, sync: bytes) -> bytes:
         (b"avro.codec", codec.encode()),
         (b"avro.schema", CAPTURE_SCHEMA_TEXT.encode()),
     ]
-    out = bytearray(_MAGIC)
+    out = bytearray(AVRO_MAGIC)
     out += zigzag(len(meta))
     for key, value in meta:
         out += zigzag(len(key)) + key + zigzag(len(value)) + value
@@ -308,7 +310,7 @@ def read_header(data: bytes, *, where: str = "the file") -> tuple[dict[str, byte
 
     Raises :class:`CaptureFileError` naming ``where`` when the bytes are not an Avro container.
     """
-    if data[:4] != _MAGIC:
+    if data[:4] != AVRO_MAGIC:
         raise CaptureFileError(f"{where} is not an Avro container file (no 'Obj\\x01' magic)")
     meta: dict[str, bytes] = {}
     try:
@@ -796,12 +798,12 @@ def complete_length(data: bytes) -> int:
         try:
             _, sync, start = read_header(data)
         except CaptureFileError:
-            return 0 if _MAGIC.startswith(data[:4]) and len(data) < 4096 else len(data)
+            return 0 if AVRO_MAGIC.startswith(data[:4]) and len(data) < 4096 else len(data)
         if data.endswith(sync):
             return len(data)
         scan = scan_blocks(data, start, sync)
         return scan.end if scan.tail == "torn" else len(data)
-    return 0 if _MAGIC.startswith(data[:4]) else len(data)
+    return 0 if AVRO_MAGIC.startswith(data[:4]) else len(data)
 
 
 def decode_block(data: bytes, block: Block, *, codec: str, schema: Any) -> list[dict[str, Any]]:

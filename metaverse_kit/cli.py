@@ -847,7 +847,7 @@ def _app_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("app", "serve the steward app (Voila) on 127.0.0.1 with a token", _app_arguments)
 def _app(args: argparse.Namespace) -> None:
-    from metaverse_kit.app import AppServer, app_command, check_port, new_token, serve
+    from metaverse_kit.app import AppServer, new_token, serve
     from metaverse_kit.config import app_planner, default_workspace_path
 
     given = _workspace_option(args)
@@ -862,12 +862,15 @@ def _app(args: argparse.Namespace) -> None:
         planner=args.planner or app_planner(),
         theme=args.theme,
     )
-    app_command(server)  # NOTE: checks Voila and the options before anything is printed
-    check_port(server.port)
-    with open_workspace(args) as ws:
-        print(f"Steward app for {ws!r}", flush=True)
-    print(f"Open {server.url}  (127.0.0.1 only; Ctrl-C stops)", flush=True)
-    status = serve(server)
+
+    def ready() -> None:
+        # NOTE: called once serve has checked Voila, the options and the port: nothing is
+        # printed for a server that will not start.
+        with open_workspace(args) as ws:
+            print(f"Steward app for {ws!r}", flush=True)
+        print(f"Open {server.url}  (127.0.0.1 only; Ctrl-C stops)", flush=True)
+
+    status = serve(server, ready=ready)
     if status > 0:  # NOTE: negative: Voila was stopped by a signal, as asked
         raise UsageError(f"Voila exited with status {status}; its messages are above")
 

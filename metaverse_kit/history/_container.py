@@ -23,12 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metaverse_kit.capture import Block, read_header, read_varint, scan_blocks
+from metaverse_kit.capture import AVRO_MAGIC, Block, read_header, read_varint, scan_blocks
 from metaverse_kit.errors import CaptureFileError
 
 __all__ = ["Block", "Damage", "Scan", "blocks_that_decode", "joined", "scan", "spliced"]
 
-_MAGIC = b"Obj\x01"
 _SYNC_SIZE = 16
 _CAPTURE_FIELDS = frozenset({"SequenceNumber", "EnqueuedTimeUtc", "Body"})
 
@@ -105,7 +104,7 @@ def scan(data: bytes, *, where: str) -> Scan:
     out = Scan(data)
     if not data:
         return out
-    if not data.startswith(_MAGIC):
+    if not data.startswith(AVRO_MAGIC):
         out.damage.append(Damage(None, "not an Avro container file (no 'Obj\\x01' at its start)"))
         return out
     try:

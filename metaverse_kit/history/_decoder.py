@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaverse_kit.capture import zigzag
+from metaverse_kit.capture import AVRO_MAGIC, zigzag
 from metaverse_kit.events.avro import AvroSchema
 from metaverse_kit.history.arrow_types import parsed
 
@@ -64,7 +64,6 @@ __all__ = [
     "temp_folders",
 ]
 
-_MAGIC = b"Obj\x01"
 _STRINGS = pa.map_(pa.string(), pa.string())
 _local = threading.local()
 # DataFusion 55 misreads unions when one Avro block spans two of its batches ("Offsets must be
@@ -656,7 +655,7 @@ def _container(definition: str, count: int, block: list[Any]) -> list[Any]:
     """A container of one block of ``count`` records whose bytes are the parts of ``block``."""
     sync = b"metaverse-splice"  # any 16 bytes: the file is ours and read once
     meta = [(b"avro.schema", definition.encode()), (b"avro.codec", b"null")]
-    header = bytearray(_MAGIC) + zigzag(len(meta))
+    header = bytearray(AVRO_MAGIC) + zigzag(len(meta))
     for key, value in meta:
         header += zigzag(len(key)) + key + zigzag(len(value)) + value
     header += zigzag(0) + sync

@@ -55,6 +55,7 @@ from metaverse_kit.backends.local.hub import LocalEventHub
 from metaverse_kit.backends.local.lake import LocalLake
 from metaverse_kit.backends.protocols import CaptureFile, EventChunk, StartPosition
 from metaverse_kit.capture import (
+    AVRO_MAGIC,
     CAPTURE_MAX_WINDOW,
     parse_capture_path,
     read_header,
@@ -349,7 +350,7 @@ def _starts_as_avro(path: Path) -> bool:
     """Whether ``path`` is a file this user can open that starts as an Avro container does."""
     try:
         with open(path, "rb") as f:
-            return f.read(4) == b"Obj\x01"
+            return f.read(len(AVRO_MAGIC)) == AVRO_MAGIC
     except OSError:
         return False
 

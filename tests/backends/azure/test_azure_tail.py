@@ -7,6 +7,7 @@ close that leaves no thread behind.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -14,18 +15,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 import metaverse_kit as mk
 from metaverse_kit.capture import append_events, capture_path, format_enqueued_time
 from metaverse_kit.history.replay import PayloadSchema
-from metaverse_kit.history.tail import Tail
 from metaverse_kit.widgets import HistoryExplorer
 from tests.backends.azure._amqp_endpoint import LoopbackEventHubs
 from tests.backends.azure._registry_service import FakeCredential, RegistryTransport
 from tests.backends.azure.conftest import Azurite
+from tests.conftest import read_until
 
 ARRIVAL_TIMEOUT = 60.0
 # NOTE: see test_azure_hub.py: the SDK leaves sockets of dropped connections to the collector.
@@ -34,15 +34,8 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def _read_until(tail: Tail, wanted: int) -> pa.Table:
-    batches: list[pa.RecordBatch] = []
-    deadline = time.monotonic() + ARRIVAL_TIMEOUT
-    while sum(b.num_rows for b in batches) < wanted:
-        if time.monotonic() > deadline:
-            got = sum(b.num_rows for b in batches)
-            pytest.fail(f"only {got} of {wanted} events arrived within {ARRIVAL_TIMEOUT:.0f} s")
-        batches.extend(tail.read(0.5))
-    return pa.Table.from_batches(batches)
+# Read until the events came, within ARRIVAL_TIMEOUT.
+_read_until = functools.partial(read_until, timeout=ARRIVAL_TIMEOUT)
 
 
 @pytest.fixture
