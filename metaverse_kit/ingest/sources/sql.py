@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import glob
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,11 +160,6 @@ def _pattern_part(name: str) -> str:
     if "." in name or '"' in name:
         return '"' + name.replace('"', '""') + '"'
     return name
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` as a glob that matches only itself (``*``, ``?`` and ``[`` in brackets)."""
-    return re.sub(r"([*?[])", r"[\1]", text)
 
 
 def _probe_sqlite(uri: str) -> None:
@@ -464,7 +459,7 @@ class SqlSource(Source):
         patterns: dict[str, list[str]] = {}
         for unit, label, name in found:
             labels.setdefault(unit.urn, []).append(label)
-            patterns.setdefault(unit.urn, []).append(repr(_glob_escape(name)))
+            patterns.setdefault(unit.urn, []).append(repr(glob.escape(name)))
         for urn, names in labels.items():
             if len(names) > 1:
                 self.context.report.failures.add(
